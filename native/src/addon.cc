@@ -1,0 +1,154 @@
+// dcvg_native: entry point and argument helpers. Kernels live in blas_conv.cc, elementwise.cc and attention.cc.
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "napi_util.h"
+
+namespace dcvg {
+
+Args::Args(napi_env env, napi_callback_info info, size_t expected, const char* fname) : env_(env), fname_(fname) {
+  size_t argc = expected;
+  argv_.resize(expected);
+  napi_status st = napi_get_cb_info(env, info, &argc, argv_.data(), nullptr, nullptr);
+  if (st != napi_ok) type_error(std::string(fname) + ": cannot read arguments");
+  if (argc != expected)
+    type_error(std::string(fname) + ": expected " + std::to_string(expected) + " arguments, got " +
+               std::to_string(argc));
+}
+
+static std::string where(const char* fname, const char* name) { return std::string(fname) + ": argument '" + name + "'"; }
+
+F32 Args::f32(size_t i, const char* name) const {
+  F32 r = f32_or_null(i, name);
+  if (r.null) type_error(where(fname_, name) + " must be a Float32Array, got null");
+  return r;
+}
+
+F32 Args::f32_or_null(size_t i, const char* name) const {
+  F32 r;
+  napi_valuetype t;
+  napi_typeof(env_, argv_[i], &t);
+  if (t == napi_null || t == napi_undefined) {
+    r.null = true;
+    return r;
+  }
+  bool is_ta = false;
+  napi_is_typedarray(env_, argv_[i], &is_ta);
+  if (!is_ta) type_error(where(fname_, name) + " must be a Float32Array");
+  napi_typedarray_type tt;
+  size_t len;
+  void* data;
+  napi_value ab;
+  size_t off;
+  napi_get_typedarray_info(env_, argv_[i], &tt, &len, &data, &ab, &off);
+  if (tt != napi_float32_array) type_error(where(fname_, name) + " must be a Float32Array (wrong element type)");
+  r.data = static_cast<float*>(data);
+  r.length = len;
+  return r;
+}
+
+int64_t Args::i64(size_t i, const char* name, int64_t min) const {
+  double v = f64(i, name);
+  if (v != std::floor(v) || std::fabs(v) > 9007199254740991.0) type_error(where(fname_, name) + " must be an integer");
+  int64_t r = static_cast<int64_t>(v);
+  if (r < min) range_error(where(fname_, name) + " must be >= " + std::to_string(min) + ", got " + std::to_string(r));
+  return r;
+}
+
+double Args::f64(size_t i, const char* name) const {
+  napi_valuetype t;
+  napi_typeof(env_, argv_[i], &t);
+  if (t != napi_number) type_error(where(fname_, name) + " must be a number");
+  double v;
+  napi_get_value_double(env_, argv_[i], &v);
+  if (!std::isfinite(v)) range_error(where(fname_, name) + " must be finite");
+  return v;
+}
+
+bool Args::boolean(size_t i, const char* name) const {
+  napi_valuetype t;
+  napi_typeof(env_, argv_[i], &t);
+  if (t != napi_boolean) type_error(where(fname_, name) + " must be a boolean");
+  bool v;
+  napi_get_value_bool(env_, argv_[i], &v);
+  return v;
+}
+
+std::vector<int64_t> Args::i64_array(size_t i, const char* name, long expect_len, int64_t min) const {
+  bool is_arr = false;
+  napi_is_array(env_, argv_[i], &is_arr);
+  if (!is_arr) type_error(where(fname_, name) + " must be an array of integers");
+  uint32_t n;
+  napi_get_array_length(env_, argv_[i], &n);
+  if (expect_len >= 0 && static_cast<long>(n) != expect_len)
+    range_error(where(fname_, name) + " must have " + std::to_string(expect_len) + " entries, got " + std::to_string(n));
+  if (n > 64) range_error(where(fname_, name) + " has too many entries (" + std::to_string(n) + ")");
+  std::vector<int64_t> out(n);
+  for (uint32_t j = 0; j < n; j++) {
+    napi_value e;
+    napi_get_element(env_, argv_[i], j, &e);
+    napi_valuetype t;
+    napi_typeof(env_, e, &t);
+    if (t != napi_number) type_error(where(fname_, name) + " must contain only numbers");
+    double v;
+    napi_get_value_double(env_, e, &v);
+    if (!std::isfinite(v) || v != std::floor(v) || std::fabs(v) > 9007199254740991.0)
+      type_error(where(fname_, name) + " must contain only integers");
+    if (v < static_cast<double>(min))
+      range_error(where(fname_, name) + "[" + std::to_string(j) + "] must be >= " + std::to_string(min));
+    out[j] = static_cast<int64_t>(v);
+  }
+  return out;
+}
+
+std::string Args::str(size_t i, const char* name) const {
+  napi_valuetype t;
+  napi_typeof(env_, argv_[i], &t);
+  if (t != napi_string) type_error(where(fname_, name) + " must be a string");
+  size_t len;
+  napi_get_value_string_utf8(env_, argv_[i], nullptr, 0, &len);
+  std::string s(len, '\0');
+  napi_get_value_string_utf8(env_, argv_[i], s.data(), len + 1, &len);
+  return s;
+}
+
+void need_len(const F32& arr, size_t need, const char* name, const char* fname) {
+  if (arr.length < need)
+    range_error(std::string(fname) + ": argument '" + name + "' has " + std::to_string(arr.length) +
+                " elements, needs at least " + std::to_string(need));
+}
+
+size_t numel(const std::vector<int64_t>& dims, const char* name) {
+  size_t n = 1;
+  for (int64_t d : dims) {
+    if (d < 0) range_error(std::string("negative dimension in ") + name);
+    if (d != 0 && n > std::numeric_limits<size_t>::max() / static_cast<size_t>(d))
+      range_error(std::string("size overflow in ") + name);
+    n *= static_cast<size_t>(d);
+  }
+  return n;
+}
+
+void export_fn(napi_env env, napi_value exports, const char* name, Impl fn) {
+  napi_value f;
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, nullptr, &f);
+  napi_set_named_property(env, exports, name, f);
+}
+
+napi_value make_number(napi_env env, double v) {
+  napi_value r;
+  napi_create_double(env, v, &r);
+  return r;
+}
+
+}  // namespace dcvg
+
+static napi_value Init(napi_env env, napi_value exports) {
+  register_blas_conv(env, exports);
+  register_elementwise(env, exports);
+  register_attention(env, exports);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,641 @@
+// Dense linear algebra and 3-D convolution for dcvg_native, plus a few runtime utilities:
+//   gemm                    batched row-major sgemm (oneDNN's dnnl_sgemm)
+//   conv3dForward           oneDNN convolution_forward
+//   conv3dBackwardData      oneDNN convolution_backward_data
+//   conv3dBackwardWeights   oneDNN convolution_backward_weights (optionally with the bias gradient)
+//   peakGflops              AVX2 FMA throughput probe
+//   setNumThreads / getNumThreads / versions
+//
+// Why dnnl_sgemm rather than cblas_sgemm: on this class of machine OpenBLAS is pinned to its Haswell (AVX2) kernels
+// (OPENBLAS_CORETYPE=Haswell) and reaches ~245 GFLOP/s on 2 cores, while oneDNN's JIT gemm uses AVX-512 and reaches
+// ~480. It also runs on the same OpenMP pool as the convolutions and the other kernels, whereas OpenBLAS's pthread pool
+// spins after each call and competes with OpenMP for the same two cores. OpenBLAS is still linked (versions(),
+// setNumThreads) so that anything else in the process that calls it gets the same thread count.
+#include <cblas.h>
+#include <dnnl.hpp>
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "napi_util.h"
+
+extern "C" {
+// Declared in OpenBLAS's cblas.h, repeated here so that a cblas.h without them (reference CBLAS) fails at link time
+// with a clear symbol name rather than at compile time.
+void openblas_set_num_threads(int num_threads);
+char* openblas_get_config(void);
+}
+
+namespace {
+
+using dcvg::Args;
+using dcvg::F32;
+using dcvg::need_len;
+using dcvg::range_error;
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------------------------------------
+
+// Element counts come from JS numbers (up to 2^53), so products and sums are checked before they size anything.
+size_t checked_mul(size_t a, size_t b, const char* fname, const char* what) {
+  size_t r;
+  if (__builtin_mul_overflow(a, b, &r)) range_error(std::string(fname) + ": size overflow computing " + what);
+  return r;
+}
+
+size_t checked_add(size_t a, size_t b, const char* fname, const char* what) {
+  size_t r;
+  if (__builtin_add_overflow(a, b, &r)) range_error(std::string(fname) + ": size overflow computing " + what);
+  return r;
+}
+
+std::string fmt_dims(const std::vector<int64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); i++) {
+    if (i) s += ",";
+    s += std::to_string(d[i]);
+  }
+  return s + "]";
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// gemm
+// ---------------------------------------------------------------------------------------------------------------------
+
+// Elements a batch of `batch` matrices of `size` elements, `stride` apart, spans (0 when nothing is read).
+size_t batched_extent(int64_t batch, int64_t stride, size_t size, const char* fname, const char* what) {
+  if (batch == 0 || size == 0) return 0;
+  size_t last = checked_mul(static_cast<size_t>(batch - 1), static_cast<size_t>(stride), fname, what);
+  return checked_add(last, size, fname, what);
+}
+
+void sgemm_or_throw(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, const float* B,
+                    float beta, float* C) {
+  // Row-major, densely stored: the leading dimension is the stored row length.
+  const dnnl_dim_t lda = tA ? M : K, ldb = tB ? K : N, ldc = N;
+  dnnl_status_t st = dnnl_sgemm(tA ? 'T' : 'N', tB ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (st != dnnl_success) throw std::runtime_error("gemm: dnnl_sgemm failed with status " + std::to_string(st));
+}
+
+napi_value gemm_impl(napi_env env, napi_callback_info info) {
+  return dcvg::guarded(env, [&]() -> napi_value {
+    const char* fn = "gemm";
+    Args a(env, info, 14, fn);
+    const bool tA = a.boolean(0, "transA"), tB = a.boolean(1, "transB");
+    const int64_t batch = a.i64(2, "batch"), M = a.i64(3, "M"), N = a.i64(4, "N"), K = a.i64(5, "K");
+    const float alpha = static_cast<float>(a.f64(6, "alpha"));
+    const F32 A = a.f32(7, "A");
+    const int64_t sA = a.i64(8, "strideA");
+    const F32 B = a.f32(9, "B");
+    const int64_t sB = a.i64(10, "strideB");
+    const float beta = static_cast<float>(a.f64(11, "beta"));
+    const F32 C = a.f32(12, "C");
+    const int64_t sC = a.i64(13, "strideC");
+
+    const size_t mk = checked_mul(M, K, fn, "M*K"), kn = checked_mul(K, N, fn, "K*N"), mn = checked_mul(M, N, fn, "M*N");
+    need_len(A, batched_extent(batch, sA, mk, fn, "A extent"), "A", fn);
+    need_len(B, batched_extent(batch, sB, kn, fn, "B extent"), "B", fn);
+    need_len(C, batched_extent(batch, sC, mn, fn, "C extent"), "C", fn);
+    if (mn == 0 || batch == 0) return nullptr;
+
+    if (K == 0) {
+      // Empty inner product: C = beta * C (and exactly 0 for beta == 0, even over NaN garbage), once per batch entry
+      // so that a broadcast C (strideC 0) sees the same sequence of updates as the general path.
+      for (int64_t b = 0; b < batch; b++) {
+        float* c = C.data + b * sC;
+        if (beta == 0.f)
+          std::fill(c, c + mn, 0.f);
+        else
+          for (size_t i = 0; i < mn; i++) c[i] *= beta;
+      }
+      return nullptr;
+    }
+
+    // Many independent matrices: one single-threaded gemm per OpenMP thread beats a multi-threaded gemm per matrix
+    // for small and medium sizes (measured 1.2-2x), and is on par for large ones when the batch divides evenly.
+    // Only when the C matrices do not overlap, since they are then written concurrently.
+    const int nthr = omp_get_max_threads();
+    const double flops_each = 2.0 * M * N * K;
+    const bool parallel_batch = nthr > 1 && batch >= nthr && static_cast<size_t>(sC) >= mn &&
+                                (batch % nthr == 0 || batch >= 4 * nthr || flops_each < 4e6);
+    if (parallel_batch) {
+      std::atomic<bool> failed{false};
+#pragma omp parallel for schedule(static)
+      for (int64_t b = 0; b < batch; b++) {
+        const dnnl_dim_t lda = tA ? M : K, ldb = tB ? K : N;
+        if (dnnl_sgemm(tA ? 'T' : 'N', tB ? 'T' : 'N', M, N, K, alpha, A.data + b * sA, lda, B.data + b * sB, ldb,
+                       beta, C.data + b * sC, N) != dnnl_success)
+          failed = true;
+      }
+      if (failed) throw std::runtime_error("gemm: dnnl_sgemm failed");
+    } else {
+      for (int64_t b = 0; b < batch; b++)
+        sgemm_or_throw(tA, tB, M, N, K, alpha, A.data + b * sA, B.data + b * sB, beta, C.data + b * sC);
+    }
+    return nullptr;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// conv3d: argument parsing and validation
+// ---------------------------------------------------------------------------------------------------------------------
+
+struct ConvGeom {
+  int64_t N, C, T, H, W;   // input
+  int64_t O, KT, KH, KW;   // weights (O, C/G, KT, KH, KW)
+  int64_t To, Ho, Wo;      // output spatial
+  int64_t st, sh, sw;      // strides
+  int64_t pad[6];          // t_front, t_back, h_top, h_bottom, w_left, w_right
+  int64_t G;               // groups
+  size_t x_len, w_len, y_len;
+};
+
+// Parses argument slots 0..5 (xShape, wShape, yShape, stride, padding, groups) and checks that they describe one
+// well-formed convolution. Throws a RangeError naming all the shapes otherwise.
+ConvGeom parse_conv(const Args& a, const char* fn) {
+  const auto xs = a.i64_array(0, "xShape", 5), ws = a.i64_array(1, "wShape", 5), ys = a.i64_array(2, "yShape", 5);
+  const auto stride = a.i64_array(3, "stride", 3, 1);
+  const auto pad = a.i64_array(4, "padding", 6, 0);
+  const int64_t G = a.i64(5, "groups", 1);
+
+  auto fail = [&](const std::string& why) {
+    range_error(std::string(fn) + ": " + why + " (xShape=" + fmt_dims(xs) + " wShape=" + fmt_dims(ws) +
+                " yShape=" + fmt_dims(ys) + " stride=" + fmt_dims(stride) + " padding=" + fmt_dims(pad) +
+                " groups=" + std::to_string(G) + ")");
+  };
+
+  ConvGeom g{};
+  g.N = xs[0], g.C = xs[1], g.T = xs[2], g.H = xs[3], g.W = xs[4];
+  g.O = ws[0], g.KT = ws[2], g.KH = ws[3], g.KW = ws[4];
+  g.st = stride[0], g.sh = stride[1], g.sw = stride[2];
+  for (int i = 0; i < 6; i++) g.pad[i] = pad[i];
+  g.G = G;
+
+  if (g.T < 1 || g.H < 1 || g.W < 1) fail("input spatial dims must be >= 1");
+  if (g.KT < 1 || g.KH < 1 || g.KW < 1) fail("kernel dims must be >= 1");
+  // Keep every dim well inside oneDNN's int64 arithmetic (it multiplies dims together internally).
+  for (int64_t d : {g.N, g.C, g.T, g.H, g.W, g.O, g.KT, g.KH, g.KW, g.st, g.sh, g.sw, pad[0], pad[1], pad[2], pad[3],
+                    pad[4], pad[5], G})
+    if (d > (int64_t(1) << 31)) fail("dimension too large");
+  if (g.C % G != 0) fail("input channels must be divisible by groups");
+  if (g.O % G != 0) fail("output channels must be divisible by groups");
+  if (ws[1] * G != g.C) fail("wShape[1] * groups must equal input channels");
+
+  const int64_t et = g.T + pad[0] + pad[1], eh = g.H + pad[2] + pad[3], ew = g.W + pad[4] + pad[5];
+  if (et < g.KT || eh < g.KH || ew < g.KW) fail("kernel larger than padded input");
+  g.To = (et - g.KT) / g.st + 1;
+  g.Ho = (eh - g.KH) / g.sh + 1;
+  g.Wo = (ew - g.KW) / g.sw + 1;
+  if (ys[0] != g.N || ys[1] != g.O || ys[2] != g.To || ys[3] != g.Ho || ys[4] != g.Wo)
+    fail("yShape must be " + fmt_dims({g.N, g.O, g.To, g.Ho, g.Wo}));
+
+  g.x_len = dcvg::numel(xs, "xShape");
+  g.w_len = dcvg::numel(ws, "wShape");
+  g.y_len = dcvg::numel(ys, "yShape");
+  return g;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// conv3d: oneDNN primitives, cached per problem
+// ---------------------------------------------------------------------------------------------------------------------
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+dnnl::stream& cpu_stream() {
+  static dnnl::stream s(cpu_engine());
+  return s;
+}
+
+// Grow-only 64-byte-aligned buffers for data in the primitives' blocked layouts and for their scratchpads. Shared by
+// all cached problems (calls are serialised by g_conv_mutex), so the footprint is that of the largest problem rather
+// than the sum over all shapes seen, and steady-state calls touch no fresh pages (first-touch page faults cost as much
+// as the reorders themselves).
+class Workspace {
+ public:
+  void* get(size_t bytes) {
+    if (bytes > cap_) {
+      const size_t align = 2u << 20;  // huge-page aligned so large buffers can be backed by THP
+      size_t want = std::max(bytes + bytes / 4, size_t(4096));
+      want = (want + align - 1) / align * align;
+      void* p = std::aligned_alloc(align, want);
+      if (!p) throw std::bad_alloc();
+      buf_.reset(p);
+      cap_ = want;
+    }
+    return buf_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> buf_;
+  size_t cap_ = 0;
+};
+
+enum { kSlotX = 0, kSlotW = 1, kSlotY = 2, kSlotScratch = 3, kSlots = 4 };
+Workspace g_ws[kSlots];
+std::mutex g_conv_mutex;
+
+enum class ConvKind { Fwd, BwdData, BwdWeights };
+
+// One of x / w / y as the primitive sees it: either the user's plain array directly, or a blocked copy in a
+// workspace slot with a reorder to (inputs) or from (outputs) the user's layout.
+struct Operand {
+  bool is_input = true;
+  bool reorder = false;
+  int slot = 0;
+  memory user_mem;  // plain layout, data handle set per call
+  memory prim_mem;  // primitive's layout (only when reorder)
+  dnnl::reorder reorder_prim;
+
+  void init(const memory::desc& user_md, const memory::desc& prim_md, bool input, int ws_slot) {
+    auto& eng = cpu_engine();
+    is_input = input;
+    slot = ws_slot;
+    user_mem = memory(user_md, eng, DNNL_MEMORY_NONE);
+    reorder = !(user_md == prim_md);
+    if (reorder) {
+      prim_mem = memory(prim_md, eng, DNNL_MEMORY_NONE);
+      reorder_prim = input ? dnnl::reorder(dnnl::reorder::primitive_desc(eng, user_md, eng, prim_md))
+                           : dnnl::reorder(dnnl::reorder::primitive_desc(eng, prim_md, eng, user_md));
+    }
+  }
+  // The memory the convolution primitive reads or writes.
+  const memory& prim() const { return reorder ? prim_mem : user_mem; }
+  // Points the operand at this call's user array and (if blocked) the workspace.
+  void bind(const float* user) {
+    user_mem.set_data_handle(const_cast<float*>(user));
+    if (reorder) prim_mem.set_data_handle(g_ws[slot].get(prim_mem.get_desc().get_size()));
+  }
+  void before(dnnl::stream& s) {
+    if (reorder && is_input) reorder_prim.execute(s, user_mem, prim_mem);
+  }
+  void after(dnnl::stream& s) {
+    if (reorder && !is_input) reorder_prim.execute(s, prim_mem, user_mem);
+  }
+};
+
+struct ConvEntry {
+  dnnl::primitive prim;
+  Operand x, w, y;
+  memory bias_mem;     // user's bias / bias gradient (plain 1-D), when present
+  memory scratch_mem;  // user-managed scratchpad
+  size_t scratch_bytes = 0;
+  std::unordered_map<int, memory> args;  // refers to the memory objects above; only their handles change per call
+};
+
+using ConvKey = std::vector<int64_t>;
+std::map<ConvKey, std::unique_ptr<ConvEntry>> g_conv_cache;
+// A video model has few distinct convolution problems; the bound only guards against unbounded growth with
+// ever-changing input sizes.
+constexpr size_t kMaxCachedConvs = 512;
+
+ConvKey make_key(ConvKind kind, bool bias, const ConvGeom& g) {
+  // The thread count is part of the key: oneDNN fixes its work split when the primitive is created.
+  return {static_cast<int64_t>(kind), bias, omp_get_max_threads(), g.N, g.C, g.T, g.H, g.W, g.O, g.KT, g.KH, g.KW,
+          g.st, g.sh, g.sw, g.pad[0], g.pad[1], g.pad[2], g.pad[3], g.pad[4], g.pad[5], g.G};
+}
+
+std::unique_ptr<ConvEntry> build_entry(ConvKind kind, bool bias, const ConvGeom& g) {
+  auto& eng = cpu_engine();
+  const memory::dims x_dims{g.N, g.C, g.T, g.H, g.W}, y_dims{g.N, g.O, g.To, g.Ho, g.Wo};
+  // Grouped weights are (G, O/G, C/G, k...): the same bytes as torch's (O, C/G, k...).
+  const memory::dims w_dims = g.G > 1 ? memory::dims{g.G, g.O / g.G, g.C / g.G, g.KT, g.KH, g.KW}
+                                      : memory::dims{g.O, g.C, g.KT, g.KH, g.KW};
+  const memory::dims b_dims{g.O};
+  const memory::dims strides{g.st, g.sh, g.sw};
+  const memory::dims pad_l{g.pad[0], g.pad[2], g.pad[4]}, pad_r{g.pad[1], g.pad[3], g.pad[5]};
+
+  const memory::desc x_user(x_dims, dt::f32, tag::ncdhw), y_user(y_dims, dt::f32, tag::ncdhw);
+  const memory::desc w_user(w_dims, dt::f32, g.G > 1 ? tag::goidhw : tag::oidhw);
+  const memory::desc b_user(b_dims, dt::f32, tag::x);
+  // Let oneDNN pick its fastest (usually channel-blocked) layouts; we reorder at the boundary.
+  const memory::desc x_any(x_dims, dt::f32, tag::any), y_any(y_dims, dt::f32, tag::any), w_any(w_dims, dt::f32, tag::any);
+
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+
+  const auto alg = dnnl::algorithm::convolution_direct;
+  const auto fwd_prop = dnnl::prop_kind::forward_training;
+  const bool fwd_bias = bias && kind != ConvKind::BwdData;
+
+#if DNNL_VERSION_MAJOR >= 3
+  // oneDNN 3.x: primitive descriptors are built directly from the engine and the problem (no op descriptors).
+  const auto fwd_pd =
+      fwd_bias ? dnnl::convolution_forward::primitive_desc(eng, fwd_prop, alg, x_any, w_any, b_user, y_any, strides,
+                                                           pad_l, pad_r, attr)
+               : dnnl::convolution_forward::primitive_desc(eng, fwd_prop, alg, x_any, w_any, y_any, strides, pad_l,
+                                                           pad_r, attr);
+#else
+  const auto fwd_desc =
+      fwd_bias ? dnnl::convolution_forward::desc(fwd_prop, alg, x_any, w_any, b_user, y_any, strides, pad_l, pad_r)
+               : dnnl::convolution_forward::desc(fwd_prop, alg, x_any, w_any, y_any, strides, pad_l, pad_r);
+  const auto fwd_pd = dnnl::convolution_forward::primitive_desc(fwd_desc, attr, eng);
+#endif
+
+  auto e = std::make_unique<ConvEntry>();
+  memory::desc scratch_md;
+  switch (kind) {
+    case ConvKind::Fwd: {
+      e->prim = dnnl::convolution_forward(fwd_pd);
+      e->x.init(x_user, fwd_pd.src_desc(), true, kSlotX);
+      e->w.init(w_user, fwd_pd.weights_desc(), true, kSlotW);
+      e->y.init(y_user, fwd_pd.dst_desc(), false, kSlotY);
+      scratch_md = fwd_pd.scratchpad_desc();
+      e->args = {{DNNL_ARG_SRC, e->x.prim()}, {DNNL_ARG_WEIGHTS, e->w.prim()}, {DNNL_ARG_DST, e->y.prim()}};
+      if (bias) {
+        e->bias_mem = memory(b_user, eng, DNNL_MEMORY_NONE);
+        e->args[DNNL_ARG_BIAS] = e->bias_mem;
+      }
+      break;
+    }
+    case ConvKind::BwdData: {
+#if DNNL_VERSION_MAJOR >= 3
+      const auto pd = dnnl::convolution_backward_data::primitive_desc(eng, alg, x_any, w_any, y_any, strides, pad_l,
+                                                                      pad_r, fwd_pd, attr);
+#else
+      const auto d = dnnl::convolution_backward_data::desc(alg, x_any, w_any, y_any, strides, pad_l, pad_r);
+      const auto pd = dnnl::convolution_backward_data::primitive_desc(d, attr, eng, fwd_pd);
+#endif
+      e->prim = dnnl::convolution_backward_data(pd);
+      e->y.init(y_user, pd.diff_dst_desc(), true, kSlotY);
+      e->w.init(w_user, pd.weights_desc(), true, kSlotW);
+      e->x.init(x_user, pd.diff_src_desc(), false, kSlotX);
+      scratch_md = pd.scratchpad_desc();
+      e->args = {{DNNL_ARG_DIFF_DST, e->y.prim()}, {DNNL_ARG_WEIGHTS, e->w.prim()}, {DNNL_ARG_DIFF_SRC, e->x.prim()}};
+      break;
+    }
+    case ConvKind::BwdWeights: {
+#if DNNL_VERSION_MAJOR >= 3
+      const auto pd =
+          bias ? dnnl::convolution_backward_weights::primitive_desc(eng, alg, x_any, w_any, b_user, y_any, strides,
+                                                                    pad_l, pad_r, fwd_pd, attr)
+               : dnnl::convolution_backward_weights::primitive_desc(eng, alg, x_any, w_any, y_any, strides, pad_l,
+                                                                    pad_r, fwd_pd, attr);
+#else
+      const auto d =
+          bias ? dnnl::convolution_backward_weights::desc(alg, x_any, w_any, b_user, y_any, strides, pad_l, pad_r)
+               : dnnl::convolution_backward_weights::desc(alg, x_any, w_any, y_any, strides, pad_l, pad_r);
+      const auto pd = dnnl::convolution_backward_weights::primitive_desc(d, attr, eng, fwd_pd);
+#endif
+      e->prim = dnnl::convolution_backward_weights(pd);
+      e->x.init(x_user, pd.src_desc(), true, kSlotX);
+      e->y.init(y_user, pd.diff_dst_desc(), true, kSlotY);
+      e->w.init(w_user, pd.diff_weights_desc(), false, kSlotW);
+      scratch_md = pd.scratchpad_desc();
+      e->args = {{DNNL_ARG_SRC, e->x.prim()}, {DNNL_ARG_DIFF_DST, e->y.prim()}, {DNNL_ARG_DIFF_WEIGHTS, e->w.prim()}};
+      if (bias) {
+        e->bias_mem = memory(b_user, eng, DNNL_MEMORY_NONE);
+        e->args[DNNL_ARG_DIFF_BIAS] = e->bias_mem;
+      }
+      break;
+    }
+  }
+  e->scratch_bytes = scratch_md.get_size();
+  if (e->scratch_bytes > 0) {
+    e->scratch_mem = memory(scratch_md, eng, DNNL_MEMORY_NONE);
+    e->args[DNNL_ARG_SCRATCHPAD] = e->scratch_mem;
+  }
+  return e;
+}
+
+ConvEntry& get_entry(ConvKind kind, bool bias, const ConvGeom& g) {
+  ConvKey key = make_key(kind, bias, g);
+  auto it = g_conv_cache.find(key);
+  if (it != g_conv_cache.end()) return *it->second;
+  auto e = build_entry(kind, bias, g);  // may throw; nothing is inserted then
+  if (g_conv_cache.size() >= kMaxCachedConvs) g_conv_cache.clear();
+  return *g_conv_cache.emplace(std::move(key), std::move(e)).first->second;
+}
+
+// Runs one cached convolution. x, w, y are the user's arrays in the roles of src / weights / dst (their direction
+// follows from the kind); bias is the bias or its gradient, or nullptr.
+void run_conv(ConvKind kind, const ConvGeom& g, const float* x, const float* w, const float* y, const float* bias) {
+  std::lock_guard<std::mutex> lock(g_conv_mutex);
+  ConvEntry& e = get_entry(kind, bias != nullptr, g);
+  auto& s = cpu_stream();
+  // Bind everything first: a workspace slot may be reallocated when it grows.
+  e.x.bind(x);
+  e.w.bind(w);
+  e.y.bind(y);
+  if (bias) e.bias_mem.set_data_handle(const_cast<float*>(bias));
+  if (e.scratch_bytes) e.scratch_mem.set_data_handle(g_ws[kSlotScratch].get(e.scratch_bytes));
+
+  e.x.before(s);
+  e.w.before(s);
+  e.y.before(s);
+  e.prim.execute(s, e.args);
+  e.x.after(s);
+  e.w.after(s);
+  e.y.after(s);
+  s.wait();
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// conv3d: entry points. Problems with an empty channel or batch dimension never reach oneDNN (it rejects some of them);
+// their results are written directly.
+// ---------------------------------------------------------------------------------------------------------------------
+
+napi_value conv3d_forward_impl(napi_env env, napi_callback_info info) {
+  return dcvg::guarded(env, [&]() -> napi_value {
+    const char* fn = "conv3dForward";
+    Args a(env, info, 10, fn);
+    const ConvGeom g = parse_conv(a, fn);
+    const F32 x = a.f32(6, "x"), w = a.f32(7, "w"), bias = a.f32_or_null(8, "bias"), y = a.f32(9, "y");
+    need_len(x, g.x_len, "x", fn);
+    need_len(w, g.w_len, "w", fn);
+    if (!bias.null) need_len(bias, g.O, "bias", fn);
+    need_len(y, g.y_len, "y", fn);
+
+    if (g.y_len == 0) return nullptr;
+    if (g.C == 0) {  // sum over no input channels: y = bias
+      const size_t per = static_cast<size_t>(g.To * g.Ho * g.Wo);
+      for (int64_t n = 0; n < g.N; n++)
+        for (int64_t o = 0; o < g.O; o++)
+          std::fill_n(y.data + (n * g.O + o) * per, per, bias.null ? 0.f : bias.data[o]);
+      return nullptr;
+    }
+    run_conv(ConvKind::Fwd, g, x.data, w.data, y.data, bias.null ? nullptr : bias.data);
+    return nullptr;
+  });
+}
+
+napi_value conv3d_backward_data_impl(napi_env env, napi_callback_info info) {
+  return dcvg::guarded(env, [&]() -> napi_value {
+    const char* fn = "conv3dBackwardData";
+    Args a(env, info, 9, fn);
+    const ConvGeom g = parse_conv(a, fn);
+    const F32 gy = a.f32(6, "gy"), w = a.f32(7, "w"), gx = a.f32(8, "gx");
+    need_len(gy, g.y_len, "gy", fn);
+    need_len(w, g.w_len, "w", fn);
+    need_len(gx, g.x_len, "gx", fn);
+
+    if (g.x_len == 0) return nullptr;
+    if (g.O == 0) {  // no outputs depend on x
+      std::fill_n(gx.data, g.x_len, 0.f);
+      return nullptr;
+    }
+    run_conv(ConvKind::BwdData, g, gx.data, w.data, gy.data, nullptr);
+    return nullptr;
+  });
+}
+
+napi_value conv3d_backward_weights_impl(napi_env env, napi_callback_info info) {
+  return dcvg::guarded(env, [&]() -> napi_value {
+    const char* fn = "conv3dBackwardWeights";
+    Args a(env, info, 10, fn);
+    const ConvGeom g = parse_conv(a, fn);
+    const F32 x = a.f32(6, "x"), gy = a.f32(7, "gy"), gw = a.f32(8, "gw"), gb = a.f32_or_null(9, "gb");
+    need_len(x, g.x_len, "x", fn);
+    need_len(gy, g.y_len, "gy", fn);
+    need_len(gw, g.w_len, "gw", fn);
+    if (!gb.null) need_len(gb, g.O, "gb", fn);
+
+    if (g.O == 0) return nullptr;
+    if (g.N == 0 || g.C == 0) {  // gw has no contributions (or no entries); gb is still the sum of gy
+      std::fill_n(gw.data, g.w_len, 0.f);
+      if (!gb.null) {
+        const size_t per = static_cast<size_t>(g.To * g.Ho * g.Wo);
+        for (int64_t o = 0; o < g.O; o++) {
+          double s = 0;
+          for (int64_t n = 0; n < g.N; n++) {
+            const float* p = gy.data + (n * g.O + o) * per;
+            for (size_t i = 0; i < per; i++) s += p[i];
+          }
+          gb.data[o] = static_cast<float>(s);
+        }
+      }
+      return nullptr;
+    }
+    run_conv(ConvKind::BwdWeights, g, x.data, gw.data, gy.data, gb.null ? nullptr : gb.data);
+    return nullptr;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// peakGflops
+// ---------------------------------------------------------------------------------------------------------------------
+
+constexpr int kChains = 12;  // independent FMA chains: covers 4-cycle latency x 2 pipes with room to spare
+
+// Runs `iters` rounds of kChains dependent 8-lane FMAs. a*x+b with a just below 1 converges to a finite fixed point, so
+// no denormals or infinities slow it down. Returns a value derived from the accumulators so the work is not elided.
+__attribute__((target("avx2,fma"), noinline)) float fma_block(int64_t iters, float seed) {
+  __m256 acc[kChains];
+  for (int i = 0; i < kChains; i++) acc[i] = _mm256_set1_ps(seed + 0.01f * i);
+  const __m256 mul = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-6f);
+  for (int64_t it = 0; it < iters; it++) {
+    for (int i = 0; i < kChains; i++) acc[i] = _mm256_fmadd_ps(acc[i], mul, add);
+  }
+  __m256 s = acc[0];
+  for (int i = 1; i < kChains; i++) s = _mm256_add_ps(s, acc[i]);
+  alignas(32) float out[8];
+  _mm256_store_ps(out, s);
+  return out[0] + out[7];
+}
+
+napi_value peak_gflops_impl(napi_env env, napi_callback_info info) {
+  return dcvg::guarded(env, [&]() -> napi_value {
+    const char* fn = "peakGflops";
+    Args a(env, info, 2, fn);
+    const int64_t threads = a.i64(0, "threads", 1);
+    const double seconds = a.f64(1, "seconds");
+    if (threads > 1024) range_error(std::string(fn) + ": 'threads' must be <= 1024");
+    if (!(seconds > 0) || seconds > 60) range_error(std::string(fn) + ": 'seconds' must be in (0, 60]");
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+      throw std::runtime_error("peakGflops: this CPU lacks AVX2/FMA");
+
+    using clock = std::chrono::steady_clock;
+    constexpr int64_t kIters = 1 << 16;  // ~0.1-0.3 ms per block: fine-grained enough to stop on time
+    const double flops_per_block = double(kIters) * kChains * 8 * 2;
+    fma_block(kIters, 1.f);  // wake the core up before timing
+    std::atomic<int64_t> blocks{0};
+    std::atomic<float> sink{0};
+    const auto t0 = clock::now();
+    const auto deadline = t0 + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
+#pragma omp parallel num_threads(static_cast<int>(threads))
+    {
+      int64_t mine = 0;
+      float s = 0;
+      do {
+        s += fma_block(kIters, 1.f + mine);
+        mine++;
+      } while (clock::now() < deadline);
+      blocks += mine;
+      sink = sink + s;
+    }
+    const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
+    return dcvg::make_number(env, double(blocks.load()) * flops_per_block / elapsed / 1e9);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Threads and versions
+// ---------------------------------------------------------------------------------------------------------------------
+
+napi_value set_num_threads_impl(napi_env env, napi_callback_info info) {
+  return dcvg::guarded(env, [&]() -> napi_value {
+    Args a(env, info, 1, "setNumThreads");
+    const int64_t n = a.i64(0, "n", 1);
+    if (n > 4096) range_error("setNumThreads: 'n' must be <= 4096");
+    omp_set_num_threads(static_cast<int>(n));
+    openblas_set_num_threads(static_cast<int>(n));
+    return nullptr;
+  });
+}
+
+napi_value get_num_threads_impl(napi_env env, napi_callback_info info) {
+  return dcvg::guarded(env, [&]() -> napi_value {
+    Args a(env, info, 0, "getNumThreads");
+    return dcvg::make_number(env, omp_get_max_threads());
+  });
+}
+
+napi_value versions_impl(napi_env env, napi_callback_info info) {
+  return dcvg::guarded(env, [&]() -> napi_value {
+    Args a(env, info, 0, "versions");
+    const dnnl_version_t* v = dnnl_version();
+    const std::string dnnl = std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+    const char* ob = openblas_get_config();
+    napi_value obj, s1, s2;
+    napi_create_object(env, &obj);
+    napi_create_string_utf8(env, dnnl.c_str(), NAPI_AUTO_LENGTH, &s1);
+    napi_create_string_utf8(env, ob ? ob : "unknown", NAPI_AUTO_LENGTH, &s2);
+    napi_set_named_property(env, obj, "dnnl", s1);
+    napi_set_named_property(env, obj, "openblas", s2);
+    return obj;
+  });
+}
+
+}  // namespace
+
+void register_blas_conv(napi_env env, napi_value exports) {
+  dcvg::export_fn(env, exports, "gemm", gemm_impl);
+  dcvg::export_fn(env, exports, "conv3dForward", conv3d_forward_impl);
+  dcvg::export_fn(env, exports, "conv3dBackwardData", conv3d_backward_data_impl);
+  dcvg::export_fn(env, exports, "conv3dBackwardWeights", conv3d_backward_weights_impl);
+  dcvg::export_fn(env, exports, "peakGflops", peak_gflops_impl);
+  dcvg::export_fn(env, exports, "setNumThreads", set_num_threads_impl);
+  dcvg::export_fn(env, exports, "getNumThreads", get_num_threads_impl);
+  dcvg::export_fn(env, exports, "versions", versions_impl);
+}

@@ -1,0 +1,255 @@
+/**
+ * The native backend: a thin wrapper over the dcvg_native N-API addon (native/). Every addon export takes the same
+ * arguments as the Backend method of the same name, flattened: a StridedView becomes (data, offset, strides[]), a
+ * Conv3dParams becomes (xShape[5], wShape[5], yShape[5], stride[3], padding[6], groups), and `null` stands for an
+ * absent optional array. The addon validates every argument again before touching memory.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Backend, BinaryOp, Conv3dParams, ReduceOp, StridedView, UnaryOp } from './backend.js';
+
+/** Signatures of the addon's exports (see native/src/*.cc). */
+export interface NativeAddon {
+  fill(out: Float32Array, value: number): void;
+  stridedCopy(src: Float32Array, offset: number, strides: number[], shape: number[], out: Float32Array): void;
+  stridedAccumulate(src: Float32Array, shape: number[], dst: Float32Array, offset: number, strides: number[]): void;
+  unary(op: string, x: Float32Array, out: Float32Array): void;
+  unaryBackward(op: string, x: Float32Array, y: Float32Array, gy: Float32Array, gx: Float32Array): void;
+  affine(x: Float32Array, a: number, b: number, out: Float32Array): void;
+  powScalar(x: Float32Array, p: number, out: Float32Array): void;
+  binary(
+    op: string,
+    a: Float32Array,
+    aOffset: number,
+    aStrides: number[],
+    b: Float32Array,
+    bOffset: number,
+    bStrides: number[],
+    shape: number[],
+    out: Float32Array,
+  ): void;
+  axpy(acc: Float32Array, x: Float32Array, scale: number): void;
+  reduce(op: string, x: Float32Array, outer: number, r: number, inner: number, out: Float32Array): void;
+  gemm(
+    transA: boolean,
+    transB: boolean,
+    batch: number,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Float32Array,
+    strideA: number,
+    B: Float32Array,
+    strideB: number,
+    beta: number,
+    C: Float32Array,
+    strideC: number,
+  ): void;
+  conv3dForward(
+    xShape: number[],
+    wShape: number[],
+    yShape: number[],
+    stride: number[],
+    padding: number[],
+    groups: number,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    y: Float32Array,
+  ): void;
+  conv3dBackwardData(
+    xShape: number[],
+    wShape: number[],
+    yShape: number[],
+    stride: number[],
+    padding: number[],
+    groups: number,
+    gy: Float32Array,
+    w: Float32Array,
+    gx: Float32Array,
+  ): void;
+  conv3dBackwardWeights(
+    xShape: number[],
+    wShape: number[],
+    yShape: number[],
+    stride: number[],
+    padding: number[],
+    groups: number,
+    x: Float32Array,
+    gy: Float32Array,
+    gw: Float32Array,
+    gb: Float32Array | null,
+  ): void;
+  softmax(x: Float32Array, rows: number, cols: number, log: boolean, out: Float32Array): void;
+  softmaxBackward(y: Float32Array, gy: Float32Array, rows: number, cols: number, log: boolean, gx: Float32Array): void;
+  norm(
+    kind: string,
+    x: Float32Array,
+    outer: number,
+    c: number,
+    inner: number,
+    w: Float32Array | null,
+    b: Float32Array | null,
+    eps: number,
+    y: Float32Array,
+    mean: Float32Array | null,
+    rstd: Float32Array,
+  ): void;
+  normBackward(
+    kind: string,
+    x: Float32Array,
+    outer: number,
+    c: number,
+    inner: number,
+    w: Float32Array | null,
+    mean: Float32Array | null,
+    rstd: Float32Array,
+    gy: Float32Array,
+    gx: Float32Array,
+    gw: Float32Array | null,
+    gb: Float32Array | null,
+  ): void;
+  attention(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    bh: number,
+    lq: number,
+    lk: number,
+    d: number,
+    dv: number,
+    scale: number,
+    out: Float32Array,
+    lse: Float32Array,
+  ): void;
+  attentionBackward(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    out: Float32Array,
+    lse: Float32Array,
+    gout: Float32Array,
+    bh: number,
+    lq: number,
+    lk: number,
+    d: number,
+    dv: number,
+    scale: number,
+    gq: Float32Array,
+    gk: Float32Array,
+    gv: Float32Array,
+  ): void;
+  adamw(
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+  ): void;
+  sumSquares(x: Float32Array): number;
+  /** Runs an AVX2 FMA loop on `threads` threads for about `seconds`; returns the achieved GFLOP/s. */
+  peakGflops(threads: number, seconds: number): number;
+  /** Threads the addon's own kernels and oneDNN use (OpenMP). */
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  /** Library versions, e.g. { dnnl: "2.6.3", openblas: "OpenBLAS 0.3.21 ..." }. */
+  versions(): { dnnl: string; openblas: string };
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** Where the built addon may live, nearest first (works from src/ via tsx and from dist/src/). */
+function candidatePaths(): string[] {
+  const roots = [resolve(here, '..', '..'), resolve(here, '..', '..', '..')];
+  const out: string[] = [];
+  for (const r of roots) {
+    out.push(join(r, 'native', 'build', 'Release', 'dcvg_native.node'));
+  }
+  if (process.env.DCVG_NATIVE_ADDON) out.unshift(process.env.DCVG_NATIVE_ADDON);
+  return out;
+}
+
+let cached: NativeAddon | null | undefined;
+let loadError = '';
+
+/** Loads the addon once; returns null (and remembers why) if it is not built or cannot load. */
+export function loadNativeAddon(): NativeAddon | null {
+  if (cached !== undefined) return cached;
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  for (const p of candidatePaths()) {
+    if (!existsSync(p)) {
+      tried.push(`${p} (missing)`);
+      continue;
+    }
+    try {
+      cached = require(p) as NativeAddon;
+      return cached;
+    } catch (e) {
+      tried.push(`${p} (${(e as Error).message})`);
+    }
+  }
+  loadError = `native addon not available; build it with "npm run build:native". Tried: ${tried.join('; ')}`;
+  cached = null;
+  return null;
+}
+
+export function nativeLoadError(): string {
+  return loadError;
+}
+
+export function createNativeBackend(addon: NativeAddon): Backend {
+  const a = addon;
+  return {
+    name: 'native',
+    fill: (out, value) => a.fill(out, value),
+    stridedCopy: (src: StridedView, shape, out) => a.stridedCopy(src.data, src.offset, [...src.strides], [...shape], out),
+    stridedAccumulate: (src, shape, dst: StridedView) =>
+      a.stridedAccumulate(src, [...shape], dst.data, dst.offset, [...dst.strides]),
+    unary: (op: UnaryOp, x, out) => a.unary(op, x, out),
+    unaryBackward: (op: UnaryOp, x, y, gy, gx) => a.unaryBackward(op, x, y, gy, gx),
+    affine: (x, s, b, out) => a.affine(x, s, b, out),
+    powScalar: (x, p, out) => a.powScalar(x, p, out),
+    binary: (op: BinaryOp, x: StridedView, y: StridedView, shape, out) =>
+      a.binary(op, x.data, x.offset, [...x.strides], y.data, y.offset, [...y.strides], [...shape], out),
+    axpy: (acc, x, scale) => a.axpy(acc, x, scale),
+    reduce: (op: ReduceOp, x, outer, r, inner, out) => a.reduce(op, x, outer, r, inner, out),
+    gemm: (tA, tB, batch, M, N, K, alpha, A, sA, B, sB, beta, C, sC) =>
+      a.gemm(tA, tB, batch, M, N, K, alpha, A, sA, B, sB, beta, C, sC),
+    conv3dForward: (p: Conv3dParams, x, w, bias, y) =>
+      a.conv3dForward([...p.xShape], [...p.wShape], [...p.yShape], [...p.stride], [...p.padding], p.groups, x, w, bias, y),
+    conv3dBackwardData: (p, gy, w, gx) =>
+      a.conv3dBackwardData([...p.xShape], [...p.wShape], [...p.yShape], [...p.stride], [...p.padding], p.groups, gy, w, gx),
+    conv3dBackwardWeights: (p, x, gy, gw, gb) =>
+      a.conv3dBackwardWeights(
+        [...p.xShape],
+        [...p.wShape],
+        [...p.yShape],
+        [...p.stride],
+        [...p.padding],
+        p.groups,
+        x,
+        gy,
+        gw,
+        gb,
+      ),
+    softmax: (x, rows, cols, log, out) => a.softmax(x, rows, cols, log, out),
+    softmaxBackward: (y, gy, rows, cols, log, gx) => a.softmaxBackward(y, gy, rows, cols, log, gx),
+    norm: (kind, x, outer, c, inner, w, b, eps, y, mean, rstd) => a.norm(kind, x, outer, c, inner, w, b, eps, y, mean, rstd),
+    normBackward: (kind, x, outer, c, inner, w, mean, rstd, gy, gx, gw, gb) =>
+      a.normBackward(kind, x, outer, c, inner, w, mean, rstd, gy, gx, gw, gb),
+    attention: (q, k, v, bh, lq, lk, d, dv, scale, out, lse) => a.attention(q, k, v, bh, lq, lk, d, dv, scale, out, lse),
+    attentionBackward: (q, k, v, out, lse, gout, bh, lq, lk, d, dv, scale, gq, gk, gv) =>
+      a.attentionBackward(q, k, v, out, lse, gout, bh, lq, lk, d, dv, scale, gq, gk, gv),
+    adamw: (p, g, m, v, lr, b1, b2, eps, wd, step) => a.adamw(p, g, m, v, lr, b1, b2, eps, wd, step),
+    sumSquares: (x) => a.sumSquares(x),
+  };
+}

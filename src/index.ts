@@ -1,0 +1,35 @@
+/** dcvideogen public API. */
+export * from './tensor/errors.js';
+export {
+  Tensor,
+  tensor,
+  scalar,
+  zeros,
+  ones,
+  full,
+  empty,
+  zerosLike,
+  arange,
+  parameter,
+  noGrad,
+  isGradEnabled,
+  numelOf,
+  type GradFn,
+  type TensorLike,
+} from './tensor/tensor.js';
+export * from './tensor/ops.js';
+export * from './tensor/nn_ops.js';
+export { Rng, randn, rand } from './tensor/random.js';
+export { AdamW, clipGradNorm, type AdamWOptions } from './train/optim.js';
+export {
+  backend,
+  setBackend,
+  withBackend,
+  backendByName,
+  getNativeBackend,
+  getNativeAddon,
+  nativeUnavailableReason,
+  referenceBackend,
+} from './backend/index.js';
+export type { Backend } from './backend/backend.js';
+export { SafetensorsFile, loadSafetensors, saveSafetensors, FormatError } from './io/safetensors.js';

@@ -1,0 +1,406 @@
+/**
+ * safetensors: read (F32/F16/BF16/F64, plus integer types as float) and write (F32/F16/BF16/F64), with strict
+ * validation of the header so corrupt or truncated files fail with a clear error instead of garbage.
+ * Reading is lazy: the header is parsed on open and each tensor is read from disk on request, so a 4 GB checkpoint
+ * never has to sit in memory twice.
+ */
+import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { DcvgError, DTypeError, ShapeError, fmtShape } from '../tensor/errors.js';
+import { Tensor, numelOf } from '../tensor/tensor.js';
+
+export class FormatError extends DcvgError {
+  constructor(message: string) {
+    super('ERR_DCVG_FORMAT', message);
+  }
+}
+
+export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+
+const DTYPE_SIZE: Record<SafetensorsDType, number> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
+
+export interface TensorInfo {
+  dtype: SafetensorsDType;
+  shape: number[];
+  /** byte offsets relative to the start of the data section */
+  begin: number;
+  end: number;
+}
+
+const MAX_HEADER = 100 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------------------------
+// half-precision conversion
+
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+
+export function bf16ToF32(src: Uint16Array, dst: Float32Array): void {
+  const d = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
+  for (let i = 0; i < src.length; i++) d[i] = src[i]! << 16;
+}
+
+/** Round-to-nearest-even float32 -> bfloat16 (NaN stays NaN). */
+export function f32ToBf16(src: Float32Array, dst: Uint16Array): void {
+  const s = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < s.length; i++) {
+    const x = s[i]!;
+    if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) dst[i] = (x >>> 16) | 0x40;
+    else dst[i] = ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+  }
+}
+
+export function f16ToF32(src: Uint16Array, dst: Float32Array): void {
+  for (let i = 0; i < src.length; i++) {
+    const h = src[i]!;
+    const sign = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    let v: number;
+    if (e === 0) v = m * 2 ** -24;
+    else if (e === 31) v = m ? NaN : Infinity;
+    else v = (1 + m / 1024) * 2 ** (e - 15);
+    dst[i] = sign * v;
+  }
+}
+
+/** Round-to-nearest-even float32 -> IEEE half. */
+export function f32ToF16(src: Float32Array, dst: Uint16Array): void {
+  for (let i = 0; i < src.length; i++) {
+    f32buf[0] = src[i]!;
+    const x = u32buf[0]!;
+    const sign = (x >>> 16) & 0x8000;
+    const e = (x >>> 23) & 0xff;
+    let m = x & 0x7fffff;
+    if (e === 0xff) {
+      dst[i] = sign | 0x7c00 | (m ? 0x200 : 0);
+      continue;
+    }
+    let he = e - 127 + 15;
+    if (he >= 31) {
+      dst[i] = sign | 0x7c00;
+      continue;
+    }
+    if (he <= 0) {
+      if (he < -10) {
+        dst[i] = sign;
+        continue;
+      }
+      m |= 0x800000;
+      const shift = 14 - he;
+      let hm = m >>> shift;
+      const rem = m & ((1 << shift) - 1);
+      const half = 1 << (shift - 1);
+      if (rem > half || (rem === half && hm & 1)) hm++;
+      dst[i] = sign | hm;
+      continue;
+    }
+    let hm = m >>> 13;
+    const rem = m & 0x1fff;
+    if (rem > 0x1000 || (rem === 0x1000 && hm & 1)) {
+      hm++;
+      if (hm === 0x400) {
+        hm = 0;
+        he++;
+        if (he >= 31) {
+          dst[i] = sign | 0x7c00;
+          continue;
+        }
+      }
+    }
+    dst[i] = sign | (he << 10) | hm;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// reader
+
+export class SafetensorsFile {
+  readonly path: string;
+  readonly metadata: Record<string, string>;
+  private readonly infos: Map<string, TensorInfo>;
+  private fd: number | null;
+  private readonly dataStart: number;
+
+  private constructor(path: string, fd: number, infos: Map<string, TensorInfo>, metadata: Record<string, string>, dataStart: number) {
+    this.path = path;
+    this.fd = fd;
+    this.infos = infos;
+    this.metadata = metadata;
+    this.dataStart = dataStart;
+  }
+
+  /** Opens and validates the header. Throws FormatError naming the file and the problem. */
+  static open(path: string): SafetensorsFile {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (e) {
+      throw new FormatError(`cannot open ${path}: ${(e as Error).message}`);
+    }
+    try {
+      const size = fstatSync(fd).size;
+      if (size < 8) throw new FormatError(`${path}: not a safetensors file (only ${size} bytes)`);
+      const lenBuf = Buffer.alloc(8);
+      readSync(fd, lenBuf, 0, 8, 0);
+      const hlen = Number(lenBuf.readBigUInt64LE(0));
+      if (hlen < 2 || hlen > MAX_HEADER || 8 + hlen > size)
+        throw new FormatError(`${path}: invalid or truncated safetensors header (header length ${hlen}, file size ${size})`);
+      const hbuf = Buffer.alloc(hlen);
+      readSync(fd, hbuf, 0, hlen, 8);
+      let header: unknown;
+      try {
+        header = JSON.parse(hbuf.toString('utf8'));
+      } catch (e) {
+        throw new FormatError(`${path}: safetensors header is not valid JSON (${(e as Error).message})`);
+      }
+      if (typeof header !== 'object' || header === null || Array.isArray(header))
+        throw new FormatError(`${path}: safetensors header must be a JSON object`);
+      const dataStart = 8 + hlen;
+      const dataLen = size - dataStart;
+      const infos = new Map<string, TensorInfo>();
+      let metadata: Record<string, string> = {};
+      for (const [k, v] of Object.entries(header as Record<string, unknown>)) {
+        if (k === '__metadata__') {
+          if (typeof v !== 'object' || v === null) throw new FormatError(`${path}: __metadata__ must be an object`);
+          metadata = Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([a, b]) => [a, String(b)]));
+          continue;
+        }
+        const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+        if (typeof e !== 'object' || e === null) throw new FormatError(`${path}: entry "${k}" is not an object`);
+        const dtype = e.dtype as SafetensorsDType;
+        if (typeof dtype !== 'string' || !(dtype in DTYPE_SIZE))
+          throw new DTypeError(`${path}: tensor "${k}" has unsupported dtype ${String(e.dtype)}`);
+        const shape = e.shape;
+        if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0))
+          throw new FormatError(`${path}: tensor "${k}" has an invalid shape ${JSON.stringify(shape)}`);
+        const offs = e.data_offsets;
+        if (!Array.isArray(offs) || offs.length !== 2 || offs.some((o) => !Number.isInteger(o) || o < 0) || offs[0] > offs[1])
+          throw new FormatError(`${path}: tensor "${k}" has invalid data_offsets ${JSON.stringify(offs)}`);
+        const [begin, end] = offs as [number, number];
+        const need = numelOf(shape as number[]) * DTYPE_SIZE[dtype];
+        if (end - begin !== need)
+          throw new FormatError(
+            `${path}: tensor "${k}" ${dtype}${fmtShape(shape as number[])} needs ${need} bytes but data_offsets span ${end - begin}`,
+          );
+        if (end > dataLen)
+          throw new FormatError(`${path}: tensor "${k}" ends at byte ${end} of the data section, which has only ${dataLen} bytes (truncated file?)`);
+        infos.set(k, { dtype, shape: shape as number[], begin, end });
+      }
+      return new SafetensorsFile(path, fd, infos, metadata, dataStart);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  keys(): string[] {
+    return [...this.infos.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.infos.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const i = this.infos.get(name);
+    if (!i) {
+      const keys = this.keys();
+      const some = keys.slice(0, 8).join(', ') + (keys.length > 8 ? `, ... (${keys.length} keys)` : '');
+      throw new ShapeError(`${this.path}: no tensor named "${name}" (has: ${some || 'nothing'})`);
+    }
+    return i;
+  }
+
+  private readBytes(info: TensorInfo): Buffer {
+    if (this.fd === null) throw new FormatError(`${this.path}: file is closed`);
+    const n = info.end - info.begin;
+    const buf = Buffer.allocUnsafe(n);
+    let got = 0;
+    while (got < n) {
+      const r = readSync(this.fd, buf, got, Math.min(n - got, 1 << 30), this.dataStart + info.begin + got);
+      if (r <= 0) throw new FormatError(`${this.path}: unexpected end of file`);
+      got += r;
+    }
+    return buf;
+  }
+
+  /** Reads a tensor as float32 (F16/BF16 widened; F64 and integers converted). */
+  tensor(name: string): Tensor {
+    const info = this.info(name);
+    const n = numelOf(info.shape);
+    const out = new Float32Array(n);
+    if (n) {
+      const buf = this.readBytes(info);
+      decodeInto(buf, info.dtype, out);
+    }
+    return new Tensor(out, info.shape);
+  }
+
+  /** Reads a tensor as float64 (exact for F64 data). */
+  float64(name: string): { data: Float64Array; shape: number[] } {
+    const info = this.info(name);
+    const n = numelOf(info.shape);
+    const out = new Float64Array(n);
+    if (n) {
+      const buf = this.readBytes(info);
+      if (info.dtype === 'F64') {
+        const al = new Uint8Array(n * 8);
+        al.set(buf);
+        out.set(new Float64Array(al.buffer));
+      } else {
+        const f = new Float32Array(n);
+        decodeInto(buf, info.dtype, f);
+        out.set(f);
+      }
+    }
+    return { data: out, shape: info.shape };
+  }
+
+  close(): void {
+    if (this.fd !== null) {
+      closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+}
+
+function decodeInto(buf: Buffer, dtype: SafetensorsDType, out: Float32Array): void {
+  const n = out.length;
+  // Copy into an aligned buffer so typed views are legal regardless of the file offset.
+  const al = new Uint8Array(buf.length);
+  al.set(buf);
+  switch (dtype) {
+    case 'F32':
+      out.set(new Float32Array(al.buffer, 0, n));
+      return;
+    case 'F64':
+      out.set(new Float64Array(al.buffer, 0, n));
+      return;
+    case 'BF16':
+      bf16ToF32(new Uint16Array(al.buffer, 0, n), out);
+      return;
+    case 'F16':
+      f16ToF32(new Uint16Array(al.buffer, 0, n), out);
+      return;
+    case 'I64': {
+      const v = new BigInt64Array(al.buffer, 0, n);
+      for (let i = 0; i < n; i++) out[i] = Number(v[i]!);
+      return;
+    }
+    case 'I32':
+      out.set(new Int32Array(al.buffer, 0, n));
+      return;
+    case 'I16':
+      out.set(new Int16Array(al.buffer, 0, n));
+      return;
+    case 'I8':
+      out.set(new Int8Array(al.buffer, 0, n));
+      return;
+    case 'U8':
+    case 'BOOL':
+      out.set(al.subarray(0, n));
+      return;
+  }
+}
+
+/** Reads every tensor of a file as float32. */
+export function loadSafetensors(path: string): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+  const f = SafetensorsFile.open(path);
+  try {
+    const tensors = new Map<string, Tensor>();
+    for (const k of f.keys()) tensors.set(k, f.tensor(k));
+    return { tensors, metadata: f.metadata };
+  } finally {
+    f.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// writer
+
+export type WritableTensor = Tensor | { shape: readonly number[]; data: Float64Array };
+
+export interface WriteOptions {
+  /** storage dtype for float32 tensors (default F32) */
+  dtype?: 'F32' | 'F16' | 'BF16';
+  metadata?: Record<string, string>;
+}
+
+/**
+ * Writes tensors to `path` atomically: the bytes go to a temporary file next to it, which is renamed into place
+ * only when complete, so a failure never leaves a partial output.
+ */
+export function saveSafetensors(path: string, tensors: Map<string, WritableTensor> | Record<string, WritableTensor>, opts: WriteOptions = {}): void {
+  const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
+  const dtype = opts.dtype ?? 'F32';
+  const header: Record<string, unknown> = {};
+  if (opts.metadata) header.__metadata__ = opts.metadata;
+  let off = 0;
+  const plan: { bytes: () => Uint8Array; size: number }[] = [];
+  for (const [name, t] of entries) {
+    if (t instanceof Tensor) {
+      const n = t.size;
+      const size = n * (dtype === 'F32' ? 4 : 2);
+      header[name] = { dtype, shape: [...t.shape], data_offsets: [off, off + size] };
+      plan.push({
+        size,
+        bytes: () => {
+          const d = t.data();
+          if (dtype === 'F32') return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+          const h = new Uint16Array(n);
+          if (dtype === 'BF16') f32ToBf16(d, h);
+          else f32ToF16(d, h);
+          return new Uint8Array(h.buffer);
+        },
+      });
+      off += size;
+    } else {
+      const n = numelOf(t.shape);
+      if (t.data.length !== n) throw new ShapeError(`saveSafetensors: "${name}" has ${t.data.length} values for shape ${fmtShape(t.shape)}`);
+      header[name] = { dtype: 'F64', shape: [...t.shape], data_offsets: [off, off + n * 8] };
+      plan.push({ size: n * 8, bytes: () => new Uint8Array(t.data.buffer, t.data.byteOffset, n * 8) });
+      off += n * 8;
+    }
+  }
+  let json = JSON.stringify(header);
+  while ((8 + Buffer.byteLength(json)) % 8) json += ' ';
+  const hb = Buffer.from(json, 'utf8');
+  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  const fd = openSync(tmp, 'w');
+  try {
+    const lb = Buffer.alloc(8);
+    lb.writeBigUInt64LE(BigInt(hb.length));
+    writeSync(fd, lb);
+    writeSync(fd, hb);
+    for (const p of plan) {
+      const b = p.bytes();
+      let done = 0;
+      while (done < b.length) done += writeSync(fd, b, done, Math.min(b.length - done, 1 << 30));
+    }
+    closeSync(fd);
+    renameSync(tmp, path);
+  } catch (e) {
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* nothing to clean */
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,62 @@
+/** Shared test helpers: locating ../shared fixtures, backends to run on, tolerance checks. */
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getNativeBackend, nativeUnavailableReason, referenceBackend } from '../src/backend/index.js';
+import type { Backend } from '../src/backend/backend.js';
+import { Tensor } from '../src/tensor/tensor.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** Repository root (tests run from dist/test). */
+export const repoRoot = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
+
+/** ../shared next to the repository, or $DCVG_SHARED. */
+export const sharedDir = process.env.DCVG_SHARED ? resolve(process.env.DCVG_SHARED) : resolve(repoRoot, '..', 'shared');
+
+/** Path of a fixture file, or null (with the reason) when ../shared is absent. */
+export function fixturePath(rel: string): string {
+  return join(sharedDir, 'fixtures', rel);
+}
+
+/** A skip message when the fixture is missing, else false (use as the `skip` option of node:test). */
+export function skipUnlessFixture(rel: string): string | false {
+  const p = fixturePath(rel);
+  return existsSync(p) ? false : `fixture missing: ${p} (clone the shared folder beside the repository to run this test)`;
+}
+
+/** The backends to test: reference always; native when built (in CI a missing addon is a failure, not a skip). */
+export function testBackends(): { name: string; backend: Backend | null; skip: string | false }[] {
+  const nat = getNativeBackend();
+  const natSkip = nat ? false : process.env.CI ? false : `native addon not built: ${nativeUnavailableReason()}`;
+  return [
+    { name: 'reference', backend: referenceBackend, skip: false },
+    { name: 'native', backend: nat, skip: natSkip },
+  ];
+}
+
+export function requireBackend(b: Backend | null): Backend {
+  if (!b) throw new Error(`native backend unavailable: ${nativeUnavailableReason()}`);
+  return b;
+}
+
+/** max|a-b| / max|ref| (0 when both are all-zero). */
+export function relErr(actual: Float32Array | Float64Array | number[], ref: Float32Array | Float64Array | number[]): number {
+  if (actual.length !== ref.length) return Infinity;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = Math.abs((actual[i] as number) - (ref[i] as number));
+    if (Number.isNaN(d)) return Infinity;
+    if (d > num) num = d;
+    const r = Math.abs(ref[i] as number);
+    if (r > den) den = r;
+  }
+  return den === 0 ? num : num / den;
+}
+
+export function assertClose(actual: Tensor, ref: Tensor, tol: number, what: string): void {
+  if (actual.shape.length !== ref.shape.length || actual.shape.some((d, i) => d !== ref.shape[i]))
+    throw new Error(`${what}: shape [${actual.shape.join(', ')}] != reference [${ref.shape.join(', ')}]`);
+  const e = relErr(actual.data(), ref.data());
+  if (!(e <= tol)) throw new Error(`${what}: relative error ${e.toExponential(3)} exceeds ${tol}`);
+}
