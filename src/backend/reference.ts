@@ -36,6 +36,17 @@ function checkLen(fn: string, name: string, a: Float32Array, needed: number): vo
   if (a.length < needed) throw new RangeError(`${fn}: ${name} has ${a.length} elements, needs at least ${needed}`);
 }
 
+/**
+ * Dense elementwise kernels take arrays of equal length (the tensor layer always passes exact sizes); a mismatch means a
+ * caller bug, so it is a RangeError rather than silently using the shorter length.
+ */
+function checkSameLen(fn: string, n: number, arrays: Record<string, Float32Array>): void {
+  for (const [name, a] of Object.entries(arrays)) {
+    checkLen(fn, name, a, 0);
+    if (a.length !== n) throw new RangeError(`${fn}: ${name} has ${a.length} elements, expected ${n}`);
+  }
+}
+
 /** Like checkLen, but null is allowed (an absent optional array). */
 function checkOptLen(fn: string, name: string, a: Float32Array | null, needed: number): void {
   if (a !== null) checkLen(fn, name, a, needed);
@@ -258,8 +269,8 @@ const UNARY_BACKWARD: Readonly<Record<UnaryOp, (x: number, y: number, gy: number
   cos: (x, _y, gy) => -gy * Math.sin(x),
   tanh: (_x, y, gy) => gy * (1 - y * y),
   sigmoid: (_x, y, gy) => gy * y * (1 - y),
-  // relu'(0) = 0: gradient flows only where x > 0.
-  relu: (x, _y, gy) => (x > 0 ? gy : 0),
+  // relu'(0) = 0. Like torch (threshold_backward on the output) the test is y <= 0, so a NaN input passes gy through.
+  relu: (_x, y, gy) => (y <= 0 ? 0 : gy),
   silu: (x, _y, gy) => {
     const s = sigmoid(x);
     return gy * s * (1 + x * (1 - s));
@@ -469,7 +480,7 @@ export const referenceBackend: Backend = {
   unary(op, x, out) {
     if (!hasOp(UNARY, op)) throw new TypeError(`unary: unknown op '${op}'`);
     const n = out.length;
-    checkLen('unary', 'x', x, n);
+    checkSameLen('unary', n, { x });
     const f = UNARY[op];
     for (let i = 0; i < n; i++) out[i] = f(x[i]);
   },
@@ -478,22 +489,20 @@ export const referenceBackend: Backend = {
     const fn = 'unaryBackward';
     if (!hasOp(UNARY_BACKWARD, op)) throw new TypeError(`${fn}: unknown op '${op}'`);
     const n = gx.length;
-    checkLen(fn, 'x', x, n);
-    checkLen(fn, 'y', y, n);
-    checkLen(fn, 'gy', gy, n);
+    checkSameLen(fn, n, { x, y, gy });
     const f = UNARY_BACKWARD[op];
     for (let i = 0; i < n; i++) gx[i] = f(x[i], y[i], gy[i]);
   },
 
   affine(x, a, b, out) {
     const n = out.length;
-    checkLen('affine', 'x', x, n);
+    checkSameLen('affine', n, { x });
     for (let i = 0; i < n; i++) out[i] = a * x[i] + b;
   },
 
   powScalar(x, p, out) {
     const n = out.length;
-    checkLen('powScalar', 'x', x, n);
+    checkSameLen('powScalar', n, { x });
     for (let i = 0; i < n; i++) out[i] = cpow(x[i], p);
   },
 
@@ -515,7 +524,7 @@ export const referenceBackend: Backend = {
 
   axpy(acc, x, scale) {
     const n = acc.length;
-    checkLen('axpy', 'x', x, n);
+    checkSameLen('axpy', n, { x });
     for (let i = 0; i < n; i++) acc[i] += x[i] * scale;
   },
 
@@ -962,9 +971,7 @@ export const referenceBackend: Backend = {
     const fn = 'adamw';
     checkInt(fn, 'step', step, 1);
     const n = p.length;
-    checkLen(fn, 'g', g, n);
-    checkLen(fn, 'm', m, n);
-    checkLen(fn, 'v', v, n);
+    checkSameLen(fn, n, { g, m, v });
     // torch.optim.AdamW (single-tensor path): the scalars are computed in double, and each in-place tensor op
     // stores float32, so p after decay, m and v are rounded to float32 before use (Math.fround), as there.
     const decay = 1 - lr * weightDecay;

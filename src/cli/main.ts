@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+/**
+ * dcvg: the dcvideogen command line. Results go to stdout (human text, or JSON with --json); progress and
+ * diagnostics to stderr; errors exit non-zero with one clear line.
+ */
+import { readFileSync, realpathSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cpus } from 'node:os';
+import { backend, getNativeAddon, nativeUnavailableReason } from '../backend/index.js';
+import { DcvgError } from '../tensor/errors.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+function packageVersion(): string {
+  for (const p of [resolve(here, '..', '..', 'package.json'), resolve(here, '..', '..', '..', 'package.json')]) {
+    try {
+      return (JSON.parse(readFileSync(p, 'utf8')) as { version: string }).version;
+    } catch {
+      /* try the next location */
+    }
+  }
+  return 'unknown';
+}
+
+const HELP = `dcvg ${packageVersion()} — DC-VideoGen in TypeScript
+
+Usage:
+  dcvg env [--json]      the compute backend in use, library versions, threads, measured FMA peak
+  dcvg --version         print the version
+  dcvg --help            this text
+
+Environment:
+  DCVG_BACKEND=native|reference   choose the kernel backend (default: native when built)
+  OMP_NUM_THREADS=N               threads for the native kernels (default: all cores)
+`;
+
+function cmdEnv(args: string[]): void {
+  const json = args.includes('--json');
+  const addon = getNativeAddon();
+  const info: Record<string, unknown> = {
+    version: packageVersion(),
+    node: process.version,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    backend: backend().name,
+    native: addon ? { available: true, threads: addon.getNumThreads(), ...addon.versions() } : { available: false, reason: nativeUnavailableReason() },
+  };
+  if (addon && args.includes('--peak')) info.peak_gflops = +addon.peakGflops(addon.getNumThreads(), 0.3).toFixed(1);
+  if (json) {
+    process.stdout.write(JSON.stringify(info, null, 1) + '\n');
+    return;
+  }
+  for (const [k, v] of Object.entries(info)) process.stdout.write(`${k.padEnd(12)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
+}
+
+export function main(argv: string[]): number {
+  const [cmd, ...rest] = argv;
+  try {
+    if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+      process.stdout.write(HELP);
+      return cmd ? 0 : 1;
+    }
+    if (cmd === '--version' || cmd === '-v') {
+      process.stdout.write(packageVersion() + '\n');
+      return 0;
+    }
+    if (cmd === 'env') {
+      cmdEnv(rest);
+      return 0;
+    }
+    process.stderr.write(`dcvg: unknown command "${cmd}" (see dcvg --help)\n`);
+    return 2;
+  } catch (e) {
+    const msg = e instanceof DcvgError || e instanceof Error ? e.message : String(e);
+    process.stderr.write(`dcvg ${cmd}: ${msg}\n`);
+    return 1;
+  }
+}
+
+function invokedDirectly(): boolean {
+  try {
+    return !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+if (invokedDirectly()) process.exitCode = main(process.argv.slice(2));
