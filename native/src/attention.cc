@@ -15,6 +15,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -135,7 +136,15 @@ void pack_trans(const float* src, idx ld, idx n, idx kdim, float* dst) {
   for (idx c0 = 0; c0 < n; c0 += NR) {
     const idx nc = std::min<idx>(NR, n - c0);
     if (nc < NR) std::memset(dst, 0, static_cast<std::size_t>(kdim * NR) * sizeof(float));
-    for (idx c = 0; c < nc; c++) {
+    idx c = 0;
+    for (; c + W <= nc; c += W) {  // whole W x W tiles in registers, the ragged edges element by element
+      const float* s = src + (c0 + c) * ld;
+      idx k = 0;
+      for (; k + W <= kdim; k += W) transpose_tile(s + k, ld, dst + k * NR + c, NR);
+      for (; k < kdim; k++)
+        for (idx cc = 0; cc < W; cc++) dst[k * NR + c + cc] = s[cc * ld + k];
+    }
+    for (; c < nc; c++) {
       const float* s = src + (c0 + c) * ld;
       for (idx k = 0; k < kdim; k++) dst[k * NR + c] = s[k];
     }
@@ -471,9 +480,11 @@ Dims read_dims(const Args& a, std::size_t first) {
   s.d = a.i64(first + 3, "d", 1);
   s.dv = a.i64(first + 4, "dv", 1);
   const double scale = a.f64(first + 5, "scale");
-  if (!std::isfinite(static_cast<float>(scale)))
-    range_error(std::string(a.fname()) + ": argument 'scale' (" + std::to_string(scale) +
-                ") does not fit in float32");
+  if (!std::isfinite(static_cast<float>(scale))) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", scale);
+    range_error(std::string(a.fname()) + ": argument 'scale' (" + buf + ") does not fit in float32");
+  }
   s.scale = static_cast<float>(scale);
   return s;
 }
@@ -500,8 +511,10 @@ void check_disjoint(const char* fname, const Span* outs, std::size_t nout, const
   }
 }
 
-// Element count a*b*c with overflow checking.
-std::size_t count3(idx a, idx b, idx c, const char* what) { return numel({a, b, c}, what); }
+// Element count a*b*c with overflow checking; `what` names the product in the error message.
+std::size_t count3(const char* fname, idx a, idx b, idx c, const char* what) {
+  return numel({a, b, c}, (std::string(fname) + ": " + what).c_str());
+}
 
 napi_value Attention(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() -> napi_value {
@@ -510,11 +523,11 @@ napi_value Attention(napi_env env, napi_callback_info info) {
     const F32 q = a.f32(0, "q"), k = a.f32(1, "k"), v = a.f32(2, "v");
     const Dims s = read_dims(a, 3);
     const F32 out = a.f32(9, "out"), lse = a.f32(10, "lse");
-    const std::size_t nq = count3(s.bh, s.lq, s.d, "q (bh*lq*d)");
-    const std::size_t nk = count3(s.bh, s.lk, s.d, "k (bh*lk*d)");
-    const std::size_t nv = count3(s.bh, s.lk, s.dv, "v (bh*lk*dv)");
-    const std::size_t no = count3(s.bh, s.lq, s.dv, "out (bh*lq*dv)");
-    const std::size_t nl = count3(s.bh, s.lq, 1, "lse (bh*lq)");
+    const std::size_t nq = count3(fn, s.bh, s.lq, s.d, "bh*lq*d");
+    const std::size_t nk = count3(fn, s.bh, s.lk, s.d, "bh*lk*d");
+    const std::size_t nv = count3(fn, s.bh, s.lk, s.dv, "bh*lk*dv");
+    const std::size_t no = count3(fn, s.bh, s.lq, s.dv, "bh*lq*dv");
+    const std::size_t nl = count3(fn, s.bh, s.lq, 1, "bh*lq");
     need_len(q, nq, "q", fn);
     need_len(k, nk, "k", fn);
     need_len(v, nv, "v", fn);
@@ -535,11 +548,11 @@ napi_value AttentionBackward(napi_env env, napi_callback_info info) {
     const F32 lse = a.f32(4, "lse"), gout = a.f32(5, "gout");
     const Dims s = read_dims(a, 6);
     const F32 gq = a.f32(12, "gq"), gk = a.f32(13, "gk"), gv = a.f32(14, "gv");
-    const std::size_t nq = count3(s.bh, s.lq, s.d, "q (bh*lq*d)");
-    const std::size_t nk = count3(s.bh, s.lk, s.d, "k (bh*lk*d)");
-    const std::size_t nv = count3(s.bh, s.lk, s.dv, "v (bh*lk*dv)");
-    const std::size_t no = count3(s.bh, s.lq, s.dv, "out (bh*lq*dv)");
-    const std::size_t nl = count3(s.bh, s.lq, 1, "lse (bh*lq)");
+    const std::size_t nq = count3(fn, s.bh, s.lq, s.d, "bh*lq*d");
+    const std::size_t nk = count3(fn, s.bh, s.lk, s.d, "bh*lk*d");
+    const std::size_t nv = count3(fn, s.bh, s.lk, s.dv, "bh*lk*dv");
+    const std::size_t no = count3(fn, s.bh, s.lq, s.dv, "bh*lq*dv");
+    const std::size_t nl = count3(fn, s.bh, s.lq, 1, "bh*lq");
     need_len(q, nq, "q", fn);
     need_len(k, nk, "k", fn);
     need_len(v, nv, "v", fn);

@@ -79,6 +79,33 @@ inline vf vexp2(vf x) {
   return _mm512_maskz_scalef_ps(kAll, p, n);
 }
 
+
+// dst[r*ldd + c] = src[c*lds + r] for a W x W tile: the in-register transpose used to pack K^T and V^T.
+inline void transpose_tile(const float* src, std::ptrdiff_t lds, float* dst, std::ptrdiff_t ldd) {
+  vf r[16], t[16];
+  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 16; i += 2) {  // interleave pairs of rows: 2x2 blocks
+    t[i] = _mm512_maskz_unpacklo_ps(kAll, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_ps(kAll, r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // 4x4 blocks within each 128-bit lane
+    r[i] = _mm512_maskz_shuffle_ps(kAll, t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_maskz_shuffle_ps(kAll, t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_maskz_shuffle_ps(kAll, t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_maskz_shuffle_ps(kAll, t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {  // then whole 128-bit lanes, in two rounds
+    t[i] = _mm512_maskz_shuffle_f32x4(kAll, r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_maskz_shuffle_f32x4(kAll, r[i], r[i + 4], 0xDD);
+    t[i + 8] = _mm512_maskz_shuffle_f32x4(kAll, r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_maskz_shuffle_f32x4(kAll, r[i + 8], r[i + 12], 0xDD);
+  }
+  for (int i = 0; i < 8; i++) {
+    _mm512_storeu_ps(dst + i * ldd, _mm512_maskz_shuffle_f32x4(kAll, t[i], t[i + 8], 0x88));
+    _mm512_storeu_ps(dst + (i + 8) * ldd, _mm512_maskz_shuffle_f32x4(kAll, t[i], t[i + 8], 0xDD));
+  }
+}
+
 #elif defined(__AVX2__) && defined(__FMA__)
 
 constexpr int W = 8;
@@ -128,6 +155,26 @@ inline vf vexp2(vf x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+
+inline void transpose_tile(const float* src, std::ptrdiff_t lds, float* dst, std::ptrdiff_t ldd) {
+  vf r[8], t[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
 #else
 
 constexpr int W = 1;
@@ -147,6 +194,7 @@ inline vf vmax(vf a, vf b) { return b > a ? b : a; }
 inline float vhsum(vf v) { return v; }
 inline float vhmax(vf v) { return v; }
 inline vf vexp2(vf x) { return std::exp2(x); }
+inline void transpose_tile(const float* src, std::ptrdiff_t, float* dst, std::ptrdiff_t) { *dst = *src; }
 
 #endif
 

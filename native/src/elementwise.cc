@@ -121,9 +121,8 @@ void unary_forward(UnaryOp op, const float* x, float* out, size_t n) {
     case kRelu: return map1(x, out, n, [](float v) { return v < 0.0f ? 0.0f : v; });
     case kSilu: return map1(x, out, n, [](float v) { return v / (1.0f + exp_approx(-v)); });
     case kGeluTanh: return map1(x, out, n, [](float v) { return emath::gelu_tanh(v); });
-    // PyTorch's formula, kept verbatim so the (inherent) cancellation for very negative x matches it.
-    case kGeluErf:
-      return map1(x, out, n, [](float v) { return 0.5f * v * (1.0f + std::erf(v * kSqrtHalf)); }, kParallelMinLibm);
+    // PyTorch's formula, kept as is so that the float cancellation in 1 + erf for very negative x matches it.
+    case kGeluErf: return map1(x, out, n, [](float v) { return 0.5f * v * (1.0f + emath::erf_approx(v * kSqrtHalf)); });
     case kSquare: return map1(x, out, n, [](float v) { return v * v; });
     case kRecip: return map1(x, out, n, [](float v) { return 1.0f / v; });
   }
@@ -176,14 +175,11 @@ void unary_backward(UnaryOp op, const float* x, const float* y, const float* gy,
         return g * (0.5f * right + left * (1.0f - t * t) * dinner);
       });
     case kGeluErf:
-      return map3(
-          x, y, gy, gx, n,
-          [](float v, float, float g) {
-            const float cdf = 0.5f * (1.0f + std::erf(v * kSqrtHalf));
-            const float pdf = kInvSqrt2Pi * exp_approx(-0.5f * v * v);
-            return g * (cdf + v * pdf);
-          },
-          kParallelMinLibm);
+      return map3(x, y, gy, gx, n, [](float v, float, float g) {
+        const float cdf = 0.5f * (1.0f + emath::erf_approx(v * kSqrtHalf));
+        const float pdf = kInvSqrt2Pi * exp_approx(-0.5f * v * v);
+        return g * (cdf + v * pdf);
+      });
     case kSquare: return map3(x, y, gy, gx, n, [](float v, float, float g) { return 2.0f * v * g; });
     case kRecip: return map3(x, y, gy, gx, n, [](float, float r, float g) { return -g * (r * r); });
   }
@@ -408,3 +404,971 @@ void reduce(bool is_max, const float* x, size_t outer, size_t r, size_t inner, f
   });
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Softmax
+// ---------------------------------------------------------------------------------------------------------------
+
+// Columns summed in float (16 vector lanes) before the partial sum is added to a double: keeps the exp loop in
+// single precision while bounding the rounding error for very long rows.
+constexpr size_t kSumBlock = 2048;
+
+void softmax_row(const float* x, float* y, size_t n, bool log) {
+  float m = -kInf;
+#pragma omp simd reduction(max : m)
+  for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+  // A NaN in the row is skipped by the max but then turns the sum, and so every output, into NaN (as PyTorch).
+  double s = 0.0;
+  for (size_t b = 0; b < n; b += kSumBlock) {
+    const size_t e = std::min(n, b + kSumBlock);
+    float bs = 0.0f;
+    if (log) {
+#pragma omp simd reduction(+ : bs)
+      for (size_t i = b; i < e; i++) bs += exp_approx(x[i] - m);
+    } else {
+#pragma omp simd reduction(+ : bs)
+      for (size_t i = b; i < e; i++) {
+        const float v = exp_approx(x[i] - m);
+        y[i] = v;
+        bs += v;
+      }
+    }
+    s += bs;
+  }
+  if (log) {
+    const float ls = static_cast<float>(std::log(s));
+    for (size_t i = 0; i < n; i++) y[i] = (x[i] - m) - ls;
+  } else {
+    const float inv = static_cast<float>(1.0 / s);
+    for (size_t i = 0; i < n; i++) y[i] *= inv;
+  }
+}
+
+// softmax: gx = y * (gy - sum(gy * y)); log-softmax: gx = gy - exp(y) * sum(gy).
+void softmax_backward_row(const float* y, const float* gy, float* gx, size_t n, bool log) {
+  double s = 0.0;
+  if (log) {
+    s = sum_contiguous(gy, n);
+    const float sf = static_cast<float>(s);
+    for (size_t i = 0; i < n; i++) gx[i] = gy[i] - exp_approx(y[i]) * sf;
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (size_t i = 0; i < n; i++) s += static_cast<double>(gy[i]) * y[i];
+    const float sf = static_cast<float>(s);
+    for (size_t i = 0; i < n; i++) gx[i] = y[i] * (gy[i] - sf);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// LayerNorm / RMSNorm over axis 1 of (outer, c, inner)
+// ---------------------------------------------------------------------------------------------------------------
+//
+// Statistics are accumulated in double, and x - mean is formed in double before rounding, so inputs with a large
+// mean relative to their spread keep full precision. 'rms' is the same computation with mean fixed at 0.
+
+// Calls f(std::bool_constant<a>, std::bool_constant<b>): turns two runtime flags into template parameters so that
+// "w / b absent" costs nothing inside vectorised loops.
+template <class F>
+void with_flags(bool a, bool b, F&& f) {
+  if (a) {
+    if (b)
+      f(std::true_type{}, std::true_type{});
+    else
+      f(std::true_type{}, std::false_type{});
+  } else {
+    if (b)
+      f(std::false_type{}, std::true_type{});
+    else
+      f(std::false_type{}, std::false_type{});
+  }
+}
+
+struct NormArgs {
+  bool layer;
+  const float* x;
+  size_t outer, c, inner;
+  const float* w;  // null: 1
+  const float* b;  // null: 0
+  double eps;
+  float* y;
+  float* mean;  // may be null for rms
+  float* rstd;
+};
+
+// inner == 1: each row of c contiguous values is one normalisation group.
+void norm_rows(const NormArgs& a) {
+  const size_t c = a.c;
+  const double inv_c = c ? 1.0 / static_cast<double>(c) : 0.0;
+  with_flags(a.w != nullptr, a.b != nullptr, [&](auto has_w, auto has_b) {
+    parallel_for(a.outer, a.outer * c, [&](size_t r) {
+      const float* x = a.x + r * c;
+      float* y = a.y + r * c;
+      const double mu = a.layer ? sum_contiguous(x, c) * inv_c : 0.0;
+      double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+      for (size_t i = 0; i < c; i++) {
+        const double d = x[i] - mu;
+        ss += d * d;
+      }
+      const double rs = 1.0 / std::sqrt(ss * inv_c + a.eps);
+      if (a.layer) a.mean[r] = static_cast<float>(mu);
+      a.rstd[r] = static_cast<float>(rs);
+      const float* w = a.w;
+      const float* b = a.b;
+      for (size_t i = 0; i < c; i++) {
+        float v = static_cast<float>((x[i] - mu) * rs);
+        if constexpr (decltype(has_w)::value) v *= w[i];
+        if constexpr (decltype(has_b)::value) v += b[i];
+        y[i] = v;
+      }
+    });
+  });
+}
+
+// Largest number of inner positions normalised together when inner > 1.
+constexpr size_t kNormTileMax = 512;
+
+// Positions per tile: enough that the per-channel rows (tile floats each) are long vectorised loops, few enough that
+// the tile's c x tile block stays in L2 across the two or three passes over it.
+size_t norm_tile(size_t c, size_t inner) {
+  size_t t = c ? (size_t(65536) / c) & ~size_t(15) : kNormTileMax;
+  t = std::max<size_t>(16, std::min(t, kNormTileMax));
+  return std::min(t, inner);
+}
+
+// inner > 1 (channel norm of e.g. NCTHW tensors): the group of position (o, i) is x[o, :, i], strided by inner.
+// Instead of walking each group with that stride, a tile of adjacent positions is processed at once: every pass runs
+// over the channels with a unit-stride loop across the tile's positions.
+void norm_channels(const NormArgs& a) {
+  const size_t c = a.c, inner = a.inner;
+  const double inv_c = c ? 1.0 / static_cast<double>(c) : 0.0;
+  const size_t T = norm_tile(c, inner);
+  const size_t tiles = (inner + T - 1) / T;
+  parallel_for(a.outer * tiles, a.outer * c * inner, [&](size_t blk) {
+    const size_t o = blk / tiles;
+    const size_t i0 = (blk % tiles) * T;
+    const size_t len = std::min(T, inner - i0);
+    const float* x = a.x + o * c * inner + i0;
+    float* y = a.y + o * c * inner + i0;
+    double mu[kNormTileMax], rs[kNormTileMax];
+    std::fill(mu, mu + len, 0.0);
+    std::fill(rs, rs + len, 0.0);
+    if (a.layer) {
+      for (size_t k = 0; k < c; k++) {
+        const float* row = x + k * inner;
+        for (size_t i = 0; i < len; i++) mu[i] += row[i];
+      }
+      for (size_t i = 0; i < len; i++) mu[i] *= inv_c;
+    }
+    for (size_t k = 0; k < c; k++) {
+      const float* row = x + k * inner;
+      for (size_t i = 0; i < len; i++) {
+        const double d = row[i] - mu[i];
+        rs[i] += d * d;
+      }
+    }
+    for (size_t i = 0; i < len; i++) {
+      rs[i] = 1.0 / std::sqrt(rs[i] * inv_c + a.eps);
+      if (a.layer) a.mean[o * inner + i0 + i] = static_cast<float>(mu[i]);
+      a.rstd[o * inner + i0 + i] = static_cast<float>(rs[i]);
+    }
+    for (size_t k = 0; k < c; k++) {
+      const float* row = x + k * inner;
+      float* out = y + k * inner;
+      const float wk = a.w ? a.w[k] : 1.0f;
+      const float bk = a.b ? a.b[k] : 0.0f;
+      for (size_t i = 0; i < len; i++) out[i] = static_cast<float>((row[i] - mu[i]) * rs[i]) * wk + bk;
+    }
+  });
+}
+
+struct NormBackwardArgs {
+  bool layer;
+  const float* x;
+  size_t outer, c, inner;
+  const float* w;     // null: 1
+  const float* mean;  // used for layer only
+  const float* rstd;
+  const float* gy;
+  float* gx;
+  float* gw;  // may be null
+  float* gb;  // may be null
+};
+
+// With xh = (x - mean) * rstd and g = gy * w, over each group of c values:
+//   gx = rstd * (g - mean(g) - xh * mean(g * xh))      (rms: no mean(g) term, xh = x * rstd)
+//   gw = sum over all positions of gy * xh,  gb = sum of gy.
+// gw / gb are accumulated per thread in double (one c-long buffer each) and combined in thread order.
+void norm_backward(const NormBackwardArgs& a) {
+  const size_t c = a.c, inner = a.inner;
+  const double inv_c = c ? 1.0 / static_cast<double>(c) : 0.0;
+  const bool rows = inner == 1;
+  const size_t T = rows ? 1 : norm_tile(c, inner);
+  const size_t tiles = rows ? 1 : (inner + T - 1) / T;
+  const size_t items = rows ? a.outer : a.outer * tiles;
+  const size_t work = a.outer * c * inner;
+  const int nt = (work >= kParallelMin && items > 1) ? omp_get_max_threads() : 1;
+  const bool want_w = a.gw != nullptr, want_b = a.gb != nullptr;
+  std::vector<double> pw(want_w ? static_cast<size_t>(nt) * c : 0, 0.0);
+  std::vector<double> pb(want_b ? static_cast<size_t>(nt) * c : 0, 0.0);
+
+  // One row (inner == 1).
+  auto row_body = [&](size_t r, int tid, auto has_w) {
+    constexpr bool kW = decltype(has_w)::value;
+    const float* x = a.x + r * c;
+    const float* gy = a.gy + r * c;
+    float* gx = a.gx + r * c;
+    const double mu = a.layer ? static_cast<double>(a.mean[r]) : 0.0;
+    const double rs = a.rstd[r];
+    const float* w = a.w;  // a local copy: through the captured struct GCC vectorises with gathers
+    double A = 0.0, B = 0.0;
+#pragma omp simd reduction(+ : A, B)
+    for (size_t i = 0; i < c; i++) {
+      const double xh = (x[i] - mu) * rs;
+      const double g = kW ? static_cast<double>(gy[i]) * w[i] : static_cast<double>(gy[i]);
+      A += g;
+      B += g * xh;
+    }
+    A = a.layer ? A * inv_c : 0.0;
+    B *= inv_c;
+    for (size_t i = 0; i < c; i++) {
+      const double xh = (x[i] - mu) * rs;
+      const double g = kW ? static_cast<double>(gy[i]) * w[i] : static_cast<double>(gy[i]);
+      gx[i] = static_cast<float>(rs * (g - A - xh * B));
+    }
+    if (want_w) {
+      double* acc = pw.data() + static_cast<size_t>(tid) * c;
+      for (size_t i = 0; i < c; i++) acc[i] += static_cast<double>(gy[i]) * ((x[i] - mu) * rs);
+    }
+    if (want_b) {
+      double* acc = pb.data() + static_cast<size_t>(tid) * c;
+      for (size_t i = 0; i < c; i++) acc[i] += gy[i];
+    }
+  };
+
+  // A tile of positions of one outer index (inner > 1); see norm_channels.
+  auto tile_body = [&](size_t blk, int tid) {
+    const size_t o = blk / tiles;
+    const size_t i0 = (blk % tiles) * T;
+    const size_t len = std::min(T, inner - i0);
+    const size_t base = o * c * inner + i0;
+    double mu[kNormTileMax], rs[kNormTileMax], A[kNormTileMax], B[kNormTileMax];
+    const float* mean_p = a.layer ? a.mean + o * inner + i0 : nullptr;
+    const float* rstd_p = a.rstd + o * inner + i0;
+    for (size_t i = 0; i < len; i++) {
+      mu[i] = mean_p ? static_cast<double>(mean_p[i]) : 0.0;
+      rs[i] = rstd_p[i];
+      A[i] = 0.0;
+      B[i] = 0.0;
+    }
+    double* accw = want_w ? pw.data() + static_cast<size_t>(tid) * c : nullptr;
+    double* accb = want_b ? pb.data() + static_cast<size_t>(tid) * c : nullptr;
+    for (size_t k = 0; k < c; k++) {
+      const float* x = a.x + base + k * inner;
+      const float* gy = a.gy + base + k * inner;
+      const double wk = a.w ? a.w[k] : 1.0;
+      double sw = 0.0, sb = 0.0;
+#pragma omp simd reduction(+ : sw, sb)
+      for (size_t i = 0; i < len; i++) {
+        const double xh = (x[i] - mu[i]) * rs[i];
+        const double g = gy[i] * wk;
+        A[i] += g;
+        B[i] += g * xh;
+        sw += gy[i] * xh;
+        sb += gy[i];
+      }
+      if (accw) accw[k] += sw;
+      if (accb) accb[k] += sb;
+    }
+    for (size_t i = 0; i < len; i++) {
+      A[i] = a.layer ? A[i] * inv_c : 0.0;
+      B[i] *= inv_c;
+    }
+    for (size_t k = 0; k < c; k++) {
+      const float* x = a.x + base + k * inner;
+      const float* gy = a.gy + base + k * inner;
+      float* gx = a.gx + base + k * inner;
+      const double wk = a.w ? a.w[k] : 1.0;
+      for (size_t i = 0; i < len; i++) {
+        const double xh = (x[i] - mu[i]) * rs[i];
+        gx[i] = static_cast<float>(rs[i] * (gy[i] * wk - A[i] - xh * B[i]));
+      }
+    }
+  };
+
+  auto body = [&](size_t item, int tid) {
+    if (!rows) return tile_body(item, tid);
+    if (a.w)
+      row_body(item, tid, std::true_type{});
+    else
+      row_body(item, tid, std::false_type{});
+  };
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    {
+      const int tid = omp_get_thread_num();
+#pragma omp for schedule(static)
+      for (size_t it = 0; it < items; it++) body(it, tid);
+    }
+  } else {
+    for (size_t it = 0; it < items; it++) body(it, 0);
+  }
+  for (size_t k = 0; k < c; k++) {
+    double sw = 0.0, sb = 0.0;
+    for (int t = 0; t < nt; t++) {
+      if (want_w) sw += pw[static_cast<size_t>(t) * c + k];
+      if (want_b) sb += pb[static_cast<size_t>(t) * c + k];
+    }
+    if (want_w) a.gw[k] = static_cast<float>(sw);
+    if (want_b) a.gb[k] = static_cast<float>(sb);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Strided copy (gather into dense) and strided accumulate (scatter-add from dense)
+// ---------------------------------------------------------------------------------------------------------------
+//
+// Both move data between a dense array and a strided view of the same shape; kAccum selects the direction
+// (false: dense = view, true: view += dense).
+
+// One row: count elements, the view's run starting at s with stride `stride`.
+template <bool kAccum>
+inline void move_row(float* dense, float* s, int64_t stride, size_t count) {
+  if (kAccum) {
+    if (stride == 1) {
+      for (size_t i = 0; i < count; i++) s[i] += dense[i];
+    } else {
+      for (size_t i = 0; i < count; i++) s[i * stride] += dense[i];  // stride 0 (overlap) stays sequential here
+    }
+  } else {
+    if (stride == 1)
+      std::memcpy(dense, s, count * sizeof(float));
+    else if (stride == 0)
+      std::fill(dense, dense + count, s[0]);
+    else
+      for (size_t i = 0; i < count; i++) dense[i] = s[i * stride];
+  }
+}
+
+#if defined(__AVX512F__)
+// In-register transpose of a 16 x 16 block held in r[0..15]: unpack pairs of rows, shuffle 2 x 2 blocks within lanes,
+// then two rounds of 128-bit lane shuffles.
+// (The full-mask merge forms used for unpack and shuffle_f32x4 are the same instructions as the plain intrinsics,
+// which pass _mm512_undefined_ps() as merge source and so trip a GCC 12 -Wmaybe-uninitialized false positive.)
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_mask_unpacklo_ps(r[i], 0xFFFF, r[i], r[i + 1]);
+    t[i + 1] = _mm512_mask_unpackhi_ps(r[i], 0xFFFF, r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm512_mask_shuffle_f32x4(r[i], 0xFFFF, r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_mask_shuffle_f32x4(r[i], 0xFFFF, r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_mask_shuffle_f32x4(r[i + 8], 0xFFFF, r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_mask_shuffle_f32x4(r[i + 8], 0xFFFF, r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 8; i++) {
+    r[i] = _mm512_mask_shuffle_f32x4(t[i], 0xFFFF, t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_mask_shuffle_f32x4(t[i], 0xFFFF, t[i], t[i + 8], 0xdd);
+  }
+}
+#elif defined(__AVX__)
+// In-register transpose of an 8 x 8 block held in r[0..7].
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+#endif
+
+// A 2-D tile of a transposed transfer: dense[r * ld + c] <-> s[r + c * ls] for r in [r0, r1), c in [c0, c1).
+// The view is unit-stride along r and the dense array along c, so square blocks are loaded along one, transposed in
+// registers and stored along the other; edges fall back to scalar code. With AVX-512 the blocks are 16 x 16, so each
+// block reads and writes whole 64-byte lines: strides that are multiples of 4 KiB (common: 32768 for a 64x64x8
+// volume) map every line of a column block to the same cache set, and lines touched only partly would be evicted
+// before their other half is used.
+template <bool kAccum>
+void transpose_tile(float* dense, int64_t ld, float* s, int64_t ls, size_t r0, size_t r1, size_t c0, size_t c1) {
+  size_t rv = r0, cv = c0;  // end of the part covered by whole blocks
+#if defined(__AVX512F__)
+  rv = r0 + ((r1 - r0) & ~size_t(15));
+  cv = c0 + ((c1 - c0) & ~size_t(15));
+  for (size_t r = r0; r < rv; r += 16) {
+    for (size_t c = c0; c < cv; c += 16) {
+      __m512 v[16];
+      if (kAccum) {
+        for (int k = 0; k < 16; k++) v[k] = _mm512_loadu_ps(dense + (r + k) * ld + c);
+        transpose16(v);
+        // All loads of the view before any store: its lines are often a multiple of 4 KiB apart, and a load issued
+        // after a store to an address with the same low 12 bits stalls on a false dependency (4K aliasing).
+        __m512 w[16];
+        for (int k = 0; k < 16; k++) w[k] = _mm512_loadu_ps(s + r + (c + k) * ls);
+        for (int k = 0; k < 16; k++) _mm512_storeu_ps(s + r + (c + k) * ls, _mm512_add_ps(w[k], v[k]));
+      } else {
+        for (int k = 0; k < 16; k++) v[k] = _mm512_loadu_ps(s + r + (c + k) * ls);
+        transpose16(v);
+        for (int k = 0; k < 16; k++) _mm512_storeu_ps(dense + (r + k) * ld + c, v[k]);
+      }
+    }
+  }
+#elif defined(__AVX__)
+  rv = r0 + ((r1 - r0) & ~size_t(7));
+  cv = c0 + ((c1 - c0) & ~size_t(7));
+  for (size_t r = r0; r < rv; r += 8) {
+    for (size_t c = c0; c < cv; c += 8) {
+      __m256 v[8];
+      if (kAccum) {
+        for (int k = 0; k < 8; k++) v[k] = _mm256_loadu_ps(dense + (r + k) * ld + c);
+        transpose8(v);
+        for (int k = 0; k < 8; k++) {
+          float* p = s + r + (c + k) * ls;
+          _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), v[k]));
+        }
+      } else {
+        for (int k = 0; k < 8; k++) v[k] = _mm256_loadu_ps(s + r + (c + k) * ls);
+        transpose8(v);
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(dense + (r + k) * ld + c, v[k]);
+      }
+    }
+  }
+#endif
+  auto scalar = [&](size_t ra, size_t rb, size_t ca, size_t cb) {
+    for (size_t r = ra; r < rb; r++)
+      for (size_t c = ca; c < cb; c++) {
+        if (kAccum)
+          s[r + c * ls] += dense[r * ld + c];
+        else
+          dense[r * ld + c] = s[r + c * ls];
+      }
+  };
+  scalar(r0, rv, cv, c1);
+  scalar(rv, r1, c0, c1);
+}
+
+// Edge of the square tiles a transposed transfer is cut into (64 x 64 floats: both sides' cache lines of a tile fit
+// in L1 together).
+constexpr size_t kTransposeTile = 64;
+
+// True when no two elements of the view share a memory location. Sufficient test: with dims sorted by stride, each
+// stride exceeds the furthest reach of all the smaller ones. backend.ts promises stridedAccumulate views that pass;
+// a view that fails is still accumulated correctly, on one thread.
+bool view_is_injective(const Layout& L) {
+  std::vector<std::pair<int64_t, int64_t>> dims;
+  for (int d = 0; d < L.nd; d++)
+    if (L.shape[d] > 1) dims.emplace_back(L.st[0][d], L.shape[d]);
+  std::sort(dims.begin(), dims.end());
+  __int128 reach = 0;
+  for (const auto& [stride, size] : dims) {
+    if (stride <= reach) return false;
+    reach += static_cast<__int128>(stride) * (size - 1);
+  }
+  return true;
+}
+
+template <bool kAccum>
+void strided_move(float* dense, float* data, int64_t offset, const Layout& L, size_t n, bool parallel_ok) {
+  const int nd = L.nd;
+  const int64_t* st = L.st[0];
+  const int64_t s_in = st[nd - 1];
+  const size_t min_parallel = parallel_ok ? kParallelMin : std::numeric_limits<size_t>::max();
+
+  // Transposed transfer: the innermost (dense) dim is not unit-stride in the view but another dim p is, as in a
+  // permute that moves the channel axis. Walking rows would touch one view cache line per element; tiling (p,
+  // innermost) uses each line fully.
+  int p = -1;
+  if (nd >= 2 && s_in != 1 && L.shape[nd - 1] >= 8) {
+    for (int d = nd - 2; d >= 0; d--)
+      if (st[d] == 1 && L.shape[d] >= 8) {
+        p = d;
+        break;
+      }
+  }
+  if (p >= 0) {
+    int64_t dense_st[kMaxDims];
+    dense_st[nd - 1] = 1;
+    for (int d = nd - 2; d >= 0; d--) dense_st[d] = dense_st[d + 1] * L.shape[d + 1];
+    const size_t R = static_cast<size_t>(L.shape[p]);
+    const size_t C = static_cast<size_t>(L.shape[nd - 1]);
+    // Row tiles start where the view's columns are 64-byte aligned (when every stride keeps that alignment), so that
+    // transpose_tile's blocks cover whole cache lines of the view: rows [0, rphase) form a first, partial tile.
+    bool aligned_strides = true;
+    for (int d = 0; d < nd; d++)
+      if (d != p && st[d] % 16 != 0) aligned_strides = false;
+    const size_t misalign = (reinterpret_cast<uintptr_t>(data + offset) / sizeof(float)) % 16;
+    const size_t rphase = aligned_strides ? std::min(R, (16 - misalign) % 16) : 0;
+    const size_t tr = (rphase ? 1 : 0) + (R - rphase + kTransposeTile - 1) / kTransposeTile;
+    const size_t tc = (C + kTransposeTile - 1) / kTransposeTile;
+    const size_t others = n / (R * C);
+    parallel_for(others * tr * tc, parallel_ok ? n : 0, [&](size_t item) {
+      size_t o = item / (tr * tc);
+      const size_t t = item % (tr * tc);
+      // Offsets of this item's position in the remaining dims (all but p and the innermost).
+      int64_t so = offset, dof = 0;
+      for (int d = nd - 2; d >= 0; d--) {
+        if (d == p) continue;
+        const size_t sz = static_cast<size_t>(L.shape[d]);
+        const int64_t i = static_cast<int64_t>(o % sz);
+        o /= sz;
+        so += i * st[d];
+        dof += i * dense_st[d];
+      }
+      const size_t rt = t / tc, c0 = (t % tc) * kTransposeTile;
+      const size_t r0 = rphase ? (rt == 0 ? 0 : rphase + (rt - 1) * kTransposeTile) : rt * kTransposeTile;
+      const size_t r1 = rphase && rt == 0 ? rphase : std::min(R, r0 + kTransposeTile);
+      transpose_tile<kAccum>(dense + dof, dense_st[p], data + so, s_in, r0, r1, c0, std::min(C, c0 + kTransposeTile));
+    });
+    return;
+  }
+
+  const int64_t base[1] = {offset};
+  parallel_range(
+      n,
+      [&](size_t lo, size_t hi) {
+        walk_rows<1>(L, base, lo, hi, [&](size_t pos, const int64_t* off, size_t cnt) {
+          move_row<kAccum>(dense + pos, data + off[0], s_in, cnt);
+        });
+      },
+      min_parallel);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Optimiser and misc
+// ---------------------------------------------------------------------------------------------------------------
+
+struct AdamW {
+  double lr, beta1, beta2, eps, wd;
+  int64_t step;
+};
+
+// torch.optim.AdamW (single-tensor path) step by step, with the float roundings of PyTorch's vectorised CPU kernels
+// (checked bit-for-bit against torch 1.13): each Python-float scalar becomes a float operand; add_(g, alpha) and
+// addcmul_ are fused multiply-adds; addcdiv_ computes (value * m) / denom; the bias corrections are in double.
+void adamw(float* p, const float* g, float* m, float* v, size_t n, const AdamW& h) {
+  const float decay = static_cast<float>(1.0 - h.lr * h.wd);
+  const float b1 = static_cast<float>(h.beta1), one_b1 = static_cast<float>(1.0 - h.beta1);
+  const float b2 = static_cast<float>(h.beta2), one_b2 = static_cast<float>(1.0 - h.beta2);
+  const double bc1 = 1.0 - std::pow(h.beta1, static_cast<double>(h.step));
+  const double bc2 = 1.0 - std::pow(h.beta2, static_cast<double>(h.step));
+  const float neg_step = static_cast<float>(-(h.lr / bc1));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  const float eps = static_cast<float>(h.eps);
+  constexpr size_t kBlock = 512;  // sqrt(v) is taken a block at a time (vectorised; see sqrt_array)
+  parallel_range(n, [&](size_t lo, size_t hi) {
+    float denom[kBlock];
+    for (size_t b = lo; b < hi; b += kBlock) {
+      const size_t len = std::min(kBlock, hi - b);
+      float* pp = p + b;
+      const float* gg = g + b;
+      float* mm = m + b;
+      float* vv = v + b;
+      for (size_t i = 0; i < len; i++) {
+        pp[i] *= decay;
+        mm[i] = std::fma(gg[i], one_b1, mm[i] * b1);
+        vv[i] = std::fma(one_b2 * gg[i], gg[i], vv[i] * b2);
+      }
+      emath::sqrt_array(vv, denom, len);
+      for (size_t i = 0; i < len; i++) pp[i] = pp[i] + (neg_step * mm[i]) / (denom[i] / bc2_sqrt + eps);
+    }
+  });
+}
+
+double sum_squares(const float* x, size_t n) {
+  const int nt = omp_get_max_threads();
+  std::vector<double> part(nt, 0.0);
+  parallel_range(n, [&](size_t b, size_t e) {
+    // A local pointer and a zero-based index: with the captured pointer GCC falls back to gather instructions.
+    const float* xb = x + b;
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (size_t i = 0; i < e - b; i++) s += static_cast<double>(xb[i]) * xb[i];
+    part[omp_get_thread_num()] = s;
+  });
+  double total = 0.0;
+  for (double s : part) total += s;  // fixed order: same result on every run
+  return total;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// N-API entry points
+// ---------------------------------------------------------------------------------------------------------------
+
+napi_value Fill(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "fill";
+    Args args(env, info, 2, fn);
+    F32 out = args.f32(0, "out");
+    const float value = static_cast<float>(any_number(env, info, 2, 1, fn, "value"));
+    parallel_range(out.length, [&](size_t b, size_t e) { std::fill(out.data + b, out.data + e, value); });
+    return nullptr;
+  });
+}
+
+napi_value StridedCopy(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "stridedCopy";
+    Args args(env, info, 5, fn);
+    F32 src = args.f32(0, "src");
+    const int64_t offset = args.i64(1, "offset");
+    const std::vector<int64_t> shape = args.i64_array(3, "shape");
+    const std::vector<int64_t> strides = args.i64_array(2, "strides", static_cast<long>(shape.size()));
+    F32 out = args.f32(4, "out");
+    const size_t n = numel(shape, "shape");
+    need_len(out, n, "out", fn);
+    check_view(src, offset, strides, shape, n, "src", fn);
+    if (n == 0) return nullptr;
+    const std::vector<int64_t>* st[1] = {&strides};
+    strided_move<false>(out.data, src.data, offset, coalesce(shape, st, 1), n, true);
+    return nullptr;
+  });
+}
+
+napi_value StridedAccumulate(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "stridedAccumulate";
+    Args args(env, info, 5, fn);
+    F32 src = args.f32(0, "src");
+    const std::vector<int64_t> shape = args.i64_array(1, "shape");
+    F32 dst = args.f32(2, "dst");
+    const int64_t offset = args.i64(3, "offset");
+    const std::vector<int64_t> strides = args.i64_array(4, "strides", static_cast<long>(shape.size()));
+    const size_t n = numel(shape, "shape");
+    need_len(src, n, "src", fn);
+    check_view(dst, offset, strides, shape, n, "dst", fn);
+    if (n == 0) return nullptr;
+    const std::vector<int64_t>* st[1] = {&strides};
+    const Layout L = coalesce(shape, st, 1);
+    strided_move<true>(src.data, dst.data, offset, L, n, view_is_injective(L));
+    return nullptr;
+  });
+}
+
+napi_value Unary(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "unary";
+    Args args(env, info, 3, fn);
+    const auto op = static_cast<UnaryOp>(parse_op(args.str(0, "op"), kUnaryNames, fn, "unary op"));
+    F32 x = args.f32(1, "x");
+    F32 out = args.f32(2, "out");
+    need_len(x, out.length, "x", fn);
+    unary_forward(op, x.data, out.data, out.length);
+    return nullptr;
+  });
+}
+
+napi_value UnaryBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "unaryBackward";
+    Args args(env, info, 5, fn);
+    const auto op = static_cast<UnaryOp>(parse_op(args.str(0, "op"), kUnaryNames, fn, "unary op"));
+    F32 x = args.f32(1, "x");
+    F32 y = args.f32(2, "y");
+    F32 gy = args.f32(3, "gy");
+    F32 gx = args.f32(4, "gx");
+    const size_t n = gx.length;
+    need_len(x, n, "x", fn);
+    need_len(y, n, "y", fn);
+    need_len(gy, n, "gy", fn);
+    unary_backward(op, x.data, y.data, gy.data, gx.data, n);
+    return nullptr;
+  });
+}
+
+napi_value Affine(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "affine";
+    Args args(env, info, 4, fn);
+    F32 x = args.f32(0, "x");
+    const float a = static_cast<float>(any_number(env, info, 4, 1, fn, "a"));
+    const float b = static_cast<float>(any_number(env, info, 4, 2, fn, "b"));
+    F32 out = args.f32(3, "out");
+    need_len(x, out.length, "x", fn);
+    map1(x.data, out.data, out.length, [a, b](float v) { return a * v + b; });
+    return nullptr;
+  });
+}
+
+napi_value PowScalar(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "powScalar";
+    Args args(env, info, 3, fn);
+    F32 x = args.f32(0, "x");
+    const float p = static_cast<float>(any_number(env, info, 3, 1, fn, "p"));
+    F32 out = args.f32(2, "out");
+    need_len(x, out.length, "x", fn);
+    pow_scalar(x.data, p, out.data, out.length);
+    return nullptr;
+  });
+}
+
+napi_value Binary(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "binary";
+    Args args(env, info, 9, fn);
+    const auto op = static_cast<BinaryOp>(parse_op(args.str(0, "op"), kBinaryNames, fn, "binary op"));
+    const std::vector<int64_t> shape = args.i64_array(7, "shape");
+    const long nd = static_cast<long>(shape.size());
+    F32 a = args.f32(1, "a");
+    const int64_t a_off = args.i64(2, "aOffset");
+    const std::vector<int64_t> a_st = args.i64_array(3, "aStrides", nd);
+    F32 b = args.f32(4, "b");
+    const int64_t b_off = args.i64(5, "bOffset");
+    const std::vector<int64_t> b_st = args.i64_array(6, "bStrides", nd);
+    F32 out = args.f32(8, "out");
+    const size_t n = numel(shape, "shape");
+    need_len(out, n, "out", fn);
+    check_view(a, a_off, a_st, shape, n, "a", fn);
+    check_view(b, b_off, b_st, shape, n, "b", fn);
+    if (n == 0) return nullptr;
+    const std::vector<int64_t>* st[2] = {&a_st, &b_st};
+    binary(op, a.data, a_off, b.data, b_off, coalesce(shape, st, 2), out.data, n);
+    return nullptr;
+  });
+}
+
+napi_value Axpy(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "axpy";
+    Args args(env, info, 3, fn);
+    F32 acc = args.f32(0, "acc");
+    F32 x = args.f32(1, "x");
+    const float scale = static_cast<float>(any_number(env, info, 3, 2, fn, "scale"));
+    need_len(x, acc.length, "x", fn);
+    float* pa = acc.data;
+    const float* px = x.data;
+    parallel_range(acc.length, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; i++) pa[i] += px[i] * scale;
+    });
+    return nullptr;
+  });
+}
+
+const char* const kReduceNames[] = {"sum", "max"};
+
+napi_value Reduce(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "reduce";
+    Args args(env, info, 6, fn);
+    const bool is_max = parse_op(args.str(0, "op"), kReduceNames, fn, "reduce op") == 1;
+    F32 x = args.f32(1, "x");
+    const int64_t outer = args.i64(2, "outer"), r = args.i64(3, "r"), inner = args.i64(4, "inner");
+    F32 out = args.f32(5, "out");
+    need_len(x, product3(outer, r, inner, "outer * r * inner"), "x", fn);
+    const size_t m = numel({outer, inner}, "outer * inner");
+    need_len(out, m, "out", fn);
+    if (is_max && r == 0 && m > 0) range_error(std::string(fn) + ": 'max' over an empty axis (r = 0)");
+    if (m == 0) return nullptr;
+    reduce(is_max, x.data, as_size(outer), as_size(r), as_size(inner), out.data);
+    return nullptr;
+  });
+}
+
+napi_value Softmax(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "softmax";
+    Args args(env, info, 5, fn);
+    F32 x = args.f32(0, "x");
+    const int64_t rows = args.i64(1, "rows"), cols = args.i64(2, "cols");
+    const bool log = args.boolean(3, "log");
+    F32 out = args.f32(4, "out");
+    const size_t n = numel({rows, cols}, "rows * cols");
+    need_len(x, n, "x", fn);
+    need_len(out, n, "out", fn);
+    if (n == 0) return nullptr;
+    const size_t c = as_size(cols);
+    parallel_for(as_size(rows), n, [&](size_t r) { softmax_row(x.data + r * c, out.data + r * c, c, log); });
+    return nullptr;
+  });
+}
+
+napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "softmaxBackward";
+    Args args(env, info, 6, fn);
+    F32 y = args.f32(0, "y");
+    F32 gy = args.f32(1, "gy");
+    const int64_t rows = args.i64(2, "rows"), cols = args.i64(3, "cols");
+    const bool log = args.boolean(4, "log");
+    F32 gx = args.f32(5, "gx");
+    const size_t n = numel({rows, cols}, "rows * cols");
+    need_len(y, n, "y", fn);
+    need_len(gy, n, "gy", fn);
+    need_len(gx, n, "gx", fn);
+    if (n == 0) return nullptr;
+    const size_t c = as_size(cols);
+    parallel_for(as_size(rows), n, [&](size_t r) {
+      softmax_backward_row(y.data + r * c, gy.data + r * c, gx.data + r * c, c, log);
+    });
+    return nullptr;
+  });
+}
+
+const char* const kNormNames[] = {"layer", "rms"};
+
+// Optional per-channel parameter: null, or at least c entries.
+const float* optional_channels(const F32& a, size_t c, const char* name, const char* fn) {
+  if (a.null) return nullptr;
+  need_len(a, c, name, fn);
+  return a.data;
+}
+
+napi_value Norm(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "norm";
+    Args args(env, info, 11, fn);
+    NormArgs a;
+    a.layer = parse_op(args.str(0, "kind"), kNormNames, fn, "norm kind") == 0;
+    F32 x = args.f32(1, "x");
+    const int64_t outer = args.i64(2, "outer"), c = args.i64(3, "c"), inner = args.i64(4, "inner");
+    F32 w = args.f32_or_null(5, "w");
+    F32 b = args.f32_or_null(6, "b");
+    a.eps = args.f64(7, "eps");
+    F32 y = args.f32(8, "y");
+    F32 mean = args.f32_or_null(9, "mean");
+    F32 rstd = args.f32(10, "rstd");
+    const size_t n = product3(outer, c, inner, "outer * c * inner");
+    const size_t positions = numel({outer, inner}, "outer * inner");
+    need_len(x, n, "x", fn);
+    need_len(y, n, "y", fn);
+    a.w = optional_channels(w, as_size(c), "w", fn);
+    a.b = optional_channels(b, as_size(c), "b", fn);
+    if (a.layer && mean.null) type_error(std::string(fn) + ": argument 'mean' must be a Float32Array for kind 'layer'");
+    if (!mean.null) need_len(mean, positions, "mean", fn);
+    need_len(rstd, positions, "rstd", fn);
+    if (positions == 0) return nullptr;
+    a.x = x.data;
+    a.outer = as_size(outer);
+    a.c = as_size(c);
+    a.inner = as_size(inner);
+    a.y = y.data;
+    a.mean = a.layer ? mean.data : nullptr;  // rms leaves a supplied mean array untouched
+    a.rstd = rstd.data;
+    if (a.inner == 1)
+      norm_rows(a);
+    else
+      norm_channels(a);
+    return nullptr;
+  });
+}
+
+napi_value NormBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "normBackward";
+    Args args(env, info, 12, fn);
+    NormBackwardArgs a;
+    a.layer = parse_op(args.str(0, "kind"), kNormNames, fn, "norm kind") == 0;
+    F32 x = args.f32(1, "x");
+    const int64_t outer = args.i64(2, "outer"), c = args.i64(3, "c"), inner = args.i64(4, "inner");
+    F32 w = args.f32_or_null(5, "w");
+    F32 mean = args.f32_or_null(6, "mean");
+    F32 rstd = args.f32(7, "rstd");
+    F32 gy = args.f32(8, "gy");
+    F32 gx = args.f32(9, "gx");
+    F32 gw = args.f32_or_null(10, "gw");
+    F32 gb = args.f32_or_null(11, "gb");
+    const size_t n = product3(outer, c, inner, "outer * c * inner");
+    const size_t positions = numel({outer, inner}, "outer * inner");
+    need_len(x, n, "x", fn);
+    need_len(gy, n, "gy", fn);
+    need_len(gx, n, "gx", fn);
+    a.w = optional_channels(w, as_size(c), "w", fn);
+    if (a.layer && mean.null) type_error(std::string(fn) + ": argument 'mean' must be a Float32Array for kind 'layer'");
+    if (a.layer) need_len(mean, positions, "mean", fn);
+    need_len(rstd, positions, "rstd", fn);
+    if (!gw.null) need_len(gw, as_size(c), "gw", fn);
+    if (!gb.null) need_len(gb, as_size(c), "gb", fn);
+    a.x = x.data;
+    a.outer = as_size(outer);
+    a.c = as_size(c);
+    a.inner = as_size(inner);
+    a.mean = a.layer ? mean.data : nullptr;
+    a.rstd = rstd.data;
+    a.gy = gy.data;
+    a.gx = gx.data;
+    a.gw = gw.null ? nullptr : gw.data;
+    a.gb = gb.null ? nullptr : gb.data;
+    if (positions == 0 || a.c == 0) {  // no groups: parameter gradients are empty sums
+      if (a.gw) std::fill(a.gw, a.gw + a.c, 0.0f);
+      if (a.gb) std::fill(a.gb, a.gb + a.c, 0.0f);
+      return nullptr;
+    }
+    norm_backward(a);
+    return nullptr;
+  });
+}
+
+napi_value AdamWStep(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "adamw";
+    Args args(env, info, 10, fn);
+    F32 p = args.f32(0, "p");
+    F32 g = args.f32(1, "g");
+    F32 m = args.f32(2, "m");
+    F32 v = args.f32(3, "v");
+    AdamW h;
+    h.lr = args.f64(4, "lr");
+    h.beta1 = args.f64(5, "beta1");
+    h.beta2 = args.f64(6, "beta2");
+    h.eps = args.f64(7, "eps");
+    h.wd = args.f64(8, "weightDecay");
+    h.step = args.i64(9, "step", 1);
+    const size_t n = p.length;
+    need_len(g, n, "g", fn);
+    need_len(m, n, "m", fn);
+    need_len(v, n, "v", fn);
+    adamw(p.data, g.data, m.data, v.data, n, h);
+    return nullptr;
+  });
+}
+
+napi_value SumSquares(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    Args args(env, info, 1, "sumSquares");
+    F32 x = args.f32(0, "x");
+    return make_number(env, sum_squares(x.data, x.length));
+  });
+}
+
+}  // namespace
+}  // namespace dcvg
+
+void register_elementwise(napi_env env, napi_value exports) {
+  using namespace dcvg;
+  export_fn(env, exports, "fill", Fill);
+  export_fn(env, exports, "stridedCopy", StridedCopy);
+  export_fn(env, exports, "stridedAccumulate", StridedAccumulate);
+  export_fn(env, exports, "unary", Unary);
+  export_fn(env, exports, "unaryBackward", UnaryBackward);
+  export_fn(env, exports, "affine", Affine);
+  export_fn(env, exports, "powScalar", PowScalar);
+  export_fn(env, exports, "binary", Binary);
+  export_fn(env, exports, "axpy", Axpy);
+  export_fn(env, exports, "reduce", Reduce);
+  export_fn(env, exports, "softmax", Softmax);
+  export_fn(env, exports, "softmaxBackward", SoftmaxBackward);
+  export_fn(env, exports, "norm", Norm);
+  export_fn(env, exports, "normBackward", NormBackward);
+  export_fn(env, exports, "adamw", AdamWStep);
+  export_fn(env, exports, "sumSquares", SumSquares);
+}
