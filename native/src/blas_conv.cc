@@ -1,8 +1,8 @@
 // Dense linear algebra and 3-D convolution for dcvg_native, plus a few runtime utilities:
 //   gemm                    batched row-major sgemm (oneDNN's dnnl_sgemm)
-//   conv3dForward           oneDNN convolution_forward
-//   conv3dBackwardData      oneDNN convolution_backward_data
-//   conv3dBackwardWeights   oneDNN convolution_backward_weights (optionally with the bias gradient)
+//   conv3dForward           oneDNN convolution_forward, or direct depthwise kernels (see below)
+//   conv3dBackwardData      oneDNN convolution_backward_data, or direct depthwise kernels
+//   conv3dBackwardWeights   oneDNN convolution_backward_weights (with the bias gradient when asked), or depthwise
 //   peakGflops              AVX2 FMA throughput probe
 //   setNumThreads / getNumThreads / versions
 //
@@ -11,7 +11,6 @@
 // ~480. It also runs on the same OpenMP pool as the convolutions and the other kernels, whereas OpenBLAS's pthread pool
 // spins after each call and competes with OpenMP for the same two cores. OpenBLAS is still linked (versions(),
 // setNumThreads) so that anything else in the process that calls it gets the same thread count.
-#include <cblas.h>
 #include <dnnl.hpp>
 #include <immintrin.h>
 #include <omp.h>
@@ -31,8 +30,7 @@
 #include "napi_util.h"
 
 extern "C" {
-// Declared in OpenBLAS's cblas.h, repeated here so that a cblas.h without them (reference CBLAS) fails at link time
-// with a clear symbol name rather than at compile time.
+// OpenBLAS extensions (its cblas.h declares them too; nothing else from it is used here).
 void openblas_set_num_threads(int num_threads);
 char* openblas_get_config(void);
 }
@@ -81,12 +79,38 @@ size_t batched_extent(int64_t batch, int64_t stride, size_t size, const char* fn
   return checked_add(last, size, fname, what);
 }
 
-void sgemm_or_throw(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, const float* B,
-                    float beta, float* C) {
-  // Row-major, densely stored: the leading dimension is the stored row length.
-  const dnnl_dim_t lda = tA ? M : K, ldb = tB ? K : N, ldc = N;
-  dnnl_status_t st = dnnl_sgemm(tA ? 'T' : 'N', tB ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  if (st != dnnl_success) throw std::runtime_error("gemm: dnnl_sgemm failed with status " + std::to_string(st));
+// dnnl_sgemm is weak when B is transposed and M is small next to N: it repacks the whole N x K matrix B on every call
+// (M=32, N=1024, K=4096: 11 ms instead of 0.7 ms). Linear layers on few tokens (x @ W^T) hit exactly that case, so
+// there we compute C^T = op(B)^T op(A)^T instead, which puts the big matrix on the side dnnl_sgemm streams through,
+// and transpose the small M x N result into C.
+bool use_swapped(bool tB, int64_t M, int64_t N, int64_t K) { return tB && M <= 128 && N >= 2 * M && N * K >= 65536; }
+
+// One row-major C = alpha op(A) op(B) + beta C. `tmp` is scratch for the swapped form. Safe inside an OpenMP region
+// (dnnl_sgemm then runs on the calling thread only).
+dnnl_status_t sgemm_one(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, const float* B,
+                        float beta, float* C, std::vector<float>& tmp) {
+  // Densely stored: each leading dimension is the stored row length.
+  const dnnl_dim_t lda = tA ? M : K, ldb = tB ? K : N;
+  if (!use_swapped(tB, M, N, K))
+    return dnnl_sgemm(tA ? 'T' : 'N', tB ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, N);
+
+  tmp.resize(static_cast<size_t>(M * N));
+  float* T = tmp.data();  // (N, M) = op(B)^T op(A)^T
+  const dnnl_status_t st = dnnl_sgemm(tB ? 'N' : 'T', tA ? 'N' : 'T', N, M, K, alpha, B, ldb, A, lda, 0.f, T, M);
+  if (st != dnnl_success) return st;
+  constexpr int64_t kBlk = 64;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && M * N >= (1 << 16))
+  for (int64_t j0 = 0; j0 < N; j0 += kBlk) {
+    const int64_t j1 = std::min(N, j0 + kBlk);
+    for (int64_t i = 0; i < M; i++) {
+      float* c = C + i * N;
+      if (beta == 0.f)
+        for (int64_t j = j0; j < j1; j++) c[j] = T[j * M + i];
+      else
+        for (int64_t j = j0; j < j1; j++) c[j] = T[j * M + i] + beta * c[j];
+    }
+  }
+  return dnnl_success;
 }
 
 napi_value gemm_impl(napi_env env, napi_callback_info info) {
@@ -130,20 +154,25 @@ napi_value gemm_impl(napi_env env, napi_callback_info info) {
     const double flops_each = 2.0 * M * N * K;
     const bool parallel_batch = nthr > 1 && batch >= nthr && static_cast<size_t>(sC) >= mn &&
                                 (batch % nthr == 0 || batch >= 4 * nthr || flops_each < 4e6);
+    std::atomic<bool> failed{false};
     if (parallel_batch) {
-      std::atomic<bool> failed{false};
-#pragma omp parallel for schedule(static)
-      for (int64_t b = 0; b < batch; b++) {
-        const dnnl_dim_t lda = tA ? M : K, ldb = tB ? K : N;
-        if (dnnl_sgemm(tA ? 'T' : 'N', tB ? 'T' : 'N', M, N, K, alpha, A.data + b * sA, lda, B.data + b * sB, ldb,
-                       beta, C.data + b * sC, N) != dnnl_success)
-          failed = true;
+#pragma omp parallel
+      {
+        std::vector<float> tmp;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++)
+          if (sgemm_one(tA, tB, M, N, K, alpha, A.data + b * sA, B.data + b * sB, beta, C.data + b * sC, tmp) !=
+              dnnl_success)
+            failed = true;
       }
-      if (failed) throw std::runtime_error("gemm: dnnl_sgemm failed");
     } else {
-      for (int64_t b = 0; b < batch; b++)
-        sgemm_or_throw(tA, tB, M, N, K, alpha, A.data + b * sA, B.data + b * sB, beta, C.data + b * sC);
+      std::vector<float> tmp;
+      for (int64_t b = 0; b < batch && !failed; b++)
+        if (sgemm_one(tA, tB, M, N, K, alpha, A.data + b * sA, B.data + b * sB, beta, C.data + b * sC, tmp) !=
+            dnnl_success)
+          failed = true;
     }
+    if (failed) throw std::runtime_error("gemm: dnnl_sgemm failed");
     return nullptr;
   });
 }
@@ -225,7 +254,7 @@ dnnl::stream& cpu_stream() {
   return s;
 }
 
-// Grow-only 64-byte-aligned buffers for data in the primitives' blocked layouts and for their scratchpads. Shared by
+// Grow-only buffers for data in the primitives' blocked layouts and for their scratchpads. Shared by
 // all cached problems (calls are serialised by g_conv_mutex), so the footprint is that of the largest problem rather
 // than the sum over all shapes seen, and steady-state calls touch no fresh pages (first-touch page faults cost as much
 // as the reorders themselves).
@@ -474,21 +503,105 @@ void run_conv(ConvKind kind, const ConvGeom& g, const float* x, const float* w, 
 bool is_depthwise(const ConvGeom& g) { return g.G > 1 && g.C == g.G; }
 
 struct DwDims {
-  int64_t m;                // output channels per input channel
-  int64_t Wp;               // padded row length
+  int64_t m;   // output channels per input channel
+  int64_t Wp;  // W-padded input row length
   int64_t s_in, s_out, taps;
   explicit DwDims(const ConvGeom& g)
       : m(g.O / g.G), Wp(g.W + g.pad[4] + g.pad[5]), s_in(g.T * g.H * g.W), s_out(g.To * g.Ho * g.Wo),
         taps(g.KT * g.KH * g.KW) {}
 };
 
-// Copies one channel volume (T, H, W) into (T, H, Wp) with zero columns on both sides; returns the padded volume,
-// or the channel itself when there is no W padding.
-const float* pad_rows(const ConvGeom& g, const DwDims& d, const float* src, std::vector<float>& buf) {
-  if (d.Wp == g.W) return src;
-  buf.assign(static_cast<size_t>(g.T * g.H * d.Wp), 0.f);
-  for (int64_t r = 0; r < g.T * g.H; r++) std::memcpy(&buf[r * d.Wp + g.pad[4]], src + r * g.W, g.W * sizeof(float));
-  return buf.data();
+typedef float v16f __attribute__((vector_size(64)));
+constexpr int64_t kV = 16;
+
+inline v16f load_v(const float* p) {
+  v16f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline v16f load_v(const float* p, int64_t step) {
+  v16f v;
+  for (int64_t i = 0; i < kV; i++) v[i] = p[i * step];
+  return v;
+}
+
+// Copies `rows` rows of `width` floats into rows of left + width + right floats with zeros on both sides, followed by
+// slack for vector over-reads; returns the copy.
+float* pad_rows(const float* src, int64_t rows, int64_t width, int64_t left, int64_t right, int64_t slack,
+                std::vector<float>& buf, size_t at = 0) {
+  const int64_t wp = left + width + right;
+  const size_t need = at + static_cast<size_t>(rows * wp + slack);
+  if (buf.size() < need) buf.resize(need);
+  float* out = buf.data() + at;
+  for (int64_t r = 0; r < rows; r++) {
+    float* o = out + r * wp;
+    std::fill_n(o, left, 0.f);
+    std::memcpy(o + left, src + r * width, width * sizeof(float));
+    std::fill_n(o + left + width, right, 0.f);
+  }
+  std::fill_n(out + rows * wp, slack, 0.f);
+  return out;
+}
+
+// Copies `planes` planes of (rows, width) into planes of (top + rows + bottom, left + width + right) with zero borders,
+// followed by `slack` zeros; returns the copy.
+float* pad_planes(const float* src, int64_t planes, int64_t rows, int64_t width, int64_t top, int64_t bottom,
+                  int64_t left, int64_t right, int64_t slack, std::vector<float>& buf, size_t at = 0) {
+  const int64_t pitch = left + width + right, plane = (top + rows + bottom) * pitch;
+  const size_t need = at + static_cast<size_t>(planes * plane + slack);
+  if (buf.size() < need) buf.resize(need);
+  float* out = buf.data() + at;
+  std::fill_n(out, planes * plane + slack, 0.f);
+  for (int64_t p = 0; p < planes; p++)
+    for (int64_t r = 0; r < rows; r++)
+      std::memcpy(out + p * plane + (top + r) * pitch + left, src + (p * rows + r) * width, width * sizeof(float));
+  return out;
+}
+
+// out[i] = init + sum_j wv[j] * src[j][i * step] for i < n. Each accumulator covers 16 outputs and four of them take
+// turns over the taps, so FMA latency is hidden and each tap costs one load and one FMA per 16 outputs. The last
+// vector may read (never write) up to 16 * step floats past src[j][(n - 1) * step]: callers provide that slack.
+template <bool kUnit>
+void tap_rows(float* out, int64_t n, int64_t step, float init, const float* const* src, const float* wv, int64_t nt) {
+  auto ld = [step](const float* p) { return kUnit ? load_v(p) : load_v(p, step); };
+  int64_t i0 = 0;
+  for (; i0 + 2 * kV <= n; i0 += 2 * kV) {
+    const int64_t o0 = i0 * step, o1 = (i0 + kV) * step;
+    v16f a0 = v16f{} + init, a1{}, a2{}, a3{}, b0 = v16f{} + init, b1{}, b2{}, b3{};
+    int64_t j = 0;
+    for (; j + 4 <= nt; j += 4) {
+      a0 += wv[j] * ld(src[j] + o0);
+      b0 += wv[j] * ld(src[j] + o1);
+      a1 += wv[j + 1] * ld(src[j + 1] + o0);
+      b1 += wv[j + 1] * ld(src[j + 1] + o1);
+      a2 += wv[j + 2] * ld(src[j + 2] + o0);
+      b2 += wv[j + 2] * ld(src[j + 2] + o1);
+      a3 += wv[j + 3] * ld(src[j + 3] + o0);
+      b3 += wv[j + 3] * ld(src[j + 3] + o1);
+    }
+    for (; j < nt; j++) {
+      a0 += wv[j] * ld(src[j] + o0);
+      b0 += wv[j] * ld(src[j] + o1);
+    }
+    const v16f ra = (a0 + a1) + (a2 + a3), rb = (b0 + b1) + (b2 + b3);
+    std::memcpy(out + i0, &ra, sizeof ra);
+    std::memcpy(out + i0 + kV, &rb, sizeof rb);
+  }
+  for (; i0 < n; i0 += kV) {
+    const int64_t o0 = i0 * step;
+    v16f a0 = v16f{} + init, a1{}, a2{}, a3{};
+    int64_t j = 0;
+    for (; j + 4 <= nt; j += 4) {
+      a0 += wv[j] * ld(src[j] + o0);
+      a1 += wv[j + 1] * ld(src[j + 1] + o0);
+      a2 += wv[j + 2] * ld(src[j + 2] + o0);
+      a3 += wv[j + 3] * ld(src[j + 3] + o0);
+    }
+    for (; j < nt; j++) a0 += wv[j] * ld(src[j] + o0);
+    const v16f r = (a0 + a1) + (a2 + a3);
+    std::memcpy(out + i0, &r, std::min(kV, n - i0) * sizeof(float));
+  }
 }
 
 // Input row index for output row `o` and tap `k` along one axis, or -1 when it falls in the zero padding.
@@ -497,22 +610,83 @@ inline int64_t in_row(int64_t o, int64_t k, int64_t stride, int64_t pad_front, i
   return (i >= 0 && i < extent) ? i : -1;
 }
 
-void dw_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
+// Output row index that reads input row `i` through tap `k`, or -1 when there is none (padding or between strides).
+inline int64_t out_row(int64_t i, int64_t k, int64_t stride, int64_t pad_front, int64_t extent) {
+  const int64_t q = i + pad_front - k;
+  if (q < 0 || q % stride != 0 || q / stride >= extent) return -1;
+  return q / stride;
+}
+
+// Unit H and W strides: each zero-padded (H, W) input plane is treated as one long row of pitch Wp, so a whole output
+// plane (computed at pitch Wp, then compacted to Wo) is one tap_rows call whose taps are (valid kt) x KH x KW offsets.
+// The Wp - Wo extra columns per row are wasted work (KW - 1 of them), far cheaper than per-row setup.
+void dw_forward_planes(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
   const DwDims d(g);
+  const int64_t P = d.Wp, Hp = g.H + g.pad[2] + g.pad[3], plane = Hp * P;
+  // Valid outputs never leave their padded plane; discarded columns of the last plane read at most this far past it.
+  const int64_t slack = (g.KH - 1) * P + g.KW + kV + 1;
 #pragma omp parallel
   {
-    std::vector<float> buf;
+    std::vector<float> buf, tmp(static_cast<size_t>(g.Ho * P));
+    std::vector<const float*> ptr(d.taps);
+    std::vector<float> wv(d.taps);
+    int64_t padded_for = -1;  // (n, c) whose padded copy is in buf: consecutive outputs often share it (m > 1)
+    const float* xp = nullptr;
 #pragma omp for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; n++)
       for (int64_t o = 0; o < g.O; o++) {
-        const float* xp = pad_rows(g, d, x + (n * g.C + o / d.m) * d.s_in, buf);
+        const int64_t nc = n * g.C + o / d.m;
+        if (nc != padded_for) {
+          xp = pad_planes(x + nc * d.s_in, g.T, g.H, g.W, g.pad[2], g.pad[3], g.pad[4], g.pad[5], slack, buf);
+          padded_for = nc;
+        }
+        const float* wk = w + o * d.taps;
+        float* yc = y + (n * g.O + o) * d.s_out;
+        const float b0 = bias ? bias[o] : 0.f;
+        for (int64_t to = 0; to < g.To; to++) {
+          int64_t nt = 0;
+          for (int64_t kt = 0; kt < g.KT; kt++) {
+            const int64_t t = in_row(to, kt, g.st, g.pad[0], g.T);
+            if (t < 0) continue;
+            for (int64_t kh = 0; kh < g.KH; kh++)
+              for (int64_t kw = 0; kw < g.KW; kw++, nt++) {
+                ptr[nt] = xp + t * plane + kh * P + kw;
+                wv[nt] = wk[(kt * g.KH + kh) * g.KW + kw];
+              }
+          }
+          tap_rows<true>(tmp.data(), g.Ho * P, 1, b0, ptr.data(), wv.data(), nt);
+          for (int64_t ho = 0; ho < g.Ho; ho++)
+            std::memcpy(yc + (to * g.Ho + ho) * g.Wo, tmp.data() + ho * P, g.Wo * sizeof(float));
+        }
+      }
+  }
+}
+
+// Any strides: one tap_rows call per output row.
+void dw_forward_rows(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
+  const DwDims d(g);
+  const int64_t slack = (kV + 1) * g.sw;
+#pragma omp parallel
+  {
+    std::vector<float> buf;
+    std::vector<const float*> ptr(d.taps);
+    std::vector<float> wv(d.taps);
+    int64_t padded_for = -1;  // (n, c) whose padded copy is in buf: consecutive outputs often share it (m > 1)
+    const float* xp = nullptr;
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; n++)
+      for (int64_t o = 0; o < g.O; o++) {
+        const int64_t nc = n * g.C + o / d.m;
+        if (nc != padded_for) {
+          xp = pad_rows(x + nc * d.s_in, g.T * g.H, g.W, g.pad[4], g.pad[5], slack, buf);
+          padded_for = nc;
+        }
         const float* wk = w + o * d.taps;
         float* yc = y + (n * g.O + o) * d.s_out;
         const float b0 = bias ? bias[o] : 0.f;
         for (int64_t to = 0; to < g.To; to++)
           for (int64_t ho = 0; ho < g.Ho; ho++) {
-            float* __restrict yr = yc + (to * g.Ho + ho) * g.Wo;
-            for (int64_t wo = 0; wo < g.Wo; wo++) yr[wo] = b0;
+            int64_t nt = 0;
             for (int64_t kt = 0; kt < g.KT; kt++) {
               const int64_t t = in_row(to, kt, g.st, g.pad[0], g.T);
               if (t < 0) continue;
@@ -521,49 +695,84 @@ void dw_forward(const ConvGeom& g, const float* x, const float* w, const float* 
                 if (h < 0) continue;
                 const float* xr = xp + (t * g.H + h) * d.Wp;
                 const float* wr = wk + (kt * g.KH + kh) * g.KW;
-                for (int64_t kw = 0; kw < g.KW; kw++) {
-                  const float wv = wr[kw];
-                  const float* __restrict xk = xr + kw;
-                  if (g.sw == 1) {
-#pragma omp simd
-                    for (int64_t wo = 0; wo < g.Wo; wo++) yr[wo] += wv * xk[wo];
-                  } else {
-                    for (int64_t wo = 0; wo < g.Wo; wo++) yr[wo] += wv * xk[wo * g.sw];
-                  }
+                for (int64_t kw = 0; kw < g.KW; kw++, nt++) {
+                  ptr[nt] = xr + kw;
+                  wv[nt] = wr[kw];
                 }
               }
             }
+            float* yr = yc + (to * g.Ho + ho) * g.Wo;
+            if (g.sw == 1)
+              tap_rows<true>(yr, g.Wo, 1, b0, ptr.data(), wv.data(), nt);
+            else
+              tap_rows<false>(yr, g.Wo, g.sw, b0, ptr.data(), wv.data(), nt);
           }
       }
   }
 }
 
-void dw_backward_data(const ConvGeom& g, const float* gy, const float* w, float* gx) {
+// Unit H and W strides: gx is a correlation of gy, zero-padded by K-1 on each side in H and W, with the kernel
+// mirrored in H and W, so it runs through the same plane kernel as the forward pass. A T stride only changes which gy
+// planes feed a gx plane; the m gy channels fed by one input channel add up in the same accumulators.
+void dw_backward_data_planes(const ConvGeom& g, const float* gy, const float* w, float* gx) {
   const DwDims d(g);
-  const bool padded = d.Wp != g.W;
+  const int64_t th = g.KH - 1, tw = g.KW - 1;  // padding on each side
+  const int64_t P = g.Wo + 2 * tw, plane = (g.Ho + 2 * th) * P;
+  const int64_t slack = g.pad[2] * P + g.pad[4] + g.KW + kV + 1;
+  const int64_t chan = g.To * plane + slack;  // one padded gy channel in buf
+#pragma omp parallel
+  {
+    std::vector<float> buf, tmp(static_cast<size_t>(g.H * P));
+    std::vector<const float*> ptr(d.taps * d.m);
+    std::vector<float> wv(d.taps * d.m);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; n++)
+      for (int64_t c = 0; c < g.C; c++) {
+        for (int64_t j = 0; j < d.m; j++)
+          pad_planes(gy + (n * g.O + c * d.m + j) * d.s_out, g.To, g.Ho, g.Wo, th, th, tw, tw, slack, buf, j * chan);
+        float* gxc = gx + (n * g.C + c) * d.s_in;
+        for (int64_t t = 0; t < g.T; t++) {
+          int64_t nt = 0;
+          for (int64_t j = 0; j < d.m; j++) {
+            const float* wk = w + (c * d.m + j) * d.taps;
+            for (int64_t kt = 0; kt < g.KT; kt++) {
+              const int64_t to = out_row(t, kt, g.st, g.pad[0], g.To);
+              if (to < 0) continue;
+              // gx (h, x) reads gy (h + pad_top - kh, x + pad_left - kw), i.e. padded (h + pad_top - kh + th, ...).
+              const float* base = buf.data() + j * chan + to * plane + (g.pad[2] + th) * P + g.pad[4] + tw;
+              for (int64_t kh = 0; kh < g.KH; kh++)
+                for (int64_t kw = 0; kw < g.KW; kw++, nt++) {
+                  ptr[nt] = base - kh * P - kw;
+                  wv[nt] = wk[(kt * g.KH + kh) * g.KW + kw];
+                }
+            }
+          }
+          tap_rows<true>(tmp.data(), g.H * P, 1, 0.f, ptr.data(), wv.data(), nt);
+          for (int64_t h = 0; h < g.H; h++)
+            std::memcpy(gxc + (t * g.H + h) * g.W, tmp.data() + h * P, g.W * sizeof(float));
+        }
+      }
+  }
+}
+
+// Other strides: scatter every output's contribution into a zeroed, W-padded copy of the channel's gradient.
+void dw_backward_data_scatter(const ConvGeom& g, const float* gy, const float* w, float* gx) {
+  const DwDims d(g);
 #pragma omp parallel
   {
     std::vector<float> buf;
 #pragma omp for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; n++)
       for (int64_t c = 0; c < g.C; c++) {
-        // Scatter every output's contribution into a zeroed, W-padded copy of this channel's gradient.
-        float* gxc = gx + (n * g.C + c) * d.s_in;
-        float* acc;
-        if (padded) {
-          buf.assign(static_cast<size_t>(g.T * g.H * d.Wp), 0.f);
-          acc = buf.data();
-        } else {
-          std::fill_n(gxc, d.s_in, 0.f);
-          acc = gxc;
-        }
+        buf.assign(static_cast<size_t>(g.T * g.H * d.Wp), 0.f);
+        float* acc = buf.data();
         for (int64_t j = 0; j < d.m; j++) {
           const int64_t o = c * d.m + j;
           const float* gyc = gy + (n * g.O + o) * d.s_out;
           const float* wk = w + o * d.taps;
           for (int64_t to = 0; to < g.To; to++)
             for (int64_t ho = 0; ho < g.Ho; ho++) {
-              const float* __restrict gyr = gyc + (to * g.Ho + ho) * g.Wo;
+              const float* gyr = gyc + (to * g.Ho + ho) * g.Wo;
               for (int64_t kt = 0; kt < g.KT; kt++) {
                 const int64_t t = in_row(to, kt, g.st, g.pad[0], g.T);
                 if (t < 0) continue;
@@ -573,27 +782,95 @@ void dw_backward_data(const ConvGeom& g, const float* gy, const float* w, float*
                   float* ar = acc + (t * g.H + h) * d.Wp;
                   const float* wr = wk + (kt * g.KH + kh) * g.KW;
                   for (int64_t kw = 0; kw < g.KW; kw++) {
-                    const float wv = wr[kw];
-                    float* __restrict ak = ar + kw;
-                    if (g.sw == 1) {
-#pragma omp simd
-                      for (int64_t wo = 0; wo < g.Wo; wo++) ak[wo] += wv * gyr[wo];
-                    } else {
-                      for (int64_t wo = 0; wo < g.Wo; wo++) ak[wo * g.sw] += wv * gyr[wo];
-                    }
+                    const float wk1 = wr[kw];
+                    for (int64_t wo = 0; wo < g.Wo; wo++) ar[wo * g.sw + kw] += wk1 * gyr[wo];
                   }
                 }
               }
             }
         }
-        if (padded)
-          for (int64_t r = 0; r < g.T * g.H; r++)
-            std::memcpy(gxc + r * g.W, acc + r * d.Wp + g.pad[4], g.W * sizeof(float));
+        float* gxc = gx + (n * g.C + c) * d.s_in;
+        for (int64_t r = 0; r < g.T * g.H; r++) std::memcpy(gxc + r * g.W, acc + r * d.Wp + g.pad[4], g.W * sizeof(float));
       }
   }
 }
 
-void dw_backward_weights(const ConvGeom& g, const float* x, const float* gy, float* gw, float* gb) {
+void dw_backward_data(const ConvGeom& g, const float* gy, const float* w, float* gx) {
+  if (g.sh == 1 && g.sw == 1)
+    dw_backward_data_planes(g, gy, w, gx);
+  else
+    dw_backward_data_scatter(g, gy, w, gx);
+}
+
+// sums[k] = sum_{i < n} a[i] * b[k][i] for k < 8, with n a multiple of 16 (eight independent accumulators, one load
+// of `a` per eight loads and FMAs).
+void dot8(const float* a, const float* const* b, int64_t n, float* sums) {
+  v16f acc[8] = {};
+  for (int64_t i = 0; i < n; i += kV) {
+    const v16f av = load_v(a + i);
+    for (int k = 0; k < 8; k++) acc[k] += av * load_v(b[k] + i);
+  }
+  for (int k = 0; k < 8; k++) {
+    float s = 0;
+    for (int64_t l = 0; l < kV; l++) s += acc[k][l];
+    sums[k] = s;
+  }
+}
+
+// Unit H and W strides: with each gy plane laid out at the padded input pitch Wp (zeros in the extra columns and after
+// the end), every tap's weight gradient is one long dot product per (n, o, to) between that plane and the padded
+// input plane shifted by the tap's offset. The extra columns read real input values but multiply them by exact zeros
+// (so they only matter for non-finite inputs).
+void dw_backward_weights_planes(const ConvGeom& g, const float* x, const float* gy, float* gw, float* gb) {
+  const DwDims d(g);
+  const int64_t P = d.Wp, Hp = g.H + g.pad[2] + g.pad[3], plane = Hp * P;
+  const int64_t nv = (g.Ho * P + kV - 1) / kV * kV;  // dot length, rounded up to whole vectors
+  const int64_t slack = g.KW + kV + 1;
+  const int64_t khw = g.KH * g.KW;
+#pragma omp parallel
+  {
+    std::vector<float> xbuf, gyp(static_cast<size_t>(nv));
+    std::vector<double> acc(static_cast<size_t>(d.taps));
+    std::vector<const float*> ptr(static_cast<size_t>((khw + 7) / 8 * 8));
+    float sums[8];
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < g.O; o++) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      double bsum = 0;
+      for (int64_t n = 0; n < g.N; n++) {
+        const float* xp = pad_planes(x + (n * g.C + o / d.m) * d.s_in, g.T, g.H, g.W, g.pad[2], g.pad[3], g.pad[4],
+                                     g.pad[5], slack, xbuf);
+        const float* gyc = gy + (n * g.O + o) * d.s_out;
+        for (int64_t to = 0; to < g.To; to++) {
+          const float* src = gyc + to * g.Ho * g.Wo;
+          std::fill(gyp.begin(), gyp.end(), 0.f);
+          for (int64_t ho = 0; ho < g.Ho; ho++) std::memcpy(&gyp[ho * P], src + ho * g.Wo, g.Wo * sizeof(float));
+          if (gb) {
+            float s = 0;
+#pragma omp simd reduction(+ : s)
+            for (int64_t i = 0; i < g.Ho * g.Wo; i++) s += src[i];
+            bsum += s;
+          }
+          for (int64_t kt = 0; kt < g.KT; kt++) {
+            const int64_t t = in_row(to, kt, g.st, g.pad[0], g.T);
+            if (t < 0) continue;
+            for (int64_t k = 0; k < khw; k++) ptr[k] = xp + t * plane + (k / g.KW) * P + k % g.KW;
+            for (int64_t k = khw; k < static_cast<int64_t>(ptr.size()); k++) ptr[k] = ptr[0];  // padding lanes
+            for (int64_t k0 = 0; k0 < khw; k0 += 8) {
+              dot8(gyp.data(), ptr.data() + k0, nv, sums);
+              for (int64_t k = k0; k < std::min(k0 + 8, khw); k++) acc[kt * khw + k] += sums[k - k0];
+            }
+          }
+        }
+      }
+      for (int64_t k = 0; k < d.taps; k++) gw[o * d.taps + k] = static_cast<float>(acc[k]);
+      if (gb) gb[o] = static_cast<float>(bsum);
+    }
+  }
+}
+
+// Any strides: dot products row by row.
+void dw_backward_weights_rows(const ConvGeom& g, const float* x, const float* gy, float* gw, float* gb) {
   const DwDims d(g);
 #pragma omp parallel
   {
@@ -604,7 +881,7 @@ void dw_backward_weights(const ConvGeom& g, const float* x, const float* gy, flo
       std::fill(acc.begin(), acc.end(), 0.0);
       double bsum = 0;
       for (int64_t n = 0; n < g.N; n++) {
-        const float* xp = pad_rows(g, d, x + (n * g.C + o / d.m) * d.s_in, buf);
+        const float* xp = pad_rows(x + (n * g.C + o / d.m) * d.s_in, g.T * g.H, g.W, g.pad[4], g.pad[5], 0, buf);
         const float* gyc = gy + (n * g.O + o) * d.s_out;
         for (int64_t to = 0; to < g.To; to++)
           for (int64_t ho = 0; ho < g.Ho; ho++) {
@@ -668,8 +945,10 @@ napi_value conv3d_forward_impl(napi_env env, napi_callback_info info) {
           std::fill_n(y.data + (n * g.O + o) * per, per, bias.null ? 0.f : bias.data[o]);
       return nullptr;
     }
-    if (is_depthwise(g))
-      dw_forward(g, x.data, w.data, bias.null ? nullptr : bias.data, y.data);
+    if (is_depthwise(g) && g.sh == 1 && g.sw == 1)
+      dw_forward_planes(g, x.data, w.data, bias.null ? nullptr : bias.data, y.data);
+    else if (is_depthwise(g))
+      dw_forward_rows(g, x.data, w.data, bias.null ? nullptr : bias.data, y.data);
     else
       run_conv(ConvKind::Fwd, g, x.data, w.data, y.data, bias.null ? nullptr : bias.data);
     return nullptr;
@@ -726,8 +1005,10 @@ napi_value conv3d_backward_weights_impl(napi_env env, napi_callback_info info) {
       }
       return nullptr;
     }
-    if (is_depthwise(g))
-      dw_backward_weights(g, x.data, gy.data, gw.data, gb.null ? nullptr : gb.data);
+    if (is_depthwise(g) && g.sh == 1 && g.sw == 1)
+      dw_backward_weights_planes(g, x.data, gy.data, gw.data, gb.null ? nullptr : gb.data);
+    else if (is_depthwise(g))
+      dw_backward_weights_rows(g, x.data, gy.data, gw.data, gb.null ? nullptr : gb.data);
     else
       run_conv(ConvKind::BwdWeights, g, x.data, gw.data, gy.data, gb.null ? nullptr : gb.data);
     return nullptr;
