@@ -107,6 +107,13 @@ export class Module {
     return [...this._children.entries()];
   }
 
+  /** Every module of the subtree with its dotted path ('' for this one), depth first in registration order. */
+  namedModules(prefix = ''): [string, Module][] {
+    const out: [string, Module][] = [[prefix, this]];
+    for (const [n, c] of this._children) out.push(...c.namedModules(prefix ? `${prefix}.${n}` : n));
+    return out;
+  }
+
   /** Every parameter slot with its dotted key, in registration order (the reference's state-dict order). */
   namedParams(prefix = ''): [string, Param][] {
     const out: [string, Param][] = [];
