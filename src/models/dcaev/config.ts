@@ -219,6 +219,45 @@ function validateConfig(c: DCAEVConfig): void {
   sec('encoder', c.encoder.widthList, c.encoder.depthList);
   sec('decoder', c.decoder.widthList, c.decoder.depthList);
   if (c.inChannels < 1) throw new ValueError('config: in_channels must be >= 1');
+  checkChunks(c);
+}
+
+/**
+ * Chunk-causal layers must agree on chunk boundaries: a layer running at 1/r of the frame rate needs chunk L/r.
+ * A mismatch would not fail loudly at run time (the conv silently takes the reference's non-chunked fallback
+ * whenever T is not a multiple of its chunk), so it is rejected here.
+ */
+function checkChunks(c: DCAEVConfig): void {
+  const L = c.encoder.projectIn.mode === 'chunk_causal' ? c.encoder.projectIn.chunk! : null;
+  if (L === null) return;
+  const want = (spec: ConvSpec, rate: number, where: string) => {
+    if (spec.mode !== 'chunk_causal') return;
+    const expect = L / rate;
+    if (spec.chunk !== expect)
+      throw new ValueError(`config: ${where} runs at 1/${rate} of the frame rate, so its chunk must be ${expect} (chunk ${L} at project_in), got ${spec.chunk}`);
+  };
+  let rate = c.encoder.projectIn.tf;
+  const e = c.encoder;
+  for (let s = 0; s < e.widthList.length; s++) {
+    if (!e.depthList[s]) continue;
+    want(e.blockType[s]!, rate, `encoder stage ${s} blocks`);
+    if (s < e.widthList.length - 1) {
+      want(e.downsampleBlockType[s]!, rate, `encoder stage ${s} downsample conv`);
+      rate *= e.downsampleBlockType[s]!.tf;
+    }
+  }
+  want(e.projectOut, rate, 'encoder project_out');
+  const d = c.decoder;
+  want(d.projectIn, rate, 'decoder project_in');
+  for (let s = d.widthList.length - 1; s >= 0; s--) {
+    if (!d.depthList[s]) continue;
+    if (s < d.widthList.length - 1) {
+      want(d.upsampleBlockType[s]!, rate, `decoder stage ${s} upsample conv`);
+      rate /= d.upsampleBlockType[s]!.tf;
+    }
+    want(d.blockType[s]!, rate, `decoder stage ${s} blocks`);
+  }
+  want(d.projectOut, rate, 'decoder project_out');
 }
 
 /** Spatial and temporal compression factors implied by the encoder. */

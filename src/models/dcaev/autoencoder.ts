@@ -1,0 +1,372 @@
+/**
+ * The DC-AE-V user API: build a model from a preset / config / JSON file, load weights (safetensors or the official
+ * torch checkpoint), and encode / decode whole clips or streams.
+ *
+ * Streaming: chunk-causal models take chunks of `chunkFrames` pixel frames (40 for the presets) and emit their
+ * latents (`chunkFrames / 4`) as soon as a chunk is complete, carrying the per-layer feature cache between chunks, so
+ * memory does not grow with video length and the result equals the whole-clip pass (spec §2.1).
+ *
+ * Frame counts: like the reference's `reconstruct_video`, the end is padded by repeating the last frame up to a whole
+ * number of chunks, and decoding crops back to the original count (`numFrames`).
+ * Sizes: height and width must be multiples of the spatial factor (32 or 64); with `padSpatial` the bottom/right
+ * edge is replicated up to the next multiple and decoding crops it away.
+ */
+import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
+import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
+import * as ops from '../../tensor/ops.js';
+import { Tensor, noGrad } from '../../tensor/tensor.js';
+import { SafetensorsFile } from '../../io/safetensors.js';
+import { loadTorchStateDict } from '../../io/torch_checkpoint.js';
+import type { LoadReport, TensorSource } from '../../nn/module.js';
+import { chunkFrames, compressionFactors, configFromReference, isPresetName, presetConfig, type DCAEVConfig } from './config.js';
+import { DCAEV, type FeatureCache } from './model.js';
+
+export { DCAEV };
+
+/** A preset name, a path to a JSON config (reference vocabulary), or a config object. */
+export type ModelSpec = string | DCAEVConfig;
+
+export function resolveConfig(spec: ModelSpec): DCAEVConfig {
+  if (typeof spec !== 'string') return spec;
+  if (isPresetName(spec)) return presetConfig(spec);
+  if (existsSync(spec)) {
+    let j: unknown;
+    try {
+      j = JSON.parse(readFileSync(spec, 'utf8'));
+    } catch (e) {
+      throw new ValueError(`${spec}: not a valid JSON config (${(e as Error).message})`);
+    }
+    const name = (j as { name?: string }).name ?? spec.replace(/^.*\//, '').replace(/\.json$/, '');
+    return configFromReference(j, name);
+  }
+  return presetConfig(spec); // throws the "unknown preset" error listing the known names
+}
+
+/** A lazy TensorSource over a safetensors file (each tensor read when loaded). */
+function safetensorsSource(f: SafetensorsFile): TensorSource {
+  return { keys: () => f.keys(), shape: (k) => f.info(k).shape, get: (k) => f.tensor(k) };
+}
+
+/**
+ * Loads weights into a model (strict key and shape check with a readable report). Accepts .safetensors
+ * (F32/BF16/F16) and torch checkpoints (zip + pickle; `ema_model_state_dict` first entry, else `model_state_dict`).
+ */
+export function loadWeights(model: DCAEV, path: string): { source: string; report: LoadReport } {
+  if (!existsSync(path)) throw new ValueError(`weights file not found: ${path}`);
+  const head = Buffer.alloc(4);
+  const fd = openSync(path, 'r');
+  try {
+    readSync(fd, head, 0, 4, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const isZip = head[0] === 0x50 && head[1] === 0x4b;
+  if (isZip) {
+    const { stateDict, source } = loadTorchStateDict(path);
+    return { source: `${path} (${source})`, report: model.loadStateDict(stateDict) };
+  }
+  const f = SafetensorsFile.open(path);
+  try {
+    return { source: path, report: model.loadStateDict(safetensorsSource(f)) };
+  } finally {
+    f.close();
+  }
+}
+
+export function createModel(spec: ModelSpec, weights?: string): DCAEV {
+  const m = new DCAEV(resolveConfig(spec));
+  if (weights) loadWeights(m, weights);
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// geometry helpers
+
+export interface Geometry {
+  spatial: number;
+  temporal: number;
+  /** pixel frames per chunk, or null for designs without chunks (causal / non-causal) */
+  chunk: number | null;
+}
+
+export function geometry(model: DCAEV): Geometry {
+  const f = compressionFactors(model.config);
+  return { spatial: f.spatial, temporal: f.temporal, chunk: chunkFrames(model.config) };
+}
+
+/** Pads time at the end by repeating the last frame up to a multiple of `mult`. */
+function padFramesTo(x: Tensor, mult: number): Tensor {
+  const T = x.shape[2]!;
+  const target = Math.ceil(T / mult) * mult;
+  if (target === T) return x;
+  const last = ops.slice(x, 2, T - 1, T);
+  const rep = ops.expand(last, [x.shape[0]!, x.shape[1]!, target - T, x.shape[3]!, x.shape[4]!]);
+  return ops.cat([x, rep], 2);
+}
+
+/** Replicates the bottom row / right column up to multiples of f. */
+function padSpatialTo(x: Tensor, f: number): Tensor {
+  const [B, C, T, H, W] = x.shape as [number, number, number, number, number];
+  let y = x;
+  const H2 = Math.ceil(H / f) * f;
+  const W2 = Math.ceil(W / f) * f;
+  if (H2 !== H) y = ops.cat([y, ops.expand(ops.slice(y, 3, H - 1, H), [B, C, T, H2 - H, W])], 3);
+  if (W2 !== W) y = ops.cat([y, ops.expand(ops.slice(y, 4, W - 1, W), [B, C, T, H2, W2 - W])], 4);
+  return y;
+}
+
+function checkPixels(model: DCAEV, x: Tensor, padSpatial: boolean): void {
+  const g = geometry(model);
+  if (x.ndim !== 5 || x.shape[1] !== model.config.inChannels)
+    throw new ShapeError(`expected video of shape (B, ${model.config.inChannels}, T, H, W), got ${fmtShape(x.shape)}`);
+  const [, , T, H, W] = x.shape as [number, number, number, number, number];
+  if (T < 1) throw new ShapeError(`video has no frames: ${fmtShape(x.shape)}`);
+  if (!padSpatial && (H % g.spatial || W % g.spatial))
+    throw new ShapeError(
+      `frame size ${H}x${W} is not a multiple of the model's spatial factor ${g.spatial}; resize/crop the video, or pass padSpatial (pad-and-crop)`,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// streaming
+
+export interface StreamOptions {
+  /** replicate-pad height/width to the spatial factor (the decoder crops back when given the original size) */
+  padSpatial?: boolean;
+  /** run each chunk through this instead of the model directly (spatial tiling hooks in here) */
+  encodeTile?: (x: Tensor, cache: FeatureCache) => Tensor;
+}
+
+/**
+ * Encodes a stream of frames chunk by chunk. push() accepts any number of frames and returns the latents of every
+ * chunk it completed (or null); finish() pads the tail by repeating the last frame and returns the last latents.
+ */
+export class StreamingEncoder {
+  readonly model: DCAEV;
+  readonly chunk: number;
+  private readonly cache: FeatureCache = new Map();
+  private pending: Tensor[] = [];
+  private pendingFrames = 0;
+  private lastFrame: Tensor | null = null;
+  private shape: [number, number, number, number] | null = null; // B, C, H, W
+  /** frames pushed so far (before padding) */
+  framesIn = 0;
+  /** latent frames emitted so far */
+  latentsOut = 0;
+  private finished = false;
+
+  constructor(
+    model: DCAEV,
+    private readonly opts: StreamOptions = {},
+  ) {
+    const g = geometry(model);
+    if (g.chunk === null)
+      throw new ValueError(`model ${model.config.name} has no temporal chunks (causal or non-causal design); use encodeVideo() for whole clips`);
+    this.model = model;
+    this.chunk = g.chunk;
+  }
+
+  push(frames: Tensor): Tensor | null {
+    if (this.finished) throw new ValueError('StreamingEncoder: push() after finish()');
+    checkPixels(this.model, frames, this.opts.padSpatial ?? false);
+    const [B, C, T, H, W] = frames.shape as [number, number, number, number, number];
+    if (this.shape && (this.shape[0] !== B || this.shape[2] !== H || this.shape[3] !== W))
+      throw new ShapeError(`StreamingEncoder: frames ${fmtShape(frames.shape)} do not match earlier frames (B=${this.shape[0]}, ${this.shape[2]}x${this.shape[3]})`);
+    this.shape = [B, C, H, W];
+    this.framesIn += T;
+    this.pending.push(frames);
+    this.pendingFrames += T;
+    this.lastFrame = ops.slice(frames, 2, T - 1, T);
+    const out: Tensor[] = [];
+    while (this.pendingFrames >= this.chunk) {
+      const all = this.pending.length === 1 ? this.pending[0]! : ops.cat(this.pending, 2);
+      const take = ops.slice(all, 2, 0, this.chunk);
+      const rest = ops.slice(all, 2, this.chunk);
+      this.pending = rest.shape[2]! > 0 ? [ops.contiguous(rest)] : [];
+      this.pendingFrames -= this.chunk;
+      out.push(this.encodeChunk(take));
+    }
+    return out.length ? (out.length === 1 ? out[0]! : ops.cat(out, 2)) : null;
+  }
+
+  /** Pads the tail (repeating the last frame) to a whole chunk and encodes it. Returns null if nothing is pending. */
+  finish(): Tensor | null {
+    if (this.finished) throw new ValueError('StreamingEncoder: finish() called twice');
+    this.finished = true;
+    if (!this.pendingFrames) return null;
+    const all = this.pending.length === 1 ? this.pending[0]! : ops.cat(this.pending, 2);
+    this.pending = [];
+    this.pendingFrames = 0;
+    return this.encodeChunk(padFramesTo(all, this.chunk));
+  }
+
+  private encodeChunk(x: Tensor): Tensor {
+    const g = geometry(this.model);
+    const inp = this.opts.padSpatial ? padSpatialTo(x, g.spatial) : x;
+    const z = noGrad(() => (this.opts.encodeTile ? this.opts.encodeTile(inp, this.cache) : this.model.encodeRaw(inp, this.cache)));
+    this.latentsOut += z.shape[2]!;
+    return z;
+  }
+}
+
+/** Decodes a stream of latents chunk by chunk (chunk / temporal factor latent frames each). */
+export class StreamingDecoder {
+  readonly model: DCAEV;
+  readonly latentChunk: number;
+  private readonly cache: FeatureCache = new Map();
+  private pending: Tensor[] = [];
+  private pendingFrames = 0;
+  private finished = false;
+  /** pixel frames emitted so far (after cropping) */
+  framesOut = 0;
+
+  /**
+   * @param numFrames the original frame count: output beyond it (tail padding) is dropped. Omit to keep all.
+   * @param size the original (height, width) to crop to after decoding (for padSpatial encodes)
+   */
+  constructor(
+    model: DCAEV,
+    private readonly numFrames: number | null = null,
+    private readonly size: [number, number] | null = null,
+    private readonly decodeTile?: (z: Tensor, cache: FeatureCache) => Tensor,
+  ) {
+    const g = geometry(model);
+    if (g.chunk === null) throw new ValueError(`model ${model.config.name} has no temporal chunks; use decodeVideo() for whole clips`);
+    this.model = model;
+    this.latentChunk = g.chunk / g.temporal;
+  }
+
+  push(latents: Tensor): Tensor | null {
+    if (this.finished) throw new ValueError('StreamingDecoder: push() after finish()');
+    if (latents.ndim !== 5 || latents.shape[1] !== this.model.config.latentChannels)
+      throw new ShapeError(`expected latents (B, ${this.model.config.latentChannels}, t, h, w), got ${fmtShape(latents.shape)}`);
+    this.pending.push(latents);
+    this.pendingFrames += latents.shape[2]!;
+    const out: Tensor[] = [];
+    while (this.pendingFrames >= this.latentChunk) {
+      const all = this.pending.length === 1 ? this.pending[0]! : ops.cat(this.pending, 2);
+      const take = ops.slice(all, 2, 0, this.latentChunk);
+      const rest = ops.slice(all, 2, this.latentChunk);
+      this.pending = rest.shape[2]! > 0 ? [ops.contiguous(rest)] : [];
+      this.pendingFrames -= this.latentChunk;
+      const y = this.decodeChunk(take);
+      if (y) out.push(y);
+    }
+    return out.length ? (out.length === 1 ? out[0]! : ops.cat(out, 2)) : null;
+  }
+
+  /**
+   * Decodes what is left. A partial latent chunk goes through the reference's fallback (non-chunked) path, as
+   * the reference does for a tail tile.
+   */
+  finish(): Tensor | null {
+    if (this.finished) throw new ValueError('StreamingDecoder: finish() called twice');
+    this.finished = true;
+    if (!this.pendingFrames) return null;
+    const all = this.pending.length === 1 ? this.pending[0]! : ops.cat(this.pending, 2);
+    this.pending = [];
+    this.pendingFrames = 0;
+    return this.decodeChunk(all);
+  }
+
+  private decodeChunk(z: Tensor): Tensor | null {
+    let y = noGrad(() => (this.decodeTile ? this.decodeTile(z, this.cache) : this.model.decodeRaw(z, this.cache)));
+    if (this.size) y = ops.slice(ops.slice(y, 3, 0, this.size[0]), 4, 0, this.size[1]);
+    if (this.numFrames !== null) {
+      const keep = Math.max(0, Math.min(y.shape[2]!, this.numFrames - this.framesOut));
+      if (keep === 0) return null;
+      if (keep < y.shape[2]!) y = ops.slice(y, 2, 0, keep);
+    }
+    y = ops.contiguous(y);
+    this.framesOut += y.shape[2]!;
+    return y;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// whole clips
+
+export interface EncodeResult {
+  /** unscaled latent (multiply by config.scalingFactor for the DiT) */
+  latent: Tensor;
+  /** frames before temporal padding */
+  numFrames: number;
+  /** original frame size before spatial padding */
+  height: number;
+  width: number;
+}
+
+export interface VideoOptions {
+  padSpatial?: boolean;
+  /**
+   * 'stream' (default for chunk-causal models): chunk by chunk with the feature cache, bounded memory.
+   * 'whole': one pass over the padded clip (the reference's single-call encode).
+   */
+  mode?: 'stream' | 'whole';
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Encodes a whole clip (B, 3, T, H, W) in [-1, 1]; any T (tail padded by repeating the last frame). */
+export function encodeVideo(model: DCAEV, x: Tensor, opts: VideoOptions = {}): EncodeResult {
+  checkPixels(model, x, opts.padSpatial ?? false);
+  const g = geometry(model);
+  const [, , T, H, W] = x.shape as [number, number, number, number, number];
+  const mode = opts.mode ?? (g.chunk !== null ? 'stream' : 'whole');
+  if (mode === 'whole' || g.chunk === null) {
+    const mult = g.chunk ?? g.temporal;
+    let inp = padFramesTo(x, mult);
+    if (opts.padSpatial) inp = padSpatialTo(inp, g.spatial);
+    const latent = noGrad(() => model.encodeRaw(inp));
+    opts.onProgress?.(T, T);
+    return { latent, numFrames: T, height: H, width: W };
+  }
+  const enc = new StreamingEncoder(model, { padSpatial: opts.padSpatial });
+  const parts: Tensor[] = [];
+  for (let t = 0; t < T; t += g.chunk) {
+    const z = enc.push(ops.slice(x, 2, t, Math.min(T, t + g.chunk)));
+    if (z) parts.push(z);
+    opts.onProgress?.(Math.min(T, t + g.chunk), T);
+  }
+  const tail = enc.finish();
+  if (tail) parts.push(tail);
+  return { latent: parts.length === 1 ? parts[0]! : ops.cat(parts, 2), numFrames: T, height: H, width: W };
+}
+
+export interface DecodeOptions {
+  /** crop to this many frames (the encoder's numFrames) */
+  numFrames?: number;
+  /** crop to this size (the encoder's height/width) */
+  height?: number;
+  width?: number;
+  mode?: 'stream' | 'whole';
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Decodes latents (B, C, t, h, w) to pixels (unclamped, as the reference). */
+export function decodeVideo(model: DCAEV, z: Tensor, opts: DecodeOptions = {}): Tensor {
+  const g = geometry(model);
+  if (z.ndim !== 5 || z.shape[1] !== model.config.latentChannels)
+    throw new ShapeError(`expected latents (B, ${model.config.latentChannels}, t, h, w), got ${fmtShape(z.shape)}`);
+  const size: [number, number] | null = opts.height !== undefined && opts.width !== undefined ? [opts.height, opts.width] : null;
+  const t = z.shape[2]!;
+  const mode = opts.mode ?? (g.chunk !== null ? 'stream' : 'whole');
+  if (mode === 'whole' || g.chunk === null) {
+    let y = noGrad(() => model.decodeRaw(z));
+    if (size) y = ops.slice(ops.slice(y, 3, 0, size[0]), 4, 0, size[1]);
+    if (opts.numFrames !== undefined) y = ops.slice(y, 2, 0, opts.numFrames);
+    opts.onProgress?.(t, t);
+    return ops.contiguous(y);
+  }
+  const dec = new StreamingDecoder(model, opts.numFrames ?? null, size);
+  const lc = g.chunk / g.temporal;
+  const parts: Tensor[] = [];
+  for (let i = 0; i < t; i += lc) {
+    const y = dec.push(ops.slice(z, 2, i, Math.min(t, i + lc)));
+    if (y) parts.push(y);
+    opts.onProgress?.(Math.min(t, i + lc), t);
+  }
+  const tail = dec.finish();
+  if (tail) parts.push(tail);
+  if (!parts.length) throw new ShapeError(`nothing decoded from latents ${fmtShape(z.shape)} (numFrames ${opts.numFrames})`);
+  return parts.length === 1 ? parts[0]! : ops.cat(parts, 2);
+}
