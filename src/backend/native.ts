@@ -157,6 +157,8 @@ export interface NativeAddon {
   sumSquares(x: Float32Array): number;
   /** Runs an AVX2 FMA loop on `threads` threads for about `seconds`; returns the achieved GFLOP/s. */
   peakGflops(threads: number, seconds: number): number;
+  /** The same with AVX-512 FMAs (NaN where the CPU lacks AVX-512): the fp32 ceiling our AVX-512 kernels run against. */
+  peakGflopsAvx512(threads: number, seconds: number): number;
   /** Threads the addon's own kernels and oneDNN use (OpenMP). */
   setNumThreads(n: number): void;
   getNumThreads(): number;

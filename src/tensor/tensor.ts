@@ -420,12 +420,7 @@ function backward(root: Tensor, grad?: Tensor): void {
 }
 
 function accumulateLeaf(t: Tensor, g: Tensor): void {
-  if (t.grad === null) {
-    // Own the gradient storage so later in-place accumulation never aliases another tensor.
-    t.grad = ops.clone(g);
-  } else {
-    const dst = t.grad.data();
-    const src = g.isContiguous() ? g.data() : ops.contiguous(g).data();
-    backend().axpy(dst, src, 1);
-  }
+  // The first gradient is stored as is (no copy: it is usually a fresh tensor); later ones make a new sum rather than
+  // writing in place, because the stored gradient may share storage with another leaf's (e.g. both inputs of an add).
+  t.grad = t.grad === null ? g : ops.add(t.grad, g);
 }

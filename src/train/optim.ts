@@ -3,7 +3,8 @@
  */
 import { backend } from '../backend/index.js';
 import { ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
-import { Tensor } from '../tensor/tensor.js';
+import { Tensor, noGrad } from '../tensor/tensor.js';
+import { affine } from '../tensor/ops.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -90,6 +91,7 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): number 
   for (const p of ps) ss += B.sumSquares(p.grad!.data());
   const norm = Math.sqrt(ss);
   const coef = maxNorm / (norm + 1e-6);
-  if (coef < 1) for (const p of ps) B.affine(p.grad!.data(), coef, 0, p.grad!.data());
+  // New tensors rather than in-place scaling: one gradient tensor may be shared by several parameters.
+  if (coef < 1) for (const p of ps) p.grad = noGrad(() => affine(p.grad!, coef, 0));
   return norm;
 }
