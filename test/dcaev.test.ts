@@ -18,6 +18,8 @@ import {
   decodeVideo,
   encodeVideo,
   loadWeights,
+  peakBytesPerPixelFrame,
+  resolveTiling,
 } from '../src/models/dcaev/autoencoder.js';
 import { StateDictError } from '../src/nn/module.js';
 import { assertClose, fixturePath, skipUnlessFixture } from './helpers.js';
@@ -231,6 +233,34 @@ describe('DC-AE-V chunk-causal properties (random weights)', () => {
     const bad = JSON.parse(JSON.stringify(cfgJson));
     bad.decoder.block_type = 'ChunkCausalResBlock3d@3@3@8';
     assert.throws(() => configFromReference(bad), (e: Error) => e instanceof T.ValueError && /decoder stage 6 blocks .* chunk must be 2.*got 8/.test(e.message));
+  });
+
+  it('spatial tiling: streamed chunk-by-chunk tiles equal the reference order (each tile over the whole clip)', () => {
+    const m = model();
+    const x = T.rand([1, 3, 16, 96, 128], 12, -1, 1);
+    const streamed = encodeVideo(m, x, { tile: 64, overlap: 0.5 });
+    const whole = encodeVideo(m, x, { tile: 64, overlap: 0.5, mode: 'whole' });
+    assert.deepEqual(streamed.latent.shape, [1, 4, 4, 3, 4]);
+    assertClose(streamed.latent, whole.latent, 1e-5, 'tiled latent');
+    const untiled = encodeVideo(m, x);
+    assert.ok(T.amax(T.abs(T.sub(untiled.latent, streamed.latent))).item() > 1e-4, 'tiling had no effect');
+    const y1 = decodeVideo(m, streamed.latent, { tile: 64, overlap: 0.5 });
+    const y2 = decodeVideo(m, streamed.latent, { tile: 64, overlap: 0.5, mode: 'whole' });
+    assert.deepEqual(y1.shape, [1, 3, 16, 96, 128]);
+    assertClose(y1, y2, 1e-5, 'tiled reconstruction');
+  });
+
+  it('automatic tile choice fits a memory budget', () => {
+    const m = model();
+    const x = T.rand([1, 3, 8, 128, 128], 13, -1, 1);
+    const none = resolveTiling(m, 128, 128, { tile: 'auto', memoryBudgetBytes: 1e12 });
+    assert.equal(none, null);
+    const budget = 8 * 64 * 64 * peakBytesPerPixelFrame(m);
+    const t = resolveTiling(m, 128, 128, { tile: 'auto', overlap: 0.5, memoryBudgetBytes: budget });
+    assert.deepEqual(t, { size: 64, overlap: 0.5 });
+    const r = encodeVideo(m, x, { tile: 'auto', overlap: 0.5, memoryBudgetBytes: budget });
+    assertClose(r.latent, encodeVideo(m, x, { tile: 64, overlap: 0.5 }).latent, 0, 'auto tile = 64');
+    assert.throws(() => encodeVideo(m, x, { tile: 'auto', memoryBudgetBytes: 1000 }), /too small/);
   });
 
   it('weights round-trip through safetensors and createModel', () => {

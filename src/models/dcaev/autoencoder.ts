@@ -12,6 +12,7 @@
  * edge is replicated up to the next multiple and decoding crops it away.
  */
 import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
+import { freemem } from 'node:os';
 import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
 import * as ops from '../../tensor/ops.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
@@ -20,6 +21,7 @@ import { loadTorchStateDict } from '../../io/torch_checkpoint.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
 import { chunkFrames, compressionFactors, configFromReference, isPresetName, presetConfig, type DCAEVConfig } from './config.js';
 import { DCAEV, type FeatureCache } from './model.js';
+import { chooseTile, tiledDecode, tiledEncode } from './tiling.js';
 
 export { DCAEV };
 
@@ -130,11 +132,51 @@ function checkPixels(model: DCAEV, x: Tensor, padSpatial: boolean): void {
 // ---------------------------------------------------------------------------------------------------------------
 // streaming
 
+export interface SpatialTiling {
+  /** tile size in pixels (a multiple of the spatial factor) */
+  size: number;
+  /** fraction of overlap between neighbouring tiles (default 0.25, as the reference) */
+  overlap?: number;
+}
+
 export interface StreamOptions {
   /** replicate-pad height/width to the spatial factor (the decoder crops back when given the original size) */
   padSpatial?: boolean;
-  /** run each chunk through this instead of the model directly (spatial tiling hooks in here) */
-  encodeTile?: (x: Tensor, cache: FeatureCache) => Tensor;
+  /** spatial tiling with linear blending (the reference's scheme); each tile keeps its own feature cache */
+  tile?: SpatialTiling | null;
+}
+
+/**
+ * Runs one temporal chunk through the model, spatially tiled or not. Tile k of every chunk uses cache k, so this is
+ * the reference's order (each spatial tile temporally tiled with its own cache) computed chunk by chunk, which keeps
+ * memory bounded by one chunk of one tile.
+ */
+class ChunkRunner {
+  private readonly caches: FeatureCache[] = [];
+  constructor(
+    private readonly model: DCAEV,
+    private readonly tile: SpatialTiling | null,
+  ) {}
+
+  encode(x: Tensor): Tensor {
+    if (!this.tile) return this.model.encodeRaw(x, this.cache(0));
+    let k = 0;
+    const f = geometry(this.model).spatial;
+    return tiledEncode((xt) => this.model.encodeRaw(xt, this.cache(k++)), x, { tile: this.tile.size, overlap: this.tile.overlap, factor: f });
+  }
+
+  decode(z: Tensor): Tensor {
+    if (!this.tile) return this.model.decodeRaw(z, this.cache(0));
+    let k = 0;
+    const f = geometry(this.model).spatial;
+    return tiledDecode((zt) => this.model.decodeRaw(zt, this.cache(k++)), z, { tile: this.tile.size, overlap: this.tile.overlap, factor: f });
+  }
+
+  private cache(k: number): FeatureCache {
+    let c = this.caches[k];
+    if (!c) this.caches[k] = c = new Map();
+    return c;
+  }
 }
 
 /**
@@ -144,10 +186,9 @@ export interface StreamOptions {
 export class StreamingEncoder {
   readonly model: DCAEV;
   readonly chunk: number;
-  private readonly cache: FeatureCache = new Map();
+  private readonly runner: ChunkRunner;
   private pending: Tensor[] = [];
   private pendingFrames = 0;
-  private lastFrame: Tensor | null = null;
   private shape: [number, number, number, number] | null = null; // B, C, H, W
   /** frames pushed so far (before padding) */
   framesIn = 0;
@@ -164,6 +205,7 @@ export class StreamingEncoder {
       throw new ValueError(`model ${model.config.name} has no temporal chunks (causal or non-causal design); use encodeVideo() for whole clips`);
     this.model = model;
     this.chunk = g.chunk;
+    this.runner = new ChunkRunner(model, opts.tile ?? null);
   }
 
   push(frames: Tensor): Tensor | null {
@@ -176,7 +218,6 @@ export class StreamingEncoder {
     this.framesIn += T;
     this.pending.push(frames);
     this.pendingFrames += T;
-    this.lastFrame = ops.slice(frames, 2, T - 1, T);
     const out: Tensor[] = [];
     while (this.pendingFrames >= this.chunk) {
       const all = this.pending.length === 1 ? this.pending[0]! : ops.cat(this.pending, 2);
@@ -203,7 +244,7 @@ export class StreamingEncoder {
   private encodeChunk(x: Tensor): Tensor {
     const g = geometry(this.model);
     const inp = this.opts.padSpatial ? padSpatialTo(x, g.spatial) : x;
-    const z = noGrad(() => (this.opts.encodeTile ? this.opts.encodeTile(inp, this.cache) : this.model.encodeRaw(inp, this.cache)));
+    const z = noGrad(() => this.runner.encode(inp));
     this.latentsOut += z.shape[2]!;
     return z;
   }
@@ -213,7 +254,7 @@ export class StreamingEncoder {
 export class StreamingDecoder {
   readonly model: DCAEV;
   readonly latentChunk: number;
-  private readonly cache: FeatureCache = new Map();
+  private readonly runner: ChunkRunner;
   private pending: Tensor[] = [];
   private pendingFrames = 0;
   private finished = false;
@@ -228,12 +269,13 @@ export class StreamingDecoder {
     model: DCAEV,
     private readonly numFrames: number | null = null,
     private readonly size: [number, number] | null = null,
-    private readonly decodeTile?: (z: Tensor, cache: FeatureCache) => Tensor,
+    tile: SpatialTiling | null = null,
   ) {
     const g = geometry(model);
     if (g.chunk === null) throw new ValueError(`model ${model.config.name} has no temporal chunks; use decodeVideo() for whole clips`);
     this.model = model;
     this.latentChunk = g.chunk / g.temporal;
+    this.runner = new ChunkRunner(model, tile);
   }
 
   push(latents: Tensor): Tensor | null {
@@ -270,7 +312,7 @@ export class StreamingDecoder {
   }
 
   private decodeChunk(z: Tensor): Tensor | null {
-    let y = noGrad(() => (this.decodeTile ? this.decodeTile(z, this.cache) : this.model.decodeRaw(z, this.cache)));
+    let y = noGrad(() => this.runner.decode(z));
     if (this.size) y = ops.slice(ops.slice(y, 3, 0, this.size[0]), 4, 0, this.size[1]);
     if (this.numFrames !== null) {
       const keep = Math.max(0, Math.min(y.shape[2]!, this.numFrames - this.framesOut));
@@ -303,7 +345,56 @@ export interface VideoOptions {
    * 'whole': one pass over the padded clip (the reference's single-call encode).
    */
   mode?: 'stream' | 'whole';
+  /** spatial tiling: a tile size, 'auto' (from memoryBudgetBytes), or none (default) */
+  tile?: number | 'auto' | null;
+  overlap?: number;
+  /** memory budget for 'auto' tiling (default: half of the free memory) */
+  memoryBudgetBytes?: number;
   onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Rough peak activation bytes per pixel-frame of one temporal chunk: the widest stage's feature map relative to the
+ * pixel grid, times the tensors alive at once in a residual block (input, two conv outputs, the sum, and the conv
+ * library's blocked-layout copies). Used to pick a tile size for a memory budget.
+ */
+export function peakBytesPerPixelFrame(model: DCAEV): number {
+  const c = model.config;
+  let worst = 0;
+  for (const sec of [c.encoder, c.decoder]) {
+    let area = c.encoder.projectIn.sf * c.encoder.projectIn.sf;
+    let rate = c.encoder.projectIn.tf;
+    for (let s = 0; s < sec.widthList.length; s++) {
+      if (!sec.depthList[s]) continue;
+      worst = Math.max(worst, sec.widthList[s]! / (area * rate));
+      const r = 'downsampleBlockType' in sec ? sec.downsampleBlockType[s] : (sec as typeof c.decoder).upsampleBlockType[s];
+      if (r && s < sec.widthList.length - 1) {
+        area *= r.sf * r.sf;
+        rate *= r.tf;
+      }
+    }
+  }
+  return Math.ceil(worst * 4 * 8);
+}
+
+/** Resolves VideoOptions.tile into a tiling (or null) for a frame size. */
+export function resolveTiling(model: DCAEV, height: number, width: number, opts: VideoOptions): SpatialTiling | null {
+  if (opts.tile === undefined || opts.tile === null) return null;
+  const g = geometry(model);
+  if (opts.tile === 'auto') {
+    const budget = opts.memoryBudgetBytes ?? Math.floor(freemem() / 2);
+    const size = chooseTile({
+      height,
+      width,
+      frames: g.chunk ?? 4 * g.temporal,
+      factor: g.spatial,
+      peakBytesPerPixelFrame: peakBytesPerPixelFrame(model),
+      budgetBytes: budget,
+      overlap: opts.overlap,
+    });
+    return size === null ? null : { size, overlap: opts.overlap };
+  }
+  return { size: opts.tile, overlap: opts.overlap };
 }
 
 /** Encodes a whole clip (B, 3, T, H, W) in [-1, 1]; any T (tail padded by repeating the last frame). */
@@ -312,15 +403,17 @@ export function encodeVideo(model: DCAEV, x: Tensor, opts: VideoOptions = {}): E
   const g = geometry(model);
   const [, , T, H, W] = x.shape as [number, number, number, number, number];
   const mode = opts.mode ?? (g.chunk !== null ? 'stream' : 'whole');
+  const tile = resolveTiling(model, H, W, opts);
   if (mode === 'whole' || g.chunk === null) {
     const mult = g.chunk ?? g.temporal;
     let inp = padFramesTo(x, mult);
     if (opts.padSpatial) inp = padSpatialTo(inp, g.spatial);
-    const latent = noGrad(() => model.encodeRaw(inp));
+    const run = (v: Tensor) => model.encodeRaw(v);
+    const latent = noGrad(() => (tile ? tiledEncode(run, inp, { tile: tile.size, overlap: tile.overlap, factor: g.spatial }) : run(inp)));
     opts.onProgress?.(T, T);
     return { latent, numFrames: T, height: H, width: W };
   }
-  const enc = new StreamingEncoder(model, { padSpatial: opts.padSpatial });
+  const enc = new StreamingEncoder(model, { padSpatial: opts.padSpatial, tile });
   const parts: Tensor[] = [];
   for (let t = 0; t < T; t += g.chunk) {
     const z = enc.push(ops.slice(x, 2, t, Math.min(T, t + g.chunk)));
@@ -339,6 +432,10 @@ export interface DecodeOptions {
   height?: number;
   width?: number;
   mode?: 'stream' | 'whole';
+  /** spatial tiling in output pixels (a number), 'auto', or none */
+  tile?: number | 'auto' | null;
+  overlap?: number;
+  memoryBudgetBytes?: number;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -350,14 +447,16 @@ export function decodeVideo(model: DCAEV, z: Tensor, opts: DecodeOptions = {}): 
   const size: [number, number] | null = opts.height !== undefined && opts.width !== undefined ? [opts.height, opts.width] : null;
   const t = z.shape[2]!;
   const mode = opts.mode ?? (g.chunk !== null ? 'stream' : 'whole');
+  const tile = resolveTiling(model, z.shape[3]! * g.spatial, z.shape[4]! * g.spatial, opts);
   if (mode === 'whole' || g.chunk === null) {
-    let y = noGrad(() => model.decodeRaw(z));
+    const run = (v: Tensor) => model.decodeRaw(v);
+    let y = noGrad(() => (tile ? tiledDecode(run, z, { tile: tile.size, overlap: tile.overlap, factor: g.spatial }) : run(z)));
     if (size) y = ops.slice(ops.slice(y, 3, 0, size[0]), 4, 0, size[1]);
     if (opts.numFrames !== undefined) y = ops.slice(y, 2, 0, opts.numFrames);
     opts.onProgress?.(t, t);
     return ops.contiguous(y);
   }
-  const dec = new StreamingDecoder(model, opts.numFrames ?? null, size);
+  const dec = new StreamingDecoder(model, opts.numFrames ?? null, size, tile);
   const lc = g.chunk / g.temporal;
   const parts: Tensor[] = [];
   for (let i = 0; i < t; i += lc) {
