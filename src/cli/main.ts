@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
 import { backend, getNativeAddon, nativeUnavailableReason } from '../backend/index.js';
 import { DcvgError } from '../tensor/errors.js';
+import { cmdInfo } from './info.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -26,7 +27,12 @@ function packageVersion(): string {
 const HELP = `dcvg ${packageVersion()} — DC-VideoGen in TypeScript
 
 Usage:
-  dcvg env [--json]      the compute backend in use, library versions, threads, measured FMA peak
+  dcvg info --model <preset|config.json> [--weights file] [--keys] [--json]
+                         architecture, parameter counts, keys and shapes (without allocating weights);
+                         with --weights, checks a .safetensors or torch .pt checkpoint against the model
+                         (exit code 3 when it does not match)
+  dcvg env [--json] [--peak]
+                         the compute backend in use, library versions, threads (and measured FMA peak)
   dcvg --version         print the version
   dcvg --help            this text
 
@@ -65,6 +71,7 @@ export function main(argv: string[]): number {
       process.stdout.write(packageVersion() + '\n');
       return 0;
     }
+    if (cmd === 'info') return cmdInfo(rest, (s) => process.stdout.write(s));
     if (cmd === 'env') {
       cmdEnv(rest);
       return 0;
