@@ -10,6 +10,7 @@ import { cpus } from 'node:os';
 import { backend, getNativeAddon, nativeUnavailableReason } from '../backend/index.js';
 import { DcvgError } from '../tensor/errors.js';
 import { cmdInfo } from './info.js';
+import { cmdConvert, cmdDecode, cmdEncode } from './ae_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -31,6 +32,14 @@ Usage:
                          architecture, parameter counts, keys and shapes (without allocating weights);
                          with --weights, checks a .safetensors or torch .pt checkpoint against the model
                          (exit code 3 when it does not match)
+  dcvg encode <input.safetensors> -o latent.safetensors --model M --weights W
+              [--input-key input] [--stream | --whole] [--tile N|auto] [--overlap F] [--pad] [--json]
+                         encode a raw NCTHW tensor in [-1, 1] (key "input"); writes key "latent" (unscaled)
+                         with metadata (model, scaling factor, frame count, size)
+  dcvg decode latent.safetensors -o out.safetensors --model M --weights W [--latent-key latent] [--tile ...] [--json]
+                         decode to key "reconstruction", cropped to the encoded frame count and size
+  dcvg convert <ckpt.pt|.safetensors> -o out.safetensors [--dtype bf16|f16|f32] [--prefer ema|model]
+                         official torch checkpoint (EMA weights first) to safetensors, without Python
   dcvg env [--json] [--peak]
                          the compute backend in use, library versions, threads (and measured FMA peak)
   dcvg --version         print the version
@@ -60,7 +69,7 @@ function cmdEnv(args: string[]): void {
   for (const [k, v] of Object.entries(info)) process.stdout.write(`${k.padEnd(12)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
 }
 
-export function main(argv: string[]): number {
+export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
     if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
@@ -71,7 +80,11 @@ export function main(argv: string[]): number {
       process.stdout.write(packageVersion() + '\n');
       return 0;
     }
-    if (cmd === 'info') return cmdInfo(rest, (s) => process.stdout.write(s));
+    const out = (s: string) => void process.stdout.write(s);
+    if (cmd === 'info') return cmdInfo(rest, out);
+    if (cmd === 'encode') return await cmdEncode(rest, out);
+    if (cmd === 'decode') return await cmdDecode(rest, out);
+    if (cmd === 'convert') return cmdConvert(rest, out);
     if (cmd === 'env') {
       cmdEnv(rest);
       return 0;
@@ -92,4 +105,4 @@ function invokedDirectly(): boolean {
     return false;
   }
 }
-if (invokedDirectly()) process.exitCode = main(process.argv.slice(2));
+if (invokedDirectly()) main(process.argv.slice(2)).then((code) => (process.exitCode = code));

@@ -1,0 +1,252 @@
+/**
+ * Autoencoder commands: `dcvg encode`, `dcvg decode`, `dcvg convert`. Tensor files are safetensors: an encode input
+ * holds a raw NCTHW tensor in [-1, 1] (key `input` by default), an encode output holds `latent` plus metadata
+ * (model, scaling factor, frame count before padding, frame size, fps), a decode output `reconstruction`.
+ * Outputs are written to a temporary file and renamed into place, so a failure never leaves a partial file.
+ */
+import { parseArgs } from 'node:util';
+import { existsSync } from 'node:fs';
+import { extname } from 'node:path';
+import { SafetensorsFile, saveSafetensors } from '../io/safetensors.js';
+import { loadTorchStateDict } from '../io/torch_checkpoint.js';
+import { DCAEV, createModel, decodeVideo, encodeVideo, geometry, type VideoOptions } from '../models/dcaev/autoencoder.js';
+import { configToReference } from '../models/dcaev/config.js';
+import { ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
+import { Tensor } from '../tensor/tensor.js';
+import { Progress } from './progress.js';
+
+export type Out = (s: string) => void;
+
+export const MODEL_OPTIONS = {
+  model: { type: 'string' },
+  weights: { type: 'string' },
+  json: { type: 'boolean' },
+  tile: { type: 'string' },
+  overlap: { type: 'string' },
+  stream: { type: 'boolean' },
+  whole: { type: 'boolean' },
+  pad: { type: 'boolean' },
+  output: { type: 'string', short: 'o' },
+} as const;
+
+function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], options: O, cmd: string) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new ValueError(`${(e as Error).message.replace(/^.*?: /, '')} (see dcvg ${cmd} --help)`);
+  }
+}
+
+export function loadModelFromArgs(v: { model?: string; weights?: string }, cmd: string): DCAEV {
+  if (!v.model) throw new ValueError(`${cmd} needs --model <preset | config.json>`);
+  if (!v.weights) throw new ValueError(`${cmd} needs --weights <file.safetensors | checkpoint.pt>`);
+  return createModel(v.model, v.weights);
+}
+
+export function videoOptions(v: { tile?: string; overlap?: string; whole?: boolean; pad?: boolean }): VideoOptions {
+  const o: VideoOptions = { mode: v.whole ? 'whole' : 'stream', padSpatial: !!v.pad };
+  if (v.tile !== undefined) {
+    if (v.tile === 'auto') o.tile = 'auto';
+    else {
+      const n = Number(v.tile);
+      if (!Number.isInteger(n) || n <= 0) throw new ValueError(`--tile must be a positive integer or "auto", got "${v.tile}"`);
+      o.tile = n;
+    }
+  }
+  if (v.overlap !== undefined) {
+    const x = Number(v.overlap);
+    if (!(x >= 0 && x < 1)) throw new ValueError(`--overlap must be in [0, 1), got "${v.overlap}"`);
+    o.overlap = x;
+  }
+  return o;
+}
+
+/** Throws a ValueError naming the first non-finite element. */
+export function checkFinite(t: Tensor, what: string): void {
+  const d = t.data();
+  for (let i = 0; i < d.length; i++) {
+    if (!Number.isFinite(d[i]!)) throw new ValueError(`${what} contains ${d[i]} at flat index ${i} (shape ${fmtShape(t.shape)})`);
+  }
+}
+
+function readTensorKey(path: string, key: string, what: string): { t: Tensor; meta: Record<string, string> } {
+  const f = SafetensorsFile.open(path);
+  try {
+    if (!f.has(key)) throw new ShapeError(`${path}: no tensor "${key}" (has: ${f.keys().join(', ') || 'nothing'}); choose one with ${what}`);
+    return { t: f.tensor(key), meta: f.metadata };
+  } finally {
+    f.close();
+  }
+}
+
+function modelMeta(m: DCAEV): Record<string, string> {
+  return {
+    format: 'dcvideogen-latent',
+    model: m.config.name,
+    config: JSON.stringify(configToReference(m.config)),
+    scaling_factor: String(m.config.scalingFactor ?? ''),
+    latent_scaled: 'false',
+  };
+}
+
+export interface EncodeSummary {
+  input: string;
+  output: string;
+  model: string;
+  input_shape: number[];
+  latent_shape: number[];
+  num_frames: number;
+  seconds: number;
+  frames_per_second: number;
+}
+
+/** Encodes a tensor already in memory and writes the latent file. */
+export function encodeTensorToFile(m: DCAEV, x: Tensor, output: string, opts: VideoOptions, extraMeta: Record<string, string>, label: string): EncodeSummary & { latent: Tensor } {
+  checkFinite(x, 'input tensor');
+  const prog = new Progress('encode', x.shape[2]!);
+  const t0 = performance.now();
+  const r = encodeVideo(m, x, { ...opts, onProgress: (d) => prog.update(d) });
+  prog.done();
+  const secs = (performance.now() - t0) / 1000;
+  saveSafetensors(output, { latent: r.latent }, {
+    metadata: { ...modelMeta(m), num_frames: String(r.numFrames), height: String(r.height), width: String(r.width), ...extraMeta },
+  });
+  return {
+    input: label,
+    output,
+    model: m.config.name,
+    input_shape: [...x.shape],
+    latent_shape: [...r.latent.shape],
+    num_frames: r.numFrames,
+    seconds: +secs.toFixed(3),
+    frames_per_second: +(r.numFrames / secs).toFixed(2),
+    latent: r.latent,
+  };
+}
+
+export function cmdEncode(args: string[], out: Out, videoEncode?: (m: DCAEV, input: string, v: Record<string, unknown>) => Promise<EncodeSummary>): Promise<number> | number {
+  const { values: v, positionals } = parse(args, { ...MODEL_OPTIONS, 'input-key': { type: 'string' } }, 'encode');
+  const input = positionals[0];
+  if (!input || positionals.length > 1) throw new ValueError('encode needs exactly one input (a video or a .safetensors tensor file)');
+  if (!v.output) throw new ValueError('encode needs -o <latent.safetensors>');
+  if (extname(v.output) !== '.safetensors') throw new ValueError(`encode writes a .safetensors latent file, got -o ${v.output}`);
+  if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
+  const m = loadModelFromArgs(v, 'encode');
+  const opts = videoOptions(v);
+  const report = (s: EncodeSummary) => {
+    if (v.json) out(JSON.stringify(s, null, 1) + '\n');
+    else
+      out(
+        `encoded ${s.input} ${fmtShape(s.input_shape)} -> ${s.output} latent ${fmtShape(s.latent_shape)} with ${s.model} in ${s.seconds}s (${s.frames_per_second} frames/s)\n`,
+      );
+    return 0;
+  };
+  if (extname(input) === '.safetensors') {
+    const key = v['input-key'] ?? 'input';
+    const { t } = readTensorKey(input, key, '--input-key');
+    const g = geometry(m);
+    if (t.ndim !== 5 || t.shape[1] !== m.config.inChannels)
+      throw new ShapeError(`${input}: tensor "${key}" must be (B, ${m.config.inChannels}, T, H, W) in [-1, 1], got ${fmtShape(t.shape)}`);
+    void g;
+    const { latent: _l, ...s } = encodeTensorToFile(m, t, v.output, opts, { source: input, source_key: key }, `${input}:${key}`);
+    void _l;
+    return report(s);
+  }
+  if (!videoEncode) throw new ValueError(`cannot read ${input}: video input needs the video module`);
+  return videoEncode(m, input, v).then(report);
+}
+
+export interface DecodeSummary {
+  input: string;
+  output: string;
+  model: string;
+  latent_shape: number[];
+  output_shape: number[];
+  seconds: number;
+  frames_per_second: number;
+}
+
+export function cmdDecode(
+  args: string[],
+  out: Out,
+  videoDecode?: (m: DCAEV, recon: Tensor, output: string, fps: number) => Promise<void>,
+): Promise<number> | number {
+  const { values: v, positionals } = parse(args, { ...MODEL_OPTIONS, 'latent-key': { type: 'string' }, fps: { type: 'string' } }, 'decode');
+  const input = positionals[0];
+  if (!input || positionals.length > 1) throw new ValueError('decode needs exactly one input latent .safetensors file');
+  if (!v.output) throw new ValueError('decode needs -o <video | reconstruction.safetensors>');
+  if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
+  const m = loadModelFromArgs(v, 'decode');
+  const key = v['latent-key'] ?? 'latent';
+  const { t: z, meta } = readTensorKey(input, key, '--latent-key');
+  if (z.ndim !== 5 || z.shape[1] !== m.config.latentChannels)
+    throw new ShapeError(`${input}: tensor "${key}" must be latents (B, ${m.config.latentChannels}, t, h, w) for ${m.config.name}, got ${fmtShape(z.shape)}`);
+  checkFinite(z, `latent "${key}"`);
+  if (meta.latent_scaled === 'true') throw new ValueError(`${input}: the latent is marked as scaled; divide by scaling_factor first`);
+  const num = (s: string | undefined) => (s !== undefined && s !== '' && Number.isFinite(Number(s)) ? Number(s) : undefined);
+  const opts = { ...videoOptions(v), numFrames: num(meta.num_frames), height: num(meta.height), width: num(meta.width) };
+  const g = geometry(m);
+  const prog = new Progress('decode', z.shape[2]! * g.temporal);
+  const t0 = performance.now();
+  const y = decodeVideo(m, z, { ...opts, onProgress: (d) => prog.update(d * g.temporal) });
+  prog.done();
+  const secs = (performance.now() - t0) / 1000;
+  const summary: DecodeSummary = {
+    input,
+    output: v.output,
+    model: m.config.name,
+    latent_shape: [...z.shape],
+    output_shape: [...y.shape],
+    seconds: +secs.toFixed(3),
+    frames_per_second: +(y.shape[2]! / secs).toFixed(2),
+  };
+  const report = () => {
+    if (v.json) out(JSON.stringify(summary, null, 1) + '\n');
+    else out(`decoded ${input} ${fmtShape(z.shape)} -> ${v.output} ${fmtShape(y.shape)} with ${m.config.name} in ${summary.seconds}s\n`);
+    return 0;
+  };
+  if (extname(v.output) === '.safetensors') {
+    saveSafetensors(v.output, { reconstruction: y }, { metadata: { ...modelMeta(m), source: input } });
+    return report();
+  }
+  if (!videoDecode) throw new ValueError(`cannot write ${v.output}: video output needs the video module`);
+  const fps = num(v.fps) ?? num(meta.fps) ?? 16;
+  return videoDecode(m, y, v.output, fps).then(report);
+}
+
+export function cmdConvert(args: string[], out: Out): number {
+  const { values: v, positionals } = parse(args, { output: { type: 'string', short: 'o' }, dtype: { type: 'string' }, prefer: { type: 'string' }, json: { type: 'boolean' } }, 'convert');
+  const input = positionals[0];
+  if (!input || positionals.length > 1) throw new ValueError('convert needs exactly one input checkpoint (.pt or .safetensors)');
+  if (!v.output) throw new ValueError('convert needs -o <out.safetensors>');
+  if (extname(v.output) !== '.safetensors') throw new ValueError(`convert writes .safetensors, got -o ${v.output}`);
+  const dtype = (v.dtype ?? 'bf16').toLowerCase();
+  const map: Record<string, 'BF16' | 'F32' | 'F16'> = { bf16: 'BF16', f32: 'F32', fp32: 'F32', f16: 'F16', fp16: 'F16' };
+  const st = map[dtype];
+  if (!st) throw new ValueError(`--dtype must be bf16, f16 or f32, got "${v.dtype}"`);
+  if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
+  const prefer = v.prefer === 'model' ? 'model' : 'ema';
+  const t0 = performance.now();
+  let tensors: Map<string, Tensor>;
+  let source: string;
+  if (extname(input) === '.safetensors') {
+    const f = SafetensorsFile.open(input);
+    try {
+      tensors = new Map(f.keys().map((k) => [k, f.tensor(k)]));
+    } finally {
+      f.close();
+    }
+    source = input;
+  } else {
+    const r = loadTorchStateDict(input, { prefer });
+    tensors = r.stateDict;
+    source = r.source;
+  }
+  let count = 0;
+  for (const t of tensors.values()) count += t.size;
+  saveSafetensors(v.output, tensors, { dtype: st, metadata: { source: `${input} (${source})`, converted_by: 'dcvg convert' } });
+  const s = { input, output: v.output, source, tensors: tensors.size, parameters: count, dtype: st, seconds: +((performance.now() - t0) / 1000).toFixed(2) };
+  if (v.json) out(JSON.stringify(s, null, 1) + '\n');
+  else out(`converted ${input} (${source}) -> ${v.output}: ${s.tensors} tensors, ${count.toLocaleString('en-US')} parameters, ${st}\n`);
+  return 0;
+}
