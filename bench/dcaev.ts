@@ -14,8 +14,19 @@
  * The first rep of each length also dumps both sides' latents and checks them against each other (relative error:
  * max |ours - torch| / max |torch|, must be < 1e-4), and compares the decoded-frame checksums.
  *
+ * Peak RSS is reported twice: the whole process (model load included; the issue's criterion) and the "stream peak"
+ * (VmHWM reset through /proc/self/clear_refs after loading), which isolates the streaming's own working set.
+ *
  * PyTorch is Debian's python3-torch via /usr/bin/python3 (override with DCVG_TORCH_PYTHON); without it only our side
  * is reported.
+ *
+ * Other modes:
+ *   --profile [--frames 80]   one instrumented run of ours (time per backend primitive, conv3d split by shape) and
+ *                             the torch autograd-profiler table of the same run on the torch side
+ *   --setup DIR               only write DIR/config.json and DIR/weights.safetensors (to run the children by hand:
+ *                             node dist/bench/dcaev.js --child --dir DIR --frames 80;
+ *                             /usr/bin/python3 bench/torch_dcaev.py run --config DIR/config.json --weights ...)
+ *   child diagnostics: --diag-store-cat (cat as a write-only copy), --gc-each-conv (with node --expose-gc)
  */
 import { spawnSync } from 'node:child_process';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -151,6 +162,47 @@ function procStatusMb(field: 'VmHWM' | 'VmRSS'): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/** Resets VmHWM to the current RSS (Linux >= 4.0, /proc/self/clear_refs "5"); false where not permitted. */
+function resetPeakRss(): boolean {
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * --diag-store-cat (diagnostic only, never used for the reported numbers): replaces the backend's stridedAccumulate
+ * with a plain store (memcpy of contiguous runs). In a no-grad forward of this model every stridedAccumulate comes
+ * from cat() into a freshly zeroed output, so the result is identical; it measures what cat's zero + read-modify-write
+ * (two page faults per fresh page: the read maps the zero page, the write copies it) costs against a write-only copy.
+ */
+function storeInsteadOfAccumulate(src: Float32Array, shape: readonly number[], dst: { data: Float32Array; offset: number; strides: readonly number[] }): void {
+  const nd = shape.length;
+  // innermost run that is contiguous in dst (the source is dense)
+  let run = 1;
+  let k = nd;
+  while (k > 0 && dst.strides[k - 1] === run) {
+    run *= shape[k - 1]!;
+    k--;
+  }
+  const outer = shape.slice(0, k);
+  const idx = new Array<number>(k).fill(0);
+  const n = outer.reduce((a, b) => a * b, 1);
+  let si = 0;
+  for (let i = 0; i < n; i++) {
+    let off = dst.offset;
+    for (let d = 0; d < k; d++) off += idx[d]! * dst.strides[d]!;
+    dst.data.set(src.subarray(si, si + run), off);
+    si += run;
+    for (let d = k - 1; d >= 0; d--) {
+      if (++idx[d]! < outer[d]!) break;
+      idx[d] = 0;
+    }
+  }
+}
+
 // ---- profiling (--profile): time per backend primitive, conv3d split by shape ------------------------------------
 
 const prof = new Map<string, { ms: number; calls: number; flops: number }>();
@@ -193,7 +245,10 @@ interface RunResult {
   frames: number;
   encode_ms: number;
   decode_ms: number;
+  /** whole-process peak (VmHWM / ru_maxrss), model load included */
   peak_rss_mb: number;
+  /** peak after the model was loaded (VmHWM reset through /proc/self/clear_refs); null where not permitted */
+  stream_peak_rss_mb: number | null;
   rss_after_load_mb?: number;
   latent_shape: number[];
   latent_sum: number;
@@ -202,6 +257,8 @@ interface RunResult {
   out_sum: number;
   out_abs: number;
   rss_trace_mb?: number[];
+  /** per-chunk model time (encode chunks, then decode chunks) */
+  chunk_ms?: number[];
   profile?: { op: string; ms: number; calls: number; gflops: number }[];
 }
 
@@ -210,7 +267,16 @@ function childOurs(): void {
   if (!addon) throw new Error('native addon not built: run "npm run build:native" first');
   const profile = flag('--profile');
   const native = backendByName('native');
-  setBackend(profile ? profiledBackend(native) : native);
+  let b = profile ? profiledBackend(native) : native;
+  // --gc-each-conv (diagnostic, needs node --expose-gc): a full GC before every conv shows how much of the peak RSS is
+  // dead tensors waiting for the collector rather than live activations
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (flag('--gc-each-conv') && gc) {
+    const inner = b;
+    b = { ...inner, conv3dForward: (...a: Parameters<Backend['conv3dForward']>) => (gc(), inner.conv3dForward(...a)) };
+  }
+  if (flag('--diag-store-cat')) b = { ...b, stridedAccumulate: storeInsteadOfAccumulate };
+  setBackend(b);
   addon.setNumThreads(THREADS);
   const dir = opt('--dir', '');
   const frames = Number(opt('--frames', '80'));
@@ -221,16 +287,19 @@ function childOurs(): void {
   const g = geometry(model);
   const C = model.config.inChannels;
   const rssLoaded = procStatusMb('VmHWM');
+  const resetOk = resetPeakRss(); // from here on VmHWM is the streaming's own peak
   const trace: number[] = [];
   // streaming encode: input generated chunk by chunk
   const enc = new StreamingEncoder(model);
   const lat: Tensor[] = [];
   let encMs = 0;
+  const chunkMs: number[] = [];
   for (let t0 = 0; t0 < frames; t0 += g.chunk!) {
     const x = makeFrames(t0, g.chunk!, C, size, size);
     const s = performance.now();
     const z = enc.push(x);
-    encMs += performance.now() - s;
+    chunkMs.push(performance.now() - s);
+    encMs += chunkMs[chunkMs.length - 1]!;
     if (z) lat.push(z);
     trace.push(procStatusMb('VmRSS'));
   }
@@ -257,7 +326,8 @@ function childOurs(): void {
     const zi = ops.slice(zAll, 2, i, i + lz);
     const s = performance.now();
     const y = dec.push(zi);
-    decMs += performance.now() - s;
+    chunkMs.push(performance.now() - s);
+    decMs += chunkMs[chunkMs.length - 1]!;
     consume(y);
     trace.push(procStatusMb('VmRSS'));
   }
@@ -271,7 +341,8 @@ function childOurs(): void {
     frames,
     encode_ms: encMs,
     decode_ms: decMs,
-    peak_rss_mb: procStatusMb('VmHWM'),
+    peak_rss_mb: Math.max(rssLoaded, procStatusMb('VmHWM')),
+    stream_peak_rss_mb: resetOk ? procStatusMb('VmHWM') : null,
     rss_after_load_mb: rssLoaded,
     latent_shape: [...zAll.shape],
     latent_sum: zs,
@@ -280,6 +351,7 @@ function childOurs(): void {
     out_sum: oSum,
     out_abs: oAbs,
     rss_trace_mb: trace.map((v) => Math.round(v)),
+    chunk_ms: chunkMs.map((v) => Math.round(v)),
   };
   if (profile)
     res.profile = [...prof.entries()]
@@ -336,22 +408,47 @@ function relErr(a: Float32Array, ref: Float32Array): number {
 
 const relDiff = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-30);
 
-interface Row {
-  frames: number;
-  ours: { encode_ms: number; decode_ms: number; fps: number; peak_rss_mb: number };
-  torch: { encode_ms: number; decode_ms: number; fps: number; peak_rss_mb: number } | null;
-  ratio: number | null;
+interface Side {
+  encode_ms: number;
+  decode_ms: number;
+  /** frames / median(encode + decode) */
+  fps: number;
+  /** fastest rep (least disturbed by other load on the machine) */
+  best_total_ms: number;
+  /** median per-chunk time over the chunks after the first of each direction (warm caches, cache-fed left context) */
+  steady_chunk_ms: { encode: number; decode: number };
+  peak_rss_mb: number;
+  stream_peak_rss_mb: number | null;
 }
 
-function summarize(rs: RunResult[]): { encode_ms: number; decode_ms: number; fps: number; peak_rss_mb: number } {
+interface Row {
+  frames: number;
+  ours: Side;
+  torch: Side | null;
+  /** median(ours total) / median(torch total) */
+  ratio: number | null;
+  /** best(ours total) / best(torch total) */
+  ratio_best: number | null;
+}
+
+function summarize(rs: RunResult[]): Side {
   const enc = median(rs.map((r) => r.encode_ms));
   const dec = median(rs.map((r) => r.decode_ms));
   const tot = median(rs.map((r) => r.encode_ms + r.decode_ms));
+  const nEnc = rs[0]!.frames / L;
+  const steady = (pick: (c: number[]) => number[]) => {
+    const xs = rs.flatMap((r) => pick(r.chunk_ms ?? []));
+    return xs.length ? Math.round(median(xs)) : NaN;
+  };
+  const sp = rs.map((r) => r.stream_peak_rss_mb).filter((v): v is number => typeof v === 'number');
   return {
     encode_ms: Math.round(enc),
     decode_ms: Math.round(dec),
     fps: +((rs[0]!.frames * 1000) / tot).toFixed(2),
+    best_total_ms: Math.round(Math.min(...rs.map((r) => r.encode_ms + r.decode_ms))),
+    steady_chunk_ms: { encode: steady((c) => c.slice(1, nEnc)), decode: steady((c) => c.slice(nEnc + 1)) },
     peak_rss_mb: Math.round(median(rs.map((r) => r.peak_rss_mb))),
+    stream_peak_rss_mb: sp.length ? Math.round(median(sp)) : null,
   };
 }
 
@@ -453,7 +550,8 @@ async function parent(): Promise<void> {
     const ours = summarize(r.ours);
     const torch = r.torch.length ? summarize(r.torch) : null;
     const ratio = torch ? +(median(r.ours.map((x) => x.encode_ms + x.decode_ms)) / median(r.torch.map((x) => x.encode_ms + x.decode_ms))).toFixed(3) : null;
-    return { frames: T, ours, torch, ratio };
+    const ratioBest = torch ? +(ours.best_total_ms / torch.best_total_ms).toFixed(3) : null;
+    return { frames: T, ours, torch, ratio, ratio_best: ratioBest };
   });
   const tMin = Math.min(...framesList);
   const tMax = Math.max(...framesList);
@@ -463,6 +561,12 @@ async function parent(): Promise<void> {
     return a && b ? +(b.peak_rss_mb / a.peak_rss_mb).toFixed(3) : null;
   };
   const rssGrowth = { ours: growth('ours'), torch: growth('torch') };
+  const streamGrowth = (side: 'ours' | 'torch') => {
+    const a = rows.find((r) => r.frames === tMin)![side]?.stream_peak_rss_mb;
+    const b = rows.find((r) => r.frames === tMax)![side]?.stream_peak_rss_mb;
+    return a && b ? +(b / a).toFixed(3) : null;
+  };
+  const streamRssGrowth = { ours: streamGrowth('ours'), torch: streamGrowth('torch') };
   const maxRatio = rows.every((r) => r.ratio !== null) ? Math.max(...rows.map((r) => r.ratio!)) : null;
   const criteria = {
     rss_growth_ok: rssGrowth.ours !== null && rssGrowth.ours <= 1.2,
@@ -491,17 +595,23 @@ async function parent(): Promise<void> {
     reference_json: cfgJson,
   };
   if (asJson) {
-    process.stdout.write(JSON.stringify({ machine, config, reps, rows, rss_growth: rssGrowth, checks, criteria, rss_trace_ours_mb: traces }, null, 1) + '\n');
+    process.stdout.write(JSON.stringify({ machine, config, reps, rows, rss_growth: rssGrowth, stream_rss_growth: streamRssGrowth, checks, criteria, rss_trace_ours_mb: traces }, null, 1) + '\n');
     return;
   }
-  const f = (v: number | undefined | null) => (v === undefined || v === null ? '-' : String(v));
-  let md = `\n| frames | ours enc ms | ours dec ms | ours frames/s | torch enc ms | torch dec ms | torch frames/s | ratio ours/torch (time) | ours peak RSS MB | torch peak RSS MB |\n`;
+  const f = (v: number | undefined | null) => (v === undefined || v === null || Number.isNaN(v) ? '-' : String(v));
+  let md = `\n| frames | ours enc ms | ours dec ms | ours frames/s | torch enc ms | torch dec ms | torch frames/s | time ratio ours/torch | ours peak RSS MB | torch peak RSS MB |\n`;
   md += `|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n`;
   for (const r of rows)
     md += `| ${r.frames} | ${r.ours.encode_ms} | ${r.ours.decode_ms} | ${r.ours.fps} | ${f(r.torch?.encode_ms)} | ${f(r.torch?.decode_ms)} | ${f(r.torch?.fps)} | ${f(
       r.ratio,
     )} | ${r.ours.peak_rss_mb} | ${f(r.torch?.peak_rss_mb)} |\n`;
-  md += `\npeak RSS(${tMax}) / RSS(${tMin}): ours ${f(rssGrowth.ours)}, torch ${f(rssGrowth.torch)}\n`;
+  md += `\ndetail (medians unless noted; "steady chunk" = median per-chunk time after the first chunk of each direction; "stream peak" = peak RSS after the model was loaded):\n\n`;
+  md += `| frames | ours steady enc/dec chunk ms | torch steady enc/dec chunk ms | best-rep ratio | ours stream peak MB | torch stream peak MB |\n|---:|---:|---:|---:|---:|---:|\n`;
+  for (const r of rows)
+    md += `| ${r.frames} | ${f(r.ours.steady_chunk_ms.encode)} / ${f(r.ours.steady_chunk_ms.decode)} | ${
+      r.torch ? `${f(r.torch.steady_chunk_ms.encode)} / ${f(r.torch.steady_chunk_ms.decode)}` : '-'
+    } | ${f(r.ratio_best)} | ${f(r.ours.stream_peak_rss_mb)} | ${f(r.torch?.stream_peak_rss_mb)} |\n`;
+  md += `\npeak RSS(${tMax}) / RSS(${tMin}): ours ${f(rssGrowth.ours)}, torch ${f(rssGrowth.torch)} (stream peak: ours ${f(streamRssGrowth.ours)}, torch ${f(streamRssGrowth.torch)})\n`;
   if (!python) md += `\nPyTorch side skipped: ${why}\n`;
   for (const c of checks)
     md += `parity T=${c.frames}: latents rel err ${c.latent_rel_err.toExponential(2)}, decoded sum|x| rel diff ${c.out_abs_rel.toExponential(2)} -> ${c.ok ? 'OK' : 'MISMATCH'}\n`;
@@ -520,27 +630,50 @@ async function parent(): Promise<void> {
 function profileMain(): void {
   const dir = mkdtempSync(join(tmpdir(), 'dcvg-bench-dcaev-'));
   try {
-    const cfgJson = benchConfig();
-    writeFileSync(join(dir, 'config.json'), JSON.stringify(cfgJson));
-    const model = new DCAEV(configFromReference(cfgJson, 'bench'));
-    saveSafetensors(join(dir, 'weights.safetensors'), randomWeights(model, SEED));
+    setupMain(dir, true);
     const T = opt('--frames', '80').split(',')[0]!;
-    const r = runChild(process.execPath, [fileURLToPath(import.meta.url), '--child', '--profile', '--dir', dir, '--frames', T, '--size', opt('--size', '128')]);
+    const size = opt('--size', '128');
+    const r = runChild(process.execPath, [fileURLToPath(import.meta.url), '--child', '--profile', '--dir', dir, '--frames', T, '--size', size]);
     const total = r.encode_ms + r.decode_ms;
     const inProf = r.profile!.reduce((s, p) => s + p.ms, 0);
+    const { python } = findTorch();
+    let torchTable = '';
+    if (python) {
+      const t = spawnSync(
+        python,
+        [join(root, 'bench', 'torch_dcaev.py'), 'run', '--config', join(dir, 'config.json'), '--weights', join(dir, 'weights.safetensors'), '--frames', T, '--height', size, '--width', size, '--threads', String(THREADS), '--profile'],
+        { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(THREADS) } },
+      );
+      torchTable = t.stderr;
+    }
     if (flag('--json')) {
-      process.stdout.write(JSON.stringify(r, null, 1) + '\n');
+      process.stdout.write(JSON.stringify({ ours: r, torch_profile: torchTable }, null, 1) + '\n');
       return;
     }
     process.stdout.write(`\nprofile of ours, T=${T}: encode ${r.encode_ms.toFixed(0)} ms + decode ${r.decode_ms.toFixed(0)} ms; ${inProf.toFixed(0)} ms inside backend calls\n\n`);
     process.stdout.write(`| op | ms | % of total | calls | GFLOP/s |\n|---|---:|---:|---:|---:|\n`);
     for (const p of r.profile!) if (p.ms >= total * 0.002) process.stdout.write(`| ${p.op} | ${p.ms} | ${((100 * p.ms) / total).toFixed(1)} | ${p.calls} | ${p.gflops || '-'} |\n`);
+    if (torchTable) process.stdout.write(`\n| torch op [input shapes] | self ms | % of total | calls |\n|---|---:|---:|---:|\n${torchTable.replace(/^profile of torch.*$/m, '').trim()}\n\n${/^profile of torch.*$/m.exec(torchTable)?.[0] ?? ''}\n`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-const main = flag('--child') ? async () => childOurs() : flag('--profile') ? async () => profileMain() : parent;
+/** --setup DIR: only writes config.json and weights.safetensors into DIR (for running the children by hand). */
+function setupMain(dir: string, quiet = false): void {
+  const cfgJson = benchConfig();
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(cfgJson, null, 1));
+  saveSafetensors(join(dir, 'weights.safetensors'), randomWeights(new DCAEV(configFromReference(cfgJson, 'bench')), SEED));
+  if (!quiet) process.stdout.write(`wrote ${dir}/config.json and ${dir}/weights.safetensors\n`);
+}
+
+const main = flag('--child')
+  ? async () => childOurs()
+  : flag('--setup')
+    ? async () => setupMain(opt('--setup', '.'))
+    : flag('--profile')
+      ? async () => profileMain()
+      : parent;
 main().catch((e) => {
   process.stderr.write(`bench:dcaev failed: ${(e as Error).stack ?? (e as Error).message}\n`);
   process.exit(1);

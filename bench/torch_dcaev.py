@@ -372,6 +372,7 @@ _DT = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
 
 
 def load_safetensors(path):
+    """name -> float32 tensor; each tensor is read straight into its own buffer (no intermediate copies)."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
@@ -382,14 +383,26 @@ def load_safetensors(path):
                 continue
             a, b = v["data_offsets"]
             f.seek(base + a)
-            raw = f.read(b - a)
-            if v["dtype"] == "BF16":
-                u = np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16
-                arr = u.view(np.float32)
+            buf = bytearray(b - a)
+            f.readinto(buf)
+            if v["dtype"] == "F32":
+                t = torch.frombuffer(buf, dtype=torch.float32) if buf else torch.empty(0)
+            elif v["dtype"] == "BF16":
+                t = torch.frombuffer(buf, dtype=torch.bfloat16).float()
             else:
-                arr = np.frombuffer(raw, dtype=_DT[v["dtype"]]).astype(np.float32)
-            out[k] = torch.from_numpy(arr.copy().reshape(v["shape"]))
+                t = torch.from_numpy(np.frombuffer(buf, dtype=_DT[v["dtype"]]).astype(np.float32))
+            out[k] = t.reshape(v["shape"])
     return out
+
+
+def reset_peak_rss():
+    """Resets VmHWM (and so ru_maxrss) to the current RSS (Linux >= 4.0); False where not permitted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -432,6 +445,7 @@ def vm_hwm_mb():
 def cmd_run(a):
     torch.set_num_threads(a.threads)
     cfg = json.load(open(a.config))
+    prof = torch.autograd.profiler.profile(record_shapes=True) if a.profile else None
     with torch.inference_mode():
         model = DCAEV(cfg)
         sd = load_safetensors(a.weights)
@@ -444,15 +458,20 @@ def cmd_run(a):
         if a.frames % L:
             raise SystemExit(f"frames must be a multiple of the chunk ({L})")
         rss_loaded = peak_rss_mb()
+        reset_ok = reset_peak_rss()  # from here on the peak is that of the streaming itself
+        if prof is not None:
+            prof.__enter__()
         # streaming encode: the input is generated chunk by chunk, the cache carries one frame per conv
         cache = {}
         lat = []
         enc_ms = 0.0
+        chunk_ms = []
         for t0 in range(0, a.frames, L):
             x = make_frames(t0, L, C, a.height, a.width)
             s = time.perf_counter()
             z = model.encode(x, cache)
-            enc_ms += (time.perf_counter() - s) * 1000
+            chunk_ms.append((time.perf_counter() - s) * 1000)
+            enc_ms += chunk_ms[-1]
             lat.append(z)
             del x
         del cache
@@ -468,18 +487,32 @@ def cmd_run(a):
         for i in range(0, z_all.shape[2], Lz):
             s = time.perf_counter()
             y = model.decode(z_all[:, :, i:i + Lz], cache)
-            dec_ms += (time.perf_counter() - s) * 1000
+            chunk_ms.append((time.perf_counter() - s) * 1000)
+            dec_ms += chunk_ms[-1]
             cs = checksum(y)
             s_sum += cs[0]
             s_abs += cs[1]
             frames_out += y.shape[2]
             del y
         zc = checksum(z_all)
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        total = enc_ms + dec_ms
+        print(f"profile of torch, T={a.frames}: encode {enc_ms:.0f} ms + decode {dec_ms:.0f} ms", file=sys.stderr)
+        rows = []
+        for e in prof.key_averages(group_by_input_shape=True):
+            ms = e.self_cpu_time_total / 1000
+            if ms >= total * 0.002:
+                shp = e.input_shapes[:2] if e.input_shapes else ""
+                rows.append((ms, e.key, e.count, str(shp)))
+        for ms, key, n, shp in sorted(rows, reverse=True):
+            print(f"| {key} {shp} | {ms:.1f} | {100 * ms / total:.1f} | {n} |", file=sys.stderr)
+    stream_peak = peak_rss_mb()
     print(json.dumps({
         "side": "torch", "torch": torch.__version__, "threads": torch.get_num_threads(), "frames": a.frames,
-        "encode_ms": enc_ms, "decode_ms": dec_ms, "peak_rss_mb": peak_rss_mb(), "vm_hwm_mb": vm_hwm_mb(),
-        "rss_after_load_mb": rss_loaded, "latent_shape": list(z_all.shape), "latent_sum": zc[0], "latent_abs": zc[1],
-        "frames_out": frames_out, "out_sum": s_sum, "out_abs": s_abs,
+        "encode_ms": enc_ms, "decode_ms": dec_ms, "peak_rss_mb": max(rss_loaded, stream_peak),
+        "stream_peak_rss_mb": stream_peak if reset_ok else None, "rss_after_load_mb": rss_loaded, "latent_shape": list(z_all.shape), "latent_sum": zc[0], "latent_abs": zc[1],
+        "frames_out": frames_out, "out_sum": s_sum, "out_abs": s_abs, "chunk_ms": [round(v) for v in chunk_ms],
     }), flush=True)
 
 
@@ -544,6 +577,7 @@ def main():
     r.add_argument("--width", type=int, default=128)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--dump-latents", default=None)
+    r.add_argument("--profile", action="store_true", help="per-op self time table (autograd profiler) on stderr")
     f = sub.add_parser("fixture")
     f.add_argument("--dir", required=True)
     f.add_argument("--name", default="chunk_causal_small")

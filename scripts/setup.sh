@@ -8,7 +8,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 if command -v apt-get >/dev/null; then
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends libopenblas-dev libdnnl-dev g++ make python3 python3-torch >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends libopenblas-dev libdnnl-dev g++ make python3 ffmpeg python3-torch >/dev/null
 else
   echo "setup.sh: apt-get not found; install OpenBLAS, oneDNN 2.x and a C++17 compiler yourself" >&2
 fi

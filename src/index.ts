@@ -35,3 +35,5 @@ export type { Backend } from './backend/backend.js';
 export { SafetensorsFile, loadSafetensors, saveSafetensors, FormatError } from './io/safetensors.js';
 export { Module, Param, StateDictError, formatLoadReport, type LoadReport, type TensorSource } from './nn/module.js';
 export { TorchCheckpoint, loadTorchStateDict, readTorchCheckpointInfo } from './io/torch_checkpoint.js';
+export * from './models/wan/index.js';
+export * from './diffusion/index.js';

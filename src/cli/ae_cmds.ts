@@ -124,8 +124,16 @@ export function encodeTensorToFile(m: DCAEV, x: Tensor, output: string, opts: Vi
   };
 }
 
+const READ_OPTIONS = {
+  resize: { type: 'string' },
+  crop: { type: 'string' },
+  start: { type: 'string' },
+  frames: { type: 'string' },
+  fps: { type: 'string' },
+} as const;
+
 export function cmdEncode(args: string[], out: Out, videoEncode?: (m: DCAEV, input: string, v: Record<string, unknown>) => Promise<EncodeSummary>): Promise<number> | number {
-  const { values: v, positionals } = parse(args, { ...MODEL_OPTIONS, 'input-key': { type: 'string' } }, 'encode');
+  const { values: v, positionals } = parse(args, { ...MODEL_OPTIONS, ...READ_OPTIONS, 'input-key': { type: 'string' } }, 'encode');
   const input = positionals[0];
   if (!input || positionals.length > 1) throw new ValueError('encode needs exactly one input (a video or a .safetensors tensor file)');
   if (!v.output) throw new ValueError('encode needs -o <latent.safetensors>');
@@ -166,11 +174,15 @@ export interface DecodeSummary {
   frames_per_second: number;
 }
 
-export function cmdDecode(
-  args: string[],
-  out: Out,
-  videoDecode?: (m: DCAEV, recon: Tensor, output: string, fps: number) => Promise<void>,
-): Promise<number> | number {
+export type VideoDecodeFn = (
+  m: DCAEV,
+  z: Tensor,
+  output: string,
+  fps: number,
+  opts: VideoOptions & { numFrames?: number; height?: number; width?: number },
+) => Promise<number[]>;
+
+export function cmdDecode(args: string[], out: Out, videoDecode?: VideoDecodeFn): Promise<number> | number {
   const { values: v, positionals } = parse(args, { ...MODEL_OPTIONS, 'latent-key': { type: 'string' }, fps: { type: 'string' } }, 'decode');
   const input = positionals[0];
   if (!input || positionals.length > 1) throw new ValueError('decode needs exactly one input latent .safetensors file');
@@ -186,32 +198,34 @@ export function cmdDecode(
   const num = (s: string | undefined) => (s !== undefined && s !== '' && Number.isFinite(Number(s)) ? Number(s) : undefined);
   const opts = { ...videoOptions(v), numFrames: num(meta.num_frames), height: num(meta.height), width: num(meta.width) };
   const g = geometry(m);
-  const prog = new Progress('decode', z.shape[2]! * g.temporal);
   const t0 = performance.now();
-  const y = decodeVideo(m, z, { ...opts, onProgress: (d) => prog.update(d * g.temporal) });
-  prog.done();
-  const secs = (performance.now() - t0) / 1000;
-  const summary: DecodeSummary = {
-    input,
-    output: v.output,
-    model: m.config.name,
-    latent_shape: [...z.shape],
-    output_shape: [...y.shape],
-    seconds: +secs.toFixed(3),
-    frames_per_second: +(y.shape[2]! / secs).toFixed(2),
-  };
-  const report = () => {
+  const output = v.output;
+  const report = (shape: number[]) => {
+    const secs = (performance.now() - t0) / 1000;
+    const summary: DecodeSummary = {
+      input,
+      output,
+      model: m.config.name,
+      latent_shape: [...z.shape],
+      output_shape: shape,
+      seconds: +secs.toFixed(3),
+      frames_per_second: +(shape[2]! / secs).toFixed(2),
+    };
     if (v.json) out(JSON.stringify(summary, null, 1) + '\n');
-    else out(`decoded ${input} ${fmtShape(z.shape)} -> ${v.output} ${fmtShape(y.shape)} with ${m.config.name} in ${summary.seconds}s\n`);
+    else out(`decoded ${input} ${fmtShape(z.shape)} -> ${output} ${fmtShape(shape)} with ${m.config.name} in ${summary.seconds}s\n`);
     return 0;
   };
-  if (extname(v.output) === '.safetensors') {
-    saveSafetensors(v.output, { reconstruction: y }, { metadata: { ...modelMeta(m), source: input } });
-    return report();
+  if (extname(output) === '.safetensors') {
+    const prog = new Progress('decode', z.shape[2]! * g.temporal);
+    const y = decodeVideo(m, z, { ...opts, onProgress: (d) => prog.update(d * g.temporal) });
+    prog.done();
+    saveSafetensors(output, { reconstruction: y }, { metadata: { ...modelMeta(m), source: input } });
+    return report([...y.shape]);
   }
-  if (!videoDecode) throw new ValueError(`cannot write ${v.output}: video output needs the video module`);
+  if (!videoDecode) throw new ValueError(`cannot write ${output}: video output needs the video module`);
+  if (z.shape[0] !== 1) throw new ShapeError(`video output takes one clip; latents ${fmtShape(z.shape)} hold ${z.shape[0]}`);
   const fps = num(v.fps) ?? num(meta.fps) ?? 16;
-  return videoDecode(m, y, v.output, fps).then(report);
+  return videoDecode(m, z, output, fps, opts).then(report);
 }
 
 export function cmdConvert(args: string[], out: Out): number {

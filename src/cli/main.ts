@@ -11,6 +11,7 @@ import { backend, getNativeAddon, nativeUnavailableReason } from '../backend/ind
 import { DcvgError } from '../tensor/errors.js';
 import { cmdInfo } from './info.js';
 import { cmdConvert, cmdDecode, cmdEncode } from './ae_cmds.js';
+import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -32,12 +33,20 @@ Usage:
                          architecture, parameter counts, keys and shapes (without allocating weights);
                          with --weights, checks a .safetensors or torch .pt checkpoint against the model
                          (exit code 3 when it does not match)
-  dcvg encode <input.safetensors> -o latent.safetensors --model M --weights W
-              [--input-key input] [--stream | --whole] [--tile N|auto] [--overlap F] [--pad] [--json]
-                         encode a raw NCTHW tensor in [-1, 1] (key "input"); writes key "latent" (unscaled)
-                         with metadata (model, scaling factor, frame count, size)
-  dcvg decode latent.safetensors -o out.safetensors --model M --weights W [--latent-key latent] [--tile ...] [--json]
-                         decode to key "reconstruction", cropped to the encoded frame count and size
+  dcvg encode <video | input.safetensors> -o latent.safetensors --model M --weights W
+              [--input-key input] [--stream | --whole] [--tile N|auto] [--overlap F] [--pad]
+              [--resize WxH [--crop cover|stretch]] [--start N] [--frames N] [--fps F] [--json]
+                         encode a video (any format ffmpeg reads, or a PNG sequence) or a raw NCTHW tensor in
+                         [-1, 1] (key "input"); writes key "latent" (unscaled) with metadata (model, scaling factor,
+                         frame count, size, fps)
+  dcvg decode latent.safetensors -o <video | out.safetensors> --model M --weights W [--latent-key latent]
+              [--fps F] [--tile ...] [--json]
+                         decode to a video (.mp4 H.264 yuv420p, .gif, .y4m lossless, dir/ or %05d.png for PNGs) or
+                         to key "reconstruction", cropped to the encoded frame count and size
+  dcvg reconstruct <video> -o <video> --model M --weights W [--metrics m.json] [--plot psnr.png]
+              [--resize WxH] [--start N] [--frames N] [--tile ...] [--pad] [--crf N] [--json]
+                         encode + decode chunk by chunk and score: PSNR / SSIM per frame and overall (uint8 RGB,
+                         the reference protocol), temporal error, and a per-frame PSNR plot with chunk boundaries
   dcvg convert <ckpt.pt|.safetensors> -o out.safetensors [--dtype bf16|f16|f32] [--prefer ema|model]
                          official torch checkpoint (EMA weights first) to safetensors, without Python
   dcvg env [--json] [--peak]
@@ -82,8 +91,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     const out = (s: string) => void process.stdout.write(s);
     if (cmd === 'info') return cmdInfo(rest, out);
-    if (cmd === 'encode') return await cmdEncode(rest, out);
-    if (cmd === 'decode') return await cmdDecode(rest, out);
+    if (cmd === 'encode') return await cmdEncode(rest, out, encodeVideoFile);
+    if (cmd === 'decode') return await cmdDecode(rest, out, decodeToVideoFile);
+    if (cmd === 'reconstruct') return await cmdReconstruct(rest, out);
     if (cmd === 'convert') return cmdConvert(rest, out);
     if (cmd === 'env') {
       cmdEnv(rest);

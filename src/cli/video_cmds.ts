@@ -1,0 +1,336 @@
+/**
+ * Video paths of the autoencoder commands: encode a video file, decode latents into a video, and `dcvg reconstruct`
+ * (encode + decode + score, streaming: one chunk of frames in memory at a time).
+ */
+import { existsSync } from 'node:fs';
+import { writeFileSync, renameSync, unlinkSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { openVideoReader, openVideoWriter, probeVideo, tensorToFrames, type ReadOptions, type VideoWriter } from '../io/video.js';
+import { saveSafetensors } from '../io/safetensors.js';
+import { MetricsAccumulator } from '../metrics/metrics.js';
+import { writeLinePlotPng } from '../metrics/plot.js';
+import { DCAEV, StreamingDecoder, StreamingEncoder, geometry, resolveTiling, type VideoOptions } from '../models/dcaev/autoencoder.js';
+import { configToReference } from '../models/dcaev/config.js';
+import { ValueError, fmtShape } from '../tensor/errors.js';
+import * as ops from '../tensor/ops.js';
+import { Tensor, noGrad } from '../tensor/tensor.js';
+import { Progress } from './progress.js';
+import { checkFinite, loadModelFromArgs, videoOptions, type EncodeSummary, type Out } from './ae_cmds.js';
+
+/** Reading options shared by the commands that take a video: --resize WxH, --crop cover|stretch, --start, --frames, --fps. */
+export function readOptionsFrom(v: Record<string, unknown>): ReadOptions {
+  const o: ReadOptions = {};
+  const int = (name: string) => {
+    const s = v[name];
+    if (s === undefined) return undefined;
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 0) throw new ValueError(`--${name} must be a non-negative integer, got "${String(s)}"`);
+    return n;
+  };
+  if (v.resize !== undefined) {
+    const m = /^(\d+)x(\d+)$/.exec(String(v.resize));
+    if (!m) throw new ValueError(`--resize must be WIDTHxHEIGHT (e.g. 256x256), got "${String(v.resize)}"`);
+    const crop = (v.crop as string | undefined) ?? 'cover';
+    if (crop !== 'cover' && crop !== 'stretch') throw new ValueError(`--crop must be cover or stretch, got "${crop}"`);
+    o.resize = { width: Number(m[1]), height: Number(m[2]), mode: crop };
+  }
+  o.start = int('start');
+  o.maxFrames = int('frames');
+  if (v.fps !== undefined) {
+    const f = Number(v.fps);
+    if (!(f > 0)) throw new ValueError(`--fps must be a positive number, got "${String(v.fps)}"`);
+    o.fps = f;
+  }
+  return o;
+}
+
+export const VIDEO_READ_OPTIONS = {
+  resize: { type: 'string' },
+  crop: { type: 'string' },
+  start: { type: 'string' },
+  frames: { type: 'string' },
+  fps: { type: 'string' },
+} as const;
+
+/** Encodes a video file chunk by chunk into a latent file. */
+export async function encodeVideoFile(m: DCAEV, input: string, v: Record<string, unknown>): Promise<EncodeSummary> {
+  const opts = videoOptions(v as { tile?: string; overlap?: string; whole?: boolean; pad?: boolean });
+  const reader = await openVideoReader(input, readOptionsFrom(v));
+  const g = geometry(m);
+  try {
+    const H = reader.height;
+    const W = reader.width;
+    const total = reader.info.framesExact ? Math.min(reader.info.frames - (readOptionsFrom(v).start ?? 0), readOptionsFrom(v).maxFrames ?? Infinity) : 0;
+    const prog = new Progress('encode', total || 0);
+    const t0 = performance.now();
+    const parts: Tensor[] = [];
+    let frames = 0;
+    if (g.chunk === null) {
+      // Designs without chunks need the whole clip at once.
+      const x = await reader.readTensor(Number.MAX_SAFE_INTEGER);
+      if (!x) throw new ValueError(`${input}: no frames to encode`);
+      const { encodeVideo } = await import('../models/dcaev/autoencoder.js');
+      const r = encodeVideo(m, x, opts);
+      parts.push(r.latent);
+      frames = r.numFrames;
+    } else {
+      const tile = resolveTiling(m, H, W, opts);
+      const enc = new StreamingEncoder(m, { padSpatial: opts.padSpatial, tile });
+      for (;;) {
+        const x = await reader.readTensor(g.chunk);
+        if (!x) break;
+        frames += x.shape[2]!;
+        const z = enc.push(x);
+        if (z) parts.push(z);
+        prog.update(frames);
+      }
+      if (!frames) throw new ValueError(`${input}: no frames to encode`);
+      const tail = enc.finish();
+      if (tail) parts.push(tail);
+    }
+    prog.done();
+    const latent = parts.length === 1 ? parts[0]! : ops.cat(parts, 2);
+    const secs = (performance.now() - t0) / 1000;
+    saveSafetensors(
+      String(v.output),
+      { latent },
+      {
+        metadata: {
+          format: 'dcvideogen-latent',
+          model: m.config.name,
+          config: JSON.stringify(configToReference(m.config)),
+          scaling_factor: String(m.config.scalingFactor ?? ''),
+          latent_scaled: 'false',
+          num_frames: String(frames),
+          height: String(H),
+          width: String(W),
+          fps: String(reader.fps || ''),
+          source: input,
+        },
+      },
+    );
+    return {
+      input,
+      output: String(v.output),
+      model: m.config.name,
+      input_shape: [1, 3, frames, H, W],
+      latent_shape: [...latent.shape],
+      num_frames: frames,
+      seconds: +secs.toFixed(3),
+      frames_per_second: +(frames / secs).toFixed(2),
+    };
+  } finally {
+    await reader.close();
+  }
+}
+
+/**
+ * Decodes latents chunk by chunk straight into a video file (never the whole reconstruction in memory). Returns
+ * the output shape.
+ */
+export async function decodeToVideoFile(
+  m: DCAEV,
+  z: Tensor,
+  output: string,
+  fps: number,
+  opts: VideoOptions & { numFrames?: number; height?: number; width?: number },
+): Promise<number[]> {
+  const g = geometry(m);
+  const H = opts.height ?? z.shape[3]! * g.spatial;
+  const W = opts.width ?? z.shape[4]! * g.spatial;
+  const writer = await openVideoWriter(output, { width: W, height: H, fps, oddSize: 'pad' });
+  let frames = 0;
+  try {
+    const prog = new Progress('decode', opts.numFrames ?? z.shape[2]! * g.temporal);
+    const emit = async (y: Tensor | null) => {
+      if (!y) return;
+      frames += y.shape[2]!;
+      await writer.write(y);
+      prog.update(frames);
+    };
+    if (g.chunk === null) {
+      const { decodeVideo } = await import('../models/dcaev/autoencoder.js');
+      await emit(decodeVideo(m, z, opts));
+    } else {
+      const size: [number, number] | null = opts.height !== undefined && opts.width !== undefined ? [opts.height, opts.width] : null;
+      const dec = new StreamingDecoder(m, opts.numFrames ?? null, size, resolveTiling(m, H, W, opts));
+      const lc = g.chunk / g.temporal;
+      for (let i = 0; i < z.shape[2]!; i += lc) await emit(dec.push(ops.slice(z, 2, i, i + lc)));
+      await emit(dec.finish());
+    }
+    prog.done();
+    await writer.close();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+  return [z.shape[0]!, 3, frames, H, W];
+}
+
+/** Writes text atomically (temp file + rename). */
+function writeFileAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    writeFileSync(tmp, text);
+    renameSync(tmp, path);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* nothing to remove */
+    }
+    throw e;
+  }
+}
+
+export async function cmdReconstruct(args: string[], out: Out): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        model: { type: 'string' },
+        weights: { type: 'string' },
+        output: { type: 'string', short: 'o' },
+        metrics: { type: 'string' },
+        plot: { type: 'string' },
+        json: { type: 'boolean' },
+        tile: { type: 'string' },
+        overlap: { type: 'string' },
+        pad: { type: 'boolean' },
+        crf: { type: 'string' },
+        ...VIDEO_READ_OPTIONS,
+      },
+    });
+  } catch (e) {
+    throw new ValueError(`${(e as Error).message} (see dcvg --help)`);
+  }
+  const { values: v, positionals } = parsed;
+  const input = positionals[0];
+  if (!input || positionals.length > 1) throw new ValueError('reconstruct needs exactly one input video');
+  if (!v.output) throw new ValueError('reconstruct needs -o <output video>');
+  if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
+  const m = loadModelFromArgs(v, 'reconstruct');
+  const g = geometry(m);
+  if (g.chunk === null) throw new ValueError(`reconstruct streams chunk by chunk; model ${m.config.name} has no temporal chunks`);
+  const vopts = videoOptions(v);
+  const ropts = readOptionsFrom(v);
+  const info = await probeVideo(input);
+  const reader = await openVideoReader(input, ropts);
+  const H = reader.height;
+  const W = reader.width;
+  const fps = reader.fps || info.fps || 16;
+  const crf = v.crf !== undefined ? Number(v.crf) : undefined;
+  let writer: VideoWriter | null = null;
+  const acc = new MetricsAccumulator({ height: H, width: W });
+  let frames = 0;
+  const t0 = performance.now();
+  try {
+    const tile = resolveTiling(m, H, W, vopts);
+    const enc = new StreamingEncoder(m, { padSpatial: vopts.padSpatial, tile });
+    const dec = new StreamingDecoder(m, null, vopts.padSpatial ? [H, W] : null, tile);
+    writer = await openVideoWriter(v.output, { width: W, height: H, fps, oddSize: 'pad', ...(crf !== undefined ? { crf } : {}) });
+    const expected = info.framesExact ? Math.max(0, Math.min(info.frames - (ropts.start ?? 0), ropts.maxFrames ?? Infinity)) : 0;
+    const prog = new Progress('reconstruct', expected);
+    let pendingOrig: Uint8Array[] = [];
+    const frameBytes = H * W * 3;
+    const consume = async (y: Tensor | null) => {
+      if (!y) return;
+      // Keep only frames that exist in the input (the tail chunk was padded by repeating the last frame).
+      const have = pendingOrig.reduce((s, f) => s + f.length / frameBytes, 0);
+      const keep = Math.min(have, y.shape[2]!);
+      if (keep <= 0) return;
+      const yy = keep < y.shape[2]! ? ops.slice(y, 2, 0, keep) : y;
+      checkFinite(yy, 'reconstruction');
+      const rec = tensorToFrames(yy);
+      const orig = concatBytes(pendingOrig);
+      for (let t = 0; t < keep; t++) acc.add(orig.subarray(t * frameBytes, (t + 1) * frameBytes), rec.subarray(t * frameBytes, (t + 1) * frameBytes));
+      pendingOrig = keep * frameBytes < orig.length ? [orig.slice(keep * frameBytes)] : [];
+      await writer!.write(rec);
+    };
+    for (;;) {
+      const raw = await reader.readFrames(g.chunk);
+      if (!raw) break;
+      const n = raw.length / frameBytes;
+      frames += n;
+      pendingOrig.push(raw);
+      const x = (await import('../io/video.js')).framesToTensor(raw, H, W);
+      const z = enc.push(x);
+      if (z) await consume(noGrad(() => dec.push(z)));
+      prog.update(frames);
+    }
+    if (!frames) throw new ValueError(`${input}: no frames to reconstruct`);
+    const tail = enc.finish();
+    if (tail) await consume(dec.push(tail));
+    await consume(dec.finish());
+    prog.done();
+    await writer.close();
+  } catch (e) {
+    await writer?.abort();
+    await reader.close();
+    throw e;
+  }
+  await reader.close();
+  const secs = (performance.now() - t0) / 1000;
+  const r = acc.result();
+  const result = {
+    input,
+    output: v.output,
+    model: m.config.name,
+    frames,
+    height: H,
+    width: W,
+    fps,
+    chunk_frames: g.chunk,
+    seconds: +secs.toFixed(2),
+    frames_per_second: +(frames / secs).toFixed(2),
+    psnr: r.psnr.mean,
+    ssim: r.ssim.mean,
+    temporal_error: r.temporal.mean,
+    infinite_psnr_frames: r.psnr.infiniteFrames,
+    per_frame: { psnr: r.psnr.perFrame, ssim: r.ssim.perFrame, temporal_error: r.temporal.perPair },
+    protocol:
+      'uint8 RGB per frame, mean over frames; PSNR 10 log10(255^2/MSE) excluding identical frames; SSIM 11x11 Gaussian (sigma 1.5), data range 255, torchmetrics >= 1.4.2 borders; temporal error = mean |(r_t - r_t-1) - (o_t - o_t-1)| in uint8 levels',
+  };
+  if (v.metrics) writeFileAtomic(v.metrics, JSON.stringify(result, null, 1) + '\n');
+  if (v.plot) {
+    const markers: number[] = [];
+    for (let b = g.chunk; b < frames; b += g.chunk) markers.push(b);
+    writeLinePlotPng(v.plot, {
+      title: `${input.replace(/^.*\//, '')}: per-frame PSNR (${m.config.name}), chunk boundaries dashed`,
+      xLabel: 'frame',
+      yLabel: 'PSNR (dB)',
+      series: [{ name: 'PSNR', values: r.psnr.perFrame }],
+      verticalMarkers: markers,
+    });
+  }
+  if (v.json) {
+    const { per_frame: _p, ...brief } = result;
+    void _p;
+    out(JSON.stringify(brief, null, 1) + '\n');
+  } else
+    out(
+      `reconstructed ${input} (${frames} frames, ${W}x${H}) -> ${v.output} with ${m.config.name} in ${result.seconds}s (${result.frames_per_second} frames/s)\n` +
+        `PSNR ${r.psnr.mean.toFixed(3)} dB  SSIM ${r.ssim.mean.toFixed(4)}  temporal error ${r.temporal.mean.toFixed(3)}` +
+        (v.metrics ? `\nmetrics: ${v.metrics}` : '') +
+        (v.plot ? `\nplot: ${v.plot}` : '') +
+        '\n',
+    );
+  return 0;
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const n = parts.reduce((s, p) => s + p.length, 0);
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+export { fmtShape };

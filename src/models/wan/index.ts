@@ -1,0 +1,15 @@
+/** Wan-2.1 DiT public API (also re-exported from the package root). */
+export * from './config.js';
+export {
+  WanModel,
+  WanAttentionBlock,
+  WanSelfAttention,
+  WanCrossAttention,
+  Linear as WanLinear,
+  wanRopeTables,
+  wanTimestepSinusoid,
+  type WanRopeTables,
+  type WanConditioning,
+} from './model.js';
+export * from './keys.js';
+export * from './run.js';
