@@ -10,7 +10,8 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, chmodSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sharedDir } from './helpers.js';
+import { pathToFileURL } from 'node:url';
+import { repoRoot, sharedDir } from './helpers.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { ShapeError, ValueError } from '../src/tensor/errors.js';
 import {
@@ -109,16 +110,17 @@ describe('frames <-> tensor', () => {
     assert.deepEqual(t.shape, [1, 3, n, h, w]);
     const d = t.data();
     // pixel (frame 1, y 2, x 5), channel 2
-    assert.equal(d[2 * n * h * w + 1 * h * w + 2 * w + 5], u8[((1 * h + 2) * w + 5) * 3 + 2]! / 127.5 - 1);
+    assert.equal(d[2 * n * h * w + 1 * h * w + 2 * w + 5], Math.fround(u8[((1 * h + 2) * w + 5) * 3 + 2]! / 127.5 - 1));
     assert.deepEqual(tensorToFrames(t), u8);
     const all = new Uint8Array(256 * 3).map((_, i) => Math.floor(i / 3));
     assert.deepEqual(tensorToFrames(framesToTensor(all, 16, 16)), all);
   });
   it('clamps, rounds half up, rejects NaN and bad shapes', () => {
-    const x = new Float32Array([-2, -1, 1, 2, 0, -1 + 1 / 255, 0.5 / 127.5 - 1]);
+    // (x + 1) * 127.5 = 127.5 for x = 0 (half: rounds up), 63.75 for -0.5, 191.25 for 0.5.
+    const x = new Float32Array([-2, -1, 1, 2, 0, -0.5, 0.5]);
     const v = new Tensor(new Float32Array(3 * 7).fill(0).map((_, i) => x[i % 7]!), [3, 1, 1, 7]);
     const f = tensorToFrames(v);
-    assert.deepEqual([...f.subarray(0, 21).filter((_, i) => i % 3 === 0)], [0, 0, 255, 255, 128, 1, 1]);
+    assert.deepEqual([...f.subarray(0, 21).filter((_, i) => i % 3 === 0)], [0, 0, 255, 255, 128, 64, 191]);
     const nan = new Tensor(new Float32Array(12).fill(Number.NaN), [1, 3, 1, 2, 2]);
     assert.throws(() => tensorToFrames(nan), ValueError);
     assert.throws(() => tensorToFrames(new Tensor(new Float32Array(8), [1, 2, 1, 2, 2])), ShapeError);
@@ -346,12 +348,17 @@ describe('resize', { skip: skipHd }, () => {
     assert.deepEqual([info.width, info.height, info.frames], [1280, 720, 80]);
     const t = await readAllFrames(hdClip, { resize: { width: 256, height: 256, mode: 'cover' }, maxFrames: 8 });
     assert.deepEqual(t.shape, [1, 3, 8, 256, 256]);
-    // Cover of 1280x720 to 256x256 is the centre 720x720 square scaled down: compare with ffmpeg cropping first.
-    const ref = spawnSync('ffmpeg', [
-      '-v', 'error', '-i', hdClip, '-frames:v', '8', '-vf', 'format=rgb24,crop=720:720,scale=256:256:flags=bicubic', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-',
-    ], { maxBuffer: 1 << 28 });
-    const e = absDiff(tensorToFrames(t), new Uint8Array(ref.stdout));
-    assert.ok(e.mean < 2, `cover crop is not centred: mean abs ${e.mean} against crop-then-scale`);
+    // DMCrop geometry: scaled to round(1280 * 256 / 720) = 455 x 256, crop offset floor((455 - 256) / 2) = 99.
+    const ref = (vf: string) =>
+      new Uint8Array(
+        spawnSync('ffmpeg', ['-v', 'error', '-i', hdClip, '-frames:v', '8', '-vf', vf, '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-'], { maxBuffer: 1 << 28 }).stdout,
+      );
+    const got = tensorToFrames(t);
+    assert.equal(absDiff(got, ref('format=rgb24,scale=455:256:flags=bicubic,crop=256:256:99:0')).max, 0, 'not the DMCrop geometry');
+    // and that is the centre: closer to the centre square than to the left one.
+    const centre = absDiff(got, ref('format=rgb24,crop=720:720,scale=256:256:flags=bicubic')).mean;
+    const left = absDiff(got, ref('format=rgb24,crop=720:720:0:0,scale=256:256:flags=bicubic')).mean;
+    assert.ok(centre < 6 && centre * 3 < left, `centre ${centre}, left ${left}`);
     const s = await openVideoReader(hdClip, { resize: { width: 320, height: 100, mode: 'stretch' }, maxFrames: 2 });
     const f = await s.readFrames(2);
     assert.equal(f!.length, 2 * 320 * 100 * 3);
@@ -446,8 +453,11 @@ describe('errors', { skip: skipClips }, () => {
     const out2 = fresh('aborted.mp4');
     const w2 = await openVideoWriter(out2, { width: 128, height: 128, fps: 20 });
     await w2.write(frames);
+    // ffmpeg opens its output once the encoder has started, a moment after it has our bytes.
+    for (let i = 0; i < 100 && !leftovers(join(out2, '..')).length; i++) await new Promise((r) => setTimeout(r, 50));
     assert.equal(leftovers(join(out2, '..')).length, 1, 'temporary file while writing');
     assert.match(leftovers(join(out2, '..'))[0]!, /^\.aborted\.mp4\.partial-/);
+    assert.ok(!existsSync(out2));
     await w2.abort();
     await w2.abort();
     assert.deepEqual(leftovers(join(out2, '..')), []);
@@ -472,6 +482,22 @@ describe('errors', { skip: skipClips }, () => {
     await w5.write(frames);
     await w5.abort();
     assert.equal(statSync(keep).size, before);
+  });
+  it('a reader and a writer abandoned without close() do not keep the process alive, and leave no temporary file', () => {
+    const out = fresh('abandoned.mp4');
+    const mod = pathToFileURL(join(repoRoot, 'dist', 'src', 'io', 'video.js')).href;
+    const script = `
+      import { openVideoWriter, openVideoReader } from ${JSON.stringify(mod)};
+      const w = await openVideoWriter(${JSON.stringify(out)}, { width: 64, height: 64, fps: 10 });
+      await w.write(new Uint8Array(64 * 64 * 3 * 5));
+      const r = await openVideoReader(${JSON.stringify(clip01)});
+      await r.readFrames(2);
+      console.log('left');`;
+    const res = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 30000, encoding: 'utf8' });
+    assert.equal(res.signal, null, 'the process hung');
+    assert.equal(res.status, 0, res.stderr);
+    assert.match(res.stdout, /left/);
+    assert.deepEqual(leftovers(join(out, '..')), []);
   });
   it('a missing ffmpeg binary is reported as such', async () => {
     const saved = process.env.DCVG_FFPROBE;
