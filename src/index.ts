@@ -37,3 +37,6 @@ export { Module, Param, StateDictError, formatLoadReport, type LoadReport, type 
 export { TorchCheckpoint, loadTorchStateDict, readTorchCheckpointInfo } from './io/torch_checkpoint.js';
 export * from './models/wan/index.js';
 export * from './diffusion/index.js';
+export * as video from './io/video.js';
+export * as metrics from './metrics/metrics.js';
+export { writeLinePlotPng, encodePng } from './metrics/plot.js';

@@ -96,6 +96,31 @@ function absDiff(a: Uint8Array, b: Uint8Array): { mean: number; max: number } {
   return { mean: s / a.length, max: m };
 }
 
+/** A moving colour pattern: n frames of w x h (no fixtures needed). */
+function synthetic(n: number, w: number, h: number): Uint8Array {
+  const f = new Uint8Array(n * w * h * 3);
+  for (let t = 0; t < n; t++)
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        const o = ((t * h + y) * w + x) * 3;
+        f[o] = (x * 4 + t * 8) & 255;
+        f[o + 1] = (y * 5) & 255;
+        f[o + 2] = ((x + y) * 2 + 64) & 255;
+      }
+  return f;
+}
+
+let synthMp4: string | null = null;
+/** A small mp4 written by our own writer, for tests that need any real video without ../shared. */
+async function syntheticClip(): Promise<string> {
+  if (!synthMp4) {
+    const p = join(work, 'synthetic.mp4');
+    await writeVideo(p, synthetic(20, 64, 48), { width: 64, height: 48, fps: 10 });
+    synthMp4 = p;
+  }
+  return synthMp4;
+}
+
 /** Files left in the folder of an output (temporary outputs are hidden names there). */
 const leftovers = (dir: string): string[] => readdirSync(dir);
 
@@ -239,6 +264,22 @@ describe('streaming read', { skip: skipClips }, () => {
   });
 });
 
+describe('rotation', { skip: skipClips }, () => {
+  it('a stream with a 90-degree display matrix is reported and decoded upright (ffmpeg autorotates)', async () => {
+    const flat = fresh('flat.mp4');
+    const rot = fresh('rot.mp4');
+    assert.equal(spawnSync('ffmpeg', ['-v', 'error', '-i', clip01, '-frames:v', '5', '-vf', 'crop=128:64:0:0', '-c:v', 'libx264', flat]).status, 0);
+    assert.equal(spawnSync('ffmpeg', ['-v', 'error', '-i', flat, '-c', 'copy', '-metadata:s:v:0', 'rotate=90', rot]).status, 0);
+    const info = await probeVideo(rot);
+    assert.equal(Math.abs(info.rotation), 90);
+    assert.deepEqual([info.width, info.height], [64, 128]);
+    const r = await readU8(rot);
+    assert.deepEqual([r.width, r.height, r.n], [64, 128, 5]);
+    const ref = spawnSync('ffmpeg', ['-v', 'error', '-i', rot, '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-'], { maxBuffer: 1 << 24 }).stdout;
+    assert.ok(Buffer.from(r.data).equals(ref), 'not the frames ffmpeg itself decodes upright');
+  });
+});
+
 describe('write and read back', { skip: skipClips }, () => {
   const N = 24;
   const fb = 128 * 128 * 3;
@@ -277,8 +318,13 @@ describe('write and read back', { skip: skipClips }, () => {
     const back = await readU8(out);
     assert.equal(back.n, 160);
     const e = absDiff(src.data, back.data);
-    t.diagnostic(`mp4 CRF 18 round trip on 01.mp4: mean abs ${e.mean.toFixed(3)} (${(e.mean / 255).toExponential(2)} of range), max ${e.max}`);
+    const acc = absDiff(src.data, (await readU8(out, { chroma: 'accurate' })).data);
+    t.diagnostic(
+      `mp4 CRF 18 round trip on 01.mp4: mean abs ${e.mean.toFixed(3)} (${(e.mean / 255).toExponential(2)} of range), max ${e.max}; ` +
+        `read with chroma 'accurate': mean ${acc.mean.toFixed(3)}, max ${acc.max}`,
+    );
     assert.ok(e.mean < 3, `mean abs error ${e.mean}`);
+    assert.ok(acc.mean < e.mean, 'interpolated chroma should reconstruct better');
   });
   it('y4m: yuv444p16 (default) round trip is exact; 8-bit yuv444p within 2 levels', async (t) => {
     const src = await readU8(clip01, { maxFrames: N });
@@ -368,7 +414,24 @@ describe('resize', { skip: skipHd }, () => {
   });
 });
 
-describe('errors', { skip: skipClips }, () => {
+describe('synthetic round trips (no fixtures)', { skip: noFfmpeg }, () => {
+  it('PNG and y4m are exact, mp4 and gif keep count and size', async (t) => {
+    const src = synthetic(10, 64, 48);
+    const fmt: [string, boolean][] = [['frames/', true], ['a.y4m', true], ['a.mp4', false], ['a.gif', false]];
+    for (const [name, exact] of fmt) {
+      const out = fresh(name);
+      await writeVideo(out, src, { width: 64, height: 48, fps: 10 });
+      const back = await readU8(out);
+      assert.deepEqual([back.width, back.height, back.n], [64, 48, 10], name);
+      const e = absDiff(src, back.data);
+      if (exact) assert.equal(e.max, 0, `${name} not exact`);
+      else assert.ok(e.mean < 6, `${name}: mean abs ${e.mean}`);
+      t.diagnostic(`${name}: mean abs ${e.mean.toFixed(3)}, max ${e.max}`);
+    }
+  });
+});
+
+describe('errors', { skip: noFfmpeg }, () => {
   it('missing file names the path', async () => {
     const p = join(work, 'no-such-clip.mp4');
     await rejectsVideo(probeVideo(p), /no such file.*no-such-clip\.mp4/);
@@ -389,7 +452,7 @@ describe('errors', { skip: skipClips }, () => {
     mkdirSync(dir);
     await rejectsVideo(openVideoReader(dir), /holds no PNG files/);
   });
-  it('truncated mp4: index at the end -> clear error; index at the start -> the decodable frames plus a warning (strict: error)', async (t) => {
+  it('truncated mp4: index at the end -> clear error; index at the start -> the decodable frames plus a warning (strict: error)', { skip: skipClips }, async (t) => {
     const whole = readFileSync(join(clipsDir, '02.mp4'));
     const cut = fresh('cut.mp4');
     writeFileSync(cut, whole.subarray(0, Math.floor(whole.length * 0.3)));
@@ -436,7 +499,7 @@ describe('errors', { skip: skipClips }, () => {
     }
   });
   it('ffmpeg failures carry its own text and leave no file; abort() and empty writers leave nothing', async () => {
-    const frames = (await readU8(clip01, { maxFrames: 4 })).data;
+    const frames = synthetic(4, 128, 128);
     const out = fresh('bad-preset.mp4');
     const w = await openVideoWriter(out, { width: 128, height: 128, fps: 20, preset: 'no-such-preset' });
     const err = await rejectsVideo(
@@ -476,21 +539,22 @@ describe('errors', { skip: skipClips }, () => {
 
     // An existing output is replaced only by a complete new file.
     const keep = fresh('keep.mp4');
-    copyFileSync(clip01, keep);
+    copyFileSync(await syntheticClip(), keep);
     const before = statSync(keep).size;
     const w5 = await openVideoWriter(keep, { width: 128, height: 128, fps: 20 });
     await w5.write(frames);
     await w5.abort();
     assert.equal(statSync(keep).size, before);
   });
-  it('a reader and a writer abandoned without close() do not keep the process alive, and leave no temporary file', () => {
+  it('a reader and a writer abandoned without close() do not keep the process alive, and leave no temporary file', async () => {
+    const clip = await syntheticClip();
     const out = fresh('abandoned.mp4');
     const mod = pathToFileURL(join(repoRoot, 'dist', 'src', 'io', 'video.js')).href;
     const script = `
       import { openVideoWriter, openVideoReader } from ${JSON.stringify(mod)};
       const w = await openVideoWriter(${JSON.stringify(out)}, { width: 64, height: 64, fps: 10 });
       await w.write(new Uint8Array(64 * 64 * 3 * 5));
-      const r = await openVideoReader(${JSON.stringify(clip01)});
+      const r = await openVideoReader(${JSON.stringify(clip)});
       await r.readFrames(2);
       console.log('left');`;
     const res = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 30000, encoding: 'utf8' });
@@ -500,10 +564,11 @@ describe('errors', { skip: skipClips }, () => {
     assert.deepEqual(leftovers(join(out, '..')), []);
   });
   it('a missing ffmpeg binary is reported as such', async () => {
+    const clip = await syntheticClip();
     const saved = process.env.DCVG_FFPROBE;
     process.env.DCVG_FFPROBE = '/nonexistent/ffprobe';
     try {
-      await rejectsVideo(probeVideo(clip01), /not found on PATH/);
+      await rejectsVideo(probeVideo(clip), /not found on PATH/);
     } finally {
       if (saved === undefined) delete process.env.DCVG_FFPROBE;
       else process.env.DCVG_FFPROBE = saved;
@@ -515,7 +580,7 @@ describe('errors', { skip: skipClips }, () => {
       const w = await openVideoWriter(out, { width: 16, height: 16, fps: 1 });
       await rejectsVideo(w.write(new Uint8Array(16 * 16 * 3)), /not found on PATH/);
       assert.deepEqual(leftovers(join(out, '..')), []);
-      const r = await openVideoReader(clip01);
+      const r = await openVideoReader(clip);
       await rejectsVideo(r.readFrames(1), /not found on PATH/);
       await r.close();
     } finally {
@@ -524,13 +589,15 @@ describe('errors', { skip: skipClips }, () => {
     }
   });
   it('bad options are ValueErrors', async () => {
-    await assert.rejects(openVideoReader(clip01, { start: -1 }), ValueError);
-    await assert.rejects(openVideoReader(clip01, { resize: { width: 0, height: 10 } }), ValueError);
-    await assert.rejects(openVideoReader(clip01, { fps: 0 }), ValueError);
+    const clip = await syntheticClip();
+    await assert.rejects(openVideoReader(clip, { start: -1 }), ValueError);
+    await assert.rejects(openVideoReader(clip, { resize: { width: 0, height: 10 } }), ValueError);
+    await assert.rejects(openVideoReader(clip, { fps: 0 }), ValueError);
+    await assert.rejects(openVideoReader(clip, { chroma: 'best' as 'fast' }), ValueError);
     await assert.rejects(openVideoWriter(fresh('a.mp4'), { width: 16, height: 16, fps: 0 }), ValueError);
     await assert.rejects(openVideoWriter(fresh('a.mp4'), { width: 16, height: 16, fps: 5, crf: 60 }), ValueError);
     await assert.rejects(openVideoWriter(fresh('a.y4m'), { width: 16, height: 16, fps: 5, pixFmt: 'rgb24' }), ValueError);
-    const r = await openVideoReader(clip01);
+    const r = await openVideoReader(clip);
     await assert.rejects(r.readFrames(0), ValueError);
     await r.close();
   });

@@ -12,6 +12,7 @@ import { DcvgError } from '../tensor/errors.js';
 import { cmdInfo } from './info.js';
 import { cmdConvert, cmdDecode, cmdEncode } from './ae_cmds.js';
 import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds.js';
+import { cmdRun } from './wan_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -49,6 +50,9 @@ Usage:
                          the reference protocol), temporal error, and a per-frame PSNR plot with chunk boundaries
   dcvg convert <ckpt.pt|.safetensors> -o out.safetensors [--dtype bf16|f16|f32] [--prefer ema|model]
                          official torch checkpoint (EMA weights first) to safetensors, without Python
+  dcvg run wan --config cfg.json[#entry] --weights w.safetensors --inputs io.safetensors -o out.safetensors
+                         run the Wan DiT on tensors named x, t, context0..N (and y, clip_fea for I2V); writes "out"
+                         (the config is one entry of wan_fixtures.json's shape, or a bare Wan config)
   dcvg env [--json] [--peak]
                          the compute backend in use, library versions, threads (and measured FMA peak)
   dcvg --version         print the version
@@ -94,6 +98,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'encode') return await cmdEncode(rest, out, encodeVideoFile);
     if (cmd === 'decode') return await cmdDecode(rest, out, decodeToVideoFile);
     if (cmd === 'reconstruct') return await cmdReconstruct(rest, out);
+    if (cmd === 'run') return cmdRun(rest, out);
     if (cmd === 'convert') return cmdConvert(rest, out);
     if (cmd === 'env') {
       cmdEnv(rest);

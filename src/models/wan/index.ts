@@ -13,3 +13,4 @@ export {
 } from './model.js';
 export * from './keys.js';
 export * from './run.js';
+export * from './pipeline.js';

@@ -1,0 +1,43 @@
+/** `dcvg run wan`: run the Wan DiT on tensors from a file (interop and parity checks with PyTorch). */
+import { parseArgs } from 'node:util';
+import { existsSync } from 'node:fs';
+import { extname } from 'node:path';
+import { saveSafetensors } from '../io/safetensors.js';
+import { runWan } from '../models/wan/run.js';
+import { ValueError, fmtShape } from '../tensor/errors.js';
+import type { Out } from './ae_cmds.js';
+
+export function cmdRun(args: string[], out: Out): number {
+  const [what, ...rest] = args;
+  if (what !== 'wan') throw new ValueError(`run: unknown model family "${what ?? ''}" (available: wan)`);
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: false,
+      strict: true,
+      options: {
+        config: { type: 'string' },
+        weights: { type: 'string' },
+        inputs: { type: 'string' },
+        output: { type: 'string', short: 'o' },
+        json: { type: 'boolean' },
+      },
+    });
+  } catch (e) {
+    throw new ValueError(`${(e as Error).message} (see dcvg --help)`);
+  }
+  const v = parsed.values;
+  for (const k of ['config', 'weights', 'inputs', 'output'] as const) if (!v[k]) throw new ValueError(`run wan needs --${k}`);
+  for (const k of ['weights', 'inputs'] as const) if (!existsSync(v[k]!)) throw new ValueError(`${k} file not found: ${v[k]}`);
+  const cfgPath = v.config!.replace(/#.*$/, '');
+  if (!existsSync(cfgPath)) throw new ValueError(`config file not found: ${cfgPath}`);
+  if (extname(v.output!) !== '.safetensors') throw new ValueError(`run wan writes .safetensors, got -o ${v.output}`);
+  const t0 = performance.now();
+  const y = runWan(v.config!, v.weights!, v.inputs!);
+  const secs = (performance.now() - t0) / 1000;
+  saveSafetensors(v.output!, { out: y }, { metadata: { model: 'wan', config: v.config!, inputs: v.inputs! } });
+  if (v.json) out(JSON.stringify({ output: v.output, shape: y.shape, seconds: +secs.toFixed(3) }) + '\n');
+  else out(`ran wan ${v.config} on ${v.inputs} -> ${v.output} out ${fmtShape(y.shape)} in ${secs.toFixed(2)}s\n`);
+  return 0;
+}
