@@ -21,6 +21,7 @@ describe('dcvg on real clips (fixture model, random weights: plumbing, not quali
     const out = join(dir, 'rec.mp4');
     const r = dcvg('reconstruct', clip, '-o', out, ...model(), '--frames', '44', '--metrics', join(dir, 'm.json'), '--plot', join(dir, 'p.png'), '--json');
     assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, '', 'a successful run prints nothing on stderr (no warnings)');
     const brief = JSON.parse(r.stdout) as { frames: number; psnr: number; ssim: number };
     assert.equal(brief.frames, 44);
     const m = JSON.parse(readFileSync(join(dir, 'm.json'), 'utf8')) as { per_frame: { psnr: number[]; ssim: number[]; temporal_error: number[] }; psnr: number };

@@ -93,6 +93,8 @@ function ffmpegText(stderr: string, max = 4): string {
 function holdLoop(proc: ChildProcess | null, hold: boolean): void {
   if (!proc) return;
   for (const s of [proc.stdin, proc.stdout, proc.stderr]) {
+    // A destroyed socket has no handle: net.Socket.ref() would then queue a 'connect' listener on every call.
+    if (!s || s.destroyed) continue;
     const sock = s as unknown as { ref?: () => void; unref?: () => void } | null;
     if (hold) sock?.ref?.();
     else sock?.unref?.();
