@@ -124,7 +124,8 @@ export function encodeTensorToFile(m: DCAEV, x: Tensor, output: string, opts: Vi
   };
 }
 
-const READ_OPTIONS = {
+/** Options of the commands that read a video (see readOptionsFrom in video_cmds.ts). */
+export const READ_OPTIONS = {
   resize: { type: 'string' },
   crop: { type: 'string' },
   start: { type: 'string' },

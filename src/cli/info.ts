@@ -2,7 +2,7 @@
  * `dcvg info --model <preset|config.json> [--weights file] [--json] [--keys]`: architecture summary, parameter counts,
  * keys and shapes (shape-only: presets are never allocated), and checkpoint inspection against the model.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { isZipFile } from '../io/files.js';
 import { SafetensorsFile } from '../io/safetensors.js';
 import { readTorchCheckpointInfo } from '../io/torch_checkpoint.js';
 import { DCAEV, geometry, resolveConfig } from '../models/dcaev/autoencoder.js';
@@ -21,22 +21,11 @@ interface CheckpointSummary {
   matches: boolean;
 }
 
-function isZip(path: string): boolean {
-  const b = Buffer.alloc(2);
-  const fd = openSync(path, 'r');
-  try {
-    readSync(fd, b, 0, 2, 0);
-  } finally {
-    closeSync(fd);
-  }
-  return b[0] === 0x50 && b[1] === 0x4b;
-}
-
 function inspectCheckpoint(path: string, shapes: Map<string, number[]>): CheckpointSummary {
   let entries: { name: string; dtype: string; shape: number[] }[];
   let format: CheckpointSummary['format'];
   let source = path;
-  if (isZip(path)) {
+  if (isZipFile(path)) {
     const info = readTorchCheckpointInfo(path);
     entries = info.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
     format = 'torch';

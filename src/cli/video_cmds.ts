@@ -3,7 +3,7 @@
  * (encode + decode + score, streaming: one chunk of frames in memory at a time).
  */
 import { existsSync } from 'node:fs';
-import { writeFileSync, renameSync, unlinkSync } from 'node:fs';
+import { writeFileAtomic } from '../io/files.js';
 import { parseArgs } from 'node:util';
 import { openVideoReader, openVideoWriter, probeVideo, tensorToFrames, type ReadOptions, type VideoWriter } from '../io/video.js';
 import { saveSafetensors } from '../io/safetensors.js';
@@ -15,7 +15,7 @@ import { ValueError, fmtShape } from '../tensor/errors.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Progress } from './progress.js';
-import { checkFinite, loadModelFromArgs, videoOptions, type EncodeSummary, type Out } from './ae_cmds.js';
+import { READ_OPTIONS, checkFinite, loadModelFromArgs, videoOptions, type EncodeSummary, type Out } from './ae_cmds.js';
 
 /** Reading options shared by the commands that take a video: --resize WxH, --crop cover|stretch, --start, --frames, --fps. */
 export function readOptionsFrom(v: Record<string, unknown>): ReadOptions {
@@ -44,13 +44,6 @@ export function readOptionsFrom(v: Record<string, unknown>): ReadOptions {
   return o;
 }
 
-export const VIDEO_READ_OPTIONS = {
-  resize: { type: 'string' },
-  crop: { type: 'string' },
-  start: { type: 'string' },
-  frames: { type: 'string' },
-  fps: { type: 'string' },
-} as const;
 
 /** Encodes a video file chunk by chunk into a latent file. */
 export async function encodeVideoFile(m: DCAEV, input: string, v: Record<string, unknown>): Promise<EncodeSummary> {
@@ -167,22 +160,6 @@ export async function decodeToVideoFile(
   return [z.shape[0]!, 3, frames, H, W];
 }
 
-/** Writes text atomically (temp file + rename). */
-function writeFileAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    writeFileSync(tmp, text);
-    renameSync(tmp, path);
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* nothing to remove */
-    }
-    throw e;
-  }
-}
-
 export async function cmdReconstruct(args: string[], out: Out): Promise<number> {
   let parsed;
   try {
@@ -201,7 +178,7 @@ export async function cmdReconstruct(args: string[], out: Out): Promise<number> 
         overlap: { type: 'string' },
         pad: { type: 'boolean' },
         crf: { type: 'string' },
-        ...VIDEO_READ_OPTIONS,
+        ...READ_OPTIONS,
       },
     });
   } catch (e) {

@@ -2,7 +2,7 @@
  * Dependency-free line plots as PNG (for per-frame metric curves): an RGB raster, a built-in 5x7 bitmap font, and a
  * minimal PNG encoder (one IDAT, zlib deflate, CRC-32 per chunk).
  */
-import { renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { writeFileAtomic } from '../io/files.js';
 import * as zlib from 'node:zlib';
 import { ValueError } from '../tensor/errors.js';
 
@@ -395,17 +395,5 @@ export function renderLinePlot(opts: LinePlotOptions): { width: number; height: 
  */
 export function writeLinePlotPng(path: string, opts: LinePlotOptions): void {
   const { width, height, rgb } = renderLinePlot(opts);
-  const png = encodePng(width, height, rgb);
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    writeFileSync(tmp, png);
-    renameSync(tmp, path);
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* never created */
-    }
-    throw e;
-  }
+  writeFileAtomic(path, encodePng(width, height, rgb));
 }

@@ -11,7 +11,8 @@
  * Sizes: height and width must be multiples of the spatial factor (32 or 64); with `padSpatial` the bottom/right
  * edge is replicated up to the next multiple and decoding crops it away.
  */
-import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { isZipFile } from '../../io/files.js';
 import { freemem } from 'node:os';
 import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
 import * as ops from '../../tensor/ops.js';
@@ -55,15 +56,7 @@ function safetensorsSource(f: SafetensorsFile): TensorSource {
  */
 export function loadWeights(model: DCAEV, path: string): { source: string; report: LoadReport } {
   if (!existsSync(path)) throw new ValueError(`weights file not found: ${path}`);
-  const head = Buffer.alloc(4);
-  const fd = openSync(path, 'r');
-  try {
-    readSync(fd, head, 0, 4, 0);
-  } finally {
-    closeSync(fd);
-  }
-  const isZip = head[0] === 0x50 && head[1] === 0x4b;
-  if (isZip) {
+  if (isZipFile(path)) {
     const { stateDict, source } = loadTorchStateDict(path);
     return { source: `${path} (${source})`, report: model.loadStateDict(stateDict) };
   }

@@ -1,7 +1,8 @@
 /**
  * Loading Wan weights from any of the released layouts, and a tensor-file runner for `dcvg run wan`.
  */
-import { closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { isZipFile } from '../../io/files.js';
+import { existsSync } from 'node:fs';
 import { SafetensorsFile } from '../../io/safetensors.js';
 import { loadTorchStateDict } from '../../io/torch_checkpoint.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
@@ -17,17 +18,6 @@ export interface WanLoadResult {
   report: LoadReport;
   /** [562] checkpoints carry the CFG null text embedding (512, 4096) next to the weights */
   nullEmbedding: Tensor | null;
-}
-
-function isZip(path: string): boolean {
-  const head = Buffer.alloc(4);
-  const fd = openSync(path, 'r');
-  try {
-    readSync(fd, head, 0, 4, 0);
-  } finally {
-    closeSync(fd);
-  }
-  return head[0] === 0x50 && head[1] === 0x4b;
 }
 
 /**
@@ -62,7 +52,7 @@ function wanView(raw: TensorSource): { src: TensorSource; format: WanKeyFormat; 
  */
 export function loadWanWeights(model: WanModel, path: string): WanLoadResult {
   if (!existsSync(path)) throw new ValueError(`weights file not found: ${path}`);
-  if (isZip(path)) {
+  if (isZipFile(path)) {
     const { stateDict, source } = loadTorchStateDict(path);
     const v = wanView({ keys: () => stateDict.keys(), shape: (k) => stateDict.get(k)!.shape, get: (k) => stateDict.get(k)! });
     const ne = v.extra.get('null_embedding');
