@@ -276,8 +276,11 @@ function childOurs(): void {
     b = { ...inner, conv3dForward: (...a: Parameters<Backend['conv3dForward']>) => (gc(), inner.conv3dForward(...a)) };
   }
   if (flag('--diag-store-cat')) b = { ...b, stridedAccumulate: storeInsteadOfAccumulate };
-  setBackend(b);
+  // the measured runs use the native backend as is; the wrappers above exist only in diagnostic / profile runs
+  if (b === native) setBackend('native');
+  else setBackend(b);
   addon.setNumThreads(THREADS);
+  if (addon.getNumThreads() !== THREADS) throw new Error(`native backend runs ${addon.getNumThreads()} threads, wanted ${THREADS}`);
   const dir = opt('--dir', '');
   const frames = Number(opt('--frames', '80'));
   const size = Number(opt('--size', '128'));

@@ -134,10 +134,11 @@ class ConvLayer3d(nn.Module):
         self.cache_key = ""  # set by DCAEV after construction
 
     def _conv(self, x, pt_left, pt_right):
-        """conv with temporal padding (pt_left, pt_right) and spatial padding ps (time padding as explicit frames)."""
-        return F.conv3d(x, self.conv.weight, self.conv.bias, padding=(0, self.ps, self.ps)) if pt_left == pt_right == 0 \
-            else F.conv3d(F.pad(x, (0, 0, 0, 0, pt_left, pt_right)), self.conv.weight, self.conv.bias,
-                          padding=(0, self.ps, self.ps))
+        """conv with zero temporal padding (pt_left, pt_right) and spatial padding ps."""
+        if pt_left != pt_right:
+            x = F.pad(x, (0, 0, 0, 0, pt_left, pt_right))
+            pt_left = 0
+        return F.conv3d(x, self.conv.weight, self.conv.bias, padding=(pt_left, self.ps, self.ps))
 
     def conv_forward(self, x, cache):
         T = x.shape[2]

@@ -62,6 +62,8 @@ describe('native addon validates arguments before touching memory', { skip: getN
       ['conv short x', () => a.conv3dForward([1, 2, 3, 3, 3], [2, 2, 3, 3, 3], [1, 2, 3, 3, 3], [1, 1, 1], [1, 1, 1, 1, 1, 1], 1, f(10), f(108), null, f(54))],
       ['conv inconsistent y', () => a.conv3dForward([1, 2, 3, 3, 3], [2, 2, 3, 3, 3], [1, 2, 9, 3, 3], [1, 1, 1], [1, 1, 1, 1, 1, 1], 1, f(54), f(108), null, f(162))],
       ['binary stride out of bounds', () => a.binary('add', f(4), 0, [1], f(4), 2, [1], [4], f(4))],
+      ['scatter into an overlapping view', () => a.stridedScatter(f(4), [2, 2], f(4), 0, [1, 1])],
+      ['scatter out of bounds', () => a.stridedScatter(f(4), [2, 2], f(4), 1, [2, 1])],
       ['strided copy out of bounds', () => a.stridedCopy(f(6), 0, [4, 1], [2, 3], f(6))],
       ['unknown op', () => a.unary('nope', f(2), f(2))],
       ['wrong element type', () => a.unary('exp', new Float64Array(2) as unknown as Float32Array, f(2))],

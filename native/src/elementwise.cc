@@ -809,13 +809,21 @@ void norm_backward(const NormBackwardArgs& a) {
 // Strided copy (gather into dense) and strided accumulate (scatter-add from dense)
 // ---------------------------------------------------------------------------------------------------------------
 //
-// Both move data between a dense array and a strided view of the same shape; kAccum selects the direction
-// (false: dense = view, true: view += dense).
+// All move data between a dense array and a strided view of the same shape; kMode selects the direction:
+// kGather: dense = view; kAccum: view += dense; kScatter: view = dense (a plain write: no read of the view, so fresh
+// output pages are faulted in once, not twice).
+constexpr int kGather = 0, kAccumMode = 1, kScatter = 2;
 
 // One row: count elements, the view's run starting at s with stride `stride`.
-template <bool kAccum>
+template <int kMode>
 inline void move_row(float* dense, float* s, int64_t stride, size_t count) {
-  if (kAccum) {
+  constexpr bool kAccum = kMode == kAccumMode;
+  if (kMode == kScatter) {
+    if (stride == 1)
+      std::memcpy(s, dense, count * sizeof(float));
+    else
+      for (size_t i = 0; i < count; i++) s[i * stride] = dense[i];
+  } else if (kAccum) {
     if (stride == 1) {
       for (size_t i = 0; i < count; i++) s[i] += dense[i];
     } else {
@@ -893,8 +901,10 @@ inline void transpose8(__m256 r[8]) {
 // touched only partly would be evicted before their other half is used. Column blocks are the outer loop so that
 // each of the 16 view columns in flight is walked sequentially, which the hardware prefetchers follow (measured
 // ~1.7x faster than rows outer for the NCTHW <-> NTHWC permutes).
-template <bool kAccum>
+template <int kMode>
 void transpose_tile(float* dense, int64_t ld, float* s, int64_t ls, size_t r0, size_t r1, size_t c0, size_t c1) {
+  constexpr bool kAccum = kMode != kGather;  // accumulate and scatter both write the view
+  constexpr bool kAdd = kMode == kAccumMode;
   size_t rv = r0, cv = c0;  // end of the part covered by whole blocks
 #if defined(__AVX512F__)
   rv = r0 + ((r1 - r0) & ~size_t(15));
@@ -907,9 +917,13 @@ void transpose_tile(float* dense, int64_t ld, float* s, int64_t ls, size_t r0, s
         transpose16(v);
         // All loads of the view before any store: its lines are often a multiple of 4 KiB apart, and a load issued
         // after a store to an address with the same low 12 bits stalls on a false dependency (4K aliasing).
-        __m512 w[16];
-        for (int k = 0; k < 16; k++) w[k] = _mm512_loadu_ps(s + r + (c + k) * ls);
-        for (int k = 0; k < 16; k++) _mm512_storeu_ps(s + r + (c + k) * ls, _mm512_add_ps(w[k], v[k]));
+        if (kAdd) {
+          __m512 w[16];
+          for (int k = 0; k < 16; k++) w[k] = _mm512_loadu_ps(s + r + (c + k) * ls);
+          for (int k = 0; k < 16; k++) _mm512_storeu_ps(s + r + (c + k) * ls, _mm512_add_ps(w[k], v[k]));
+        } else {
+          for (int k = 0; k < 16; k++) _mm512_storeu_ps(s + r + (c + k) * ls, v[k]);
+        }
       } else {
         for (int k = 0; k < 16; k++) v[k] = _mm512_loadu_ps(s + r + (c + k) * ls);
         transpose16(v);
@@ -926,9 +940,13 @@ void transpose_tile(float* dense, int64_t ld, float* s, int64_t ls, size_t r0, s
       if (kAccum) {
         for (int k = 0; k < 8; k++) v[k] = _mm256_loadu_ps(dense + (r + k) * ld + c);
         transpose8(v);
-        __m256 w[8];  // loads before stores, as in the AVX-512 path
-        for (int k = 0; k < 8; k++) w[k] = _mm256_loadu_ps(s + r + (c + k) * ls);
-        for (int k = 0; k < 8; k++) _mm256_storeu_ps(s + r + (c + k) * ls, _mm256_add_ps(w[k], v[k]));
+        if (kAdd) {
+          __m256 w[8];  // loads before stores, as in the AVX-512 path
+          for (int k = 0; k < 8; k++) w[k] = _mm256_loadu_ps(s + r + (c + k) * ls);
+          for (int k = 0; k < 8; k++) _mm256_storeu_ps(s + r + (c + k) * ls, _mm256_add_ps(w[k], v[k]));
+        } else {
+          for (int k = 0; k < 8; k++) _mm256_storeu_ps(s + r + (c + k) * ls, v[k]);
+        }
       } else {
         for (int k = 0; k < 8; k++) v[k] = _mm256_loadu_ps(s + r + (c + k) * ls);
         transpose8(v);
@@ -940,8 +958,10 @@ void transpose_tile(float* dense, int64_t ld, float* s, int64_t ls, size_t r0, s
   auto scalar = [&](size_t ra, size_t rb, size_t ca, size_t cb) {
     for (size_t r = ra; r < rb; r++)
       for (size_t c = ca; c < cb; c++) {
-        if (kAccum)
+        if (kAdd)
           s[r + c * ls] += dense[r * ld + c];
+        else if (kAccum)
+          s[r + c * ls] = dense[r * ld + c];
         else
           dense[r * ld + c] = s[r + c * ls];
       }
@@ -970,7 +990,7 @@ bool view_is_injective(const Layout& L) {
   return true;
 }
 
-template <bool kAccum>
+template <int kMode>
 void strided_move(float* dense, float* data, int64_t offset, const Layout& L, size_t n, bool parallel_ok) {
   const int nd = L.nd;
   const int64_t* st = L.st[0];
@@ -1020,7 +1040,7 @@ void strided_move(float* dense, float* data, int64_t offset, const Layout& L, si
       const size_t rt = t / tc, c0 = (t % tc) * kTransposeCols;
       const size_t r0 = rphase ? (rt == 0 ? 0 : rphase + (rt - 1) * kTransposeRows) : rt * kTransposeRows;
       const size_t r1 = rphase && rt == 0 ? rphase : std::min(R, r0 + kTransposeRows);
-      transpose_tile<kAccum>(dense + dof, dense_st[p], data + so, s_in, r0, r1, c0, std::min(C, c0 + kTransposeCols));
+      transpose_tile<kMode>(dense + dof, dense_st[p], data + so, s_in, r0, r1, c0, std::min(C, c0 + kTransposeCols));
     });
     return;
   }
@@ -1030,7 +1050,7 @@ void strided_move(float* dense, float* data, int64_t offset, const Layout& L, si
       n,
       [&](size_t lo, size_t hi) {
         walk_rows<1>(L, base, lo, hi, [&](size_t pos, const int64_t* off, size_t cnt) {
-          move_row<kAccum>(dense + pos, data + off[0], s_in, cnt);
+          move_row<kMode>(dense + pos, data + off[0], s_in, cnt);
         });
       },
       min_parallel);
@@ -1122,7 +1142,7 @@ napi_value StridedCopy(napi_env env, napi_callback_info info) {
     check_view(src, offset, strides, shape, n, "src", fn);
     if (n == 0) return nullptr;
     const std::vector<int64_t>* st[1] = {&strides};
-    strided_move<false>(out.data, src.data, offset, coalesce(shape, st, 1), n, true);
+    strided_move<kGather>(out.data, src.data, offset, coalesce(shape, st, 1), n, true);
     return nullptr;
   });
 }
@@ -1142,7 +1162,29 @@ napi_value StridedAccumulate(napi_env env, napi_callback_info info) {
     if (n == 0) return nullptr;
     const std::vector<int64_t>* st[1] = {&strides};
     const Layout L = coalesce(shape, st, 1);
-    strided_move<true>(src.data, dst.data, offset, L, n, view_is_injective(L));
+    strided_move<kAccumMode>(src.data, dst.data, offset, L, n, view_is_injective(L));
+    return nullptr;
+  });
+}
+
+napi_value StridedScatter(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    const char* fn = "stridedScatter";
+    Args args(env, info, 5, fn);
+    F32 src = args.f32(0, "src");
+    const std::vector<int64_t> shape = args.i64_array(1, "shape");
+    F32 dst = args.f32(2, "dst");
+    const int64_t offset = args.i64(3, "offset");
+    const std::vector<int64_t> strides = args.i64_array(4, "strides", static_cast<long>(shape.size()));
+    const size_t n = numel(shape, "shape");
+    need_len(src, n, "src", fn);
+    check_view(dst, offset, strides, shape, n, "dst", fn);
+    if (n == 0) return nullptr;
+    const std::vector<int64_t>* st[1] = {&strides};
+    const Layout L = coalesce(shape, st, 1);
+    // Writing through a view whose elements overlap would make the result depend on the order of the writes.
+    if (!view_is_injective(L)) range_error(std::string(fn) + ": the destination view overlaps itself");
+    strided_move<kScatter>(src.data, dst.data, offset, L, n, true);
     return nullptr;
   });
 }
@@ -1444,6 +1486,7 @@ void register_elementwise(napi_env env, napi_value exports) {
   export_fn(env, exports, "fill", Fill);
   export_fn(env, exports, "stridedCopy", StridedCopy);
   export_fn(env, exports, "stridedAccumulate", StridedAccumulate);
+  export_fn(env, exports, "stridedScatter", StridedScatter);
   export_fn(env, exports, "unary", Unary);
   export_fn(env, exports, "unaryBackward", UnaryBackward);
   export_fn(env, exports, "affine", Affine);

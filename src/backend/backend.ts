@@ -80,6 +80,12 @@ export interface Backend {
   /** Scatter-add a dense array into a strided view of `dst` (views here never overlap themselves): dst[view] += src. */
   stridedAccumulate(src: Float32Array, shape: readonly number[], dst: StridedView): void;
 
+  /**
+   * Scatter a dense array into a strided view of `dst`, overwriting: dst[view] = src. The view must not overlap
+   * itself (RangeError otherwise). Used to assemble outputs (cat, pad) without reading the destination first.
+   */
+  stridedScatter(src: Float32Array, shape: readonly number[], dst: StridedView): void;
+
   /** out = op(x) elementwise over n = out.length entries (dense). `alpha` is unused by all current ops. */
   unary(op: UnaryOp, x: Float32Array, out: Float32Array): void;
 

@@ -15,6 +15,7 @@ export interface NativeAddon {
   fill(out: Float32Array, value: number): void;
   stridedCopy(src: Float32Array, offset: number, strides: number[], shape: number[], out: Float32Array): void;
   stridedAccumulate(src: Float32Array, shape: number[], dst: Float32Array, offset: number, strides: number[]): void;
+  stridedScatter(src: Float32Array, shape: number[], dst: Float32Array, offset: number, strides: number[]): void;
   unary(op: string, x: Float32Array, out: Float32Array): void;
   unaryBackward(op: string, x: Float32Array, y: Float32Array, gy: Float32Array, gx: Float32Array): void;
   affine(x: Float32Array, a: number, b: number, out: Float32Array): void;
@@ -216,6 +217,7 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     stridedCopy: (src: StridedView, shape, out) => a.stridedCopy(src.data, src.offset, [...src.strides], [...shape], out),
     stridedAccumulate: (src, shape, dst: StridedView) =>
       a.stridedAccumulate(src, [...shape], dst.data, dst.offset, [...dst.strides]),
+    stridedScatter: (src, shape, dst: StridedView) => a.stridedScatter(src, [...shape], dst.data, dst.offset, [...dst.strides]),
     unary: (op: UnaryOp, x, out) => a.unary(op, x, out),
     unaryBackward: (op: UnaryOp, x, y, gy, gx) => a.unaryBackward(op, x, y, gy, gx),
     affine: (x, s, b, out) => a.affine(x, s, b, out),

@@ -477,6 +477,20 @@ export const referenceBackend: Backend = {
     });
   },
 
+  stridedScatter(src, shape, dst) {
+    const fn = 'stridedScatter';
+    const numel = checkShape(fn, shape);
+    checkLen(fn, 'src', src, numel);
+    if (numel === 0) return;
+    checkView(fn, 'dst', dst, shape);
+    if (!viewIsInjective(shape, dst.strides)) throw new RangeError(`${fn}: the destination view overlaps itself`);
+    const data = dst.data;
+    forEachRow(shape, [denseStrides(shape), dst.strides], [0, dst.offset], (base, n, inner) => {
+      const s0 = base[0], d0 = base[1], ss = inner[0], ds = inner[1];
+      for (let t = 0; t < n; t++) data[d0 + t * ds] = src[s0 + t * ss];
+    });
+  },
+
   unary(op, x, out) {
     if (!hasOp(UNARY, op)) throw new TypeError(`unary: unknown op '${op}'`);
     const n = out.length;
@@ -996,3 +1010,14 @@ export const referenceBackend: Backend = {
     return s;
   },
 };
+
+/** No two elements of the view share a location: with dims sorted by stride, each stride exceeds the reach of the smaller ones. */
+function viewIsInjective(shape: readonly number[], strides: readonly number[]): boolean {
+  const dims = shape.map((n, i) => [strides[i]!, n] as const).filter(([, n]) => n > 1).sort((a, b) => a[0] - b[0]);
+  let reach = 0;
+  for (const [st, n] of dims) {
+    if (st <= reach) return false;
+    reach += st * (n - 1);
+  }
+  return true;
+}

@@ -163,7 +163,7 @@ export function slice(t: Tensor, axis: number, start: number, end?: number, step
     if (g.size) {
       const gs = [...gx.strides];
       gs[ax] = gx.strides[ax]! * step;
-      backend().stridedAccumulate(dense(g), g.shape, { data: gx.storage, offset: s * gx.strides[ax]!, strides: gs });
+      backend().stridedScatter(dense(g), g.shape, { data: gx.storage, offset: s * gx.strides[ax]!, strides: gs });
     }
     return [gx];
   });
@@ -242,7 +242,7 @@ export function cat(ts: readonly Tensor[], axis = 0): Tensor {
   const offsets: number[] = [];
   for (const t of ts) {
     offsets.push(off);
-    if (t.size) B.stridedAccumulate(dense(t), t.shape, { data: out.storage, offset: off * out.strides[ax]!, strides: out.strides });
+    if (t.size) B.stridedScatter(dense(t), t.shape, { data: out.storage, offset: off * out.strides[ax]!, strides: out.strides });
     off += t.shape[ax]!;
   }
   return attach(out, 'cat', ts, (g) => ts.map((t, i) => slice(g, ax, offsets[i]!, offsets[i]! + t.shape[ax]!)));
@@ -318,18 +318,11 @@ export function pad(t: Tensor, pads: readonly number[], value = 0): Tensor {
     lo[ax] = pads[2 * i]!;
     shape[ax] = t.shape[ax]! + pads[2 * i]! + pads[2 * i + 1]!;
   }
-  const out = value === 0 ? zeros(shape) : zeros(shape);
+  const out = zeros(shape);
   if (value !== 0 && out.size) backend().fill(out.storage, value);
   let off = 0;
   for (let i = 0; i < t.ndim; i++) off += lo[i]! * out.strides[i]!;
-  if (t.size) {
-    if (value !== 0) {
-      // The interior must hold x exactly, so clear it first: accumulate -value there.
-      const minus = new Float32Array(t.size).fill(-value);
-      backend().stridedAccumulate(minus, t.shape, { data: out.storage, offset: off, strides: out.strides });
-    }
-    backend().stridedAccumulate(dense(t), t.shape, { data: out.storage, offset: off, strides: out.strides });
-  }
+  if (t.size) backend().stridedScatter(dense(t), t.shape, { data: out.storage, offset: off, strides: out.strides });
   const inShape = t.shape;
   return attach(out, 'pad', [t], (g) => {
     let r = g;
