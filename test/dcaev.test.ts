@@ -181,6 +181,18 @@ describe('DC-AE-V chunk-causal properties (random weights)', () => {
     assertClose(T.cat(ys, 2), yWhole, 1e-5, 'streamed reconstruction');
   });
 
+  it('the autograd path (cat of the left frame) and the inference path (in-place tap-0 correction) agree', () => {
+    const m = model();
+    const x = T.rand([1, 3, 24, 32, 32], 14, -1, 1);
+    const fast = T.noGrad(() => m.encodeRaw(x));
+    const xg = T.parameter(x);
+    const slow = m.encodeRaw(xg);
+    assert.ok(slow.requiresGrad);
+    assertClose(slow.detach(), fast, 1e-5, 'encoder paths');
+    T.sum(slow).backward();
+    assert.ok(xg.grad && xg.grad.toArray().some((v) => v !== 0));
+  });
+
   it('changing frames of chunk k never changes latents of earlier chunks; it does change its own chunk', () => {
     const m = model();
     const x = T.rand([1, 3, 24, 32, 32], 6, -1, 1);

@@ -14,7 +14,8 @@
 import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
 import * as ops from '../../tensor/ops.js';
 import { conv3d, pixelShuffle3d, pixelUnshuffle3d, rmsNorm3d } from '../../tensor/nn_ops.js';
-import { Tensor, zeros } from '../../tensor/tensor.js';
+import { Tensor, isGradEnabled, zeros } from '../../tensor/tensor.js';
+import { backend } from '../../backend/index.js';
 import { Module, type Param } from '../../nn/module.js';
 import { firstActiveStage, type ConvSpec, type DCAEVConfig, type ResampleSpec } from './config.js';
 
@@ -100,12 +101,27 @@ export class ConvLayer3d extends Module {
     const n = T / L;
     const cached = ctx.cache?.get(this.cacheKey) ?? null;
     const outs: Tensor[] = [];
+    // Inference fast path (no autograd, one frame of left context): convolve the chunk with zero padding, then add
+    // the left frame's contribution (kernel tap 0 only) into output frame 0 in place, instead of copying the whole
+    // chunk to prepend one frame. Same arithmetic terms, so results agree to float rounding.
+    const inPlace = pt === 1 && kt === 3 && !(isGradEnabled() && (x.requiresGrad || w.requiresGrad || (b?.requiresGrad ?? false)));
+    let w0: Tensor | null = null;
     for (let k = 0; k < n; k++) {
       const cur = n === 1 ? x : ops.slice(x, 2, k * L, (k + 1) * L);
       let left: Tensor | null;
       if (pt === 0) left = null;
       else if (k > 0) left = ops.slice(x, 2, k * L - pt, k * L);
       else left = cached;
+      if (left && inPlace) {
+        const y = conv3d(cur, w, b, { padding: [pt, pt, ps, ps, ps, ps] });
+        w0 ??= ops.contiguous(ops.slice(w, 2, 0, 1));
+        const corr = conv3d(left, w0, null, { padding: [0, 0, ps, ps, ps, ps] });
+        const [B, C, To, H, W] = y.shape as [number, number, number, number, number];
+        backend().stridedAccumulate(corr.data(), corr.shape, { data: y.storage, offset: y.offset, strides: [C * To * H * W, To * H * W, 1, W, 1] });
+        void B;
+        outs.push(y);
+        continue;
+      }
       const inp = left ? ops.cat([left, cur], 2) : cur;
       const padLeft = left ? 0 : pt;
       outs.push(conv3d(inp, w, b, { padding: [padLeft, pt, ps, ps, ps, ps] }));
