@@ -54,16 +54,15 @@ class RMSNorm(nn.Module):
 
 def attention(q, k, v, chunk):
     """q (B, n, Lq, d), k/v (B, n, Lk, d) -> (B, n, Lq, d); softmax(q k^T / sqrt(d)) v over blocks of `chunk`
-    queries."""
-    scale = q.shape[-1] ** -0.5
+    queries (each block's scores are n x chunk x Lk)."""
+    q = q * q.shape[-1] ** -0.5  # scale q (Lq x d) rather than the scores (Lq x Lk)
     kt = k.transpose(-1, -2)
     Lq = q.shape[2]
     if Lq <= chunk:
-        return torch.matmul(torch.softmax(torch.matmul(q, kt) * scale, dim=-1), v)
+        return torch.matmul(torch.softmax(torch.matmul(q, kt), dim=-1), v)
     outs = []
     for s in range(0, Lq, chunk):
-        qs = q[:, :, s:s + chunk]
-        outs.append(torch.matmul(torch.softmax(torch.matmul(qs, kt) * scale, dim=-1), v))
+        outs.append(torch.matmul(torch.softmax(torch.matmul(q[:, :, s:s + chunk], kt), dim=-1), v))
     return torch.cat(outs, dim=2)
 
 

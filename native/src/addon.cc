@@ -150,12 +150,16 @@ napi_value make_number(napi_env env, double v) {
 
 // Large tensors are allocated and dropped all the time (every op returns a fresh array). With glibc's defaults each
 // new multi-megabyte buffer comes from fresh pages, and touching them costs a page fault per 4 KiB — measured 17 ms
-// of a 19 ms 42 MB allocate-and-copy here. A large top pad (which also turns off glibc's dynamic mmap threshold) makes
-// freed buffers get reused instead: the same allocate-and-copy takes 3 ms. DCVG_MALLOC_TOP_PAD=0 keeps the defaults.
+// of a 19 ms 42 MB allocate-and-copy here. A large top pad makes freed buffers get reused instead (3 ms). Setting it
+// turns off glibc's adaptive mmap threshold, which would then stay at 128 KiB and send every mid-sized tensor to
+// fresh mmap pages (a small DiT training step went from 550 to 770 ms, mostly in the kernel), so the threshold is
+// pinned at glibc's maximum, 32 MiB. DCVG_MALLOC_TOP_PAD=0 keeps glibc's defaults.
 static void tune_malloc() {
   long pad = 256L << 20;
   if (const char* e = std::getenv("DCVG_MALLOC_TOP_PAD")) pad = std::strtol(e, nullptr, 10);
-  if (pad > 0 && !std::getenv("MALLOC_TOP_PAD_")) mallopt(M_TOP_PAD, static_cast<int>(std::min(pad, 1L << 30)));
+  if (pad <= 0 || std::getenv("MALLOC_TOP_PAD_")) return;
+  mallopt(M_TOP_PAD, static_cast<int>(std::min(pad, 1L << 30)));
+  if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) mallopt(M_MMAP_THRESHOLD, 32 << 20);
 }
 
 static napi_value Init(napi_env env, napi_value exports) {
