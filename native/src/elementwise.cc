@@ -1147,9 +1147,11 @@ napi_value StridedCopy(napi_env env, napi_callback_info info) {
   });
 }
 
-napi_value StridedAccumulate(napi_env env, napi_callback_info info) {
+// stridedAccumulate (dst[view] += src) and stridedScatter (dst[view] = src) share their arguments:
+// (src, shape, dst, offset, strides).
+template <int kMode>
+napi_value dense_to_view(napi_env env, napi_callback_info info, const char* fn) {
   return guarded(env, [&]() -> napi_value {
-    const char* fn = "stridedAccumulate";
     Args args(env, info, 5, fn);
     F32 src = args.f32(0, "src");
     const std::vector<int64_t> shape = args.i64_array(1, "shape");
@@ -1162,32 +1164,17 @@ napi_value StridedAccumulate(napi_env env, napi_callback_info info) {
     if (n == 0) return nullptr;
     const std::vector<int64_t>* st[1] = {&strides};
     const Layout L = coalesce(shape, st, 1);
-    strided_move<kAccumMode>(src.data, dst.data, offset, L, n, view_is_injective(L));
+    const bool injective = view_is_injective(L);
+    // Writing through a view whose elements overlap would make the result depend on the order of the writes; adding
+    // through one is well defined and just runs on one thread.
+    if (kMode == kScatter && !injective) range_error(std::string(fn) + ": the destination view overlaps itself");
+    strided_move<kMode>(src.data, dst.data, offset, L, n, injective);
     return nullptr;
   });
 }
 
-napi_value StridedScatter(napi_env env, napi_callback_info info) {
-  return guarded(env, [&]() -> napi_value {
-    const char* fn = "stridedScatter";
-    Args args(env, info, 5, fn);
-    F32 src = args.f32(0, "src");
-    const std::vector<int64_t> shape = args.i64_array(1, "shape");
-    F32 dst = args.f32(2, "dst");
-    const int64_t offset = args.i64(3, "offset");
-    const std::vector<int64_t> strides = args.i64_array(4, "strides", static_cast<long>(shape.size()));
-    const size_t n = numel(shape, "shape");
-    need_len(src, n, "src", fn);
-    check_view(dst, offset, strides, shape, n, "dst", fn);
-    if (n == 0) return nullptr;
-    const std::vector<int64_t>* st[1] = {&strides};
-    const Layout L = coalesce(shape, st, 1);
-    // Writing through a view whose elements overlap would make the result depend on the order of the writes.
-    if (!view_is_injective(L)) range_error(std::string(fn) + ": the destination view overlaps itself");
-    strided_move<kScatter>(src.data, dst.data, offset, L, n, true);
-    return nullptr;
-  });
-}
+napi_value StridedAccumulate(napi_env env, napi_callback_info info) { return dense_to_view<kAccumMode>(env, info, "stridedAccumulate"); }
+napi_value StridedScatter(napi_env env, napi_callback_info info) { return dense_to_view<kScatter>(env, info, "stridedScatter"); }
 
 napi_value Unary(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() -> napi_value {

@@ -17,6 +17,7 @@
  * (dtype, shape, stride, storage); storage bytes are read when a tensor is loaded, each storage once.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { crc32 } from './files.js';
 import * as zlib from 'node:zlib';
 import { DcvgError } from '../tensor/errors.js';
 import { Tensor, numelOf } from '../tensor/tensor.js';
@@ -60,23 +61,6 @@ interface ZipEntry {
   localHeaderOffset: number;
 }
 
-let crcTable: Uint32Array | null = null;
-
-/** CRC-32 (zlib's polynomial); native zlib.crc32 where this Node has it (>= 20.15). */
-function crc32(data: Uint8Array): number {
-  if (typeof zlib.crc32 === 'function') return zlib.crc32(data) >>> 0;
-  if (!crcTable) {
-    crcTable = new Uint32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[n] = c >>> 0;
-    }
-  }
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) c = crcTable[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
 
 function u64(dv: DataView, off: number, what: string): number {
   const v = dv.getBigUint64(off, true);

@@ -2,30 +2,13 @@
  * Dependency-free line plots as PNG (for per-frame metric curves): an RGB raster, a built-in 5x7 bitmap font, and a
  * minimal PNG encoder (one IDAT, zlib deflate, CRC-32 per chunk).
  */
-import { writeFileAtomic } from '../io/files.js';
+import { crc32, writeFileAtomic } from '../io/files.js';
 import * as zlib from 'node:zlib';
 import { ValueError } from '../tensor/errors.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // PNG
 
-let crcTable: Uint32Array | null = null;
-
-/** CRC-32 (zlib's polynomial); native zlib.crc32 where this Node has it (>= 20.15). */
-export function crc32(data: Uint8Array): number {
-  if (typeof zlib.crc32 === 'function') return zlib.crc32(data) >>> 0;
-  if (!crcTable) {
-    crcTable = new Uint32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[n] = c >>> 0;
-    }
-  }
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) c = crcTable[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
 
 function chunk(type: string, data: Uint8Array): Buffer {
   const out = Buffer.alloc(12 + data.length);
@@ -397,3 +380,5 @@ export function writeLinePlotPng(path: string, opts: LinePlotOptions): void {
   const { width, height, rgb } = renderLinePlot(opts);
   writeFileAtomic(path, encodePng(width, height, rgb));
 }
+
+export { crc32 };
