@@ -26,7 +26,7 @@
  *   --setup DIR               only write DIR/config.json and DIR/weights.safetensors (to run the children by hand:
  *                             node dist/bench/dcaev.js --child --dir DIR --frames 80;
  *                             /usr/bin/python3 bench/torch_dcaev.py run --config DIR/config.json --weights ...)
- *   child diagnostics: --diag-store-cat (cat as a write-only copy), --gc-each-conv (with node --expose-gc)
+ *   child diagnostics: --gc-each-conv (with node --expose-gc)
  */
 import { spawnSync } from 'node:child_process';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -39,6 +39,7 @@ import { Rng } from '../src/tensor/random.js';
 import { saveSafetensors } from '../src/io/safetensors.js';
 import { getNativeAddon, setBackend, backendByName } from '../src/backend/index.js';
 import type { Backend } from '../src/backend/backend.js';
+import { profiledBackend, tally, type ProfRow } from './profile.js';
 import { configFromReference, type ReferenceConfigJson } from '../src/models/dcaev/config.js';
 import { DCAEV, StreamingDecoder, StreamingEncoder, geometry, loadWeights } from '../src/models/dcaev/autoencoder.js';
 
@@ -172,70 +173,23 @@ function resetPeakRss(): boolean {
   }
 }
 
-/**
- * --diag-store-cat (diagnostic only, never used for the reported numbers): replaces the backend's stridedAccumulate
- * with a plain store (memcpy of contiguous runs). In a no-grad forward of this model every stridedAccumulate comes
- * from cat() into a freshly zeroed output, so the result is identical; it measures what cat's zero + read-modify-write
- * (two page faults per fresh page: the read maps the zero page, the write copies it) costs against a write-only copy.
- */
-function storeInsteadOfAccumulate(src: Float32Array, shape: readonly number[], dst: { data: Float32Array; offset: number; strides: readonly number[] }): void {
-  const nd = shape.length;
-  // innermost run that is contiguous in dst (the source is dense)
-  let run = 1;
-  let k = nd;
-  while (k > 0 && dst.strides[k - 1] === run) {
-    run *= shape[k - 1]!;
-    k--;
-  }
-  const outer = shape.slice(0, k);
-  const idx = new Array<number>(k).fill(0);
-  const n = outer.reduce((a, b) => a * b, 1);
-  let si = 0;
-  for (let i = 0; i < n; i++) {
-    let off = dst.offset;
-    for (let d = 0; d < k; d++) off += idx[d]! * dst.strides[d]!;
-    dst.data.set(src.subarray(si, si + run), off);
-    si += run;
-    for (let d = k - 1; d >= 0; d--) {
-      if (++idx[d]! < outer[d]!) break;
-      idx[d] = 0;
-    }
-  }
-}
 
 // ---- profiling (--profile): time per backend primitive, conv3d split by shape ------------------------------------
 
-const prof = new Map<string, { ms: number; calls: number; flops: number }>();
+const prof = new Map<string, ProfRow>();
 
-function profiledBackend(b: Backend): Backend {
-  const wrapped: Record<string, unknown> = {};
-  for (const k of Object.keys(b) as (keyof Backend)[]) {
-    const f = b[k] as unknown;
-    if (typeof f !== 'function') {
-      wrapped[k] = f;
-      continue;
-    }
-    wrapped[k] = (...a: unknown[]) => {
-      let key = String(k);
-      let flops = 0;
-      if (k === 'conv3dForward') {
-        const p = a[0] as { xShape: number[]; wShape: number[]; yShape: number[] };
-        const [, ci, , h, w] = p.xShape;
-        const [co] = p.wShape;
-        key = `conv3d ${ci}->${co} @${h}x${w}`;
-        flops = 2 * p.yShape.reduce((x, y) => x * y, 1) * p.wShape.slice(1).reduce((x, y) => x * y, 1);
-      } else if (k === 'binary' || k === 'unary' || k === 'reduce') key = `${k}:${String(a[0])}`;
-      const t0 = performance.now();
-      const r = (f as (...x: unknown[]) => unknown).apply(b, a);
-      const e = prof.get(key) ?? { ms: 0, calls: 0, flops: 0 };
-      e.ms += performance.now() - t0;
-      e.calls++;
-      e.flops += flops;
-      prof.set(key, e);
-      return r;
-    };
-  }
-  return wrapped as unknown as Backend;
+/** Times one kernel call: conv3d keyed by shape, elementwise and reductions by op. */
+function record(k: string, a: unknown[], ms: number): void {
+  let key = k;
+  let flops = 0;
+  if (k === 'conv3dForward') {
+    const p = a[0] as { xShape: number[]; wShape: number[]; yShape: number[] };
+    const [, ci, , h, w] = p.xShape;
+    const [co] = p.wShape;
+    key = `conv3d ${ci}->${co} @${h}x${w}`;
+    flops = 2 * p.yShape.reduce((x, y) => x * y, 1) * p.wShape.slice(1).reduce((x, y) => x * y, 1);
+  } else if (k === 'binary' || k === 'unary' || k === 'reduce') key = `${k}:${String(a[0])}`;
+  tally(prof, key, ms, flops);
 }
 
 // ---- one run of our side (child process) --------------------------------------------------------------------------
@@ -267,7 +221,7 @@ function childOurs(): void {
   if (!addon) throw new Error('native addon not built: run "npm run build:native" first');
   const profile = flag('--profile');
   const native = backendByName('native');
-  let b = profile ? profiledBackend(native) : native;
+  let b = profile ? profiledBackend(native, record) : native;
   // --gc-each-conv (diagnostic, needs node --expose-gc): a full GC before every conv shows how much of the peak RSS is
   // dead tensors waiting for the collector rather than live activations
   const gc = (globalThis as { gc?: () => void }).gc;
@@ -275,7 +229,6 @@ function childOurs(): void {
     const inner = b;
     b = { ...inner, conv3dForward: (...a: Parameters<Backend['conv3dForward']>) => (gc(), inner.conv3dForward(...a)) };
   }
-  if (flag('--diag-store-cat')) b = { ...b, stridedAccumulate: storeInsteadOfAccumulate };
   // the measured runs use the native backend as is; the wrappers above exist only in diagnostic / profile runs
   if (b === native) setBackend('native');
   else setBackend(b);

@@ -39,6 +39,7 @@ import { Rng } from '../src/tensor/random.js';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
 import { backendByName, getNativeAddon, setBackend } from '../src/backend/index.js';
 import type { Backend } from '../src/backend/backend.js';
+import { profiledBackend, tally, type ProfRow } from './profile.js';
 import { WanModel, parseWanConfig, loadWanWeights, type WanConfig } from '../src/models/wan/index.js';
 import { sample, flowSchedule } from '../src/diffusion/index.js';
 
@@ -193,7 +194,6 @@ function paramCount(cfg: WanConfig): number {
 
 // ---- profiling: time per native-backend call, grouped by op type ------------------------------------------------
 
-type ProfRow = { ms: number; calls: number; flops: number };
 const prof = new Map<string, ProfRow>();
 const profGemm = new Map<string, ProfRow>();
 
@@ -208,43 +208,19 @@ function category(k: string): string {
   return k;
 }
 
-function profiledBackend(b: Backend): Backend {
-  const wrapped: Record<string, unknown> = {};
-  for (const k of Object.keys(b) as (keyof Backend)[]) {
-    const f = b[k] as unknown;
-    if (typeof f !== 'function') {
-      wrapped[k] = f;
-      continue;
-    }
-    wrapped[k] = (...a: unknown[]) => {
-      const t0 = performance.now();
-      const r = (f as (...x: unknown[]) => unknown).apply(b, a);
-      const ms = performance.now() - t0;
-      const cat = category(String(k));
-      let flops = 0;
-      if (k === 'gemm') {
-        const [transA, transB, batch, M, N, K] = a as [boolean, boolean, number, number, number, number];
-        flops = 2 * batch * M * N * K;
-        const key = `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'} ${batch > 1 ? batch + 'x' : ''}${M}x${N}x${K}`;
-        const g = profGemm.get(key) ?? { ms: 0, calls: 0, flops: 0 };
-        g.ms += ms;
-        g.calls++;
-        g.flops += flops;
-        profGemm.set(key, g);
-      } else if (k === 'attention' || k === 'attentionBackward') {
-        const n = a.slice(k === 'attention' ? 3 : 6) as number[];
-        const [bh, lq, lk, d, dv] = n;
-        flops = 2 * bh! * lq! * lk! * (d! + dv!) * (k === 'attention' ? 1 : 2.5);
-      }
-      const e = prof.get(cat) ?? { ms: 0, calls: 0, flops: 0 };
-      e.ms += ms;
-      e.calls++;
-      e.flops += flops;
-      prof.set(cat, e);
-      return r;
-    };
+/** Times one kernel call into the category table (and gemm shapes into their own table). */
+function record(k: string, a: unknown[], ms: number): void {
+  let flops = 0;
+  if (k === 'gemm') {
+    const [transA, transB, batch, M, N, K] = a as [boolean, boolean, number, number, number, number];
+    flops = 2 * batch * M * N * K;
+    tally(profGemm, `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'} ${batch > 1 ? batch + 'x' : ''}${M}x${N}x${K}`, ms, flops);
+  } else if (k === 'attention' || k === 'attentionBackward') {
+    const n = a.slice(k === 'attention' ? 3 : 6) as number[];
+    const [bh, lq, lk, d, dv] = n;
+    flops = 2 * bh! * lq! * lk! * (d! + dv!) * (k === 'attention' ? 1 : 2.5);
   }
-  return wrapped as unknown as Backend;
+  tally(prof, category(k), ms, flops);
 }
 
 function profTable(totalMs: number): { op: string; ms: number; pct: number; calls: number; gflops: number | null }[] {
@@ -441,7 +417,7 @@ function bigSetup(dir: string, tokensList: string[]): void {
 /** Our side of one sampling run (child process): prints one JSON line. */
 function childSample(): void {
   const profile = flag('--profile');
-  useNative(profile ? profiledBackend(backendByName('native')) : undefined);
+  useNative(profile ? profiledBackend(backendByName('native'), record) : undefined);
   const dir = opt('--dir', '');
   const key = opt('--noise', '');
   const steps = Number(opt('--steps', '1'));
@@ -632,7 +608,7 @@ async function profileMain(): Promise<void> {
     `| torch op | self ms | % | calls |\n|---|---:|---:|---:|\n` + rows.slice(0, 18).map((r) => `| ${r.op} | ${r.ms} | ${((100 * r.ms) / total).toFixed(1)} | ${r.calls} |`).join('\n') + '\n';
   try {
     if (!flag('--no-train')) {
-      useNative(profiledBackend(backendByName('native')));
+      useNative(profiledBackend(backendByName('native'), record));
       const { model, x, ctx, g } = smallSetup(dir);
       const params = model.namedParams();
       const step = () => {
