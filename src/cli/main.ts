@@ -13,6 +13,7 @@ import { cmdInfo } from './info.js';
 import { cmdConvert, cmdDecode, cmdEncode } from './ae_cmds.js';
 import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds.js';
 import { cmdRun } from './wan_cmds.js';
+import { cmdStudy, cmdTrainAE } from './train_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -48,6 +49,13 @@ Usage:
               [--resize WxH] [--start N] [--frames N] [--tile ...] [--pad] [--crf N] [--json]
                          encode + decode chunk by chunk and score: PSNR / SSIM per frame and overall (uint8 RGB,
                          the reference protocol), temporal error, and a per-frame PSNR plot with chunk boundaries
+  dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [--steps --batch --frames --crop
+              --lr --seed --resume ...]
+                         train a DC-AE-V (L1 + SSIM, optional adversarial stage, AdamW warmup + cosine, EMA,
+                         held-out PSNR/SSIM, atomic checkpoints, exact --resume); dcvg train-ae --help for all options
+  dcvg study temporal --data <dir> --out <dir> [--steps N --designs a,b --no-train --no-eval]
+                         train chunk-causal / causal / non-causal AEs with equal budgets on short windows and compare
+                         them on whole clips (streamed and whole-clip); report.md, study.json, per-frame PSNR plots
   dcvg convert <ckpt.pt|.safetensors> -o out.safetensors [--dtype bf16|f16|f32] [--prefer ema|model]
                          official torch checkpoint (EMA weights first) to safetensors, without Python
   dcvg run wan --config cfg.json[#entry] --weights w.safetensors --inputs io.safetensors -o out.safetensors
@@ -99,6 +107,8 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'decode') return await cmdDecode(rest, out, decodeToVideoFile);
     if (cmd === 'reconstruct') return await cmdReconstruct(rest, out);
     if (cmd === 'run') return cmdRun(rest, out);
+    if (cmd === 'train-ae') return await cmdTrainAE(rest, out);
+    if (cmd === 'study') return await cmdStudy(rest, out);
     if (cmd === 'convert') return cmdConvert(rest, out);
     if (cmd === 'env') {
       cmdEnv(rest);

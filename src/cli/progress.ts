@@ -20,7 +20,8 @@ export class Progress {
 
   private readonly stream: NodeJS.WriteStream;
 
-  update(done: number): void {
+  /** `extra` is shown after the rate (e.g. the current loss). */
+  update(done: number, extra = ''): void {
     if (!this.tty) return;
     const now = performance.now();
     if (now - this.t0 < 1000 || (now - this.last < 100 && done < this.total)) return;
@@ -31,7 +32,7 @@ export class Progress {
     const width = 24;
     const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, ' ');
     const eta = rate > 0 && this.total > done ? `ETA ${fmtSecs((this.total - done) / rate)}` : '';
-    this.stream.write(`\r${this.label} [${bar}] ${done}/${this.total} ${this.unit}  ${rate.toFixed(1)} ${this.unit}/s  ${eta}   `);
+    this.stream.write(`\r${this.label} [${bar}] ${done}/${this.total} ${this.unit}  ${rate.toFixed(rate < 10 ? 2 : 1)} ${this.unit}/s  ${extra ? extra + '  ' : ''}${eta}   `);
     this.drawn = true;
   }
 
@@ -44,7 +45,7 @@ export class Progress {
   }
 }
 
-function fmtSecs(s: number): string {
+export function fmtSecs(s: number): string {
   if (s < 60) return `${s.toFixed(0)}s`;
   const m = Math.floor(s / 60);
   return `${m}m${Math.round(s - m * 60)

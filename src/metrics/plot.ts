@@ -181,6 +181,8 @@ export interface LinePlotOptions {
   series: readonly PlotSeries[];
   /** x positions of dashed vertical lines, e.g. chunk boundaries every 40 frames. */
   verticalMarkers?: readonly number[];
+  /** point i is labelled i * xScale on the x axis (e.g. loss averaged over 10 steps: xScale 10); default 1 */
+  xScale?: number;
   width?: number;
   height?: number;
 }
@@ -286,7 +288,7 @@ export function renderLinePlot(opts: LinePlotOptions): { width: number; height: 
     if (x < left - 1 || x > right + 1) continue;
     cv.line(x, top, x, bottom, GRID);
     cv.line(x, bottom, x, bottom + 5, BLACK);
-    const l = fmtTick(v, xt.step);
+    const l = fmtTick(v * (opts.xScale ?? 1), xt.step * (opts.xScale ?? 1));
     cv.text(l, x - Math.floor(textWidth(l, s) / 2), bottom + 8, BLACK, s);
   }
 

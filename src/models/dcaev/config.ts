@@ -291,24 +291,51 @@ const SCALING: Record<string, number> = {
   'dc-ae-v-f64t4c128-1.0': 0.4752,
 };
 
-/** The released chunk-causal topology: spatial x2 stages, then a temporal x4 stage, then the latent-rate stage. */
-function releasedConfig(name: string, widths: number[], depths: number[], latent: number): DCAEVConfig {
-  const L = 40;
+export interface TopologyOptions {
+  name: string;
+  /** per-stage widths; stage 0 is usually depth 0 (project_in feeds the first stage with blocks) */
+  widths: number[];
+  depths: number[];
+  latentChannels: number;
+  /** temporal design of every conv (default chunk_causal) */
+  mode?: TemporalMode;
+  /** chunk length in pixel frames for chunk_causal (default 40, as released); must be divisible by 4 */
+  chunk?: number;
+  scalingFactor?: number | null;
+}
+
+/**
+ * The released topology (spatial x2 stages, then a temporal x4 stage, then the latent-rate stage) for any widths,
+ * depths, temporal design and chunk length: the presets, and the small models trained here (default model, study).
+ * Spatial compression = 2^(stages - 1) (project_in and all but the last down-sampler halve H and W).
+ */
+export function topologyConfig(o: TopologyOptions): DCAEVConfig {
+  const mode = o.mode ?? 'chunk_causal';
+  const L = o.chunk ?? 40;
+  if (mode === 'chunk_causal' && (!Number.isInteger(L) || L < 4 || L % 4 !== 0))
+    throw new ValueError(`config: chunk length must be a positive multiple of 4 (the temporal factor), got ${L}`);
+  const n = o.widths.length;
+  if (n < 2 || o.depths.length !== n) throw new ValueError(`config: need >= 2 stages and one depth per width (got ${n} widths, ${o.depths.length} depths)`);
   const Lz = L / 4;
-  const n = widths.length;
-  const cc = (chunk: number): ConvSpec => ({ mode: 'chunk_causal', ks: 3, kt: 3, chunk });
-  const rs = (sf: number, tf: number, chunk: number): ResampleSpec => ({ ...cc(chunk), sf, tf });
-  const blocks = widths.map((_, i) => cc(i === n - 1 ? Lz : L));
-  const down = widths.slice(0, -1).map((_, i) => (i === n - 2 ? rs(1, 4, L) : rs(2, 1, L)));
-  const up = widths.slice(0, -1).map((_, i) => (i === n - 2 ? rs(1, 4, Lz) : rs(2, 1, L)));
-  return {
-    name,
+  const conv = (chunk: number): ConvSpec => ({ mode, ks: 3, kt: 3, chunk: mode === 'chunk_causal' ? chunk : null });
+  const rs = (sf: number, tf: number, chunk: number): ResampleSpec => ({ ...conv(chunk), sf, tf });
+  const blocks = o.widths.map((_, i) => conv(i === n - 1 ? Lz : L));
+  const down = o.widths.slice(0, -1).map((_, i) => (i === n - 2 ? rs(1, 4, L) : rs(2, 1, L)));
+  const up = o.widths.slice(0, -1).map((_, i) => (i === n - 2 ? rs(1, 4, Lz) : rs(2, 1, L)));
+  const cfg: DCAEVConfig = {
+    name: o.name,
     inChannels: 3,
-    latentChannels: latent,
-    scalingFactor: SCALING[name] ?? null,
-    encoder: { widthList: widths, depthList: depths, blockType: blocks, downsampleBlockType: down, projectIn: rs(2, 1, L), projectOut: cc(Lz) },
-    decoder: { widthList: widths, depthList: depths, blockType: blocks, upsampleBlockType: up, projectIn: cc(Lz), projectOut: rs(2, 1, L) },
+    latentChannels: o.latentChannels,
+    scalingFactor: o.scalingFactor ?? null,
+    encoder: { widthList: [...o.widths], depthList: [...o.depths], blockType: blocks, downsampleBlockType: down, projectIn: rs(2, 1, L), projectOut: conv(Lz) },
+    decoder: { widthList: [...o.widths], depthList: [...o.depths], blockType: blocks, upsampleBlockType: up, projectIn: conv(Lz), projectOut: rs(2, 1, L) },
   };
+  validateConfig(cfg);
+  return cfg;
+}
+
+function releasedConfig(name: string, widths: number[], depths: number[], latent: number): DCAEVConfig {
+  return topologyConfig({ name, widths, depths, latentChannels: latent, chunk: 40, scalingFactor: SCALING[name] ?? null });
 }
 
 const F32_W = [128, 256, 512, 512, 1024, 1024, 1024];

@@ -1,0 +1,246 @@
+/**
+ * `dcvg train-ae`: train a DC-AE-V on a folder of clips (see src/train/ae_trainer.ts for what a run writes).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { TemporalMode } from '../models/dcaev/config.js';
+import { STUDY_DEFAULTS, runTemporalStudy, type StudyOptions } from '../train/study.js';
+import { TRAIN_DEFAULTS, trainAE, type TrainAEOptions } from '../train/ae_trainer.js';
+import { ValueError } from '../tensor/errors.js';
+import { Progress, fmtSecs } from './progress.js';
+import type { Out } from './ae_cmds.js';
+
+export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [options]
+  --steps N          optimizer steps in all (default ${TRAIN_DEFAULTS.steps})
+  --batch N          clips per step (default ${TRAIN_DEFAULTS.batch})
+  --frames N         frames per window, whole chunks (default: two chunks)
+  --crop N           square crop side, multiple of the spatial factor (default: largest that fits, <= 128)
+  --lr F             peak learning rate (default ${TRAIN_DEFAULTS.lr}); --warmup N steps (default ${TRAIN_DEFAULTS.warmup}), then cosine
+                     to --min-lr-ratio (default ${TRAIN_DEFAULTS.minLrRatio})
+  --weight-decay F   AdamW weight decay (default ${TRAIN_DEFAULTS.weightDecay})
+  --clip F           max global gradient norm (default ${TRAIN_DEFAULTS.clip})
+  --ema F            EMA decay (default ${TRAIN_DEFAULTS.emaDecay})
+  --ssim-weight F    weight of (1 - SSIM) next to L1 (default ${TRAIN_DEFAULTS.ssimWeight})
+  --still-prob F     probability of a still frame as a static clip (default ${TRAIN_DEFAULTS.stillProb}); image files
+                     in --data are used as stills only
+  --holdout N        clips held out for evaluation (default 3 when the folder has >= 8 videos)
+  --eval-every N     evaluate the EMA weights on the held-out clips (default ${TRAIN_DEFAULTS.evalEvery})
+  --eval-frames N    evaluate on the first N frames of each held-out clip (default: whole clips)
+  --ckpt-every N     write checkpoint.safetensors atomically (default ${TRAIN_DEFAULTS.ckptEvery})
+  --adv-start N      after step N, train the decoder only with an added patch-discriminator hinge loss
+  --adv-weight F     weight of that term (default ${TRAIN_DEFAULTS.advWeight}); --disc-lr F (default ${TRAIN_DEFAULTS.discLr})
+  --init W           start from these weights instead of the random initialisation
+  --seed N           (default ${TRAIN_DEFAULTS.seed})
+  --resume           continue the run in --out from its checkpoint (same data order and RNG state);
+                     only --steps may change
+  --json             print the final summary as JSON
+  Ctrl-C stops after the current step and writes a checkpoint.`;
+
+function num(v: string | undefined, name: string, int = false): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (v.trim() === '' || !Number.isFinite(x) || (int && !Number.isInteger(x))) throw new ValueError(`--${name} must be ${int ? 'an integer' : 'a number'}, got "${v}"`);
+  return x;
+}
+
+export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    out(TRAIN_HELP + '\n');
+    return 0;
+  }
+  let v: Record<string, string | boolean | undefined>;
+  try {
+    const strOpts = [
+      'model', 'data', 'out', 'steps', 'batch', 'frames', 'crop', 'lr', 'warmup', 'min-lr-ratio', 'weight-decay', 'clip', 'ema',
+      'ssim-weight', 'still-prob', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
+      'init', 'seed', 'log-every',
+    ];
+    const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(strOpts.map((k) => [k, { type: 'string' as const }]));
+    options.resume = { type: 'boolean' };
+    options.json = { type: 'boolean' };
+    v = parseArgs({ args, options, allowPositionals: false, strict: true }).values as Record<string, string | boolean | undefined>;
+  } catch (e) {
+    throw new ValueError(`${(e as Error).message.replace(/^.*?: /, '')} (see dcvg train-ae --help)`);
+  }
+  const s = (k: string) => v[k] as string | undefined;
+  if (!s('out')) throw new ValueError('train-ae needs --out <run dir>');
+  const resume = !!v.resume;
+  if (!resume && !s('model')) throw new ValueError('train-ae needs --model <preset | config.json> (or --resume)');
+  if (!resume && !s('data')) throw new ValueError('train-ae needs --data <folder of clips>');
+  if (resume) {
+    const allowed = new Set(['out', 'steps', 'resume', 'json', 'log-every']);
+    const extra = Object.keys(v).filter((k) => v[k] !== undefined && !allowed.has(k));
+    if (extra.length) throw new ValueError(`--resume takes the run's own settings from its checkpoint; only --steps may change (got --${extra.join(', --')})`);
+  }
+  const o: Record<string, unknown> = { out: s('out')!, resume };
+  const set = (k: keyof TrainAEOptions, val: unknown) => {
+    if (val !== undefined) o[k] = val;
+  };
+  set('model', s('model'));
+  set('data', s('data'));
+  set('steps', num(s('steps'), 'steps', true));
+  set('batch', num(s('batch'), 'batch', true));
+  set('frames', num(s('frames'), 'frames', true));
+  set('crop', num(s('crop'), 'crop', true));
+  set('lr', num(s('lr'), 'lr'));
+  set('warmup', num(s('warmup'), 'warmup', true));
+  set('minLrRatio', num(s('min-lr-ratio'), 'min-lr-ratio'));
+  set('weightDecay', num(s('weight-decay'), 'weight-decay'));
+  set('clip', num(s('clip'), 'clip'));
+  set('emaDecay', num(s('ema'), 'ema'));
+  set('ssimWeight', num(s('ssim-weight'), 'ssim-weight'));
+  set('stillProb', num(s('still-prob'), 'still-prob'));
+  set('holdout', num(s('holdout'), 'holdout', true));
+  set('evalEvery', num(s('eval-every'), 'eval-every', true));
+  set('evalFrames', num(s('eval-frames'), 'eval-frames', true));
+  set('ckptEvery', num(s('ckpt-every'), 'ckpt-every', true));
+  set('advStart', num(s('adv-start'), 'adv-start', true));
+  set('advWeight', num(s('adv-weight'), 'adv-weight'));
+  set('discLr', num(s('disc-lr'), 'disc-lr'));
+  set('seed', num(s('seed'), 'seed', true));
+  set('init', s('init'));
+  const logEvery = num(s('log-every'), 'log-every', true) ?? 50;
+
+  let stop = false;
+  const onSignal = () => {
+    if (stop) process.exit(130); // second Ctrl-C: leave now (the last checkpoint stays valid)
+    stop = true;
+    process.stderr.write('\ntrain-ae: stopping after this step (Ctrl-C again to quit at once)\n');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let bar: Progress | null = null;
+  let start = 0;
+  let total = 0;
+  let recent: number[] = [];
+  const t0 = performance.now();
+  try {
+    const r = await trainAE(o as unknown as TrainAEOptions & { resume: boolean }, {
+      onMessage: (m) => {
+        if (!m.startsWith('loaded ')) process.stderr.write(`train-ae: ${m}\n`);
+      },
+      onStart: (i) => {
+        start = i.startStep;
+        total = i.steps;
+        process.stderr.write(
+          `train-ae: ${i.resumed ? `resuming at step ${i.startStep}` : 'new run'}; ${i.steps} steps, ${i.params.toLocaleString('en-US')} parameters, ` +
+            `${i.train} training clips, ${i.heldOut} held out -> ${o.out}\n`,
+        );
+        bar = new Progress('train', i.steps - i.startStep, 'steps');
+      },
+      onStep: (rec) => {
+        recent.push(rec.loss);
+        if (recent.length > 20) recent = recent.slice(-20);
+        const avg = recent.reduce((a, b) => a + b, 0) / recent.length;
+        bar?.update(rec.step - start, `step ${rec.step} loss ${avg.toFixed(4)}`);
+        if (!process.stderr.isTTY && (rec.step % logEvery === 0 || rec.step === total)) {
+          const secs = (performance.now() - t0) / 1000;
+          const rate = (rec.step - start) / secs;
+          process.stderr.write(
+            `step ${rec.step}/${total} loss ${avg.toFixed(4)} (l1 ${rec.l1.toFixed(4)}, 1-ssim ${rec.ssim.toFixed(4)}) lr ${rec.lr.toExponential(2)} ` +
+              `${rate.toFixed(2)} steps/s ETA ${fmtSecs((total - rec.step) / Math.max(rate, 1e-9))}\n`,
+          );
+        }
+      },
+      onEval: (e) => process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}eval @${e.step}: held-out PSNR ${e.eval.psnr.toFixed(2)} dB, SSIM ${e.eval.ssim.toFixed(4)} (${e.eval.frames} frames)\n`),
+      shouldStop: () => stop,
+    });
+    (bar as Progress | null)?.done();
+    const summary = { runDir: r.runDir, steps: r.steps, stoppedEarly: r.stoppedEarly, eval: r.lastEval?.eval ?? null, seconds: +((performance.now() - t0) / 1000).toFixed(1) };
+    if (v.json) out(JSON.stringify(summary) + '\n');
+    else
+      out(
+        `${r.stoppedEarly ? 'stopped' : 'finished'} at step ${r.steps} in ${fmtSecs(summary.seconds)}; weights (EMA): ${r.runDir}/model.safetensors` +
+          (r.lastEval ? `; held-out PSNR ${r.lastEval.eval.psnr.toFixed(2)} dB, SSIM ${r.lastEval.eval.ssim.toFixed(4)}` : '') +
+          '\n',
+      );
+    return r.stoppedEarly ? 130 : 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+export const STUDY_HELP = `dcvg study temporal --data <dir> --out <dir> [options]
+  Trains chunk-causal, causal and non-causal DC-AE-V with identical widths, compression (f32t4c32) and budget on
+  two-chunk windows, then reconstructs whole clips streamed and whole-clip; writes report.md, study.json and
+  per-frame PSNR plots. Interrupted training resumes where it stopped when run again.
+  --steps N          training steps per design (default ${STUDY_DEFAULTS.steps})
+  --crop N           training crop (default ${STUDY_DEFAULTS.crop}); --frames N window (default ${STUDY_DEFAULTS.frames} = two chunks)
+  --lr F --warmup N --seed N --holdout N --still-prob F   as for train-ae
+  --designs a,b      train only these (chunk_causal, causal, non_causal), e.g. to run them as parallel processes
+  --no-train         only evaluate finished runs;  --no-eval   only train
+  --eval-frames N    evaluate on the first N frames of each clip (default: whole clips)
+  --held-out-only    skip the (slower) evaluation on the training clips`;
+
+export async function cmdStudy(args: string[], out: Out): Promise<number> {
+  const [what, ...rest] = args;
+  if (!what || what === '--help' || what === '-h' || rest.includes('--help')) {
+    out(STUDY_HELP + '\n');
+    return what ? 0 : 1;
+  }
+  if (what !== 'temporal') throw new ValueError(`unknown study "${what}" (known: temporal)`);
+  let v: Record<string, string | boolean | undefined>;
+  try {
+    v = parseArgs({
+      args: rest,
+      options: Object.fromEntries([
+        ...['data', 'out', 'steps', 'crop', 'frames', 'lr', 'warmup', 'seed', 'holdout', 'still-prob', 'designs', 'eval-frames', 'log-every'].map((k) => [k, { type: 'string' as const }]),
+        ...['no-train', 'no-eval', 'held-out-only', 'json'].map((k) => [k, { type: 'boolean' as const }]),
+      ]),
+      strict: true,
+      allowPositionals: false,
+    }).values as Record<string, string | boolean | undefined>;
+  } catch (e) {
+    throw new ValueError(`${(e as Error).message.replace(/^.*?: /, '')} (see dcvg study --help)`);
+  }
+  const s = (k: string) => v[k] as string | undefined;
+  if (!s('data')) throw new ValueError('study temporal needs --data <folder of clips>');
+  if (!s('out')) throw new ValueError('study temporal needs --out <dir>');
+  const o: Partial<StudyOptions> & { data: string; out: string } = { data: s('data')!, out: s('out')! };
+  const setNum = (k: keyof StudyOptions, flag: string, int = true) => {
+    const x = num(s(flag), flag, int);
+    if (x !== undefined) (o as Record<string, unknown>)[k] = x;
+  };
+  setNum('steps', 'steps');
+  setNum('crop', 'crop');
+  setNum('frames', 'frames');
+  setNum('lr', 'lr', false);
+  setNum('warmup', 'warmup');
+  setNum('seed', 'seed');
+  setNum('holdout', 'holdout');
+  setNum('stillProb', 'still-prob', false);
+  setNum('evalFrames', 'eval-frames');
+  if (s('designs')) o.designs = s('designs')!.split(',').map((d) => d.trim().replace(/-/g, '_')) as TemporalMode[];
+  o.train = !v['no-train'];
+  o.evaluate = !v['no-eval'];
+  o.evalTrainClips = !v['held-out-only'];
+  const logEvery = num(s('log-every'), 'log-every', true) ?? 100;
+  let current = '';
+  let t0 = performance.now();
+  const r = await runTemporalStudy(o, {
+    onDesign: (d, phase) => {
+      current = d;
+      t0 = performance.now();
+      process.stderr.write(`study: ${phase === 'train' ? 'training' : 'evaluating'} ${d}\n`);
+    },
+    onMessage: (m) => {
+      if (!m.startsWith('loaded ')) process.stderr.write(`study: ${m}\n`);
+    },
+    onStep: (rec) => {
+      if (rec.step % logEvery === 0) {
+        const secs = (performance.now() - t0) / 1000;
+        process.stderr.write(`study ${current}: step ${rec.step} loss ${rec.loss.toFixed(4)} (${fmtSecs(secs)} in this session)\n`);
+      }
+    },
+    onEval: (e) => process.stderr.write(`study ${current}: eval @${e.step} held-out PSNR ${e.eval.psnr.toFixed(2)} dB (first ${e.eval.frames} frames)\n`),
+  });
+  if (!r) {
+    out(`trained ${o.designs?.join(', ') ?? 'all designs'} in ${o.out}\n`);
+    return 0;
+  }
+  if (v.json) out(JSON.stringify(r) + '\n');
+  else out(readFileSync(join(o.out, 'report.md'), 'utf8'));
+  return 0;
+}

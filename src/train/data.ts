@@ -1,0 +1,193 @@
+/**
+ * Training data for the autoencoder: every clip of a folder decoded once into memory as uint8 frames, a
+ * deterministic held-out split, and random training windows (whole chunks in time, random crop, random horizontal
+ * flip, optionally a still frame repeated as a static clip).
+ *
+ * All randomness comes from the Rng handed to `sampleBatch`, so a trainer that checkpoints that Rng's state
+ * resumes with exactly the same data order.
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { extname, join } from 'node:path';
+import { openVideoReader } from '../io/video.js';
+import { ValueError } from '../tensor/errors.js';
+import type { Rng } from '../tensor/random.js';
+import { Tensor } from '../tensor/tensor.js';
+
+const VIDEO_EXT = new Set(['.mp4', '.webm', '.avi', '.mov', '.mkv', '.mpg', '.mpeg', '.ogv', '.gif', '.y4m']);
+const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.bmp', '.webp']);
+
+export interface Clip {
+  name: string;
+  frames: number;
+  height: number;
+  width: number;
+  /** frames x H x W x 3, interleaved RGB */
+  data: Uint8Array;
+  /** a still image (usable only as a static clip) */
+  still: boolean;
+}
+
+export interface ClipSet {
+  dir: string;
+  train: Clip[];
+  heldOut: Clip[];
+}
+
+export interface LoadOptions {
+  /** number of clips kept out of training for evaluation (default: 3 when there are >= 8 videos, else 0) */
+  holdout?: number;
+  /** decode at most this many frames per clip (default: all) */
+  maxFrames?: number;
+  /** called after each file is decoded */
+  onClip?: (done: number, total: number, name: string) => void;
+}
+
+/** Video and image files of a folder, sorted by name (the order the split and the samplers see). */
+export function listMedia(dir: string): { videos: string[]; images: string[] } {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ValueError(`training data: ${dir} is not a folder`);
+  const names = readdirSync(dir).sort();
+  const videos = names.filter((n) => VIDEO_EXT.has(extname(n).toLowerCase()));
+  const images = names.filter((n) => IMAGE_EXT.has(extname(n).toLowerCase()));
+  if (!videos.length && !images.length) throw new ValueError(`training data: no video or image files in ${dir} (looked for ${[...VIDEO_EXT, ...IMAGE_EXT].join(' ')})`);
+  return { videos, images };
+}
+
+/** Indices of the held-out videos: k clips spread evenly over the sorted list (deterministic, no seed). */
+export function heldOutIndices(n: number, k: number): number[] {
+  if (!Number.isInteger(k) || k < 0 || k >= Math.max(1, n)) {
+    if (k === 0) return [];
+    throw new ValueError(`holdout: ${k} held-out clips leaves none of ${n} videos for training`);
+  }
+  const out: number[] = [];
+  for (let i = 0; i < k; i++) out.push(Math.floor(((i + 0.5) * n) / k));
+  return out;
+}
+
+async function decodeAll(path: string, maxFrames?: number): Promise<Omit<Clip, 'name' | 'still'>> {
+  const r = await openVideoReader(path, maxFrames ? { maxFrames } : {});
+  try {
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const c = await r.readFrames(64);
+      if (!c) break;
+      parts.push(c);
+      total += c.length;
+    }
+    const data = new Uint8Array(total);
+    let o = 0;
+    for (const p of parts) {
+      data.set(p, o);
+      o += p.length;
+    }
+    return { frames: total / r.frameBytes, height: r.height, width: r.width, data };
+  } finally {
+    await r.close();
+  }
+}
+
+export async function loadClipSet(dir: string, opts: LoadOptions = {}): Promise<ClipSet> {
+  const { videos, images } = listMedia(dir);
+  const k = opts.holdout ?? (videos.length >= 8 ? 3 : 0);
+  const held = new Set(heldOutIndices(videos.length, k));
+  const train: Clip[] = [];
+  const heldOut: Clip[] = [];
+  const all = [...videos.map((n) => ({ n, still: false })), ...images.map((n) => ({ n, still: true }))];
+  let done = 0;
+  for (const [i, { n, still }] of all.entries()) {
+    const c = await decodeAll(join(dir, n), still ? 1 : opts.maxFrames);
+    if (!c.frames) throw new ValueError(`training data: ${n} has no frames`);
+    const clip: Clip = { name: n, still, ...c };
+    (!still && held.has(i) ? heldOut : train).push(clip);
+    opts.onClip?.(++done, all.length, n);
+  }
+  return { dir, train, heldOut };
+}
+
+export interface SampleOptions {
+  batch: number;
+  /** frames per window (a whole number of chunks) */
+  frames: number;
+  /** square crop side (a multiple of the spatial factor) */
+  crop: number;
+  /** probability that a sample is one frame repeated (a still image as a static clip) */
+  stillProb: number;
+  /** random horizontal flips (default true) */
+  flip?: boolean;
+}
+
+/** What one training sample was made of (logged, so a run's data order can be audited). */
+export interface SampleInfo {
+  clip: string;
+  start: number;
+  y: number;
+  x: number;
+  flip: boolean;
+  still: boolean;
+}
+
+/** Checks that the windows fit the videos; returns the clips usable for windows of `frames` frames. */
+export function checkSampling(clips: readonly Clip[], o: SampleOptions): Clip[] {
+  const videos = clips.filter((c) => !c.still);
+  const long = videos.filter((c) => c.frames >= o.frames);
+  if (!long.length && !clips.some((c) => c.still))
+    throw new ValueError(`training data: no clip has ${o.frames} frames (longest: ${Math.max(0, ...videos.map((c) => c.frames))})`);
+  for (const c of clips)
+    if (c.height < o.crop || c.width < o.crop)
+      throw new ValueError(`training data: ${c.name} is ${c.width}x${c.height}, smaller than the ${o.crop}x${o.crop} crop (use --crop or resize the data)`);
+  return long;
+}
+
+/**
+ * One batch (B, 3, frames, crop, crop) in [-1, 1]. Draw order per sample (fixed, so the stream is reproducible):
+ * still?, clip, start frame, crop y, crop x, flip.
+ */
+export function sampleBatch(clips: readonly Clip[], o: SampleOptions, rng: Rng): { x: Tensor; info: SampleInfo[] } {
+  const videos = clips.filter((c) => !c.still && c.frames >= o.frames);
+  const stills = clips.filter((c) => c.still);
+  const { frames: T, crop: S, batch: B } = o;
+  const out = new Float32Array(B * 3 * T * S * S);
+  const info: SampleInfo[] = [];
+  const plane = T * S * S;
+  for (let b = 0; b < B; b++) {
+    const wantStill = rng.uniform() < o.stillProb || !videos.length;
+    // a still comes from an image file if there are any, else from a random frame of a video
+    const pool = wantStill && stills.length ? stills : videos;
+    const clip = pool[rng.int(pool.length)]!;
+    const start = wantStill ? rng.int(clip.frames) : rng.int(clip.frames - T + 1);
+    const y0 = rng.int(clip.height - S + 1);
+    const x0 = rng.int(clip.width - S + 1);
+    const flip = (o.flip ?? true) && rng.uniform() < 0.5;
+    info.push({ clip: clip.name, start, y: y0, x: x0, flip, still: wantStill });
+    const base = b * 3 * plane;
+    const fb = clip.height * clip.width * 3;
+    for (let t = 0; t < T; t++) {
+      const src = (wantStill ? start : start + t) * fb;
+      for (let yy = 0; yy < S; yy++) {
+        const row = src + ((y0 + yy) * clip.width + x0) * 3;
+        const dst = t * S * S + yy * S;
+        for (let xx = 0; xx < S; xx++) {
+          const s = row + (flip ? S - 1 - xx : xx) * 3;
+          const d = dst + xx;
+          out[base + d] = clip.data[s]! / 127.5 - 1;
+          out[base + plane + d] = clip.data[s + 1]! / 127.5 - 1;
+          out[base + 2 * plane + d] = clip.data[s + 2]! / 127.5 - 1;
+        }
+      }
+    }
+  }
+  return { x: new Tensor(out, [B, 3, T, S, S]), info };
+}
+
+/** A clip (or its first `frames` frames) as a tensor (1, 3, T, H, W) in [-1, 1]. */
+export function clipTensor(c: Clip, frames = c.frames): Tensor {
+  const T = Math.min(frames, c.frames);
+  const hw = c.height * c.width;
+  const out = new Float32Array(3 * T * hw);
+  for (let t = 0; t < T; t++)
+    for (let p = 0; p < hw; p++) {
+      const s = (t * hw + p) * 3;
+      for (let ch = 0; ch < 3; ch++) out[ch * T * hw + t * hw + p] = c.data[s + ch]! / 127.5 - 1;
+    }
+  return new Tensor(out, [1, 3, T, c.height, c.width]);
+}

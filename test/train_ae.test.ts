@@ -1,0 +1,241 @@
+/**
+ * The DC-AE-V trainer: loss falls on one clip, exact resume after a kill, EMA arithmetic, LR schedule, data
+ * sampling, and the CLI's refusals. Tiny models on tiny synthetic clips (y4m: lossless), so this runs in seconds.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, mkdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeVideo } from '../src/io/video.js';
+import { loadSafetensors } from '../src/io/safetensors.js';
+import { configToReference, topologyConfig } from '../src/models/dcaev/config.js';
+import { createModel } from '../src/models/dcaev/autoencoder.js';
+import { Rng } from '../src/tensor/random.js';
+import { Tensor, parameter } from '../src/tensor/tensor.js';
+import { Ema } from '../src/train/ema.js';
+import { lrAt } from '../src/train/schedule.js';
+import { heldOutIndices, loadClipSet, sampleBatch } from '../src/train/data.js';
+import { readLog, trainAE, TRAIN_DEFAULTS, type TrainAEOptions } from '../src/train/ae_trainer.js';
+import { main } from '../src/cli/main.js';
+
+/** f4t4 chunk-causal, chunk 4: 4 stages, widths 4..8. */
+const tinyConfig = () => topologyConfig({ name: 'tiny', widths: [4, 8, 8, 8], depths: [0, 1, 1, 1], latentChannels: 4, chunk: 4 });
+
+/** A smooth moving pattern, H x W x 3 uint8 frames. */
+function movingClip(frames: number, H: number, W: number, phase: number): Uint8Array {
+  const out = new Uint8Array(frames * H * W * 3);
+  for (let t = 0; t < frames; t++)
+    for (let y = 0; y < H; y++)
+      for (let x = 0; x < W; x++) {
+        const o = ((t * H + y) * W + x) * 3;
+        out[o] = 128 + 100 * Math.sin((x + t + phase) / 5);
+        out[o + 1] = 128 + 100 * Math.cos((y - t + 2 * phase) / 6);
+        out[o + 2] = 128 + 60 * Math.sin((x + y) / 7 + phase);
+      }
+  return out;
+}
+
+async function makeData(n: number, frames = 16, size = 16): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'dcvg-train-data-'));
+  for (let i = 0; i < n; i++) await writeVideo(join(dir, `c${i}.y4m`), movingClip(frames, size, size, i * 3), { width: size, height: size, fps: 10 });
+  return dir;
+}
+
+function tinyOptions(data: string, out: string, over: Partial<TrainAEOptions> = {}): TrainAEOptions {
+  return { ...TRAIN_DEFAULTS, model: tinyConfig(), data, out, steps: 12, frames: 8, crop: 16, holdout: 1, ckptEvery: 4, evalEvery: 6, warmup: 2, lr: 3e-3, ...over };
+}
+
+test('lr schedule: linear warmup then cosine to the floor', () => {
+  const s = { lr: 1, warmup: 10, total: 110, minRatio: 0.1 };
+  assert.equal(lrAt(1, s), 0.1);
+  assert.equal(lrAt(10, s), 1);
+  assert.ok(Math.abs(lrAt(60, s) - 0.55) < 1e-12);
+  assert.ok(Math.abs(lrAt(110, s) - 0.1) < 1e-12);
+  assert.ok(lrAt(30, s) > lrAt(31, s));
+});
+
+test('EMA: shadow = d*shadow + (1-d)*param with the warmup-capped decay, swapped in and out exactly', () => {
+  const p = parameter(new Tensor(new Float32Array([1, 2, 3]), [3]));
+  const ema = new Ema([p], 0.9);
+  const ref = [1, 2, 3];
+  const rng = new Rng(5);
+  for (let k = 0; k < 30; k++) {
+    const d = Math.min(0.9, (1 + k) / (10 + k));
+    assert.equal(ema.currentDecay(), d);
+    const data = p.data();
+    for (let i = 0; i < 3; i++) data[i] = rng.normal();
+    ema.update();
+    for (let i = 0; i < 3; i++) ref[i] = Math.fround(Math.fround(d * ref[i]!) + Math.fround((1 - d) * data[i]!));
+  }
+  for (let i = 0; i < 3; i++) assert.ok(Math.abs(ema.shadow[0]![i]! - ref[i]!) < 1e-6, `ema[${i}] ${ema.shadow[0]![i]} vs ${ref[i]}`);
+  const live = Float32Array.from(p.data());
+  const seen = ema.withWeights(() => Float32Array.from(p.data()));
+  assert.deepEqual([...seen], [...ema.shadow[0]!]);
+  assert.deepEqual([...p.data()], [...live]);
+  assert.throws(() => new Ema([p], 1), /decay/);
+});
+
+test('held-out split and sampling: deterministic, whole windows, crops inside the frame', async () => {
+  assert.deepEqual(heldOutIndices(21, 3), [3, 10, 17]);
+  assert.deepEqual(heldOutIndices(5, 0), []);
+  assert.throws(() => heldOutIndices(3, 3), /none of 3/);
+  const data = await makeData(3, 12, 24);
+  try {
+    const set = await loadClipSet(data, { holdout: 1 });
+    assert.deepEqual(set.heldOut.map((c) => c.name), ['c1.y4m']);
+    const o = { batch: 2, frames: 8, crop: 16, stillProb: 0.5 };
+    const a = sampleBatch(set.train, o, new Rng(1));
+    const b = sampleBatch(set.train, o, new Rng(1));
+    assert.deepEqual(a.info, b.info);
+    assert.deepEqual([...a.x.data()], [...b.x.data()]);
+    assert.deepEqual(a.x.shape, [2, 3, 8, 16, 16]);
+    for (const i of a.info) {
+      assert.ok(i.y + 16 <= 24 && i.x + 16 <= 24);
+      if (!i.still) assert.ok(i.start + 8 <= 12);
+    }
+    // a still sample repeats one frame
+    const r = new Rng(2);
+    for (let k = 0; k < 20; k++) {
+      const s = sampleBatch(set.train, { ...o, batch: 1, stillProb: 1 }, r);
+      const d = s.x.data();
+      const plane = 16 * 16;
+      for (let t = 1; t < 8; t++) assert.equal(d[t * plane + 37], d[37]);
+    }
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+  }
+});
+
+test('trainer smoke: the loss falls on one clip; EMA weights are what model.safetensors holds', async () => {
+  const data = await makeData(1, 8, 16);
+  const out = mkdtempSync(join(tmpdir(), 'dcvg-train-run-'));
+  try {
+    const r = await trainAE(tinyOptions(data, join(out, 'run'), { steps: 60, holdout: 0, lr: 1e-2, warmup: 5, ssimWeight: 0.2, ckptEvery: 60, evalEvery: 60 }));
+    assert.equal(r.steps, 60);
+    const { steps } = readLog(join(out, 'run', 'train.jsonl'));
+    assert.equal(steps.length, 60);
+    const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+    const first = mean(steps.slice(0, 5).map((s) => s.loss));
+    const last = mean(steps.slice(-5).map((s) => s.loss));
+    assert.ok(last < 0.6 * first, `loss did not fall enough: first ${first}, last ${last}`);
+    for (const f of ['checkpoint.safetensors', 'model.safetensors', 'config.json', 'loss.png']) assert.ok(existsSync(join(out, 'run', f)), f);
+    const ck = loadSafetensors(join(out, 'run', 'checkpoint.safetensors')).tensors;
+    const w = loadSafetensors(join(out, 'run', 'model.safetensors')).tensors;
+    for (const [k, t] of w) assert.deepEqual([...t.data()], [...ck.get(`ema.${k}`)!.data()], k);
+    // the EMA differs from the live weights (it averages), and the exported weights load by the config
+    const k0 = [...w.keys()][0]!;
+    assert.notDeepEqual([...w.get(k0)!.data()], [...ck.get(`model.${k0}`)!.data()]);
+    const m = createModel(join(out, 'run', 'config.json'), join(out, 'run', 'model.safetensors'));
+    assert.equal(m.config.latentChannels, 4);
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('resume is exact: a run killed after a checkpoint and resumed ends bit-identical to an uninterrupted run', async () => {
+  const data = await makeData(3, 16, 16);
+  const out = mkdtempSync(join(tmpdir(), 'dcvg-train-resume-'));
+  try {
+    const over = { stillProb: 0.3, advStart: 7, advWeight: 0.1 }; // exercise the data RNG and the adversarial stage
+    await trainAE(tinyOptions(data, join(out, 'a'), over));
+    // Run b dies at step 10 (after the step-8 checkpoint, with steps 9-10 already logged): a hard stop, no save.
+    await assert.rejects(
+      trainAE(tinyOptions(data, join(out, 'b'), over), {
+        onStep: (r) => {
+          if (r.step === 10) throw new Error('killed');
+        },
+      }),
+      /killed/,
+    );
+    assert.equal(readLog(join(out, 'b', 'train.jsonl')).steps.length, 10);
+    await trainAE({ out: join(out, 'b'), resume: true } as TrainAEOptions & { resume: boolean });
+    const la = readLog(join(out, 'a', 'train.jsonl'));
+    const lb = readLog(join(out, 'b', 'train.jsonl'));
+    assert.deepEqual(
+      lb.steps.map((s) => s.step),
+      la.steps.map((s) => s.step),
+    );
+    for (let i = 0; i < la.steps.length; i++) {
+      assert.equal(lb.steps[i]!.loss, la.steps[i]!.loss, `loss at step ${i + 1}`);
+      assert.equal(lb.steps[i]!.disc, la.steps[i]!.disc, `disc loss at step ${i + 1}`);
+    }
+    assert.deepEqual(
+      lb.evals.map((e) => e.eval.psnr),
+      la.evals.map((e) => e.eval.psnr),
+    );
+    const ca = loadSafetensors(join(out, 'a', 'checkpoint.safetensors'));
+    const cb = loadSafetensors(join(out, 'b', 'checkpoint.safetensors'));
+    assert.deepEqual([...cb.tensors.keys()].sort(), [...ca.tensors.keys()].sort());
+    assert.ok([...ca.tensors.keys()].some((k) => k.startsWith('disc_adam_m.')));
+    for (const [k, t] of ca.tensors) assert.deepEqual([...cb.tensors.get(k)!.data()], [...t.data()], k);
+    // a finished run refuses to resume without more steps; a fresh run refuses an occupied folder
+    await assert.rejects(trainAE({ out: join(out, 'a'), resume: true } as TrainAEOptions & { resume: boolean }), /already finished/);
+    await assert.rejects(trainAE(tinyOptions(data, join(out, 'a'))), /already holds a training run/);
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('train-ae CLI: clear errors for bad arguments, writes nothing', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'dcvg-train-cli-'));
+  const data = join(out, 'data');
+  mkdirSync(data);
+  const cfgPath = join(out, 'tiny.json');
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(cfgPath, JSON.stringify(configToReference(tinyConfig())));
+  const errs: string[] = [];
+  const origErr = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((s: string) => (errs.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    assert.equal(await main(['train-ae', '--data', data, '--out', join(out, 'r')]), 1);
+    assert.equal(await main(['train-ae', '--model', cfgPath, '--data', data, '--out', join(out, 'r')]), 1);
+    assert.equal(await main(['train-ae', '--model', cfgPath, '--data', data, '--out', join(out, 'r'), '--steps', 'abc']), 1);
+    assert.equal(await main(['train-ae', '--out', join(out, 'r'), '--resume', '--lr', '1']), 1);
+    assert.equal(await main(['train-ae', '--out', join(out, 'r'), '--resume']), 1);
+  } finally {
+    process.stderr.write = origErr;
+  }
+  const text = errs.join('');
+  assert.match(text, /needs --model/);
+  assert.match(text, /no video or image files/);
+  assert.match(text, /--steps must be an integer/);
+  assert.match(text, /only --steps may change/);
+  assert.match(text, /no checkpoint to resume/);
+  assert.ok(!existsSync(join(out, 'r', 'checkpoint.safetensors')));
+  rmSync(out, { recursive: true, force: true });
+  void readFileSync;
+});
+
+test('temporal study (tiny): three designs train with one recipe; streaming equals whole-clip for the causal designs', async () => {
+  const { runTemporalStudy } = await import('../src/train/study.js');
+  const data = await makeData(3, 24, 16);
+  const out = mkdtempSync(join(tmpdir(), 'dcvg-study-'));
+  try {
+    const o = { data, out, steps: 3, widths: [4, 8, 8, 8], depths: [0, 1, 1, 1], latentChannels: 4, chunk: 4, frames: 8, crop: 16, holdout: 1, warmup: 1 };
+    // train in two goes (as parallel processes would), then evaluate
+    assert.equal(await runTemporalStudy({ ...o, designs: ['causal'], evaluate: false }), null);
+    await assert.rejects(runTemporalStudy({ ...o, train: false }), /unfinished designs: chunk_causal, non_causal/);
+    const r = (await runTemporalStudy(o))!;
+    for (const d of ['chunk_causal', 'causal', 'non_causal']) {
+      const m = r.designs[d]!;
+      assert.equal(m.steps, 3);
+      assert.equal(m.heldOut.whole.psnrCurve.length, 24);
+      assert.ok(Number.isFinite(m.heldOut.stream.psnr) && Number.isFinite(m.trainClips!.whole.ssim));
+      if (d !== 'non_causal') assert.ok(m.streamVsWholeMaxAbs < 1e-4, `${d}: stream vs whole ${m.streamVsWholeMaxAbs}`);
+    }
+    // the non-causal design sees different context streamed (independent windows) than whole-clip
+    assert.notEqual(r.designs.non_causal!.heldOut.stream.psnr, r.designs.non_causal!.heldOut.whole.psnr);
+    for (const f of ['report.md', 'study.json', 'psnr_stream.png', 'psnr_whole.png']) assert.ok(existsSync(join(out, f)), f);
+    // different designs were really built: their configs differ in the temporal mode only
+    const cfg = (d: string) => JSON.parse(readFileSync(join(out, d, 'config.json'), 'utf8'));
+    assert.match(JSON.stringify(cfg('chunk_causal')), /ChunkCausalResBlock3d@3@3@4/);
+    assert.match(JSON.stringify(cfg('causal')), /"CausalResBlock3d@3@3"/);
+    assert.match(JSON.stringify(cfg('non_causal')), /"ResBlock3d@3@3"/);
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
+  }
+});
