@@ -11,6 +11,7 @@ import { SafetensorsFile, saveSafetensors } from '../io/safetensors.js';
 import { loadTorchStateDict } from '../io/torch_checkpoint.js';
 import { DCAEV, createModel, decodeVideo, encodeVideo, geometry, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
+import { embeddedConfigPath, loadDefaultModel } from '../models/dcaev/default_model.js';
 import { ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Progress } from './progress.js';
@@ -37,9 +38,18 @@ function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: st
   }
 }
 
+/**
+ * The model of a command: --model and --weights; with neither, the default model shipped in the package; with only
+ * --weights, the config embedded in a `dcvg train-ae` weights file. `--model default` names the default model too.
+ */
 export function loadModelFromArgs(v: { model?: string; weights?: string }, cmd: string): DCAEV {
-  if (!v.model) throw new ValueError(`${cmd} needs --model <preset | config.json>`);
-  if (!v.weights) throw new ValueError(`${cmd} needs --weights <file.safetensors | checkpoint.pt>`);
+  if ((!v.model && !v.weights) || (v.model === 'default' && !v.weights)) return loadDefaultModel();
+  if (!v.model) {
+    const cfg = embeddedConfigPath(v.weights!);
+    if (!cfg) throw new ValueError(`${cmd} needs --model <preset | config.json> for ${v.weights} (it carries no config of its own)`);
+    return createModel(cfg, v.weights);
+  }
+  if (!v.weights) throw new ValueError(`${cmd} needs --weights <file.safetensors | checkpoint.pt> for --model ${v.model} (omit both to use the default model)`);
   return createModel(v.model, v.weights);
 }
 

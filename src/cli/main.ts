@@ -13,7 +13,7 @@ import { cmdInfo } from './info.js';
 import { cmdConvert, cmdDecode, cmdEncode } from './ae_cmds.js';
 import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds.js';
 import { cmdRun } from './wan_cmds.js';
-import { cmdStudy, cmdTrainAE } from './train_cmds.js';
+import { cmdEvalAE, cmdStudy, cmdTrainAE } from './train_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -53,6 +53,9 @@ Usage:
               --lr --seed --resume ...]
                          train a DC-AE-V (L1 + SSIM, optional adversarial stage, AdamW warmup + cosine, EMA,
                          held-out PSNR/SSIM, atomic checkpoints, exact --resume); dcvg train-ae --help for all options
+  dcvg eval-ae --data <dir> [--model M --weights W] [--split held-out|train|all] [--json]
+                         PSNR / SSIM of a model (default: the shipped one) and of the equal-budget bicubic
+                         baseline on whole clips of the train-ae split
   dcvg study temporal --data <dir> --out <dir> [--steps N --designs a,b --no-train --no-eval]
                          train chunk-causal / causal / non-causal AEs with equal budgets on short windows and compare
                          them on whole clips (streamed and whole-clip); report.md, study.json, per-frame PSNR plots
@@ -109,6 +112,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'run') return cmdRun(rest, out);
     if (cmd === 'train-ae') return await cmdTrainAE(rest, out);
     if (cmd === 'study') return await cmdStudy(rest, out);
+    if (cmd === 'eval-ae') return await cmdEvalAE(rest, out);
     if (cmd === 'convert') return cmdConvert(rest, out);
     if (cmd === 'env') {
       cmdEnv(rest);

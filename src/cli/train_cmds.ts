@@ -6,10 +6,11 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { TemporalMode } from '../models/dcaev/config.js';
 import { STUDY_DEFAULTS, runTemporalStudy, type StudyOptions } from '../train/study.js';
-import { TRAIN_DEFAULTS, trainAE, type TrainAEOptions } from '../train/ae_trainer.js';
+import { TRAIN_DEFAULTS, evaluateWithBaseline, trainAE, type TrainAEOptions } from '../train/ae_trainer.js';
+import { loadClipSet } from '../train/data.js';
 import { ValueError } from '../tensor/errors.js';
 import { Progress, fmtSecs } from './progress.js';
-import type { Out } from './ae_cmds.js';
+import { loadModelFromArgs, type Out } from './ae_cmds.js';
 
 export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [options]
   --steps N          optimizer steps in all (default ${TRAIN_DEFAULTS.steps})
@@ -31,6 +32,8 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --adv-start N      after step N, train the decoder only with an added patch-discriminator hinge loss
   --adv-weight F     weight of that term (default ${TRAIN_DEFAULTS.advWeight}); --disc-lr F (default ${TRAIN_DEFAULTS.discLr})
   --init W           start from these weights instead of the random initialisation
+  --residual-init M  shortcut (default: residual branches start at zero, the model starts as its shortcut
+                     autoencoder) or default (PyTorch-style init everywhere)
   --seed N           (default ${TRAIN_DEFAULTS.seed})
   --resume           continue the run in --out from its checkpoint (same data order and RNG state);
                      only --steps may change
@@ -54,7 +57,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
     const strOpts = [
       'model', 'data', 'out', 'steps', 'batch', 'frames', 'crop', 'lr', 'warmup', 'min-lr-ratio', 'weight-decay', 'clip', 'ema',
       'ssim-weight', 'still-prob', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
-      'init', 'seed', 'log-every',
+      'init', 'seed', 'log-every', 'residual-init',
     ];
     const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(strOpts.map((k) => [k, { type: 'string' as const }]));
     options.resume = { type: 'boolean' };
@@ -100,6 +103,9 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   set('discLr', num(s('disc-lr'), 'disc-lr'));
   set('seed', num(s('seed'), 'seed', true));
   set('init', s('init'));
+  if (s('residual-init') !== undefined && !['shortcut', 'default'].includes(s('residual-init')!))
+    throw new ValueError(`--residual-init must be shortcut or default, got "${s('residual-init')}"`);
+  set('residualInit', s('residual-init'));
   const logEvery = num(s('log-every'), 'log-every', true) ?? 50;
 
   let stop = false;
@@ -242,5 +248,53 @@ export async function cmdStudy(args: string[], out: Out): Promise<number> {
   }
   if (v.json) out(JSON.stringify(r) + '\n');
   else out(readFileSync(join(o.out, 'report.md'), 'utf8'));
+  return 0;
+}
+
+export const EVAL_HELP = `dcvg eval-ae --data <dir> [--model M --weights W] [--split held-out|train|all] [--holdout N]
+            [--frames N] [--baseline-tf 1,2,4,8,16,32] [--json]
+  Reconstructs each clip (whole length, streamed) with the model (default: the shipped default model) and with the
+  equal-budget bicubic baseline (the same number of values per clip as the latent: per-clip best temporal factor,
+  antialiased bicubic down, linear in time, bicubic up), and prints PSNR / SSIM per clip and the means over frames.
+  The split is the one train-ae uses (same --holdout).`;
+
+export async function cmdEvalAE(args: string[], out: Out): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    out(EVAL_HELP + '\n');
+    return 0;
+  }
+  let v: Record<string, string | boolean | undefined>;
+  try {
+    v = parseArgs({
+      args,
+      options: Object.fromEntries([
+        ...['data', 'model', 'weights', 'split', 'holdout', 'frames', 'baseline-tf'].map((k) => [k, { type: 'string' as const }]),
+        ['json', { type: 'boolean' as const }],
+      ]),
+      strict: true,
+      allowPositionals: false,
+    }).values as Record<string, string | boolean | undefined>;
+  } catch (e) {
+    throw new ValueError(`${(e as Error).message.replace(/^.*?: /, '')} (see dcvg eval-ae --help)`);
+  }
+  const s = (k: string) => v[k] as string | undefined;
+  if (!s('data')) throw new ValueError('eval-ae needs --data <folder of clips>');
+  const split = s('split') ?? 'held-out';
+  if (!['held-out', 'train', 'all'].includes(split)) throw new ValueError(`--split must be held-out, train or all, got "${split}"`);
+  const tfs = (s('baseline-tf') ?? '1,2,4,8,16,32').split(',').map((t) => num(t, 'baseline-tf', true)!);
+  const model = loadModelFromArgs({ model: s('model'), weights: s('weights') }, 'eval-ae');
+  const set = await loadClipSet(s('data')!, { holdout: num(s('holdout'), 'holdout', true), maxFrames: num(s('frames'), 'frames', true) });
+  const clips = (split === 'held-out' ? set.heldOut : split === 'train' ? set.train : [...set.train, ...set.heldOut]).filter((c) => !c.still);
+  if (!clips.length) throw new ValueError(`eval-ae: no clips in the ${split} split of ${s('data')} (holdout ${set.heldOut.length})`);
+  const r = evaluateWithBaseline(model, clips, tfs, (name) => process.stderr.write(`eval-ae: ${name}\n`));
+  if (v.json) {
+    out(JSON.stringify({ modelName: model.config.name, split, ...r }) + '\n');
+    return 0;
+  }
+  out(`model ${model.config.name}; ${split} clips: ${clips.map((c) => c.name).join(', ')}\n`);
+  out('| clip | frames | latent values | model PSNR | model SSIM | bicubic PSNR | bicubic SSIM | bicubic kept (tf, h x w) |\n|---|---:|---:|---:|---:|---:|---:|---|\n');
+  for (const c of r.clips)
+    out(`| ${c.name} | ${c.frames} | ${c.budget} | ${c.model.psnr.toFixed(2)} | ${c.model.ssim.toFixed(4)} | ${c.baseline.psnr.toFixed(2)} | ${c.baseline.ssim.toFixed(4)} | ${c.baseline.tf}, ${c.baseline.h}x${c.baseline.w} |\n`);
+  out(`| **mean over frames** | ${r.frames} | | **${r.model.psnr.toFixed(2)}** | **${r.model.ssim.toFixed(4)}** | **${r.baseline.psnr.toFixed(2)}** | **${r.baseline.ssim.toFixed(4)}** | |\n`);
   return 0;
 }

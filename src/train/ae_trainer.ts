@@ -19,7 +19,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/safetensors.js';
-import { videoMetrics } from '../metrics/metrics.js';
+import { tensorToUint8Frames, videoMetrics } from '../metrics/metrics.js';
+import { equalBudgetBaseline, latentBudget } from '../metrics/baseline.js';
 import { writeLinePlotPng } from '../metrics/plot.js';
 import { configFromReference, configToReference, compressionFactors, chunkFrames, type DCAEVConfig } from '../models/dcaev/config.js';
 import { DCAEV, decodeVideo, encodeVideo, loadWeights, resolveConfig } from '../models/dcaev/autoencoder.js';
@@ -80,6 +81,8 @@ export interface TrainAEOptions {
   evalFrames: number;
   /** optional weights to start from (fine-tuning) instead of the random initialisation */
   init?: string | null;
+  /** 'shortcut' (default): residual branches start at zero (see initForTraining); 'default': plain init */
+  residualInit?: 'shortcut' | 'default';
 }
 
 export const TRAIN_DEFAULTS: Omit<TrainAEOptions, 'model' | 'data' | 'out'> = {
@@ -317,6 +320,48 @@ export function evaluateClips(model: DCAEV, clips: readonly Clip[], frames = 0):
   return { psnr: psnrSum / Math.max(1, n), ssim: ssimSum / Math.max(1, n), frames: n };
 }
 
+export interface ClipScore {
+  name: string;
+  frames: number;
+  /** values in the latent (= the baseline's budget) */
+  budget: number;
+  model: { psnr: number; ssim: number };
+  baseline: { psnr: number; ssim: number; tf: number; h: number; w: number };
+}
+
+/**
+ * The model against the equal-budget bicubic baseline on whole clips: per clip, the baseline keeps at most as many
+ * values as the latent (best temporal factor for that clip among `temporalFactors`). Means are over all frames.
+ */
+export function evaluateWithBaseline(model: DCAEV, clips: readonly Clip[], temporalFactors: number[], onClip?: (name: string) => void) {
+  const { spatial, temporal } = compressionFactors(model.config);
+  const L = chunkFrames(model.config);
+  const out: ClipScore[] = [];
+  const sum = { mp: 0, ms: 0, bp: 0, bs: 0, n: 0 };
+  for (const c of clips) {
+    onClip?.(c.name);
+    const x = clipTensor(c);
+    const pad = c.height % spatial !== 0 || c.width % spatial !== 0;
+    const { y, budget } = noGrad(() => {
+      const e = encodeVideo(model, x, { padSpatial: pad });
+      return { y: decodeVideo(model, e.latent, { numFrames: e.numFrames, height: e.height, width: e.width }), budget: e.latent.size };
+    });
+    if (budget !== latentBudget(c.frames, c.height, c.width, spatial, temporal, model.config.latentChannels, L)) throw new TrainingError('latent size disagrees with latentBudget');
+    const m = videoMetrics(x, y);
+    const frames = tensorToUint8Frames(x)[0]!;
+    const b = equalBudgetBaseline(frames, c.height, c.width, budget, { temporalFactors, keepFrames: false });
+    const bm = b.best;
+    // per-frame sums so the overall mean is over frames, as the metrics protocol
+    sum.mp += m.psnr.mean * m.frames;
+    sum.ms += m.ssim.mean * m.frames;
+    sum.bp += bm.psnr * m.frames;
+    sum.bs += bm.ssim * m.frames;
+    sum.n += m.frames;
+    out.push({ name: c.name, frames: m.frames, budget, model: { psnr: m.psnr.mean, ssim: m.ssim.mean }, baseline: { psnr: bm.psnr, ssim: bm.ssim, tf: bm.tf, h: bm.h, w: bm.w } });
+  }
+  return { clips: out, frames: sum.n, model: { psnr: sum.mp / sum.n, ssim: sum.ms / sum.n }, baseline: { psnr: sum.bp / sum.n, ssim: sum.bs / sum.n } };
+}
+
 /** Trains (or resumes) a DC-AE-V. */
 export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: TrainCallbacks = {}): Promise<TrainResult> {
   const runDir = opts.out;
@@ -349,7 +394,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
   checkSampling(data.train, so);
 
   const model = new DCAEV(cfg);
-  initForTraining(model, o.seed);
+  initForTraining(model, o.seed, { residual: o.residualInit ?? 'shortcut' });
   if (o.init && !meta) loadWeights(model, o.init);
   model.setTrainable(true);
   const named = model.namedParams();

@@ -7,11 +7,27 @@ import type { Module } from '../nn/module.js';
 import { Rng } from '../tensor/random.js';
 import { Tensor } from '../tensor/tensor.js';
 
-export function initForTraining(model: Module, seed: number): void {
+export interface InitOptions {
+  /**
+   * Residual branches start as the identity: the closing RMSNorm scale of every residual block and the conv of
+   * every residual up/down-sampling block start at zero (their shortcuts carry the signal), so the untrained model
+   * is the shortcut autoencoder (pixel-unshuffle + channel averaging down, channel duplication + pixel-shuffle up)
+   * between the project-in/out convs, and training refines it. Default 'shortcut'; 'default' uses the plain init.
+   */
+  residual?: 'shortcut' | 'default';
+}
+
+const RES_NORM = /\.stages\.\d+\.op_list\.\d+\.main\.conv2\.norm\.weight$/;
+const RESAMPLE_CONV = /\.stages\.\d+\.op_list\.\d+\.main\.conv\.conv\.(weight|bias)$/;
+
+export function initForTraining(model: Module, seed: number, opts: InitOptions = {}): void {
   const rng = new Rng(seed);
+  const zeroRes = (opts.residual ?? 'shortcut') === 'shortcut';
   for (const [key, p] of model.namedParams()) {
     const d = new Float32Array(p.size);
-    if (p.shape.length > 1) {
+    if (zeroRes && (RES_NORM.test(key) || RESAMPLE_CONV.test(key))) {
+      // zeros (drawn values skipped on purpose: the init does not depend on the residual mode's RNG use)
+    } else if (p.shape.length > 1) {
       const fanIn = p.size / p.shape[0]!;
       const bound = 1 / Math.sqrt(fanIn);
       for (let i = 0; i < d.length; i++) d[i] = (2 * rng.uniform() - 1) * bound;
