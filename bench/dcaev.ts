@@ -39,7 +39,7 @@ import { Rng } from '../src/tensor/random.js';
 import { saveSafetensors } from '../src/io/safetensors.js';
 import { getNativeAddon, setBackend, backendByName } from '../src/backend/index.js';
 import type { Backend } from '../src/backend/backend.js';
-import { profiledBackend, tally, type ProfRow } from './profile.js';
+import { profiledBackend, tally, type ProfRow, median, cliArgs } from './profile.js';
 import { configFromReference, type ReferenceConfigJson } from '../src/models/dcaev/config.js';
 import { DCAEV, StreamingDecoder, StreamingEncoder, geometry, loadWeights } from '../src/models/dcaev/autoencoder.js';
 
@@ -54,12 +54,7 @@ const root = [resolve(here, '..'), resolve(here, '..', '..')].find((p) => {
     return false;
   }
 })!;
-const args = process.argv.slice(2);
-const flag = (name: string) => args.includes(name);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
-};
+const { flag, opt } = cliArgs();
 
 // ---- the reduced config ----------------------------------------------------------------------------------------
 
@@ -322,11 +317,6 @@ function log(msg: string): void {
   if (!flag('--json')) process.stderr.write(msg + '\n');
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 function findTorch(): { python: string | null; version: string; why: string } {
   const python = process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3';

@@ -15,6 +15,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as T from '../src/index.js';
 import { getNativeAddon, setBackend } from '../src/backend/index.js';
+import { median } from './profile.js';
 
 const args = process.argv.slice(2);
 const asJson = args.includes('--json');
@@ -35,11 +36,6 @@ function log(msg: string): void {
   if (!asJson) process.stderr.write(msg + '\n');
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 // ---- torch worker ----------------------------------------------------------------------------------------------
 class TorchWorker {

@@ -34,3 +34,23 @@ export function profiledBackend(b: Backend, onCall: (name: string, args: unknown
   }
   return wrapped as unknown as Backend;
 }
+
+// ---- glue shared by the benchmark scripts -----------------------------------------------------------------------
+
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** `--name` flags and `--name value` options of the command line. */
+export function cliArgs(argv: string[] = process.argv.slice(2)) {
+  return {
+    args: argv,
+    flag: (name: string) => argv.includes(name),
+    opt: (name: string, dflt: string) => {
+      const i = argv.indexOf(name);
+      return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : dflt;
+    },
+  };
+}

@@ -12,7 +12,7 @@
  * 0.01) -> zero the gradients. Whole-clip (no feature cache): each chunk of every chunk-causal conv sees the previous
  * chunk's last frame on the left and zeros on the right.
  *
- * Same weights: initForTraining (src/train/init.ts; PyTorch's default conv init, norm scales 1) with a fixed seed,
+ * Same weights: initForTraining (src/train/init.ts: PyTorch-default conv init, residual branches at zero) with a fixed seed,
  * written as safetensors and loaded strict by torch. Same data: the first 16 frames of
  * ../shared/data/clips128/01.mp4 (decoded with the system ffmpeg), else a deterministic synthetic clip, passed to
  * torch as raw float32.
@@ -57,19 +57,14 @@ import { initForTraining } from '../src/train/init.js';
 import { ssimLoss } from '../src/train/losses.js';
 import { readAllFrames } from '../src/io/video.js';
 import { createModel, type DCAEV } from '../src/models/dcaev/autoencoder.js';
-import { profiledBackend, tally, type ProfRow } from './profile.js';
+import { profiledBackend, tally, type ProfRow, median, cliArgs } from './profile.js';
 
 const SEED = 20261127;
 const LR = 1e-4;
 const SSIM_WEIGHT = 0.2;
 const here = dirname(fileURLToPath(import.meta.url));
 const root = [resolve(here, '..'), resolve(here, '..', '..')].find((p) => existsSync(join(p, 'package.json')))!;
-const args = process.argv.slice(2);
-const flag = (name: string) => args.includes(name);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
-};
+const { flag, opt } = cliArgs();
 const asJson = flag('--json');
 /** threads of each side (the setting is 2; --threads 1 is less sensitive to other load on a 2-core machine) */
 const THREADS = Math.max(1, Math.floor(Number(opt('--threads', '2'))));
@@ -78,11 +73,6 @@ function log(msg: string): void {
   if (!asJson) process.stderr.write(msg + '\n');
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const relDiff = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-30);
 
 // ---- data ---------------------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import { Rng } from '../src/tensor/random.js';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
 import { backendByName, getNativeAddon, setBackend } from '../src/backend/index.js';
 import type { Backend } from '../src/backend/backend.js';
-import { profiledBackend, tally, type ProfRow } from './profile.js';
+import { profiledBackend, tally, type ProfRow, median, cliArgs } from './profile.js';
 import { WanModel, parseWanConfig, loadWanWeights, type WanConfig } from '../src/models/wan/index.js';
 import { sample, flowSchedule } from '../src/diffusion/index.js';
 
@@ -48,12 +48,7 @@ const SEED = 20240;
 const ATTN_CHUNK = 1024;
 const here = dirname(fileURLToPath(import.meta.url));
 const root = [resolve(here, '..'), resolve(here, '..', '..')].find((p) => existsSync(join(p, 'package.json')))!;
-const args = process.argv.slice(2);
-const flag = (name: string) => args.includes(name);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
-};
+const { flag, opt } = cliArgs();
 const asJson = flag('--json');
 const log = (msg: string) => {
   if (!asJson || flag('--child-sample')) process.stderr.write(msg + '\n');
@@ -108,11 +103,6 @@ const UNCOND_TOKENS = 60;
 
 // ---- helpers ---------------------------------------------------------------------------------------------------
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 function relErr(a: ArrayLike<number>, ref: ArrayLike<number>): number {
   if (a.length !== ref.length) return Infinity;
