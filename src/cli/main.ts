@@ -35,17 +35,17 @@ Usage:
                          architecture, parameter counts, keys and shapes (without allocating weights);
                          with --weights, checks a .safetensors or torch .pt checkpoint against the model
                          (exit code 3 when it does not match)
-  dcvg encode <video | input.safetensors> -o latent.safetensors --model M --weights W
+  dcvg encode <video | input.safetensors> -o latent.safetensors [--model M --weights W]
               [--input-key input] [--stream | --whole] [--tile N|auto] [--overlap F] [--pad]
               [--resize WxH [--crop cover|stretch]] [--start N] [--frames N] [--fps F] [--json]
                          encode a video (any format ffmpeg reads, or a PNG sequence) or a raw NCTHW tensor in
                          [-1, 1] (key "input"); writes key "latent" (unscaled) with metadata (model, scaling factor,
                          frame count, size, fps)
-  dcvg decode latent.safetensors -o <video | out.safetensors> --model M --weights W [--latent-key latent]
+  dcvg decode latent.safetensors -o <video | out.safetensors> [--model M --weights W] [--latent-key latent]
               [--fps F] [--tile ...] [--json]
                          decode to a video (.mp4 H.264 yuv420p, .gif, .y4m lossless, dir/ or %05d.png for PNGs) or
                          to key "reconstruction", cropped to the encoded frame count and size
-  dcvg reconstruct <video> -o <video> --model M --weights W [--metrics m.json] [--plot psnr.png]
+  dcvg reconstruct <video> -o <video> [--model M --weights W] [--metrics m.json] [--plot psnr.png]
               [--resize WxH] [--start N] [--frames N] [--tile ...] [--pad] [--crf N] [--json]
                          encode + decode chunk by chunk and score: PSNR / SSIM per frame and overall (uint8 RGB,
                          the reference protocol), temporal error, and a per-frame PSNR plot with chunk boundaries
@@ -69,9 +69,13 @@ Usage:
   dcvg --version         print the version
   dcvg --help            this text
 
+Models: --model (preset or config.json) with --weights (.safetensors or torch .pt); --weights alone for files
+written by train-ae (they carry their config); neither for the default model shipped in assets/default-ae.
+
 Environment:
   DCVG_BACKEND=native|reference   choose the kernel backend (default: native when built)
   OMP_NUM_THREADS=N               threads for the native kernels (default: all cores)
+  OMP_WAIT_POLICY=passive         recommended on machines shared with other work (see README, Training)
 `;
 
 function cmdEnv(args: string[]): void {
