@@ -54,7 +54,7 @@ const root = [resolve(here, '..'), resolve(here, '..', '..')].find((p) => {
     return false;
   }
 })!;
-const { flag, opt } = cliArgs();
+const { flag, opt } = cliArgs('usage: npm run bench:dcaev [-- --json] [-- --reps N] [-- --frames 80,400] [-- --size 128] [-- --profile]');
 
 // ---- the reduced config ----------------------------------------------------------------------------------------
 

@@ -15,9 +15,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as T from '../src/index.js';
 import { getNativeAddon, setBackend } from '../src/backend/index.js';
-import { median } from './profile.js';
+import { cliArgs, median } from './profile.js';
 
-const args = process.argv.slice(2);
+const { args } = cliArgs('usage: npm run bench:kernels [-- --json] [-- --reps N]');
 const asJson = args.includes('--json');
 const repsArg = args.indexOf('--reps');
 const REPS = Math.max(5, repsArg >= 0 ? Number(args[repsArg + 1]) : 7);

@@ -43,8 +43,12 @@ export const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-/** `--name` flags and `--name value` options of the command line. */
-export function cliArgs(argv: string[] = process.argv.slice(2)) {
+/** `--name` flags and `--name value` options of the command line; `--help` prints `usage` and exits. */
+export function cliArgs(usage: string, argv: string[] = process.argv.slice(2)) {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(usage.trim() + '\n');
+    process.exit(0);
+  }
   return {
     args: argv,
     flag: (name: string) => argv.includes(name),

@@ -64,7 +64,7 @@ const LR = 1e-4;
 const SSIM_WEIGHT = 0.2;
 const here = dirname(fileURLToPath(import.meta.url));
 const root = [resolve(here, '..'), resolve(here, '..', '..')].find((p) => existsSync(join(p, 'package.json')))!;
-const { flag, opt } = cliArgs();
+const { flag, opt } = cliArgs('usage: npm run bench:train-ae [-- --json] [-- --steps 8] [-- --warmup 2] [-- --threads 2] [-- --torch-conv chunks,batched] [-- --profile]');
 const asJson = flag('--json');
 /** threads of each side (the setting is 2; --threads 1 is less sensitive to other load on a 2-core machine) */
 const THREADS = Math.max(1, Math.floor(Number(opt('--threads', '2'))));

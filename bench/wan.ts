@@ -48,7 +48,7 @@ const SEED = 20240;
 const ATTN_CHUNK = 1024;
 const here = dirname(fileURLToPath(import.meta.url));
 const root = [resolve(here, '..'), resolve(here, '..', '..')].find((p) => existsSync(join(p, 'package.json')))!;
-const { flag, opt } = cliArgs();
+const { flag, opt } = cliArgs('usage: npm run bench:wan [-- --json] [-- --no-sampling] [-- --steps N] [-- --profile]');
 const asJson = flag('--json');
 const log = (msg: string) => {
   if (!asJson || flag('--child-sample')) process.stderr.write(msg + '\n');

@@ -38,6 +38,7 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --resume           continue the run in --out from its checkpoint (same data order and RNG state);
                      only --steps may change
   --json             print the final summary as JSON
+  --log-every N      a progress line every N steps when stderr is not a terminal (default 50; terminals get a bar)
   Ctrl-C stops after the current step and writes a checkpoint.`;
 
 function num(v: string | undefined, name: string, int = false): number | undefined {
