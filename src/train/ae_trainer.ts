@@ -16,7 +16,7 @@
  * data stream as if it had never stopped (tested bit for bit on a tiny model).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/safetensors.js';
 import { tensorToUint8Frames, videoMetrics } from '../metrics/metrics.js';
@@ -380,6 +380,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
   } else {
     if (existsSync(ckptPath)) throw new TrainingError(`${runDir} already holds a training run; pass --resume to continue it, or choose another --out`);
     o = { ...TRAIN_DEFAULTS, ...opts };
+    o.data = resolve(o.data); // saved in the checkpoint: resume works from any working directory
   }
   const cfg = meta ? configFromReference(meta.config, meta.config.name) : resolveConfig(o.model);
   const { frames } = validate(o, cfg);
