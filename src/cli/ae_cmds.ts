@@ -11,7 +11,7 @@ import { SafetensorsFile, saveSafetensors } from '../io/safetensors.js';
 import { loadTorchStateDict } from '../io/torch_checkpoint.js';
 import { DCAEV, createModel, decodeVideo, encodeVideo, geometry, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
-import { embeddedConfigPath, loadDefaultModel } from '../models/dcaev/default_model.js';
+import { embeddedConfig, loadDefaultModel } from '../models/dcaev/default_model.js';
 import { ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Progress } from './progress.js';
@@ -30,12 +30,18 @@ export const MODEL_OPTIONS = {
   output: { type: 'string', short: 'o' },
 } as const;
 
-function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], options: O, cmd: string) {
+/** parseArgs (strict) with its error turned into one ValueError line pointing at `dcvg <cmd> --help`. */
+function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], options: O, cmd: string, allowPositionals = true) {
   try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true });
+    return parseArgs({ args, options, allowPositionals, strict: true });
   } catch (e) {
     throw new ValueError(`${(e as Error).message.replace(/^.*?: /, '')} (see dcvg ${cmd} --help)`);
   }
+}
+
+/** `parse` for commands that read their options as a plain record. */
+export function parseValues(args: string[], options: Record<string, { type: 'string' | 'boolean' }>, cmd: string, allowPositionals = true): Record<string, string | boolean | undefined> {
+  return parse(args, options, cmd, allowPositionals).values as Record<string, string | boolean | undefined>;
 }
 
 /**
@@ -45,7 +51,7 @@ function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: st
 export function loadModelFromArgs(v: { model?: string; weights?: string }, cmd: string): DCAEV {
   if ((!v.model && !v.weights) || (v.model === 'default' && !v.weights)) return loadDefaultModel();
   if (!v.model) {
-    const cfg = embeddedConfigPath(v.weights!);
+    const cfg = embeddedConfig(v.weights!);
     if (!cfg) throw new ValueError(`${cmd} needs --model <preset | config.json> for ${v.weights} (it carries no config of its own)`);
     return createModel(cfg, v.weights);
   }

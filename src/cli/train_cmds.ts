@@ -3,14 +3,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import type { TemporalMode } from '../models/dcaev/config.js';
 import { STUDY_DEFAULTS, runTemporalStudy, type StudyOptions } from '../train/study.js';
 import { TRAIN_DEFAULTS, evaluateWithBaseline, trainAE, type TrainAEOptions } from '../train/ae_trainer.js';
 import { loadClipSet } from '../train/data.js';
 import { ValueError } from '../tensor/errors.js';
 import { Progress, fmtSecs } from './progress.js';
-import { loadModelFromArgs, type Out } from './ae_cmds.js';
+import { loadModelFromArgs, parseValues, type Out } from './ae_cmds.js';
 
 export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [options]
   --steps N          optimizer steps in all (default ${TRAIN_DEFAULTS.steps})
@@ -53,20 +52,15 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
     out(TRAIN_HELP + '\n');
     return 0;
   }
-  let v: Record<string, string | boolean | undefined>;
-  try {
-    const strOpts = [
+  const strOpts = [
       'model', 'data', 'out', 'steps', 'batch', 'frames', 'crop', 'lr', 'warmup', 'min-lr-ratio', 'weight-decay', 'clip', 'ema',
       'ssim-weight', 'still-prob', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
       'init', 'seed', 'log-every', 'residual-init',
     ];
-    const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(strOpts.map((k) => [k, { type: 'string' as const }]));
-    options.resume = { type: 'boolean' };
-    options.json = { type: 'boolean' };
-    v = parseArgs({ args, options, allowPositionals: false, strict: true }).values as Record<string, string | boolean | undefined>;
-  } catch (e) {
-    throw new ValueError(`${(e as Error).message.replace(/^.*?: /, '')} (see dcvg train-ae --help)`);
-  }
+  const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(strOpts.map((k) => [k, { type: 'string' as const }]));
+  options.resume = { type: 'boolean' };
+  options.json = { type: 'boolean' };
+  const v = parseValues(args, options, 'train-ae', false);
   const s = (k: string) => v[k] as string | undefined;
   if (!s('out')) throw new ValueError('train-ae needs --out <run dir>');
   const resume = !!v.resume;
@@ -188,20 +182,11 @@ export async function cmdStudy(args: string[], out: Out): Promise<number> {
     return what ? 0 : 1;
   }
   if (what !== 'temporal') throw new ValueError(`unknown study "${what}" (known: temporal)`);
-  let v: Record<string, string | boolean | undefined>;
-  try {
-    v = parseArgs({
-      args: rest,
-      options: Object.fromEntries([
-        ...['data', 'out', 'steps', 'crop', 'frames', 'lr', 'warmup', 'seed', 'holdout', 'still-prob', 'designs', 'eval-frames', 'log-every'].map((k) => [k, { type: 'string' as const }]),
-        ...['no-train', 'no-eval', 'held-out-only', 'json'].map((k) => [k, { type: 'boolean' as const }]),
-      ]),
-      strict: true,
-      allowPositionals: false,
-    }).values as Record<string, string | boolean | undefined>;
-  } catch (e) {
-    throw new ValueError(`${(e as Error).message.replace(/^.*?: /, '')} (see dcvg study --help)`);
-  }
+  const studyOptions = Object.fromEntries([
+    ...['data', 'out', 'steps', 'crop', 'frames', 'lr', 'warmup', 'seed', 'holdout', 'still-prob', 'designs', 'eval-frames', 'log-every'].map((k) => [k, { type: 'string' as const }]),
+    ...['no-train', 'no-eval', 'held-out-only', 'json'].map((k) => [k, { type: 'boolean' as const }]),
+  ]);
+  const v = parseValues(rest, studyOptions, 'study', false);
   const s = (k: string) => v[k] as string | undefined;
   if (!s('data')) throw new ValueError('study temporal needs --data <folder of clips>');
   if (!s('out')) throw new ValueError('study temporal needs --out <dir>');
@@ -264,20 +249,11 @@ export async function cmdEvalAE(args: string[], out: Out): Promise<number> {
     out(EVAL_HELP + '\n');
     return 0;
   }
-  let v: Record<string, string | boolean | undefined>;
-  try {
-    v = parseArgs({
-      args,
-      options: Object.fromEntries([
-        ...['data', 'model', 'weights', 'split', 'holdout', 'frames', 'baseline-tf'].map((k) => [k, { type: 'string' as const }]),
-        ['json', { type: 'boolean' as const }],
-      ]),
-      strict: true,
-      allowPositionals: false,
-    }).values as Record<string, string | boolean | undefined>;
-  } catch (e) {
-    throw new ValueError(`${(e as Error).message.replace(/^.*?: /, '')} (see dcvg eval-ae --help)`);
-  }
+  const evalOptions = Object.fromEntries([
+    ...['data', 'model', 'weights', 'split', 'holdout', 'frames', 'baseline-tf'].map((k) => [k, { type: 'string' as const }]),
+    ['json', { type: 'boolean' as const }],
+  ]);
+  const v = parseValues(args, evalOptions, 'eval-ae', false);
   const s = (k: string) => v[k] as string | undefined;
   if (!s('data')) throw new ValueError('eval-ae needs --data <folder of clips>');
   const split = s('split') ?? 'held-out';

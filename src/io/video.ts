@@ -789,15 +789,17 @@ export async function openVideoReader(path: string, opts: ReadOptions = {}): Pro
 }
 
 /**
- * The whole clip (after start / maxFrames / resize / fps) as a Tensor (1, 3, T, H, W) in [-1, 1]. For short clips:
- * refuses (ValueError) when the float tensor would exceed `maxBytes` (default 2 GiB); stream with openVideoReader
- * otherwise.
+ * The whole clip (after start / maxFrames / resize / fps) as uint8 frames (frame-major HxWx3 RGB) with its size.
+ * `maxBytes` bounds the decoded bytes times `bytesFactor` (ValueError past it).
  */
-export async function readAllFrames(path: string, opts: ReadOptions & { maxBytes?: number } = {}): Promise<Tensor> {
-  const maxBytes = opts.maxBytes ?? 2 ** 31;
+export async function readFrameBytes(
+  path: string,
+  opts: ReadOptions & { maxBytes?: number; bytesFactor?: number; what?: string } = {},
+): Promise<{ data: Uint8Array; frames: number; height: number; width: number }> {
+  const maxBytes = opts.maxBytes ?? Infinity;
+  const factor = opts.bytesFactor ?? 1;
   const reader = await openVideoReader(path, opts);
   try {
-    const floatPerFrame = reader.frameBytes * 4;
     const chunkFrames = Math.max(1, Math.floor((16 << 20) / reader.frameBytes));
     const parts: Uint8Array[] = [];
     let total = 0;
@@ -806,22 +808,32 @@ export async function readAllFrames(path: string, opts: ReadOptions & { maxBytes
       if (!c) break;
       parts.push(c);
       total += c.length;
-      if ((total / reader.frameBytes) * floatPerFrame > maxBytes)
+      if (total * factor > maxBytes)
         throw new ValueError(
-          `readAllFrames: ${path} needs more than ${maxBytes} bytes as a float tensor at ${reader.width}x${reader.height}; ` +
+          `${opts.what ?? 'readFrameBytes'}: ${path} needs more than ${maxBytes} bytes${factor !== 1 ? ' as a float tensor' : ''} at ${reader.width}x${reader.height}; ` +
             'pass maxFrames / resize, raise maxBytes, or stream with openVideoReader',
         );
     }
-    const all = new Uint8Array(total);
+    const data = new Uint8Array(total);
     let o = 0;
     for (const p of parts) {
-      all.set(p, o);
+      data.set(p, o);
       o += p.length;
     }
-    return framesToTensor(all, reader.height, reader.width);
+    return { data, frames: total / reader.frameBytes, height: reader.height, width: reader.width };
   } finally {
     await reader.close();
   }
+}
+
+/**
+ * The whole clip (after start / maxFrames / resize / fps) as a Tensor (1, 3, T, H, W) in [-1, 1]. For short clips:
+ * refuses (ValueError) when the float tensor would exceed `maxBytes` (default 2 GiB); stream with openVideoReader
+ * otherwise.
+ */
+export async function readAllFrames(path: string, opts: ReadOptions & { maxBytes?: number } = {}): Promise<Tensor> {
+  const r = await readFrameBytes(path, { ...opts, maxBytes: opts.maxBytes ?? 2 ** 31, bytesFactor: 4, what: 'readAllFrames' });
+  return framesToTensor(r.data, r.height, r.width);
 }
 
 // ------------------------------------------------------------------------------------------------------------------

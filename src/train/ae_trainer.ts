@@ -300,6 +300,16 @@ export function readLog(path: string): { steps: StepRecord[]; evals: EvalRecord[
   return { steps, evals, lines };
 }
 
+/** A whole clip through the model (streamed for chunk-causal models, padded spatially when needed), and its latent size. */
+function reconstructClip(model: DCAEV, x: Tensor): { y: Tensor; latentSize: number } {
+  const { spatial } = compressionFactors(model.config);
+  const pad = x.shape[3]! % spatial !== 0 || x.shape[4]! % spatial !== 0;
+  return noGrad(() => {
+    const e = encodeVideo(model, x, { padSpatial: pad });
+    return { y: decodeVideo(model, e.latent, { numFrames: e.numFrames, height: e.height, width: e.width }), latentSize: e.latent.size };
+  });
+}
+
 /** Reconstructs held-out clips (whole clips, streamed for chunk-causal models) and measures PSNR / SSIM. */
 export function evaluateClips(model: DCAEV, clips: readonly Clip[], frames = 0): { psnr: number; ssim: number; frames: number } {
   let psnrSum = 0;
@@ -307,12 +317,7 @@ export function evaluateClips(model: DCAEV, clips: readonly Clip[], frames = 0):
   let n = 0;
   for (const c of clips) {
     const x = clipTensor(c, frames > 0 ? frames : c.frames);
-    const pad = x.shape[3]! % compressionFactors(model.config).spatial !== 0 || x.shape[4]! % compressionFactors(model.config).spatial !== 0;
-    const r = noGrad(() => {
-      const e = encodeVideo(model, x, { padSpatial: pad });
-      return decodeVideo(model, e.latent, { numFrames: e.numFrames, height: e.height, width: e.width });
-    });
-    const m = videoMetrics(x, r);
+    const m = videoMetrics(x, reconstructClip(model, x).y);
     psnrSum += m.psnr.perFrame.reduce((a, b) => a + (Number.isFinite(b) ? b : 100), 0);
     ssimSum += m.ssim.perFrame.reduce((a, b) => a + b, 0);
     n += m.frames;
@@ -341,11 +346,7 @@ export function evaluateWithBaseline(model: DCAEV, clips: readonly Clip[], tempo
   for (const c of clips) {
     onClip?.(c.name);
     const x = clipTensor(c);
-    const pad = c.height % spatial !== 0 || c.width % spatial !== 0;
-    const { y, budget } = noGrad(() => {
-      const e = encodeVideo(model, x, { padSpatial: pad });
-      return { y: decodeVideo(model, e.latent, { numFrames: e.numFrames, height: e.height, width: e.width }), budget: e.latent.size };
-    });
+    const { y, latentSize: budget } = reconstructClip(model, x);
     if (budget !== latentBudget(c.frames, c.height, c.width, spatial, temporal, model.config.latentChannels, L)) throw new TrainingError('latent size disagrees with latentBudget');
     const m = videoMetrics(x, y);
     const frames = tensorToUint8Frames(x)[0]!;

@@ -8,7 +8,7 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
-import { openVideoReader } from '../io/video.js';
+import { framesToTensor, readFrameBytes } from '../io/video.js';
 import { ValueError } from '../tensor/errors.js';
 import type { Rng } from '../tensor/random.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -63,29 +63,6 @@ export function heldOutIndices(n: number, k: number): number[] {
   return out;
 }
 
-async function decodeAll(path: string, maxFrames?: number): Promise<Omit<Clip, 'name' | 'still'>> {
-  const r = await openVideoReader(path, maxFrames ? { maxFrames } : {});
-  try {
-    const parts: Uint8Array[] = [];
-    let total = 0;
-    for (;;) {
-      const c = await r.readFrames(64);
-      if (!c) break;
-      parts.push(c);
-      total += c.length;
-    }
-    const data = new Uint8Array(total);
-    let o = 0;
-    for (const p of parts) {
-      data.set(p, o);
-      o += p.length;
-    }
-    return { frames: total / r.frameBytes, height: r.height, width: r.width, data };
-  } finally {
-    await r.close();
-  }
-}
-
 export async function loadClipSet(dir: string, opts: LoadOptions = {}): Promise<ClipSet> {
   const { videos, images } = listMedia(dir);
   const k = opts.holdout ?? (videos.length >= 8 ? 3 : 0);
@@ -95,7 +72,7 @@ export async function loadClipSet(dir: string, opts: LoadOptions = {}): Promise<
   const all = [...videos.map((n) => ({ n, still: false })), ...images.map((n) => ({ n, still: true }))];
   let done = 0;
   for (const [i, { n, still }] of all.entries()) {
-    const c = await decodeAll(join(dir, n), still ? 1 : opts.maxFrames);
+    const c = await readFrameBytes(join(dir, n), { maxFrames: still ? 1 : opts.maxFrames });
     if (!c.frames) throw new ValueError(`training data: ${n} has no frames`);
     const clip: Clip = { name: n, still, ...c };
     (!still && held.has(i) ? heldOut : train).push(clip);
@@ -182,12 +159,5 @@ export function sampleBatch(clips: readonly Clip[], o: SampleOptions, rng: Rng):
 /** A clip (or its first `frames` frames) as a tensor (1, 3, T, H, W) in [-1, 1]. */
 export function clipTensor(c: Clip, frames = c.frames): Tensor {
   const T = Math.min(frames, c.frames);
-  const hw = c.height * c.width;
-  const out = new Float32Array(3 * T * hw);
-  for (let t = 0; t < T; t++)
-    for (let p = 0; p < hw; p++) {
-      const s = (t * hw + p) * 3;
-      for (let ch = 0; ch < 3; ch++) out[ch * T * hw + t * hw + p] = c.data[s + ch]! / 127.5 - 1;
-    }
-  return new Tensor(out, [1, 3, T, c.height, c.width]);
+  return framesToTensor(c.data.subarray(0, T * c.height * c.width * 3), c.height, c.width);
 }

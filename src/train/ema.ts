@@ -46,16 +46,6 @@ export class Ema {
     }
   }
 
-  async withWeightsAsync<T>(fn: () => Promise<T>): Promise<T> {
-    const saved = this.params.map((p) => Float32Array.from(p.data()));
-    this.params.forEach((p, i) => p.data().set(this.shadow[i]!));
-    try {
-      return await fn();
-    } finally {
-      this.params.forEach((p, i) => p.data().set(saved[i]!));
-    }
-  }
-
   load(shadow: readonly Float32Array[], updates: number): void {
     if (shadow.length !== this.shadow.length) throw new ShapeError(`EMA state has ${shadow.length} buffers, expected ${this.shadow.length}`);
     shadow.forEach((s, i) => {

@@ -18,13 +18,13 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
 import { MetricsAccumulator, tensorToUint8Frames } from '../metrics/metrics.js';
 import { writeLinePlotPng } from '../metrics/plot.js';
-import { configFromReference, configToReference, topologyConfig, type DCAEVConfig, type TemporalMode } from '../models/dcaev/config.js';
+import { configFromReference, topologyConfig, type DCAEVConfig, type TemporalMode } from '../models/dcaev/config.js';
 import { DCAEV, loadWeights } from '../models/dcaev/autoencoder.js';
 import type { FeatureCache } from '../models/dcaev/model.js';
 import { ValueError } from '../tensor/errors.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
-import { TRAIN_DEFAULTS, readCheckpointMeta, trainAE, type TrainCallbacks } from './ae_trainer.js';
+import { TRAIN_DEFAULTS, readCheckpointMeta, readLog, trainAE, type TrainCallbacks } from './ae_trainer.js';
 import { clipTensor, loadClipSet, type Clip } from './data.js';
 
 export const STUDY_DESIGNS: readonly TemporalMode[] = ['chunk_causal', 'causal', 'non_causal'];
@@ -192,8 +192,9 @@ export async function runTemporalStudy(opts: Partial<StudyOptions> & { data: str
   if (!o.evaluate) return null;
 
   const missing = STUDY_DESIGNS.filter((d) => {
-    const p = join(runDir(d), 'checkpoint.safetensors');
-    return !existsSync(p) || readCheckpointMeta(runDir(d)).step < readCheckpointMeta(runDir(d)).options.steps;
+    if (!existsSync(join(runDir(d), 'checkpoint.safetensors'))) return true;
+    const meta = readCheckpointMeta(runDir(d));
+    return meta.step < meta.options.steps;
   });
   if (missing.length) throw new ValueError(`study: cannot evaluate yet, unfinished designs: ${missing.join(', ')} (train them first)`);
 
@@ -232,10 +233,10 @@ export async function runTemporalStudy(opts: Partial<StudyOptions> & { data: str
       }
       return out;
     };
-    const log = readFileSync(join(runDir(d), 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; loss?: number });
-    const losses = log.filter((r) => r.loss !== undefined).slice(-100).map((r) => r.loss!);
+    const { steps } = readLog(join(runDir(d), 'train.jsonl'));
+    const losses = steps.slice(-100).map((r) => r.loss);
     result.designs[d] = {
-      steps: log.filter((r) => r.loss !== undefined).length,
+      steps: steps.length,
       finalTrainLoss: losses.reduce((a, b) => a + b, 0) / Math.max(1, losses.length),
       streamVsWholeMaxAbs: 0,
       heldOut: evalSet(data.heldOut),
@@ -296,9 +297,4 @@ function writeStudyOutputs(dir: string, r: StudyResult): void {
     '',
   ].join('\n');
   writeFileAtomic(join(dir, 'report.md'), md);
-}
-
-export function studyConfigJson(o: Pick<StudyOptions, 'widths' | 'depths' | 'latentChannels' | 'chunk'>, mode: TemporalMode) {
-  const c = studyConfig(o, mode);
-  return { name: c.name, ...configToReference(c) };
 }

@@ -37,7 +37,7 @@ export function loadDefaultModel(): DCAEV {
 /**
  * The model config stored in a weights file written by `dcvg train-ae` (metadata "config"), or null for other files.
  */
-export function embeddedConfigPath(weights: string): ReturnType<typeof configFromReference> | null {
+export function embeddedConfig(weights: string): ReturnType<typeof configFromReference> | null {
   if (!weights.endsWith('.safetensors') || !existsSync(weights)) return null;
   let f: SafetensorsFile;
   try {
