@@ -87,11 +87,11 @@ def gaussian_window(n=11, sigma=1.5):
 _BLUR_CACHE = {}
 
 
-def _blur_fn(shape, n, sigma, impl, dtype):
+def _blur_fn(shape, n, sigma, impl, dtype, device=None):
     B, C, T, H, W = shape
-    key = (C, H, W, n, sigma, impl, dtype)
+    key = (C, H, W, n, sigma, impl, dtype, str(device))
     if key not in _BLUR_CACHE:
-        g = gaussian_window(n, sigma).to(dtype)
+        g = gaussian_window(n, sigma).to(dtype=dtype, device=device)
         if impl == "conv":
             kh = g.view(1, 1, 1, n, 1).repeat(C, 1, 1, 1, 1)
             kw = g.view(1, 1, 1, 1, n).repeat(C, 1, 1, 1, 1)
@@ -99,10 +99,10 @@ def _blur_fn(shape, n, sigma, impl, dtype):
             def blur(t):
                 return F.conv3d(F.conv3d(t, kh, groups=C), kw, groups=C)
         elif impl == "matmul":
-            gh = torch.zeros(H - n + 1, H, dtype=dtype)
+            gh = torch.zeros(H - n + 1, H, dtype=dtype, device=device)
             for i in range(H - n + 1):
                 gh[i, i:i + n] = g
-            gwt = torch.zeros(W - n + 1, W, dtype=dtype)
+            gwt = torch.zeros(W - n + 1, W, dtype=dtype, device=device)
             for i in range(W - n + 1):
                 gwt[i, i:i + n] = g
             gwt = gwt.t().contiguous()
@@ -120,7 +120,7 @@ def ssim_loss(x, y, n=11, sigma=1.5, impl="matmul"):
         raise ValueError(f"ssim_loss: expects two equal (B,C,T,H,W) shapes, got {tuple(x.shape)} {tuple(y.shape)}")
     if x.shape[3] < n or x.shape[4] < n:
         raise ValueError(f"ssim_loss: frames {x.shape[3]}x{x.shape[4]} smaller than the window {n}")
-    blur = _blur_fn(tuple(x.shape), n, sigma, impl, x.dtype)
+    blur = _blur_fn(tuple(x.shape), n, sigma, impl, x.dtype, x.device)
     a = x * 0.5 + 0.5
     b = y * 0.5 + 0.5
     mx = blur(a)
