@@ -61,7 +61,64 @@ const CASES: [string, number[][], Fn][] = [
   ['pixel shuffle round trip', [[1, 2, 4, 4, 6]], ([x]) => T.pixelShuffle3d(T.mul(T.pixelUnshuffle3d(x!, 2, 2), 3), 2, 2)],
   ['avg pool + upsample', [[1, 2, 2, 4, 5]], ([x]) => T.upsampleNearest3d(T.avgPool3d(x!, [1, 2, 2]), [2, 1, 2])],
   ['pow tensor', [[6], [6]], ([a, b]) => T.pow(T.add(T.square(a!), 0.5), T.mul(b!, 0.3))],
+  ['chunk-causal conv3d', [[2, 3, 8, 5, 4], [4, 3, 3, 3, 3], [4]], ([x, w, b]) => T.chunkCausalConv3d(x!, w!, b!, 2, 1)],
 ];
+
+/** The chunk-causal conv as the streaming path computes it: per chunk, the previous chunk's last frame (or zeros)
+ * concatenated on the left, zero padding on the right. */
+function chunkByChunk(x: Tensor, w: Tensor, b: Tensor, L: number, ps: number): Tensor {
+  const n = x.shape[2]! / L;
+  const outs: Tensor[] = [];
+  for (let k = 0; k < n; k++) {
+    const cur = T.slice(x, 2, k * L, (k + 1) * L);
+    outs.push(
+      k === 0
+        ? T.conv3d(cur, w, b, { padding: [1, 1, ps, ps, ps, ps] })
+        : T.conv3d(T.cat([T.slice(x, 2, k * L - 1, k * L), cur], 2), w, b, { padding: [0, 1, ps, ps, ps, ps] }),
+    );
+  }
+  return T.cat(outs, 2);
+}
+
+function maxRel(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  let s = 0;
+  for (let i = 0; i < a.length; i++) {
+    m = Math.max(m, Math.abs(a[i]! - b[i]!));
+    s = Math.max(s, Math.abs(b[i]!));
+  }
+  return m / Math.max(1e-30, s);
+}
+
+for (const be of testBackends()) {
+  describe(`chunk-causal conv as one conv = chunk by chunk (${be.name})`, { skip: be.skip }, () => {
+    for (const [shape, L, ps] of [
+      [[1, 4, 16, 6, 5], 8, 1],
+      [[2, 3, 8, 4, 4], 2, 1],
+      [[1, 2, 4, 3, 3], 4, 0],
+    ] as [number[], number, number][]) {
+      it(`x ${shape.join('x')}, chunk ${L}, spatial pad ${ps}`, () =>
+        withBackend(requireBackend(be.backend), () => {
+          const rng = new Rng(7);
+          const ks = 2 * ps + 1;
+          const mk = () => [T.parameter(T.randn(shape, rng)), T.parameter(T.randn([5, shape[1]!, 3, ks, ks], rng)), T.parameter(T.randn([5], rng))];
+          const a = mk();
+          const c = a.map((t) => T.parameter(t.detach().clone()));
+          const ya = T.chunkCausalConv3d(a[0]!, a[1]!, a[2]!, L, ps);
+          const yc = chunkByChunk(c[0]!, c[1]!, c[2]!, L, ps);
+          const err = maxRel(ya.data(), yc.data());
+          if (!(err < 1e-5)) throw new Error(`forward differs: ${err}`);
+          const R = T.randn(ya.shape, rng);
+          T.sum(T.mul(ya, R)).backward();
+          T.sum(T.mul(yc, R)).backward();
+          a.forEach((t, i) => {
+            const e = maxRel(t.grad!.data(), c[i]!.grad!.data());
+            if (!(e < 1e-5)) throw new Error(`gradient of input ${i} differs: ${e}`);
+          });
+        }));
+    }
+  });
+}
 
 for (const be of testBackends()) {
   describe(`finite-difference gradients (${be.name})`, { skip: be.skip }, () => {

@@ -6,7 +6,7 @@ import { backend } from '../backend/index.js';
 import type { Conv3dParams } from '../backend/backend.js';
 import { ShapeError, ValueError, fmtShape } from './errors.js';
 import * as ops from './ops.js';
-import { Tensor, attach, normAxis, numelOf, zeros } from './tensor.js';
+import { Tensor, attach, empty, normAxis, numelOf } from './tensor.js';
 
 function dense(t: Tensor): Float32Array {
   return t.data();
@@ -77,20 +77,99 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
     throw new ShapeError(`conv3d: bias ${fmtShape(b.shape)} does not match ${p.wShape[0]} output channels`);
   const xd = dense(x);
   const wd = dense(w);
-  const out = zeros(p.yShape);
+  const out = empty(p.yShape);
   const B = backend();
   B.conv3dForward(p, xd, wd, b ? dense(b) : null, out.storage);
   const inputs = b ? [x, w, b] : [x, w];
   return attach(out, 'conv3d', inputs, (g) => {
     const gd = dense(g);
-    const gx = x.requiresGrad ? zeros(x.shape) : null;
+    const gx = x.requiresGrad ? empty(x.shape) : null;
     if (gx) B.conv3dBackwardData(p, gd, wd, gx.storage);
     let gw: Tensor | null = null;
     let gb: Tensor | null = null;
     if (w.requiresGrad || (b && b.requiresGrad)) {
-      gw = zeros(w.shape);
-      gb = b ? zeros(b.shape) : null;
+      gw = empty(w.shape);
+      gb = b ? empty(b.shape) : null;
       B.conv3dBackwardWeights(p, xd, gd, gw.storage, gb ? gb.storage : null);
+    }
+    return b ? [gx, w.requiresGrad ? gw : null, b.requiresGrad ? gb : null] : [gx, gw];
+  });
+}
+
+/**
+ * DC-AE-V's chunk-causal conv over a whole clip without a feature cache, as one conv. The temporal kernel has 3 taps;
+ * inside each chunk of `chunk` frames it sees both neighbours, across a chunk boundary only the left one (the previous
+ * chunk's last frame; zeros before the clip), and the right neighbour of a chunk's last frame is zero. A plain conv
+ * over the whole clip with one zero frame at each end differs only at the last frame of every chunk but the last: it
+ * adds the third tap applied to the next chunk's first frame. That term is subtracted (a conv of the n-1 chunk-start
+ * frames with the negated third tap, scatter-added into the n-1 chunk-end outputs), and the backward pass removes the
+ * same term from both gradients. Equal to convolving chunk by chunk with the context frames concatenated (the
+ * model's streaming path) up to float rounding, with none of its per-chunk copies, slices and gradient sums.
+ * Stride 1, groups 1; spatial zero padding `ps` on each side.
+ */
+export function chunkCausalConv3d(x: Tensor, w: Tensor, b: Tensor | null, chunk: number, ps: number): Tensor {
+  if (w.ndim !== 5 || w.shape[2] !== 3) throw new ShapeError(`chunkCausalConv3d: weight must be (Cout, Cin, 3, KH, KW), got ${fmtShape(w.shape)}`);
+  if (x.ndim !== 5) throw new ShapeError(`chunkCausalConv3d: input must be 5-D (N, C, T, H, W), got ${fmtShape(x.shape)}`);
+  const T = x.shape[2]!;
+  if (!Number.isInteger(chunk) || chunk < 1 || T % chunk !== 0)
+    throw new ValueError(`chunkCausalConv3d: ${T} frames are not a whole number of chunks of ${chunk}`);
+  const p = conv3dParams(x.shape, w.shape, { padding: [1, 1, ps, ps, ps, ps] });
+  if (b && (b.ndim !== 1 || b.shape[0] !== p.wShape[0]))
+    throw new ShapeError(`chunkCausalConv3d: bias ${fmtShape(b.shape)} does not match ${p.wShape[0]} output channels`);
+  const [N, C, , H, W] = p.xShape;
+  const [O, , , KH, KW] = p.wShape;
+  const [, , To, Ho, Wo] = p.yShape;
+  const n = T / chunk;
+  const xd = dense(x);
+  const wd = dense(w);
+  const out = empty(p.yShape);
+  const B = backend();
+  B.conv3dForward(p, xd, wd, b ? dense(b) : null, out.storage);
+  // boundary term: frames chunk, 2 chunk, ..., (n-1) chunk of x through -w[:, :, 2] into outputs chunk-1, 2 chunk-1, ...
+  const nb = n - 1;
+  const p2 = nb ? conv3dParams([N, C, nb, H, W], [O, C, 1, KH, KW], { padding: [0, 0, ps, ps, ps, ps] }) : null;
+  const xb = nb ? ops.slice(x.detach(), 2, chunk, T, chunk).data() : null;
+  const w2neg = nb ? new Float32Array(O * C * KH * KW) : null;
+  const k2 = KH * KW;
+  const yEnds = (data: Float32Array) => ({ data, offset: (chunk - 1) * Ho * Wo, strides: [O * To * Ho * Wo, To * Ho * Wo, chunk * Ho * Wo, Wo, 1] });
+  if (p2 && xb && w2neg) {
+    for (let oc = 0; oc < O * C; oc++) for (let k = 0; k < k2; k++) w2neg[oc * k2 + k] = -wd[(oc * 3 + 2) * k2 + k]!;
+    const corr = new Float32Array(numelOf(p2.yShape));
+    B.conv3dForward(p2, xb, w2neg, null, corr);
+    B.stridedAccumulate(corr, p2.yShape, yEnds(out.storage));
+  }
+  const inputs = b ? [x, w, b] : [x, w];
+  return attach(out, 'chunk_causal_conv3d', inputs, (g) => {
+    const gd = dense(g);
+    // the gradient at the chunk-end outputs that the boundary term saw
+    let gEnds: Float32Array | null = null;
+    if (p2) {
+      gEnds = new Float32Array(numelOf(p2.yShape));
+      B.stridedCopy(yEnds(gd), p2.yShape, gEnds);
+    }
+    let gx: Tensor | null = null;
+    if (x.requiresGrad) {
+      gx = empty(x.shape);
+      B.conv3dBackwardData(p, gd, wd, gx.storage);
+      if (p2 && gEnds && w2neg) {
+        const gxb = new Float32Array(N * C * nb * H * W);
+        B.conv3dBackwardData(p2, gEnds, w2neg, gxb);
+        B.stridedAccumulate(gxb, [N, C, nb, H, W], { data: gx.storage, offset: chunk * H * W, strides: [C * T * H * W, T * H * W, chunk * H * W, W, 1] });
+      }
+    }
+    let gw: Tensor | null = null;
+    let gb: Tensor | null = null;
+    if (w.requiresGrad || (b && b.requiresGrad)) {
+      gw = empty(w.shape);
+      gb = b ? empty(b.shape) : null;
+      B.conv3dBackwardWeights(p, xd, gd, gw.storage, gb ? gb.storage : null);
+      if (p2 && gEnds && xb) {
+        // d out / d w[:, :, 2] loses the boundary term: subtract its weight gradient
+        const g2 = new Float32Array(O * C * k2);
+        B.conv3dBackwardWeights(p2, xb, gEnds, g2, null);
+        const gws = gw.storage;
+        for (let oc = 0; oc < O * C; oc++) for (let k = 0; k < k2; k++) gws[(oc * 3 + 2) * k2 + k]! -= g2[oc * k2 + k]!;
+      }
     }
     return b ? [gx, w.requiresGrad ? gw : null, b.requiresGrad ? gb : null] : [gx, gw];
   });
@@ -108,11 +187,11 @@ function softmaxImpl(x: Tensor, axis: number, log: boolean): Tensor {
   const cols = x.shape[ax]!;
   if (cols === 0) throw new ShapeError(`softmax over an empty axis of shape ${fmtShape(x.shape)}`);
   const rows = x.size / cols;
-  const out = zeros(x.shape);
+  const out = empty(x.shape);
   const B = backend();
   if (rows) B.softmax(dense(x), rows, cols, log, out.storage);
   return attach(out, log ? 'log_softmax' : 'softmax', [x], (g) => {
-    const gx = zeros(x.shape);
+    const gx = empty(x.shape);
     if (rows) B.softmaxBackward(out.storage, dense(g), rows, cols, log, gx.storage);
     return [gx];
   });
@@ -149,7 +228,7 @@ export function normOverAxis(
   const outer = numelOf(x.shape.slice(0, ax));
   const inner = numelOf(x.shape.slice(ax + 1));
   const xd = dense(x);
-  const out = zeros(x.shape);
+  const out = empty(x.shape);
   const npos = outer * inner;
   const mean = kind === 'layer' ? new Float32Array(npos) : null;
   const rstd = new Float32Array(npos);
@@ -158,9 +237,9 @@ export function normOverAxis(
   if (npos) B.norm(kind, xd, outer, c, inner, wd, b ? dense(b) : null, eps, out.storage, mean, rstd);
   const inputs = [x, ...(w ? [w] : []), ...(b ? [b] : [])];
   return attach(out, `${kind}_norm`, inputs, (g) => {
-    const gx = zeros(x.shape);
-    const gw = w ? zeros(w.shape) : null;
-    const gb = b ? zeros(b.shape) : null;
+    const gx = empty(x.shape);
+    const gw = w ? empty(w.shape) : null;
+    const gb = b ? empty(b.shape) : null;
     if (npos) B.normBackward(kind, xd, outer, c, inner, wd, mean, rstd, dense(g), gx.storage, gw?.storage ?? null, gb?.storage ?? null);
     return [gx, ...(w ? [gw] : []), ...(b ? [gb] : [])];
   });
@@ -206,14 +285,14 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, scale?: number): Tens
   const qd = dense(q),
     kd = dense(k),
     vd = dense(v);
-  const out = zeros([...lead, Lq, Dv]);
+  const out = empty([...lead, Lq, Dv]);
   const lse = new Float32Array(bh * Lq);
   const B = backend();
   if (bh && Lq) B.attention(qd, kd, vd, bh, Lq, Lk, D, Dv, s, out.storage, lse);
   return attach(out, 'attention', [q, k, v], (g) => {
-    const gq = zeros(q.shape),
-      gk = zeros(k.shape),
-      gv = zeros(v.shape);
+    const gq = empty(q.shape),
+      gk = empty(k.shape),
+      gv = empty(v.shape);
     if (bh && Lq) B.attentionBackward(qd, kd, vd, out.storage, lse, dense(g), bh, Lq, Lk, D, Dv, s, gq.storage, gk.storage, gv.storage);
     return [gq, gk, gv];
   });

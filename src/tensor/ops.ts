@@ -5,7 +5,7 @@
 import { backend } from '../backend/index.js';
 import type { BinaryOp, StridedView, UnaryOp } from '../backend/backend.js';
 import { AxisError, ShapeError, ValueError, fmtShape } from './errors.js';
-import { Tensor, attach, checkShape, contiguousStrides, normAxis, numelOf, scalar, zeros, type TensorLike } from './tensor.js';
+import { Tensor, attach, checkShape, contiguousStrides, empty, normAxis, numelOf, scalar, zeros, type TensorLike } from './tensor.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
@@ -24,8 +24,9 @@ function asTensor(x: TensorLike, what: string): Tensor {
   throw new ValueError(`${what} must be a Tensor or a number, got ${typeof x}`);
 }
 
+/** An output the kernel overwrites completely (uninitialised storage). */
 function fresh(shape: readonly number[]): Tensor {
-  return zeros(shape);
+  return empty(shape);
 }
 
 /** Dense data of t (a view when already contiguous). */

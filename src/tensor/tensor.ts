@@ -123,7 +123,7 @@ export class Tensor {
    */
   data(): Float32Array {
     if (this.isContiguous()) return this.storage.subarray(this.offset, this.offset + this.size);
-    const out = new Float32Array(this.size);
+    const out = allocUninit(this.size);
     if (out.length) backend().stridedCopy({ data: this.storage, offset: this.offset, strides: this.strides }, this.shape, out);
     return out;
   }
@@ -315,8 +315,34 @@ export function ones(shape: readonly number[]): Tensor {
   return full(shape, 1);
 }
 
+/**
+ * A tensor whose elements are NOT initialised: for outputs that a kernel overwrites completely (the backend
+ * contract for outputs unless a kernel documents accumulation). Saves the zero-fill and, for large tensors, the
+ * fresh zero pages a zeroed allocation costs.
+ */
 export function empty(shape: readonly number[]): Tensor {
-  return zeros(shape);
+  return new Tensor(allocUninit(numelOf(checkShape(shape))), shape);
+}
+
+/** Below this many elements an uninitialised allocation is not worth it (small arrays come from V8's heap). */
+const UNINIT_MIN = 4096;
+const POISON_UNINIT = typeof process !== 'undefined' && !!process.env?.DCVG_POISON_UNINIT;
+const hasBuffer = typeof Buffer !== 'undefined' && typeof Buffer.allocUnsafeSlow === 'function';
+
+/**
+ * A Float32Array of n elements with unspecified contents (Node's Buffer.allocUnsafeSlow: malloc without zeroing;
+ * zeroed elsewhere). DCVG_POISON_UNINIT=1 fills them with NaN, so a kernel that leaves part of an output unwritten
+ * shows up as NaN in the tests.
+ */
+export function allocUninit(n: number): Float32Array {
+  let out: Float32Array;
+  if (!hasBuffer || n < UNINIT_MIN) out = new Float32Array(n);
+  else {
+    const b = Buffer.allocUnsafeSlow(n * 4);
+    out = new Float32Array(b.buffer, b.byteOffset, n);
+  }
+  if (POISON_UNINIT) out.fill(NaN);
+  return out;
 }
 
 export function zerosLike(t: Tensor): Tensor {

@@ -13,7 +13,7 @@
  */
 import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
 import * as ops from '../../tensor/ops.js';
-import { conv3d, pixelShuffle3d, pixelUnshuffle3d, rmsNorm3d } from '../../tensor/nn_ops.js';
+import { chunkCausalConv3d, conv3d, pixelShuffle3d, pixelUnshuffle3d, rmsNorm3d } from '../../tensor/nn_ops.js';
 import { Tensor, isGradEnabled, zeros } from '../../tensor/tensor.js';
 import { backend } from '../../backend/index.js';
 import { Module, type Param } from '../../nn/module.js';
@@ -104,7 +104,14 @@ export class ConvLayer3d extends Module {
     // Inference fast path (no autograd, one frame of left context): convolve the chunk with zero padding, then add
     // the left frame's contribution (kernel tap 0 only) into output frame 0 in place, instead of copying the whole
     // chunk to prepend one frame. Same arithmetic terms, so results agree to float rounding.
-    const inPlace = pt === 1 && kt === 3 && !(isGradEnabled() && (x.requiresGrad || w.requiresGrad || (b?.requiresGrad ?? false)));
+    const training = isGradEnabled() && (x.requiresGrad || w.requiresGrad || (b?.requiresGrad ?? false));
+    // Training (autograd, whole windows without a cache): one conv over the clip with the chunk-boundary term removed,
+    // instead of a slice + concatenation per chunk and their gradient copies and sums.
+    if (training && !cached && kt === 3 && pt === 1) {
+      if (ctx.cache) ctx.cache.set(this.cacheKey, ops.contiguous(ops.slice(x, 2, T - pt, T)).detach());
+      return chunkCausalConv3d(x, w, b, L, ps);
+    }
+    const inPlace = pt === 1 && kt === 3 && !training;
     let w0: Tensor | null = null;
     for (let k = 0; k < n; k++) {
       const cur = n === 1 ? x : ops.slice(x, 2, k * L, (k + 1) * L);
