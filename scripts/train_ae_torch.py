@@ -17,7 +17,7 @@ Used to train the shipped default model (README, "The default model"). Modes:
   train_ae_torch.py train --frames .gpu/frames --config assets/default-ae/config.json --out DIR --seconds 300
                           [--init W.safetensors | --init scratch] [--batch 16] [--frames-per-clip 16] [--crop 128]
                           [--lr 3e-4] [--warmup 200] [--min-lr-ratio 0.1] [--weight-decay 0.01] [--clip 1.0]
-                          [--ema 0.999] [--ssim-weight 0.2] [--still-prob 0.1] [--seed 0] [--eval-every 60]
+                          [--ema 0.999] [--ssim-weight 0.2] [--still-prob 0.1] [--color-aug 0] [--seed 0] [--eval-every 60]
                           [--split] [--log FILE] [--tag NAME] [--device cuda]
       trains for --seconds of wall time; every --eval-every seconds and at the end evaluates the EMA weights on the
       whole held-out clips (PSNR of uint8 frames, mean over frames) and writes them to DIR/TAG.safetensors (with
@@ -211,7 +211,9 @@ class Sampler:
     """Random training windows on the device: whole chunks in time, a random crop, a random horizontal flip, or
     with probability still_prob one random frame repeated (a still image as a static clip)."""
 
-    def __init__(self, clips, frames, crop, still_prob, device, seed):
+    PERMS = [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+
+    def __init__(self, clips, frames, crop, still_prob, device, seed, color_aug=0.0):
         self.clips = [torch.from_numpy(f).to(device) for _, f in clips]
         self.long = [i for i, c in enumerate(self.clips) if c.shape[0] >= frames]
         if not self.long:
@@ -219,7 +221,7 @@ class Sampler:
         for (n, _), c in zip(clips, self.clips):
             if c.shape[1] < crop or c.shape[2] < crop:
                 raise SystemExit(f"{n} is {c.shape[2]}x{c.shape[1]}, smaller than the {crop} crop")
-        self.T, self.S, self.p = frames, crop, still_prob
+        self.T, self.S, self.p, self.color = frames, crop, still_prob, color_aug
         self.rng = random.Random(seed)
 
     def batch(self, B):
@@ -239,8 +241,15 @@ class Sampler:
             w = c.index_select(0, idx)[:, y0:y0 + self.S, x0:x0 + self.S]
             if r.random() < 0.5:
                 w = w.flip(2)
+            w = w.float()
+            if self.color > 0 and r.random() < self.color:
+                # as src/train/data.ts colorAug: channel order, then saturation 0.5-2x around the Rec. 601 luma
+                w = w[..., list(r.choice(self.PERMS))]
+                sat = math.exp(math.log(0.5) + r.random() * (math.log(2) - math.log(0.5)))
+                y = (w * torch.tensor([0.299, 0.587, 0.114], device=w.device)).sum(-1, keepdim=True)
+                w = (y + sat * (w - y)).clamp(0, 255)
             out.append(w)
-        x = torch.stack(out).permute(0, 4, 1, 2, 3).float()  # (B, 3, T, S, S)
+        x = torch.stack(out).permute(0, 4, 1, 2, 3)  # (B, 3, T, S, S)
         return x / 127.5 - 1
 
 
@@ -290,7 +299,7 @@ def main_train(a):
     clips, held = load_pack(a.frames)
     train = [c for c in clips if c[0] not in held]
     heldc = [c for c in clips if c[0] in held]
-    sampler = Sampler(train, a.frames_per_clip, a.crop, a.still_prob, dev, a.seed)
+    sampler = Sampler(train, a.frames_per_clip, a.crop, a.still_prob, dev, a.seed, a.color_aug)
     held_t = [(n, torch.from_numpy(f).to(dev).permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1) for n, f in heldc]
 
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=a.weight_decay)
@@ -402,6 +411,7 @@ def main():
     t.add_argument("--ema", type=float, default=0.999)
     t.add_argument("--ssim-weight", type=float, default=0.2)
     t.add_argument("--still-prob", type=float, default=0.1)
+    t.add_argument("--color-aug", type=float, default=0.0, help="probability of a colour change per sample (as dcvg train-ae)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-every", type=float, default=60)
     t.add_argument("--split", action="store_true")

@@ -107,6 +107,47 @@ test('held-out split and sampling: deterministic, whole windows, crops inside th
   }
 });
 
+test('colour augmentation: pixels are the drawn channel order and saturation of the source; off draws nothing', async () => {
+  const data = await makeData(2, 12, 24);
+  try {
+    const set = await loadClipSet(data, { holdout: 0 });
+    const o = { batch: 1, frames: 8, crop: 16, stillProb: 0 };
+    // off (0 or absent): the same samples and the same RNG state afterwards as before the option existed
+    const r0 = new Rng(9),
+      r1 = new Rng(9);
+    assert.deepEqual([...sampleBatch(set.train, { ...o, colorAug: 0 }, r0).x.data()], [...sampleBatch(set.train, o, r1).x.data()]);
+    assert.equal(r0.uniform(), r1.uniform());
+    const perms = new Set<string>();
+    const r = new Rng(3);
+    for (let k = 0; k < 40; k++) {
+      const s = sampleBatch(set.train, { ...o, colorAug: 1 }, r);
+      const i = s.info[0]!;
+      assert.ok(i.color, 'colorAug 1 changes every sample');
+      const { perm, sat } = i.color;
+      assert.ok(sat >= 0.5 && sat <= 2, `saturation ${sat}`);
+      assert.deepEqual([...perm].sort(), [0, 1, 2]);
+      perms.add(perm.join(''));
+      const clip = set.train.find((c) => c.name === i.clip)!;
+      const d = s.x.data();
+      const plane = 8 * 16 * 16;
+      for (const [t, yy, xx] of [[0, 0, 0], [3, 5, 9], [7, 15, 15]] as const) {
+        const sx = i.flip ? 15 - xx : xx;
+        const src = (((i.start + t) * clip.height + i.y + yy) * clip.width + i.x + sx) * 3;
+        const rgb = perm.map((c) => clip.data[src + c]!);
+        const luma = 0.299 * rgb[0]! + 0.587 * rgb[1]! + 0.114 * rgb[2]!;
+        for (let c = 0; c < 3; c++) {
+          const want = Math.min(255, Math.max(0, luma + sat * (rgb[c]! - luma))) / 127.5 - 1;
+          const got = d[c * plane + (t * 16 + yy) * 16 + xx]!;
+          assert.ok(Math.abs(got - want) < 1e-6, `sample ${k} channel ${c} at ${t},${yy},${xx}: ${got} vs ${want}`);
+        }
+      }
+    }
+    assert.equal(perms.size, 6, `all six channel orders drawn in 40 samples (got ${[...perms].join(' ')})`);
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+  }
+});
+
 test('trainer smoke: the loss falls on one clip; EMA weights are what model.safetensors holds', async () => {
   const data = await makeData(1, 8, 16);
   const out = mkdtempSync(join(tmpdir(), 'dcvg-train-run-'));

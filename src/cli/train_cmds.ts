@@ -24,6 +24,8 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --ssim-weight F    weight of (1 - SSIM) next to L1 (default ${TRAIN_DEFAULTS.ssimWeight})
   --still-prob F     probability of a still frame as a static clip (default ${TRAIN_DEFAULTS.stillProb}); image files
                      in --data are used as stills only
+  --color-aug F      probability of a colour change per sample: RGB channels permuted, saturation scaled 0.5-2x
+                     (default 0)
   --holdout N        clips held out for evaluation (default 3 when the folder has >= 8 videos)
   --eval-every N     evaluate the EMA weights on the held-out clips (default ${TRAIN_DEFAULTS.evalEvery})
   --eval-frames N    evaluate on the first N frames of each held-out clip (default: whole clips)
@@ -54,7 +56,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   }
   const strOpts = [
       'model', 'data', 'out', 'steps', 'batch', 'frames', 'crop', 'lr', 'warmup', 'min-lr-ratio', 'weight-decay', 'clip', 'ema',
-      'ssim-weight', 'still-prob', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
+      'ssim-weight', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
       'init', 'seed', 'log-every', 'residual-init',
     ];
   const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(strOpts.map((k) => [k, { type: 'string' as const }]));
@@ -89,6 +91,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   set('emaDecay', num(s('ema'), 'ema'));
   set('ssimWeight', num(s('ssim-weight'), 'ssim-weight'));
   set('stillProb', num(s('still-prob'), 'still-prob'));
+  set('colorAug', num(s('color-aug'), 'color-aug'));
   set('holdout', num(s('holdout'), 'holdout', true));
   set('evalEvery', num(s('eval-every'), 'eval-every', true));
   set('evalFrames', num(s('eval-frames'), 'eval-frames', true));

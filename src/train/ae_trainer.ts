@@ -68,6 +68,8 @@ export interface TrainAEOptions {
   ssimWeight: number;
   /** probability of a still frame as a static clip */
   stillProb: number;
+  /** probability of a colour change of a sample (channel order, saturation; see SampleOptions.colorAug) */
+  colorAug?: number;
   /** held-out clips (default: 3 when the folder has >= 8 videos) */
   holdout?: number;
   seed: number;
@@ -169,6 +171,7 @@ function validate(o: TrainAEOptions, cfg: DCAEVConfig): { frames: number; spatia
     if (!(v > 0) || !Number.isFinite(v)) throw new ValueError(`${name} must be > 0, got ${v}`);
   if (!(o.emaDecay >= 0 && o.emaDecay < 1)) throw new ValueError(`--ema ${o.emaDecay} must be in [0, 1)`);
   if (!(o.stillProb >= 0 && o.stillProb <= 1)) throw new ValueError(`--still-prob ${o.stillProb} must be in [0, 1]`);
+  if (!((o.colorAug ?? 0) >= 0 && (o.colorAug ?? 0) <= 1)) throw new ValueError(`--color-aug ${o.colorAug} must be in [0, 1]`);
   if (!(o.ssimWeight >= 0)) throw new ValueError(`--ssim-weight must be >= 0, got ${o.ssimWeight}`);
   if (!(o.warmup >= 0) || !Number.isInteger(o.warmup)) throw new ValueError(`--warmup must be an integer >= 0, got ${o.warmup}`);
   if (o.advStart !== null && !(Number.isInteger(o.advStart) && o.advStart >= 0)) throw new ValueError(`--adv-start must be an integer >= 0, got ${o.advStart}`);
@@ -392,7 +395,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
     throw new TrainingError(`resume: the training clips in ${o.data} differ from the run's (${meta.trainClips.length} clips: ${meta.trainClips.slice(0, 5).join(', ')}...)`);
   const crop = o.crop ?? Math.min(128, Math.floor(Math.min(...data.train.map((c) => Math.min(c.height, c.width))) / compressionFactors(cfg).spatial) * compressionFactors(cfg).spatial);
   if (!(crop > 0)) throw new ValueError(`training data: clips are smaller than the spatial factor ${compressionFactors(cfg).spatial}`);
-  const so: SampleOptions = { batch: o.batch, frames, crop, stillProb: o.stillProb };
+  const so: SampleOptions = { batch: o.batch, frames, crop, stillProb: o.stillProb, colorAug: o.colorAug ?? 0 };
   checkSampling(data.train, so);
 
   const model = new DCAEV(cfg);

@@ -91,7 +91,25 @@ export interface SampleOptions {
   stillProb: number;
   /** random horizontal flips (default true) */
   flip?: boolean;
+  /**
+   * probability that a sample's colours are changed (default 0): its RGB channels permuted (one of the 6 orders,
+   * uniformly) and its saturation scaled by a factor log-uniform in [0.5, 2] around the Rec. 601 luma, clamped to
+   * [0, 255]. Teaches the model to carry colours the few training clips do not have.
+   */
+  colorAug?: number;
 }
+
+/** The 6 orders of R, G, B. */
+const PERMS: readonly (readonly [number, number, number])[] = [
+  [0, 1, 2],
+  [0, 2, 1],
+  [1, 0, 2],
+  [1, 2, 0],
+  [2, 0, 1],
+  [2, 1, 0],
+];
+const SAT_MIN = 0.5;
+const SAT_MAX = 2;
 
 /** What one training sample was made of (logged, so a run's data order can be audited). */
 export interface SampleInfo {
@@ -101,6 +119,8 @@ export interface SampleInfo {
   x: number;
   flip: boolean;
   still: boolean;
+  /** colour change (colorAug): channel order (indices into R, G, B) and saturation factor; absent when none */
+  color?: { perm: [number, number, number]; sat: number };
 }
 
 /** Checks that the windows fit the videos; returns the clips usable for windows of `frames` frames. */
@@ -117,7 +137,7 @@ export function checkSampling(clips: readonly Clip[], o: SampleOptions): Clip[] 
 
 /**
  * One batch (B, 3, frames, crop, crop) in [-1, 1]. Draw order per sample (fixed, so the stream is reproducible):
- * still?, clip, start frame, crop y, crop x, flip.
+ * still?, clip, start frame, crop y, crop x, flip, then only when colorAug > 0: colour?, channel order, saturation.
  */
 export function sampleBatch(clips: readonly Clip[], o: SampleOptions, rng: Rng): { x: Tensor; info: SampleInfo[] } {
   const videos = clips.filter((c) => !c.still && c.frames >= o.frames);
@@ -135,7 +155,13 @@ export function sampleBatch(clips: readonly Clip[], o: SampleOptions, rng: Rng):
     const y0 = rng.int(clip.height - S + 1);
     const x0 = rng.int(clip.width - S + 1);
     const flip = (o.flip ?? true) && rng.uniform() < 0.5;
-    info.push({ clip: clip.name, start, y: y0, x: x0, flip, still: wantStill });
+    let color: SampleInfo['color'];
+    if ((o.colorAug ?? 0) > 0 && rng.uniform() < o.colorAug!) {
+      const perm = PERMS[rng.int(PERMS.length)]!;
+      const sat = Math.exp(Math.log(SAT_MIN) + rng.uniform() * (Math.log(SAT_MAX) - Math.log(SAT_MIN)));
+      color = { perm: [perm[0], perm[1], perm[2]], sat };
+    }
+    info.push({ clip: clip.name, start, y: y0, x: x0, flip, still: wantStill, ...(color ? { color } : {}) });
     const base = b * 3 * plane;
     const fb = clip.height * clip.width * 3;
     for (let t = 0; t < T; t++) {
@@ -146,6 +172,13 @@ export function sampleBatch(clips: readonly Clip[], o: SampleOptions, rng: Rng):
         for (let xx = 0; xx < S; xx++) {
           const s = row + (flip ? S - 1 - xx : xx) * 3;
           const d = dst + xx;
+          if (color) {
+            const [r, g, bl] = recolor(clip.data[s + color.perm[0]]!, clip.data[s + color.perm[1]]!, clip.data[s + color.perm[2]]!, color.sat);
+            out[base + d] = r / 127.5 - 1;
+            out[base + plane + d] = g / 127.5 - 1;
+            out[base + 2 * plane + d] = bl / 127.5 - 1;
+            continue;
+          }
           out[base + d] = clip.data[s]! / 127.5 - 1;
           out[base + plane + d] = clip.data[s + 1]! / 127.5 - 1;
           out[base + 2 * plane + d] = clip.data[s + 2]! / 127.5 - 1;
@@ -154,6 +187,14 @@ export function sampleBatch(clips: readonly Clip[], o: SampleOptions, rng: Rng):
     }
   }
   return { x: new Tensor(out, [B, 3, T, S, S]), info };
+}
+
+/** Saturation scaled by `sat` around the Rec. 601 luma, clamped to [0, 255]. */
+function recolor(r: number, g: number, b: number, sat: number): [number, number, number] {
+  if (sat === 1) return [r, g, b];
+  const y = 0.299 * r + 0.587 * g + 0.114 * b;
+  const c = (v: number) => Math.min(255, Math.max(0, y + sat * (v - y)));
+  return [c(r), c(g), c(b)];
 }
 
 /** A clip (or its first `frames` frames) as a tensor (1, 3, T, H, W) in [-1, 1]. */
