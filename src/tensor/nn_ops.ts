@@ -81,19 +81,33 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
   const B = backend();
   B.conv3dForward(p, xd, wd, b ? dense(b) : null, out.storage);
   const inputs = b ? [x, w, b] : [x, w];
-  return attach(out, 'conv3d', inputs, (g) => {
-    const gd = dense(g);
-    const gx = x.requiresGrad ? empty(x.shape) : null;
-    if (gx) B.conv3dBackwardData(p, gd, wd, gx.storage);
-    let gw: Tensor | null = null;
-    let gb: Tensor | null = null;
-    if (w.requiresGrad || (b && b.requiresGrad)) {
-      gw = empty(w.shape);
-      gb = b ? empty(b.shape) : null;
-      B.conv3dBackwardWeights(p, xd, gd, gw.storage, gb ? gb.storage : null);
-    }
-    return b ? [gx, w.requiresGrad ? gw : null, b.requiresGrad ? gb : null] : [gx, gw];
-  });
+  return attach(out, 'conv3d', inputs, (g) => gradList(w, b, conv3dGrads(p, x, xd, w, wd, b ?? null, dense(g))));
+}
+
+interface ConvGrads {
+  gx: Tensor | null;
+  gw: Tensor | null;
+  gb: Tensor | null;
+}
+
+/** The gradients of conv3d(x, w, b) for the upstream gradient gd: gx when x needs one, gw and gb when w or b does. */
+function conv3dGrads(p: Conv3dParams, x: Tensor, xd: Float32Array, w: Tensor, wd: Float32Array, b: Tensor | null, gd: Float32Array): ConvGrads {
+  const B = backend();
+  const gx = x.requiresGrad ? empty(x.shape) : null;
+  if (gx) B.conv3dBackwardData(p, gd, wd, gx.storage);
+  let gw: Tensor | null = null;
+  let gb: Tensor | null = null;
+  if (w.requiresGrad || (b && b.requiresGrad)) {
+    gw = empty(w.shape);
+    gb = b ? empty(b.shape) : null;
+    B.conv3dBackwardWeights(p, xd, gd, gw.storage, gb ? gb.storage : null);
+  }
+  return { gx, gw, gb };
+}
+
+/** The gradient list for inputs [x, w(, b)], null where an input needs none. */
+function gradList(w: Tensor, b: Tensor | null | undefined, r: ConvGrads): (Tensor | null)[] {
+  return b ? [r.gx, w.requiresGrad ? r.gw : null, b.requiresGrad ? r.gb : null] : [r.gx, r.gw];
 }
 
 /**
@@ -147,31 +161,20 @@ export function chunkCausalConv3d(x: Tensor, w: Tensor, b: Tensor | null, chunk:
       gEnds = new Float32Array(numelOf(p2.yShape));
       B.stridedCopy(yEnds(gd), p2.yShape, gEnds);
     }
-    let gx: Tensor | null = null;
-    if (x.requiresGrad) {
-      gx = empty(x.shape);
-      B.conv3dBackwardData(p, gd, wd, gx.storage);
-      if (p2 && gEnds && w2neg) {
-        const gxb = new Float32Array(N * C * nb * H * W);
-        B.conv3dBackwardData(p2, gEnds, w2neg, gxb);
-        B.stridedAccumulate(gxb, [N, C, nb, H, W], { data: gx.storage, offset: chunk * H * W, strides: [C * T * H * W, T * H * W, chunk * H * W, W, 1] });
-      }
+    const r = conv3dGrads(p, x, xd, w, wd, b, gd);
+    if (r.gx && p2 && gEnds && w2neg) {
+      const gxb = new Float32Array(N * C * nb * H * W);
+      B.conv3dBackwardData(p2, gEnds, w2neg, gxb);
+      B.stridedAccumulate(gxb, [N, C, nb, H, W], { data: r.gx.storage, offset: chunk * H * W, strides: [C * T * H * W, T * H * W, chunk * H * W, W, 1] });
     }
-    let gw: Tensor | null = null;
-    let gb: Tensor | null = null;
-    if (w.requiresGrad || (b && b.requiresGrad)) {
-      gw = empty(w.shape);
-      gb = b ? empty(b.shape) : null;
-      B.conv3dBackwardWeights(p, xd, gd, gw.storage, gb ? gb.storage : null);
-      if (p2 && gEnds && xb) {
-        // d out / d w[:, :, 2] loses the boundary term: subtract its weight gradient
-        const g2 = new Float32Array(O * C * k2);
-        B.conv3dBackwardWeights(p2, xb, gEnds, g2, null);
-        const gws = gw.storage;
-        for (let oc = 0; oc < O * C; oc++) for (let k = 0; k < k2; k++) gws[(oc * 3 + 2) * k2 + k]! -= g2[oc * k2 + k]!;
-      }
+    if (r.gw && p2 && gEnds && xb) {
+      // d out / d w[:, :, 2] loses the boundary term: subtract its weight gradient
+      const g2 = new Float32Array(O * C * k2);
+      B.conv3dBackwardWeights(p2, xb, gEnds, g2, null);
+      const gws = r.gw.storage;
+      for (let oc = 0; oc < O * C; oc++) for (let k = 0; k < k2; k++) gws[(oc * 3 + 2) * k2 + k]! -= g2[oc * k2 + k]!;
     }
-    return b ? [gx, w.requiresGrad ? gw : null, b.requiresGrad ? gb : null] : [gx, gw];
+    return gradList(w, b, r);
   });
 }
 
