@@ -27,7 +27,6 @@ Used to train the shipped default model (README, "The default model"). Modes:
       joins split weight files into one (metadata of the first part kept).
 """
 import argparse
-import glob
 import json
 import math
 import os
@@ -40,7 +39,6 @@ import zlib
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))
@@ -344,7 +342,6 @@ def main_train(a):
     next_eval = a.eval_every
     step = 0
     w = a.ssim_weight
-    acc = {"loss": 0.0, "l1": 0.0, "ssim": 0.0, "n": 0}
     while True:
         elapsed = time.time() - t_start
         if elapsed >= a.seconds:

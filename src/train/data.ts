@@ -173,10 +173,7 @@ export function sampleBatch(clips: readonly Clip[], o: SampleOptions, rng: Rng):
           const s = row + (flip ? S - 1 - xx : xx) * 3;
           const d = dst + xx;
           if (color) {
-            const [r, g, bl] = recolor(clip.data[s + color.perm[0]]!, clip.data[s + color.perm[1]]!, clip.data[s + color.perm[2]]!, color.sat);
-            out[base + d] = r / 127.5 - 1;
-            out[base + plane + d] = g / 127.5 - 1;
-            out[base + 2 * plane + d] = bl / 127.5 - 1;
+            putRecolored(out, base + d, plane, clip.data[s + color.perm[0]]!, clip.data[s + color.perm[1]]!, clip.data[s + color.perm[2]]!, color.sat);
             continue;
           }
           out[base + d] = clip.data[s]! / 127.5 - 1;
@@ -189,12 +186,15 @@ export function sampleBatch(clips: readonly Clip[], o: SampleOptions, rng: Rng):
   return { x: new Tensor(out, [B, 3, T, S, S]), info };
 }
 
-/** Saturation scaled by `sat` around the Rec. 601 luma, clamped to [0, 255]. */
-function recolor(r: number, g: number, b: number, sat: number): [number, number, number] {
-  if (sat === 1) return [r, g, b];
+/**
+ * Writes the pixel (r, g, b) with its saturation scaled by `sat` around the Rec. 601 luma, clamped to [0, 255], as
+ * three planar values in [-1, 1] at out[i], out[i + plane], out[i + 2 plane] (no allocation: called per pixel).
+ */
+function putRecolored(out: Float32Array, i: number, plane: number, r: number, g: number, b: number, sat: number): void {
   const y = 0.299 * r + 0.587 * g + 0.114 * b;
-  const c = (v: number) => Math.min(255, Math.max(0, y + sat * (v - y)));
-  return [c(r), c(g), c(b)];
+  out[i] = Math.min(255, Math.max(0, y + sat * (r - y))) / 127.5 - 1;
+  out[i + plane] = Math.min(255, Math.max(0, y + sat * (g - y))) / 127.5 - 1;
+  out[i + 2 * plane] = Math.min(255, Math.max(0, y + sat * (b - y))) / 127.5 - 1;
 }
 
 /** A clip (or its first `frames` frames) as a tensor (1, 3, T, H, W) in [-1, 1]. */
