@@ -4,9 +4,10 @@
       per clip of a frames pack (scripts/train_ae_torch.py pack): PSNR of the model's reconstruction of the first
       --first frames, PSNR of their 32x32 block means (what one latent position covers: a model that keeps colour
       gets these right), and the spread of the reconstruction's chroma (R-G, B-G) over the original's.
-  diagnose_ae.py pca --frames .gpu/frames [--block 32] [--tf 4] [--k 32]
+  diagnose_ae.py pca --frames .gpu/frames [--block 32] [--tf 4] [--k 32] [--first N] [--split held-out|train]
       a linear reference at the same budget: the k leading principal components of (tf x block x block x RGB)
-      blocks of the training clips, applied to the held-out clips; PSNR of each clip over all its pixels.
+      blocks of the training clips (their first N frames with --first), applied to the held-out clips (or to the
+      training clips themselves); PSNR of each clip over all its pixels, and the mean over clips.
 
 Uses the PyTorch twin of the model (bench/torch_dcaev.py) and the pack's held-out split.
 """
@@ -63,15 +64,19 @@ def blocks(f, s, t):
 def cmd_pca(a):
     torch.manual_seed(0)
     clips, held = load_pack(a.frames)
-    train = torch.cat([blocks(f, a.block, a.tf) for n, f in clips if n not in held])
+    cut = (lambda f: f[: a.first]) if a.first else (lambda f: f)  # noqa: E731
+    train = torch.cat([blocks(cut(f), a.block, a.tf) for n, f in clips if n not in held])
     mu = train.mean(0)
     _, _, V = torch.svd_lowrank(train - mu, q=a.k + 16, niter=4)
     P = V[:, : a.k]
     print(f"PCA of {a.tf}x{a.block}x{a.block}x3 blocks ({train.shape[1]} values) -> {a.k} coefficients, fitted on {train.shape[0]} training blocks")
+    ps = []
     for n, f in clips:
-        if n in held:
-            b = blocks(f, a.block, a.tf)
-            print(f"{n}: PSNR {psnr((b - mu) @ P @ P.T + mu, b):.2f} dB")
+        if (n in held) == (a.split == "held-out"):
+            b = blocks(cut(f), a.block, a.tf)
+            ps.append(psnr((b - mu) @ P @ P.T + mu, b))
+            print(f"{n}: PSNR {ps[-1]:.2f} dB")
+    print(f"mean over {len(ps)} {a.split} clips: {sum(ps) / len(ps):.2f} dB")
 
 
 def main():
@@ -86,6 +91,8 @@ def main():
     p.add_argument("--block", type=int, default=32)
     p.add_argument("--tf", type=int, default=4)
     p.add_argument("--k", type=int, default=32)
+    p.add_argument("--first", type=int, default=0, help="only the first N frames of each clip (0: all)")
+    p.add_argument("--split", choices=["held-out", "train"], default="held-out")
     a = ap.parse_args()
     torch.set_num_threads(2)
     cmd_colour(a) if a.cmd == "colour" else cmd_pca(a)

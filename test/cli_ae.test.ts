@@ -65,6 +65,20 @@ describe('dcvg encode/decode/convert on fixture tensors', { skip }, () => {
     }
   });
 
+  it('convert: safetensors -> F16 keeps an embedded model config (so --weights alone still works)', () => {
+    const src = join(dir, 'with-config.safetensors');
+    const w = T.tensor(Float32Array.from([1, 0.1, -2.5, 1e-3]), [2, 2]);
+    saveSafetensors(src, new Map([['w', w]]), { metadata: { config: '{"name":"x"}', other: 'dropped' } });
+    const out = join(dir, 'with-config.f16.safetensors');
+    const r = dcvg('convert', src, '-o', out, '--dtype', 'f16');
+    assert.equal(r.status, 0, r.stderr);
+    const f = SafetensorsFile.open(out);
+    assert.equal(f.metadata.config, '{"name":"x"}');
+    assert.equal(f.metadata.other, undefined);
+    assert.equal(f.info('w').dtype, 'F16');
+    assert.deepEqual(f.tensor('w').toArray(), [1, 0.0999755859375, -2.5, 0.0010004043579101562]);
+  });
+
   it('bad input: wrong key, wrong channel count, size not divisible, NaN — clear message, exit 1, no output', () => {
     const model = ['--model', F('chunk_causal_small.json'), '--weights', F('chunk_causal_small.weights.safetensors')];
     const cases: [string, T.Tensor | null, string[], RegExp][] = [

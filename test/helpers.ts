@@ -1,4 +1,5 @@
 /** Shared test helpers: locating ../shared fixtures, backends to run on, tolerance checks. */
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -59,4 +60,19 @@ export function assertClose(actual: Tensor, ref: Tensor, tol: number, what: stri
     throw new Error(`${what}: shape [${actual.shape.join(', ')}] != reference [${ref.shape.join(', ')}]`);
   const e = relErr(actual.data(), ref.data());
   if (!(e <= tol)) throw new Error(`${what}: relative error ${e.toExponential(3)} exceeds ${tol}`);
+}
+
+/** The Python that has torch for live comparisons ($DCVG_TORCH_PYTHON, default Debian's /usr/bin/python3). */
+export const torchPython = process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3';
+
+/**
+ * A skip message when the shared clips or torch are missing (naming what is not tested), else false.
+ * `what` completes "... is not tested", e.g. 'the PyTorch twin trainer'.
+ */
+export function skipUnlessClipsAndTorch(what: string): string | false {
+  const clips = join(sharedDir, 'data', 'clips128');
+  if (!existsSync(clips)) return `shared clips missing: ${clips} (clone the shared folder beside the repository to run this test)`;
+  if (!existsSync(torchPython)) return `${torchPython} missing: ${what} is not tested`;
+  const r = spawnSync(torchPython, ['-c', 'import torch'], { encoding: 'utf8' });
+  return r.status === 0 ? false : `torch not importable by ${torchPython}: ${what} is not tested`;
 }

@@ -18,6 +18,8 @@ import { lrAt } from '../src/train/schedule.js';
 import { heldOutIndices, loadClipSet, sampleBatch } from '../src/train/data.js';
 import { readLog, trainAE, TRAIN_DEFAULTS, type TrainAEOptions } from '../src/train/ae_trainer.js';
 import { main } from '../src/cli/main.js';
+import { DCAEV } from '../src/models/dcaev/model.js';
+import { initForTraining } from '../src/train/init.js';
 
 /** f4t4 chunk-causal, chunk 4: 4 stages, widths 4..8. */
 const tinyConfig = () => topologyConfig({ name: 'tiny', widths: [4, 8, 8, 8], depths: [0, 1, 1, 1], latentChannels: 4, chunk: 4 });
@@ -169,6 +171,55 @@ test('trainer smoke: the loss falls on one clip; EMA weights are what model.safe
     assert.notDeepEqual([...w.get(k0)!.data()], [...ck.get(`model.${k0}`)!.data()]);
     const m = createModel(join(out, 'run', 'config.json'), join(out, 'run', 'model.safetensors'));
     assert.equal(m.config.latentChannels, 4);
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('--loss mse: the reconstruction term is the mean squared error (logged as mse), not L1', async () => {
+  const data = await makeData(1, 8, 16);
+  const out = mkdtempSync(join(tmpdir(), 'dcvg-train-mse-'));
+  try {
+    // one step from the same initialisation and batch: only the reconstruction term differs
+    const o = { steps: 1, holdout: 0, ssimWeight: 0, ckptEvery: 1, evalEvery: 1 };
+    await trainAE(tinyOptions(data, join(out, 'l1'), o));
+    await trainAE(tinyOptions(data, join(out, 'mse'), { ...o, loss: 'mse' }));
+    const a = readLog(join(out, 'l1', 'train.jsonl')).steps[0]!;
+    const b = readLog(join(out, 'mse', 'train.jsonl')).steps[0]!;
+    assert.equal(a.loss, a.l1);
+    assert.equal(b.loss, b.mse);
+    assert.equal(b.l1, undefined);
+    // mean(e^2) >= mean(|e|)^2 (Jensen), and for |e| < 1 everywhere the two differ
+    assert.ok(b.mse! >= a.l1! * a.l1! * (1 - 1e-6), `mse ${b.mse} vs l1^2 ${a.l1! * a.l1!}`);
+    assert.ok(b.mse! < a.l1!, `mse ${b.mse} should be below l1 ${a.l1} for errors under 1`);
+    await assert.rejects(trainAE(tinyOptions(data, join(out, 'bad'), { ...o, loss: 'huber' as 'mse' })), /--loss must be l1 or mse/);
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('--train-only: only the matching parameters change; the rest keep their initial values bit for bit', async () => {
+  const data = await makeData(1, 8, 16);
+  const out = mkdtempSync(join(tmpdir(), 'dcvg-train-only-'));
+  try {
+    await trainAE(tinyOptions(data, join(out, 'r'), { steps: 3, holdout: 0, trainOnly: '^decoder\\.', ckptEvery: 3, evalEvery: 3 }));
+    const fresh = new DCAEV(tinyConfig());
+    initForTraining(fresh, TRAIN_DEFAULTS.seed);
+    const ck = loadSafetensors(join(out, 'r', 'checkpoint.safetensors')).tensors;
+    let enc = 0;
+    let decChanged = 0;
+    for (const [k, p] of fresh.namedParams()) {
+      const now = [...ck.get(`model.${k}`)!.data()];
+      if (k.startsWith('encoder.')) {
+        enc++;
+        assert.deepEqual(now, [...p.value.data()], `${k} is frozen`);
+      } else if (now.some((v, i) => v !== p.value.data()[i])) decChanged++;
+    }
+    assert.ok(enc > 0 && decChanged > 0, `encoder tensors ${enc}, decoder tensors changed ${decChanged}`);
+    await assert.rejects(trainAE(tinyOptions(data, join(out, 'none'), { steps: 1, holdout: 0, trainOnly: 'no-such-parameter' })), /matches none/);
+    await assert.rejects(trainAE(tinyOptions(data, join(out, 'bad'), { steps: 1, holdout: 0, trainOnly: '(' })), /not a regular expression/);
   } finally {
     rmSync(data, { recursive: true, force: true });
     rmSync(out, { recursive: true, force: true });

@@ -7,23 +7,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createModel } from '../src/models/dcaev/autoencoder.js';
 import { defaultModelPaths, embeddedConfig, loadDefaultModel } from '../src/models/dcaev/default_model.js';
 import { evaluateClips } from '../src/train/ae_trainer.js';
 import { loadClipSet } from '../src/train/data.js';
-import { repoRoot, sharedDir } from './helpers.js';
+import { repoRoot, sharedDir, skipUnlessClipsAndTorch, torchPython } from './helpers.js';
 
-const PY = process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3';
+const PY = torchPython;
 const clips = join(sharedDir, 'data', 'clips128');
-const skip: string | false = (() => {
-  if (!existsSync(clips)) return `shared clips missing: ${clips} (clone the shared folder beside the repository to run this test)`;
-  if (!existsSync(PY)) return `${PY} missing: the PyTorch twin trainer is not tested`;
-  const r = spawnSync(PY, ['-c', 'import torch'], { encoding: 'utf8' });
-  return r.status === 0 ? false : `torch not importable by ${PY}: the PyTorch twin trainer is not tested`;
-})();
+const skip = skipUnlessClipsAndTorch('the PyTorch twin trainer');
 
 const script = join(repoRoot, 'scripts', 'train_ae_torch.py');
 

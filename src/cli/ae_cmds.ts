@@ -260,10 +260,13 @@ export function cmdConvert(args: string[], out: Out): number {
   const t0 = performance.now();
   let tensors: Map<string, Tensor>;
   let source: string;
+  const keep: Record<string, string> = {};
   if (extname(input) === '.safetensors') {
     const f = SafetensorsFile.open(input);
     try {
       tensors = new Map(f.keys().map((k) => [k, f.tensor(k)]));
+      // a model config embedded by dcvg train-ae travels with the weights (`--weights` alone keeps working)
+      if (f.metadata.config !== undefined) keep.config = f.metadata.config;
     } finally {
       f.close();
     }
@@ -275,7 +278,7 @@ export function cmdConvert(args: string[], out: Out): number {
   }
   let count = 0;
   for (const t of tensors.values()) count += t.size;
-  saveSafetensors(v.output, tensors, { dtype: st, metadata: { source: `${input} (${source})`, converted_by: 'dcvg convert' } });
+  saveSafetensors(v.output, tensors, { dtype: st, metadata: { ...keep, source: `${input} (${source})`, converted_by: 'dcvg convert' } });
   const s = { input, output: v.output, source, tensors: tensors.size, parameters: count, dtype: st, seconds: +((performance.now() - t0) / 1000).toFixed(2) };
   if (v.json) out(JSON.stringify(s, null, 1) + '\n');
   else out(`converted ${input} (${source}) -> ${v.output}: ${s.tensors} tensors, ${count.toLocaleString('en-US')} parameters, ${st}\n`);

@@ -21,7 +21,8 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --weight-decay F   AdamW weight decay (default ${TRAIN_DEFAULTS.weightDecay})
   --clip F           max global gradient norm (default ${TRAIN_DEFAULTS.clip})
   --ema F            EMA decay (default ${TRAIN_DEFAULTS.emaDecay})
-  --ssim-weight F    weight of (1 - SSIM) next to L1 (default ${TRAIN_DEFAULTS.ssimWeight})
+  --loss l1|mse      reconstruction term: mean absolute error (default) or mean squared error (what PSNR measures)
+  --ssim-weight F    weight of (1 - SSIM) next to it (default ${TRAIN_DEFAULTS.ssimWeight})
   --still-prob F     probability of a still frame as a static clip (default ${TRAIN_DEFAULTS.stillProb}); image files
                      in --data are used as stills only
   --color-aug F      probability of a colour change per sample: RGB channels permuted, saturation scaled 0.5-2x
@@ -35,6 +36,8 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --init W           start from these weights instead of the random initialisation
   --residual-init M  shortcut (default: residual branches start at zero, the model starts as its shortcut
                      autoencoder) or default (PyTorch-style init everywhere)
+  --train-only RE    train only the parameters whose names match the regular expression RE (the others keep
+                     their initial or --init values; e.g. 'conv[12]\\.' = the residual blocks)
   --seed N           (default ${TRAIN_DEFAULTS.seed})
   --resume           continue the run in --out from its checkpoint (same data order and RNG state);
                      only --steps may change
@@ -56,8 +59,8 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   }
   const strOpts = [
       'model', 'data', 'out', 'steps', 'batch', 'frames', 'crop', 'lr', 'warmup', 'min-lr-ratio', 'weight-decay', 'clip', 'ema',
-      'ssim-weight', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
-      'init', 'seed', 'log-every', 'residual-init',
+      'ssim-weight', 'loss', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
+      'init', 'seed', 'log-every', 'residual-init', 'train-only',
     ];
   const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(strOpts.map((k) => [k, { type: 'string' as const }]));
   options.resume = { type: 'boolean' };
@@ -90,6 +93,8 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   set('clip', num(s('clip'), 'clip'));
   set('emaDecay', num(s('ema'), 'ema'));
   set('ssimWeight', num(s('ssim-weight'), 'ssim-weight'));
+  if (s('loss') !== undefined && !['l1', 'mse'].includes(s('loss')!)) throw new ValueError(`--loss must be l1 or mse, got "${s('loss')}"`);
+  set('loss', s('loss'));
   set('stillProb', num(s('still-prob'), 'still-prob'));
   set('colorAug', num(s('color-aug'), 'color-aug'));
   set('holdout', num(s('holdout'), 'holdout', true));
@@ -104,6 +109,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   if (s('residual-init') !== undefined && !['shortcut', 'default'].includes(s('residual-init')!))
     throw new ValueError(`--residual-init must be shortcut or default, got "${s('residual-init')}"`);
   set('residualInit', s('residual-init'));
+  set('trainOnly', s('train-only'));
   const logEvery = num(s('log-every'), 'log-every', true) ?? 50;
 
   let stop = false;
@@ -142,7 +148,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
           const secs = (performance.now() - t0) / 1000;
           const rate = (rec.step - start) / secs;
           process.stderr.write(
-            `step ${rec.step}/${total} loss ${avg.toFixed(4)} (l1 ${rec.l1.toFixed(4)}, 1-ssim ${rec.ssim.toFixed(4)}) lr ${rec.lr.toExponential(2)} ` +
+            `step ${rec.step}/${total} loss ${avg.toFixed(4)} (${rec.mse !== undefined ? `mse ${rec.mse.toFixed(5)}` : `l1 ${(rec.l1 ?? NaN).toFixed(4)}`}, 1-ssim ${rec.ssim.toFixed(4)}) lr ${rec.lr.toExponential(2)} ` +
               `${rate.toFixed(2)} steps/s ETA ${fmtSecs((total - rec.step) / Math.max(rate, 1e-9))}\n`,
           );
         }

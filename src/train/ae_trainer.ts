@@ -25,7 +25,7 @@ import { writeLinePlotPng } from '../metrics/plot.js';
 import { configFromReference, configToReference, compressionFactors, chunkFrames, type DCAEVConfig } from '../models/dcaev/config.js';
 import { DCAEV, decodeVideo, encodeVideo, loadWeights, resolveConfig } from '../models/dcaev/autoencoder.js';
 import { DcvgError, ValueError } from '../tensor/errors.js';
-import { l1Loss } from '../tensor/nn_ops.js';
+import { l1Loss, mseLoss } from '../tensor/nn_ops.js';
 import * as ops from '../tensor/ops.js';
 import { Rng } from '../tensor/random.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
@@ -64,8 +64,10 @@ export interface TrainAEOptions {
   /** max global gradient norm */
   clip: number;
   emaDecay: number;
-  /** weight of (1 - SSIM) next to L1 */
+  /** weight of (1 - SSIM) next to the reconstruction term */
   ssimWeight: number;
+  /** reconstruction term: mean absolute error (default) or mean squared error (what PSNR measures) */
+  loss?: 'l1' | 'mse';
   /** probability of a still frame as a static clip */
   stillProb: number;
   /** probability of a colour change of a sample (channel order, saturation; see SampleOptions.colorAug) */
@@ -85,6 +87,8 @@ export interface TrainAEOptions {
   init?: string | null;
   /** 'shortcut' (default): residual branches start at zero (see initForTraining); 'default': plain init */
   residualInit?: 'shortcut' | 'default';
+  /** train only the parameters whose names match this regular expression (the others stay as initialised) */
+  trainOnly?: string | null;
 }
 
 export const TRAIN_DEFAULTS: Omit<TrainAEOptions, 'model' | 'data' | 'out'> = {
@@ -111,7 +115,9 @@ export const TRAIN_DEFAULTS: Omit<TrainAEOptions, 'model' | 'data' | 'out'> = {
 export interface StepRecord {
   step: number;
   loss: number;
-  l1: number;
+  /** the reconstruction term: l1 with --loss l1 (the default), mse with --loss mse */
+  l1?: number;
+  mse?: number;
   ssim: number;
   adv?: number;
   disc?: number;
@@ -172,6 +178,14 @@ function validate(o: TrainAEOptions, cfg: DCAEVConfig): { frames: number; spatia
   if (!(o.emaDecay >= 0 && o.emaDecay < 1)) throw new ValueError(`--ema ${o.emaDecay} must be in [0, 1)`);
   if (!(o.stillProb >= 0 && o.stillProb <= 1)) throw new ValueError(`--still-prob ${o.stillProb} must be in [0, 1]`);
   if (!((o.colorAug ?? 0) >= 0 && (o.colorAug ?? 0) <= 1)) throw new ValueError(`--color-aug ${o.colorAug} must be in [0, 1]`);
+  if (o.trainOnly) {
+    try {
+      new RegExp(o.trainOnly);
+    } catch (e) {
+      throw new ValueError(`--train-only: not a regular expression: ${(e as Error).message}`);
+    }
+  }
+  if (o.loss !== undefined && o.loss !== 'l1' && o.loss !== 'mse') throw new ValueError(`--loss must be l1 or mse, got "${String(o.loss)}"`);
   if (!(o.ssimWeight >= 0)) throw new ValueError(`--ssim-weight must be >= 0, got ${o.ssimWeight}`);
   if (!(o.warmup >= 0) || !Number.isInteger(o.warmup)) throw new ValueError(`--warmup must be an integer >= 0, got ${o.warmup}`);
   if (o.advStart !== null && !(Number.isInteger(o.advStart) && o.advStart >= 0)) throw new ValueError(`--adv-start must be an integer >= 0, got ${o.advStart}`);
@@ -258,7 +272,8 @@ export function writeTrainingPlots(runDir: string): void {
   const { steps, evals } = readLog(join(runDir, LOG));
   if (steps.length) {
     const loss = bucketMeans(steps.map((r) => r.loss));
-    const l1 = bucketMeans(steps.map((r) => r.l1));
+    const mse = steps.some((r) => r.mse !== undefined);
+    const l1 = bucketMeans(steps.map((r) => (mse ? r.mse : r.l1) ?? NaN));
     const ss = bucketMeans(steps.map((r) => r.ssim));
     const first = steps[0]!.step;
     writeLinePlotPng(join(runDir, 'loss.png'), {
@@ -268,7 +283,7 @@ export function writeTrainingPlots(runDir: string): void {
       xScale: loss.k,
       series: [
         { name: 'total', values: loss.values },
-        { name: 'L1', values: l1.values },
+        { name: mse ? 'MSE' : 'L1', values: l1.values },
         { name: '1 - SSIM', values: ss.values },
       ],
     });
@@ -403,6 +418,18 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
   if (o.init && !meta) loadWeights(model, o.init);
   model.setTrainable(true);
   const named = model.namedParams();
+  if (o.trainOnly) {
+    const re = new RegExp(o.trainOnly);
+    let n = 0;
+    for (const [k, p] of named) {
+      if (re.test(k)) n++;
+      else {
+        p.trainable = false;
+        p.value.requiresGrad = false;
+      }
+    }
+    if (n === 0) throw new ValueError(`--train-only ${o.trainOnly} matches none of the model's ${named.length} parameter tensors (e.g. ${named[0]?.[0]})`);
+  }
   const params = named.map(([, p]) => p.value);
   const opt = new AdamW(params, { lr: o.lr, weightDecay: o.weightDecay });
   const ema = new Ema(params, o.emaDecay);
@@ -502,7 +529,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
     if (adv) model.encoder.setTrainable(false);
     const z = adv ? noGrad(() => model.encodeRaw(x)) : model.encodeRaw(x);
     const y = model.decodeRaw(z);
-    const l1 = l1Loss(y, x);
+    const l1 = o.loss === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
     const ss = ssimLoss(y, x);
     let loss = o.ssimWeight > 0 ? ops.add(l1, ops.mul(ss, o.ssimWeight)) : l1;
     let gAdv: Tensor | null = null;
@@ -529,7 +556,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
       dopt!.step();
       dopt!.zeroGrad();
     }
-    const rec: StepRecord = { step, loss: lossV, l1: l1.item(), ssim: ss.item(), lr, gradNorm, ms: Math.round(performance.now() - t0) };
+    const rec: StepRecord = { step, loss: lossV, [o.loss === 'mse' ? 'mse' : 'l1']: l1.item(), ssim: ss.item(), lr, gradNorm, ms: Math.round(performance.now() - t0) };
     if (gAdv) rec.adv = gAdv.item();
     if (dLossV !== undefined) rec.disc = dLossV;
     appendLine(logPath, rec);
