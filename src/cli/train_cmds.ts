@@ -93,7 +93,6 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   set('clip', num(s('clip'), 'clip'));
   set('emaDecay', num(s('ema'), 'ema'));
   set('ssimWeight', num(s('ssim-weight'), 'ssim-weight'));
-  if (s('loss') !== undefined && !['l1', 'mse'].includes(s('loss')!)) throw new ValueError(`--loss must be l1 or mse, got "${s('loss')}"`);
   set('loss', s('loss'));
   set('stillProb', num(s('still-prob'), 'still-prob'));
   set('colorAug', num(s('color-aug'), 'color-aug'));

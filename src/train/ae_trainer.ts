@@ -529,9 +529,9 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
     if (adv) model.encoder.setTrainable(false);
     const z = adv ? noGrad(() => model.encodeRaw(x)) : model.encodeRaw(x);
     const y = model.decodeRaw(z);
-    const l1 = o.loss === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
+    const rec = o.loss === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
     const ss = ssimLoss(y, x);
-    let loss = o.ssimWeight > 0 ? ops.add(l1, ops.mul(ss, o.ssimWeight)) : l1;
+    let loss = o.ssimWeight > 0 ? ops.add(rec, ops.mul(ss, o.ssimWeight)) : rec;
     let gAdv: Tensor | null = null;
     if (adv) {
       gAdv = hingeGLoss(disc!.forward(y));
@@ -556,11 +556,11 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
       dopt!.step();
       dopt!.zeroGrad();
     }
-    const rec: StepRecord = { step, loss: lossV, [o.loss === 'mse' ? 'mse' : 'l1']: l1.item(), ssim: ss.item(), lr, gradNorm, ms: Math.round(performance.now() - t0) };
-    if (gAdv) rec.adv = gAdv.item();
-    if (dLossV !== undefined) rec.disc = dLossV;
-    appendLine(logPath, rec);
-    cb.onStep?.(rec);
+    const record: StepRecord = { step, loss: lossV, [o.loss === 'mse' ? 'mse' : 'l1']: rec.item(), ssim: ss.item(), lr, gradNorm, ms: Math.round(performance.now() - t0) };
+    if (gAdv) record.adv = gAdv.item();
+    if (dLossV !== undefined) record.disc = dLossV;
+    appendLine(logPath, record);
+    cb.onStep?.(record);
     const stop = cb.shouldStop?.() ?? false;
     const last = step === o.steps;
     if (step % o.evalEvery === 0 || last) runEval(step);
