@@ -100,7 +100,7 @@ def psnr(a, b):
     return 10 * math.log10(4 / ((a - b) ** 2).mean().item())
 
 
-def check_config(m, cfg):
+def check_config(m):
     enc, dec = m.encoder, m.decoder
     pin = enc.project_in.conv
     cin = pin.conv.weight.shape[1]
@@ -138,7 +138,7 @@ def main():
     cfg = json.load(open(a.config))
     m = D.DCAEV(cfg)
     m.eval()
-    npix = check_config(m, cfg)
+    npix = check_config(m)
     enc, dec = m.encoder, m.decoder
     if a.frames_per_clip % m.chunk:
         raise SystemExit(f"--frames-per-clip must be a multiple of the chunk ({m.chunk})")
