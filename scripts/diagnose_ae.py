@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
 import torch_dcaev  # noqa: E402
 import torch_train_ae  # noqa: E402
-from train_ae_torch import load_pack, read_metadata  # noqa: E402
+from train_ae_torch import clip_tensor, load_pack, read_metadata  # noqa: E402
 
 
 def psnr(a, b):
@@ -46,7 +46,7 @@ def cmd_colour(a):
     with torch.no_grad():
         for n, f in clips:
             T = min(a.first, f.shape[0]) // m.chunk * m.chunk
-            x = torch.from_numpy(f[:T]).permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1
+            x = clip_tensor(f, T)
             y = m.decode(m.encode(x)).clamp(-1, 1)
             s = spread(x)
             ratio = f"{spread(y) / s:.2f}" if s > 1e-3 else "- (grey clip)"

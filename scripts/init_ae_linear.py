@@ -44,7 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))
 import torch_dcaev as D  # noqa: E402
-from train_ae_torch import load_pack, save_safetensors  # noqa: E402
+from train_ae_torch import clip_tensor, load_pack, save_safetensors  # noqa: E402
 
 
 def centre(conv, mode):
@@ -150,8 +150,7 @@ def main():
     clips, held = load_pack(a.frames)
 
     def clip(f, n):
-        n = min(n, f.shape[0] // m.chunk * m.chunk)
-        return torch.from_numpy(f[:n]).permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1
+        return clip_tensor(f, min(n, f.shape[0] // m.chunk * m.chunk))
 
     train = [clip(f, a.frames_per_clip) for n, f in clips if n not in held]
     if not train:
@@ -238,10 +237,7 @@ def main():
             ps = [psnr(m.decode(m.encode(x)).clamp(-1, 1), x) for x in (clip(f, 64) for n, f in clips if (n in held) == keep)]
             print(f"{name} clips, first 64 frames: PSNR {sum(ps) / len(ps):.2f} dB (mean over clips: "
                   f"{', '.join(f'{p:.2f}' for p in ps)})", flush=True)
-    sd = {k: v.contiguous() for k, v in m.state_dict().items()}
-    tmp = a.out + ".tmp"
-    save_safetensors(tmp, sd, {"config": json.dumps(cfg), "init": "scripts/init_ae_linear.py " + " ".join(sys.argv[1:])})
-    os.replace(tmp, a.out)
+    save_safetensors(a.out, m.state_dict(), {"config": json.dumps(cfg), "init": "scripts/init_ae_linear.py " + " ".join(sys.argv[1:])})
     print(f"wrote {a.out}")
 
 

@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))
 import torch_dcaev as D  # noqa: E402
-from train_ae_torch import load_pack, read_metadata, save_safetensors  # noqa: E402
+from train_ae_torch import clip_tensor, load_pack, read_metadata, save_safetensors  # noqa: E402
 
 
 def main():
@@ -53,8 +53,7 @@ def main():
     if not 1 <= a.from_stage < n:
         raise SystemExit(f"--from-stage must be in 1..{n - 1}, got {a.from_stage}")
     clips, held = load_pack(a.frames)
-    xs = [torch.from_numpy(f[: a.frames_per_clip]).permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1
-          for name, f in clips if name not in held]
+    xs = [clip_tensor(f, a.frames_per_clip) for name, f in clips if name not in held]
     if not xs:
         raise SystemExit(f"{a.frames}: no training clips")
 
@@ -109,9 +108,7 @@ def main():
         raise SystemExit("the rescaled model does not compute the same function; nothing written")
     meta = dict(meta)
     meta["rescaled"] = "scripts/rescale_decoder.py " + " ".join(sys.argv[1:])
-    tmp = a.out + ".tmp"
-    save_safetensors(tmp, {k: v.contiguous() for k, v in m.state_dict().items()}, meta)
-    os.replace(tmp, a.out)
+    save_safetensors(a.out, m.state_dict(), meta)
     print(f"wrote {a.out}")
 
 

@@ -111,7 +111,16 @@ def load_pack(d):
 # safetensors with metadata
 
 
+def clip_tensor(f, frames=None, device=None):
+    """uint8 frames (T, H, W, 3) of a pack -> a (1, 3, T, H, W) float clip in [-1, 1] (the first `frames` only)."""
+    x = torch.from_numpy(f if frames is None else f[:frames])
+    if device is not None:
+        x = x.to(device)
+    return x.permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1
+
+
 def save_safetensors(path, tensors, metadata):
+    """F32 safetensors with our metadata, written to a temporary file and renamed (atomic)."""
     header = {"__metadata__": metadata}
     off = 0
     blobs = []
@@ -298,7 +307,7 @@ def main_train(a):
     train = [c for c in clips if c[0] not in held]
     heldc = [c for c in clips if c[0] in held]
     sampler = Sampler(train, a.frames_per_clip, a.crop, a.still_prob, dev, a.seed, a.color_aug)
-    held_t = [(n, torch.from_numpy(f).to(dev).permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1) for n, f in heldc]
+    held_t = [(n, clip_tensor(f, device=dev)) for n, f in heldc]
 
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=a.weight_decay)
     os.makedirs(a.out, exist_ok=True)
