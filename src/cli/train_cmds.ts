@@ -249,7 +249,8 @@ export const EVAL_HELP = `dcvg eval-ae --data <dir> [--model M --weights W] [--s
             [--frames N] [--baseline-tf 1,2,4,8,16,32] [--json]
   Reconstructs each clip (whole length, streamed) with the model (default: the shipped default model) and with the
   equal-budget bicubic baseline (the same number of values per clip as the latent: per-clip best temporal factor,
-  antialiased bicubic down, linear in time, bicubic up), and prints PSNR / SSIM per clip and the means over frames.
+  antialiased bicubic down, linear in time, bicubic up), and prints PSNR / SSIM per clip and the means over frames,
+  then the baseline's means with one temporal factor for all clips (each factor, and the best).
   The split is the one train-ae uses (same --holdout).`;
 
 export async function cmdEvalAE(args: string[], out: Out): Promise<number> {
@@ -281,5 +282,7 @@ export async function cmdEvalAE(args: string[], out: Out): Promise<number> {
   for (const c of r.clips)
     out(`| ${c.name} | ${c.frames} | ${c.budget} | ${c.model.psnr.toFixed(2)} | ${c.model.ssim.toFixed(4)} | ${c.baseline.psnr.toFixed(2)} | ${c.baseline.ssim.toFixed(4)} | ${c.baseline.tf}, ${c.baseline.h}x${c.baseline.w} |\n`);
   out(`| **mean over frames** | ${r.frames} | | **${r.model.psnr.toFixed(2)}** | **${r.model.ssim.toFixed(4)}** | **${r.baseline.psnr.toFixed(2)}** | **${r.baseline.ssim.toFixed(4)}** | |\n`);
+  if (r.fixed.length > 1 && r.bestFixed)
+    out(`\nbicubic with one temporal factor for all clips (PSNR / SSIM, means over frames): ${r.fixed.map((f) => `tf ${f.tf} ${f.psnr.toFixed(2)} / ${f.ssim.toFixed(4)}`).join('; ')}; best: tf ${r.bestFixed.tf}\n`);
   return 0;
 }
