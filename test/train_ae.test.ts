@@ -44,6 +44,18 @@ async function makeData(n: number, frames = 16, size = 16): Promise<string> {
   return dir;
 }
 
+/** Runs `body` with a synthetic data folder (makeData's arguments) and an empty output folder, both removed after. */
+async function withDataAndOut(made: [number, number?, number?], prefix: string, body: (data: string, out: string) => Promise<void>): Promise<void> {
+  const data = await makeData(...made);
+  const out = mkdtempSync(join(tmpdir(), prefix));
+  try {
+    await body(data, out);
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
+  }
+}
+
 function tinyOptions(data: string, out: string, over: Partial<TrainAEOptions> = {}): TrainAEOptions {
   return { ...TRAIN_DEFAULTS, model: tinyConfig(), data, out, steps: 12, frames: 8, crop: 16, holdout: 1, ckptEvery: 4, evalEvery: 6, warmup: 2, lr: 3e-3, ...over };
 }
@@ -151,9 +163,7 @@ test('colour augmentation: pixels are the drawn channel order and saturation of 
 });
 
 test('trainer smoke: the loss falls on one clip; EMA weights are what model.safetensors holds', async () => {
-  const data = await makeData(1, 8, 16);
-  const out = mkdtempSync(join(tmpdir(), 'dcvg-train-run-'));
-  try {
+  await withDataAndOut([1, 8, 16], 'dcvg-train-run-', async (data, out) => {
     const r = await trainAE(tinyOptions(data, join(out, 'run'), { steps: 60, holdout: 0, lr: 1e-2, warmup: 5, ssimWeight: 0.2, ckptEvery: 60, evalEvery: 60 }));
     assert.equal(r.steps, 60);
     const { steps } = readLog(join(out, 'run', 'train.jsonl'));
@@ -171,16 +181,11 @@ test('trainer smoke: the loss falls on one clip; EMA weights are what model.safe
     assert.notDeepEqual([...w.get(k0)!.data()], [...ck.get(`model.${k0}`)!.data()]);
     const m = createModel(join(out, 'run', 'config.json'), join(out, 'run', 'model.safetensors'));
     assert.equal(m.config.latentChannels, 4);
-  } finally {
-    rmSync(data, { recursive: true, force: true });
-    rmSync(out, { recursive: true, force: true });
-  }
+  });
 });
 
 test('--loss mse: the reconstruction term is the mean squared error (logged as mse), not L1', async () => {
-  const data = await makeData(1, 8, 16);
-  const out = mkdtempSync(join(tmpdir(), 'dcvg-train-mse-'));
-  try {
+  await withDataAndOut([1, 8, 16], 'dcvg-train-mse-', async (data, out) => {
     // one step from the same initialisation and batch: only the reconstruction term differs
     const o = { steps: 1, holdout: 0, ssimWeight: 0, ckptEvery: 1, evalEvery: 1 };
     await trainAE(tinyOptions(data, join(out, 'l1'), o));
@@ -194,16 +199,11 @@ test('--loss mse: the reconstruction term is the mean squared error (logged as m
     assert.ok(b.mse! >= a.l1! * a.l1! * (1 - 1e-6), `mse ${b.mse} vs l1^2 ${a.l1! * a.l1!}`);
     assert.ok(b.mse! < a.l1!, `mse ${b.mse} should be below l1 ${a.l1} for errors under 1`);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'bad'), { ...o, loss: 'huber' as 'mse' })), /--loss must be l1 or mse/);
-  } finally {
-    rmSync(data, { recursive: true, force: true });
-    rmSync(out, { recursive: true, force: true });
-  }
+  });
 });
 
 test('--train-only: only the matching parameters change; the rest keep their initial values bit for bit', async () => {
-  const data = await makeData(1, 8, 16);
-  const out = mkdtempSync(join(tmpdir(), 'dcvg-train-only-'));
-  try {
+  await withDataAndOut([1, 8, 16], 'dcvg-train-only-', async (data, out) => {
     await trainAE(tinyOptions(data, join(out, 'r'), { steps: 3, holdout: 0, trainOnly: '^decoder\\.', ckptEvery: 3, evalEvery: 3 }));
     const fresh = new DCAEV(tinyConfig());
     initForTraining(fresh, TRAIN_DEFAULTS.seed);
@@ -220,16 +220,11 @@ test('--train-only: only the matching parameters change; the rest keep their ini
     assert.ok(enc > 0 && decChanged > 0, `encoder tensors ${enc}, decoder tensors changed ${decChanged}`);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'none'), { steps: 1, holdout: 0, trainOnly: 'no-such-parameter' })), /matches none/);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'bad'), { steps: 1, holdout: 0, trainOnly: '(' })), /not a regular expression/);
-  } finally {
-    rmSync(data, { recursive: true, force: true });
-    rmSync(out, { recursive: true, force: true });
-  }
+  });
 });
 
 test('resume is exact: a run killed after a checkpoint and resumed ends bit-identical to an uninterrupted run', async () => {
-  const data = await makeData(3, 16, 16);
-  const out = mkdtempSync(join(tmpdir(), 'dcvg-train-resume-'));
-  try {
+  await withDataAndOut([3, 16, 16], 'dcvg-train-resume-', async (data, out) => {
     const over = { stillProb: 0.3, advStart: 7, advWeight: 0.1 }; // exercise the data RNG and the adversarial stage
     await trainAE(tinyOptions(data, join(out, 'a'), over));
     // Run b dies at step 10 (after the step-8 checkpoint, with steps 9-10 already logged): a hard stop, no save.
@@ -265,10 +260,7 @@ test('resume is exact: a run killed after a checkpoint and resumed ends bit-iden
     // a finished run refuses to resume without more steps; a fresh run refuses an occupied folder
     await assert.rejects(trainAE({ out: join(out, 'a'), resume: true } as TrainAEOptions & { resume: boolean }), /already finished/);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'a'))), /already holds a training run/);
-  } finally {
-    rmSync(data, { recursive: true, force: true });
-    rmSync(out, { recursive: true, force: true });
-  }
+  });
 });
 
 test('train-ae CLI: clear errors for bad arguments, writes nothing', async () => {
@@ -303,9 +295,7 @@ test('train-ae CLI: clear errors for bad arguments, writes nothing', async () =>
 
 test('temporal study (tiny): three designs train with one recipe; streaming equals whole-clip for the causal designs', async () => {
   const { runTemporalStudy } = await import('../src/train/study.js');
-  const data = await makeData(3, 24, 16);
-  const out = mkdtempSync(join(tmpdir(), 'dcvg-study-'));
-  try {
+  await withDataAndOut([3, 24, 16], 'dcvg-study-', async (data, out) => {
     const o = { data, out, steps: 3, widths: [4, 8, 8, 8], depths: [0, 1, 1, 1], latentChannels: 4, chunk: 4, frames: 8, crop: 16, holdout: 1, warmup: 1 };
     // train in two goes (as parallel processes would), then evaluate
     assert.equal(await runTemporalStudy({ ...o, designs: ['causal'], evaluate: false }), null);
@@ -326,8 +316,5 @@ test('temporal study (tiny): three designs train with one recipe; streaming equa
     assert.match(JSON.stringify(cfg('chunk_causal')), /ChunkCausalResBlock3d@3@3@4/);
     assert.match(JSON.stringify(cfg('causal')), /"CausalResBlock3d@3@3"/);
     assert.match(JSON.stringify(cfg('non_causal')), /"ResBlock3d@3@3"/);
-  } finally {
-    rmSync(data, { recursive: true, force: true });
-    rmSync(out, { recursive: true, force: true });
-  }
+  });
 });
