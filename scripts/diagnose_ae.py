@@ -12,7 +12,6 @@
 Uses the PyTorch twin of the model (bench/torch_dcaev.py) and the pack's held-out split.
 """
 import argparse
-import json
 import math
 import os
 import sys
@@ -22,9 +21,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-import torch_dcaev  # noqa: E402
 import torch_train_ae  # noqa: E402
-from train_ae_torch import clip_tensor, load_pack, read_metadata  # noqa: E402
+from train_ae_torch import clip_tensor, load_model, load_pack  # noqa: E402
 
 
 def psnr(a, b):
@@ -34,10 +32,7 @@ def psnr(a, b):
 
 def cmd_colour(a):
     torch_train_ae.use_batched_chunk_conv(True)
-    cfg = json.loads(read_metadata(a.weights)["config"])
-    m = torch_dcaev.DCAEV(cfg)
-    m.load_state_dict(torch_dcaev.load_safetensors(a.weights), strict=True)
-    m.eval()
+    m, _ = load_model(a.weights)
     clips, held = load_pack(a.frames)
     print("| clip | held out | PSNR | PSNR of 32x32 block means | chroma spread / original's |")
     print("|---|---|---:|---:|---:|")

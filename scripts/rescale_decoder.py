@@ -16,7 +16,6 @@ constant head channels stay as they are). The output is the same function (check
 difference of the reconstructions of the first training clip, relative to their range) with the config embedded.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -26,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))
 import torch_dcaev as D  # noqa: E402
-from train_ae_torch import clip_tensor, load_pack, read_metadata, save_safetensors  # noqa: E402
+from train_ae_torch import clip_tensor, load_model, load_pack, save_safetensors  # noqa: E402
 
 
 def main():
@@ -41,13 +40,7 @@ def main():
     if not a.out.endswith(".safetensors"):
         raise SystemExit(f"--out must end in .safetensors, got {a.out}")
     torch.set_num_threads(a.threads)
-    meta = read_metadata(a.weights)
-    if "config" not in meta:
-        raise SystemExit(f"{a.weights}: no embedded config (weights written by dcvg train-ae or the scripts carry one)")
-    cfg = json.loads(meta["config"])
-    m = D.DCAEV(cfg)
-    m.load_state_dict(D.load_safetensors(a.weights), strict=True)
-    m.eval()
+    m, meta = load_model(a.weights)
     dec = m.decoder
     n = len(dec.stages)
     if not 1 <= a.from_stage < n:

@@ -146,6 +146,19 @@ def read_metadata(path):
         return json.loads(f.read(n)).get("__metadata__", {})
 
 
+def load_model(path):
+    """(model in eval mode, the file's metadata) from weights that carry their config (dcvg train-ae's and these
+    scripts' do)."""
+    meta = read_metadata(path)
+    if "config" not in meta:
+        raise SystemExit(f"{path}: no embedded config (weights written by dcvg train-ae or the scripts carry one)")
+    cfg = json.loads(meta["config"])
+    m = torch_dcaev.DCAEV(cfg)
+    m.load_state_dict(torch_dcaev.load_safetensors(path), strict=True)
+    m.eval()
+    return m, meta
+
+
 def cmd_merge(a):
     sd = {}
     for p in a.parts:
