@@ -104,7 +104,7 @@ test('default model beats the equal-budget bicubic baseline at its best single t
 });
 
 // Strongest: bicubic with the best temporal factor chosen per clip with the original in hand (an oracle choice).
-test('default model beats the equal-budget bicubic baseline with the best temporal factor per clip', { skip: noClips, timeout: 300_000, todo: 'below the per-clip best bicubic at the current training budget (README)' }, async () => {
+test('default model beats the equal-budget bicubic baseline with the best temporal factor per clip', { skip: noClips, timeout: 300_000 }, async () => {
   scores ??= await heldOutScores();
   const { ours, best } = scores;
   assert.ok(ours > best, `default model ${ours.toFixed(2)} dB vs bicubic, best tf per clip ${best.toFixed(2)} dB`);
