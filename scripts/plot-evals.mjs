@@ -41,5 +41,5 @@ for (const { name, evals } of all) {
   series.push({ name, values: v });
 }
 const label = metric === 'ssim' ? 'SSIM' : 'PSNR';
-writeLinePlotPng(out, { title: `held-out ${label} (EMA weights, whole clips) during training`, xLabel: 'step', yLabel: metric === 'ssim' ? 'SSIM' : 'PSNR dB', xScale: BUCKET, series });
+writeLinePlotPng(out, { title: `held-out ${label} (EMA weights, whole clips) during training`, xLabel: 'step', yLabel: metric === 'ssim' ? label : `${label} dB`, xScale: BUCKET, series });
 console.log(`wrote ${out}`);
