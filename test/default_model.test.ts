@@ -51,16 +51,18 @@ async function heldOutScores() {
   // means over frames, as `dcvg eval-ae` reports them
   const n = per.reduce((a, c) => a + c.frames, 0);
   const mean = (f: (c: (typeof per)[number]) => number) => per.reduce((a, c) => a + f(c) * c.frames, 0) / n;
+  // bicubic with one temporal factor for all clips together: its means over frames
+  const perTf = [1, 2, 4, 8, 16, 32].map((tf) => {
+    const at = (c: (typeof per)[number]) => c.base.all.find((b) => b.tf === tf)!;
+    return { tf, psnr: mean((c) => at(c).psnr), ssim: mean((c) => at(c).ssim) };
+  });
   return {
     per,
     ours: mean((c) => c.ours.psnr.mean),
     oursSsim: mean((c) => c.ours.ssim.mean),
-    tf4: mean((c) => c.base.all.find((b) => b.tf === 4)!.psnr),
-    tf4Ssim: mean((c) => c.base.all.find((b) => b.tf === 4)!.ssim),
-    /** the best single temporal factor for all clips together (its mean, and which it is) */
-    fixed: [1, 2, 4, 8, 16, 32]
-      .map((tf) => ({ tf, psnr: mean((c) => c.base.all.find((b) => b.tf === tf)!.psnr), ssim: mean((c) => c.base.all.find((b) => b.tf === tf)!.ssim) }))
-      .reduce((a, b) => (b.psnr > a.psnr ? b : a)),
+    tf4: perTf.find((f) => f.tf === 4)!,
+    /** the single temporal factor best in PSNR (its means, and which it is) */
+    fixed: perTf.reduce((a, b) => (b.psnr > a.psnr ? b : a)),
     best: mean((c) => c.base.best.psnr),
   };
 }
@@ -91,9 +93,9 @@ test('default model on each held-out shared clip: far above the mean-colour code
 // PSNR, and better in SSIM too.
 test('default model beats the equal-budget bicubic baseline at its temporal factor on the held-out clips by > 0.5 dB, and in SSIM', { skip: noClips, timeout: 300_000 }, async () => {
   scores ??= await heldOutScores();
-  const { ours, tf4, oursSsim, tf4Ssim } = scores;
-  assert.ok(ours > tf4 + 0.5, `default model ${ours.toFixed(2)} dB vs bicubic at tf 4 ${tf4.toFixed(2)} dB`);
-  assert.ok(oursSsim > tf4Ssim, `default model SSIM ${oursSsim.toFixed(4)} vs bicubic at tf 4 ${tf4Ssim.toFixed(4)}`);
+  const { ours, oursSsim, tf4 } = scores;
+  assert.ok(ours > tf4.psnr + 0.5, `default model ${ours.toFixed(2)} dB vs bicubic at tf 4 ${tf4.psnr.toFixed(2)} dB`);
+  assert.ok(oursSsim > tf4.ssim, `default model SSIM ${oursSsim.toFixed(4)} vs bicubic at tf 4 ${tf4.ssim.toFixed(4)}`);
 });
 
 // Stronger: bicubic at whichever single temporal factor (1 to 32) scores best in PSNR on these very clips; the model
