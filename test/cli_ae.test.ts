@@ -100,6 +100,6 @@ describe('dcvg encode/decode/convert on fixture tensors', { skip }, () => {
     const missing = dcvg('encode', join(dir, 'absent.safetensors'), '-o', join(dir, 'o.safetensors'), ...model);
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, /input not found/);
-    assert.ok(!readdirSync(dir).some((f) => f.includes('.tmp-')), 'temporary files left behind');
+    assert.ok(!readdirSync(dir).some((f) => /\.tmp-|dcvg-tmp-|\.partial-/.test(f)), 'temporary files left behind');
   });
 });

@@ -519,7 +519,7 @@ describe('errors', { skip: noFfmpeg }, () => {
     // ffmpeg opens its output once the encoder has started, a moment after it has our bytes.
     for (let i = 0; i < 100 && !leftovers(join(out2, '..')).length; i++) await new Promise((r) => setTimeout(r, 50));
     assert.equal(leftovers(join(out2, '..')).length, 1, 'temporary file while writing');
-    assert.match(leftovers(join(out2, '..'))[0]!, /^\.aborted\.mp4\.partial-/);
+    assert.match(leftovers(join(out2, '..'))[0]!, /^\.aborted\.mp4\.dcvg-tmp-/);
     assert.ok(!existsSync(out2));
     await w2.abort();
     await w2.abort();

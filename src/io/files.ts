@@ -1,10 +1,216 @@
-/** Small file helpers shared by the readers and writers. */
-import { closeSync, openSync, readSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+/**
+ * File safety shared by every writer:
+ * - outputs never replace an input (`assertOutputsSafe`: real paths and inodes compared);
+ * - outputs are written to a temporary of our own naming beside the target and renamed into place when complete
+ *   (`tempPathFor`, `writeFileAtomic`);
+ * - live temporaries are removed when the process exits or is stopped by SIGINT/SIGTERM (`trackTemp`), and stale
+ *   ones (their process is gone, e.g. after kill -9) are swept the next time we write in that folder.
+ */
+import { closeSync, openSync, readSync, readdirSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join, resolve } from 'node:path';
 import * as zlib from 'node:zlib';
+import { ValueError } from '../tensor/errors.js';
+
+// ---------------------------------------------------------------------------------------------------------------
+// temporaries of our own naming
+
+/**
+ * Names of our temporaries. The current one, and the ones earlier versions wrote (swept too):
+ *   .<name>.dcvg-tmp-<pid>-<hex>      (current; hidden, beside the target)
+ *   <name>.tmp-<pid>-<millis>         (safetensors / atomic writes up to 0.1)
+ *   .<name>.partial-<pid>-<hex>       (video outputs up to 0.1)
+ */
+const TEMP_PATTERNS = [/^\..+\.dcvg-tmp-(\d+)-[0-9a-f]+$/, /^.+\.tmp-(\d+)-\d+$/, /^\..+\.partial-(\d+)-[0-9a-f]+$/];
+
+/** The pid that left a temporary of our naming, or null when the name is not one of ours. */
+export function tempOwnerPid(name: string): number | null {
+  for (const re of TEMP_PATTERNS) {
+    const m = re.exec(name);
+    if (m) return Number(m[1]);
+  }
+  return null;
+}
+
+function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists but belongs to someone else.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const sweptDirs = new Set<string>();
+
+/**
+ * Removes temporaries of our naming in `dir` whose process is gone (left by kill -9 or a power cut). Temporaries of
+ * live processes (a concurrent run writing there) are left alone. Returns the names removed.
+ */
+export function sweepStaleTemps(dir: string): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const pid = tempOwnerPid(name);
+    if (pid === null || processAlive(pid)) continue;
+    try {
+      rmSync(join(dir, name), { recursive: true, force: true });
+      removed.push(name);
+    } catch {
+      /* not ours to remove after all (permissions); leave it */
+    }
+  }
+  return removed;
+}
+
+/**
+ * A fresh temporary path beside `target`, of our naming. The first call for a folder in this process also sweeps that
+ * folder's stale temporaries.
+ */
+export function tempPathFor(target: string): string {
+  const abs = resolve(target);
+  const dir = dirname(abs);
+  if (!sweptDirs.has(dir)) {
+    sweptDirs.add(dir);
+    sweepStaleTemps(dir);
+  }
+  return join(dir, `.${basename(abs)}.dcvg-tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// cleanup at exit and on SIGINT / SIGTERM
+
+/** Live temporaries (and what else must stop with them, e.g. an ffmpeg child) of this process. */
+const liveTemps = new Map<string, (() => void) | null>();
+let hooksInstalled = false;
+const SIGNALS = { SIGINT: 2, SIGTERM: 15 } as const;
+
+function cleanupLiveTemps(): void {
+  for (const [p, stop] of liveTemps) {
+    try {
+      stop?.();
+    } catch {
+      /* already gone */
+    }
+    try {
+      rmSync(p, { recursive: true, force: true });
+    } catch {
+      /* best effort */
+    }
+  }
+  liveTemps.clear();
+}
+
+function onSignal(sig: keyof typeof SIGNALS): void {
+  cleanupLiveTemps();
+  // Another handler (train-ae's graceful stop) owns this signal: it decides when to exit; 'exit' cleans up again.
+  if (process.listenerCount(sig) > 1) return;
+  // Otherwise behave as if we had no handler: die by the signal (exit status 128 + n for the shell).
+  for (const s of Object.keys(SIGNALS)) process.removeListener(s, signalHandlers[s as keyof typeof SIGNALS]);
+  process.kill(process.pid, sig);
+}
+
+const signalHandlers = { SIGINT: () => onSignal('SIGINT'), SIGTERM: () => onSignal('SIGTERM') };
+
+function installHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  process.on('exit', cleanupLiveTemps);
+  for (const s of Object.keys(SIGNALS) as (keyof typeof SIGNALS)[]) process.on(s, signalHandlers[s]);
+}
+
+/**
+ * Registers a temporary that lives across asynchronous steps: it is removed (and `stop` called first, e.g. to kill the
+ * process writing it) if this process exits or receives SIGINT/SIGTERM before `untrackTemp`.
+ */
+export function trackTemp(path: string, stop: (() => void) | null = null): void {
+  installHooks();
+  liveTemps.set(path, stop);
+}
+
+export function untrackTemp(path: string): void {
+  liveTemps.delete(path);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// outputs never replace inputs
+
+interface Identity {
+  real: string;
+  dev: number;
+  ino: number;
+}
+
+function identity(path: string): Identity | null {
+  try {
+    const st = statSync(path);
+    return { real: realpathSync(path), dev: st.dev, ino: st.ino };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Where an output will land, as a real path: the file itself if it exists, else its (real) folder plus its name.
+ * Throws a ValueError when the folder does not exist or is not a folder.
+ */
+export function outputRealPath(path: string, flag = '-o'): string {
+  const abs = resolve(path);
+  const id = identity(abs);
+  if (id) return id.real;
+  const dir = dirname(abs);
+  let st;
+  try {
+    st = statSync(dir);
+  } catch {
+    throw new ValueError(`cannot write ${flag} ${path}: directory ${dir} does not exist`);
+  }
+  if (!st.isDirectory()) throw new ValueError(`cannot write ${flag} ${path}: ${dir} is not a directory`);
+  return join(realpathSync(dir), basename(abs));
+}
+
+/**
+ * Refuses (ValueError) any output that is one of the inputs, by real path or by inode (another spelling, a symlink, a
+ * hard link), and any two outputs that are the same file; also checks that each output's folder exists. Call it
+ * before any work. `outputs` maps a flag name (`-o`, `--metrics`) to a path; undefined entries are skipped.
+ */
+export function assertOutputsSafe(outputs: Record<string, string | undefined>, inputs: Record<string, string | undefined>): void {
+  const ins: { flag: string; path: string; id: Identity }[] = [];
+  for (const [flag, p] of Object.entries(inputs)) {
+    if (p === undefined) continue;
+    const id = identity(p);
+    if (id) ins.push({ flag, path: p, id });
+  }
+  const seen: { flag: string; path: string; real: string }[] = [];
+  for (const [flag, p] of Object.entries(outputs)) {
+    if (p === undefined) continue;
+    const real = outputRealPath(p, flag);
+    const id = identity(p);
+    for (const i of ins) {
+      if (real === i.id.real || (id && id.dev === i.id.dev && id.ino === i.id.ino))
+        throw new ValueError(`${flag} ${p} is the ${i.flag} file ${i.path}; refusing to overwrite an input (choose another output path)`);
+    }
+    for (const s of seen) {
+      if (s.real === real) throw new ValueError(`${flag} ${p} and ${s.flag} ${s.path} are the same file; give each output its own path`);
+    }
+    seen.push({ flag, path: p, real });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// atomic writes
 
 /** Writes data to `path` atomically: a temporary file beside it, renamed into place only once complete. */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  const tmp = tempPathFor(path);
   try {
     writeFileSync(tmp, data);
     renameSync(tmp, path);

@@ -7,6 +7,7 @@
 import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { DcvgError, DTypeError, ShapeError, fmtShape } from '../tensor/errors.js';
 import { Tensor, numelOf } from '../tensor/tensor.js';
+import { tempPathFor } from './files.js';
 
 export class FormatError extends DcvgError {
   constructor(message: string) {
@@ -376,7 +377,7 @@ export function saveSafetensors(path: string, tensors: Map<string, WritableTenso
   let json = JSON.stringify(header);
   while ((8 + Buffer.byteLength(json)) % 8) json += ' ';
   const hb = Buffer.from(json, 'utf8');
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  const tmp = tempPathFor(path);
   const fd = openSync(tmp, 'w');
   try {
     const lb = Buffer.alloc(8);

@@ -14,14 +14,14 @@
  * Binaries: $DCVG_FFMPEG / $DCVG_FFPROBE, else `ffmpeg` / `ffprobe` on PATH.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { access, mkdir, open, readFile, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { DcvgError, ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
 import { Tensor } from '../tensor/tensor.js';
+import { tempPathFor, trackTemp, untrackTemp } from './files.js';
 
 /** ffmpeg/ffprobe failures, unreadable or corrupt media, and misuse of readers/writers. */
 export class VideoError extends DcvgError {
@@ -877,30 +877,6 @@ const PIXFMTS: Record<VideoFormat, string[]> = {
   png: [],
 };
 
-/** Temporary outputs alive in this process, removed if it exits before they are renamed into place. */
-const liveTemps = new Map<string, ChildProcess | null>();
-let exitHookInstalled = false;
-function trackTemp(path: string, proc: ChildProcess | null): void {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const [p, c] of liveTemps) {
-        try {
-          c?.kill('SIGKILL');
-        } catch {
-          /* already gone */
-        }
-        try {
-          rmSync(p, { recursive: true, force: true });
-        } catch {
-          /* best effort at exit */
-        }
-      }
-    });
-  }
-  liveTemps.set(path, proc);
-}
-
 function inferFormat(abs: string, given: string): VideoFormat {
   if (hasPattern(abs) || given.endsWith('/')) return 'png';
   try {
@@ -964,7 +940,8 @@ export class VideoWriter {
       '-an', ...args,
     ];
     this.proc = spawn(ffmpegBin(), fullArgs, { stdio: ['pipe', 'ignore', 'pipe'] });
-    trackTemp(tempPath, this.proc);
+    const proc = this.proc;
+    trackTemp(tempPath, () => void proc.kill('SIGKILL'));
     this.proc.stderr!.on('data', (b: Buffer) => this.stderr.push(b));
     this.proc.stdin!.on('error', () => {
       // EPIPE: ffmpeg exited; its exit status and stderr say why (reported by write/close).
@@ -1047,7 +1024,7 @@ export class VideoWriter {
     holdLoop(this.proc, true);
     await this.exited;
     await rm(this.tempPath, { recursive: true, force: true });
-    liveTemps.delete(this.tempPath);
+    untrackTemp(this.tempPath);
   }
 
   /** Finishes encoding and moves the output into place. On failure nothing is left at `path` (or in its folder). */
@@ -1081,7 +1058,7 @@ export class VideoWriter {
       await this.fail(f);
       throw f;
     }
-    liveTemps.delete(this.tempPath);
+    untrackTemp(this.tempPath);
     this.state = 'closed';
   }
 
@@ -1139,10 +1116,6 @@ function padFrames(buf: Uint8Array, n: number, w: number, h: number, ow: number,
   return out;
 }
 
-function tempName(base: string): string {
-  return `.${base}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
-}
-
 /**
  * Opens a writer. Formats: .mp4 (libx264, yuv420p, CRF 18, BT.709-tagged, faststart), .gif (per-frame palettes),
  * .y4m (yuv444p16 by default: lossless w.r.t. 8-bit RGB), PNG sequence (a directory — new, empty, or a path ending in
@@ -1179,7 +1152,7 @@ export async function openVideoWriter(path: string, opts: WriteOptions): Promise
     if (!st.isDirectory()) throw new VideoError(`cannot write a PNG sequence to ${path}: it exists and is not a directory`);
     if (readdirSync(targetDir).length) throw new VideoError(`cannot write a PNG sequence into ${path}: directory is not empty`);
   }
-  const tempPath = join(parent, tempName(basename(isPattern ? 'frames' : abs)));
+  const tempPath = tempPathFor(join(parent, isPattern ? 'frames' : basename(abs)));
   const args: string[] = [];
   let pngTarget: PngTarget | null = null;
   switch (format) {
