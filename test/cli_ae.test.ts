@@ -84,7 +84,7 @@ describe('dcvg encode/decode/convert on fixture tensors', { skip }, () => {
     const cases: [string, T.Tensor | null, string[], RegExp][] = [
       ['wrong key', null, ['--input-key', 'nope'], /no tensor "nope" \(has: input, latent/],
       ['channels', T.zeros([1, 4, 8, 64, 64]), [], /must be \(B, 3, T, H, W\).*\[1, 4, 8, 64, 64\]/],
-      ['size', T.zeros([1, 3, 8, 48, 64]), [], /48x64 is not a multiple of the model's spatial factor 32/],
+      ['size', T.zeros([1, 3, 8, 48, 64]), [], /64x48 \(width x height\) is not a multiple of 32.*--pad/],
       ['nan', T.full([1, 3, 8, 64, 64], NaN), [], /contains NaN at flat index 0/],
     ];
     for (const [name, t, extra, msg] of cases) {

@@ -56,7 +56,7 @@ describe('dcvg on real clips (fixture model, random weights: plumbing, not quali
       ['missing', [join(dir, 'absent.mp4')], /input not found/],
       ['truncated', [trunc], /trunc\.mp4/],
       ['not a video', [text], /notes\.mp4/],
-      ['size', [clip, '--resize', '100x100'], /100x100 is not a multiple of the model's spatial factor 32/],
+      ['size', [clip, '--resize', '100x100'], /100x100 \(width x height\) is not a multiple of 32.*--pad/],
     ];
     for (const [name, args, msg] of cases) {
       const out = join(dir, `bad-${name.replace(/ /g, '_')}.mp4`);

@@ -7,6 +7,7 @@
 import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
 import { extname } from 'node:path';
+import { assertOutputsSafe } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors } from '../io/safetensors.js';
 import { loadTorchStateDict } from '../io/torch_checkpoint.js';
 import { DCAEV, createModel, decodeVideo, encodeVideo, geometry, type VideoOptions } from '../models/dcaev/autoencoder.js';
@@ -77,11 +78,25 @@ export function videoOptions(v: { tile?: string; overlap?: string; whole?: boole
   return o;
 }
 
+/** The files a model-using command reads, for assertOutputsSafe: the input, --weights and a --model config file. */
+export function modelInputs(v: { model?: string; weights?: string }, input: string): Record<string, string | undefined> {
+  return { input, '--weights': v.weights, '--model': v.model };
+}
+
 /** Throws a ValueError naming the first non-finite element. */
 export function checkFinite(t: Tensor, what: string): void {
   const d = t.data();
   for (let i = 0; i < d.length; i++) {
     if (!Number.isFinite(d[i]!)) throw new ValueError(`${what} contains ${d[i]} at flat index ${i} (shape ${fmtShape(t.shape)})`);
+  }
+}
+
+/** Non-finite latents from finite pixels mean the weights are broken; say so instead of writing NaNs. */
+export function checkLatentFinite(z: Tensor): void {
+  const d = z.data();
+  for (let i = 0; i < d.length; i++) {
+    if (!Number.isFinite(d[i]!))
+      throw new ValueError(`the encoder produced ${d[i]} at flat index ${i} of the latent ${fmtShape(z.shape)} from finite input; the model weights are likely corrupt (nothing written)`);
   }
 }
 
@@ -124,6 +139,7 @@ export function encodeTensorToFile(m: DCAEV, x: Tensor, output: string, opts: Vi
   const r = encodeVideo(m, x, { ...opts, onProgress: (d) => prog.update(d) });
   prog.done();
   const secs = (performance.now() - t0) / 1000;
+  checkLatentFinite(r.latent);
   saveSafetensors(output, { latent: r.latent }, {
     metadata: { ...modelMeta(m), num_frames: String(r.numFrames), height: String(r.height), width: String(r.width), ...extraMeta },
   });
@@ -156,6 +172,7 @@ export function cmdEncode(args: string[], out: Out, videoEncode?: (m: DCAEV, inp
   if (!v.output) throw new ValueError('encode needs -o <latent.safetensors>');
   if (extname(v.output) !== '.safetensors') throw new ValueError(`encode writes a .safetensors latent file, got -o ${v.output}`);
   if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
+  assertOutputsSafe({ '-o': v.output }, modelInputs(v, input));
   const m = loadModelFromArgs(v, 'encode');
   const opts = videoOptions(v);
   const report = (s: EncodeSummary) => {
@@ -205,6 +222,7 @@ export function cmdDecode(args: string[], out: Out, videoDecode?: VideoDecodeFn)
   if (!input || positionals.length > 1) throw new ValueError('decode needs exactly one input latent .safetensors file');
   if (!v.output) throw new ValueError('decode needs -o <video | reconstruction.safetensors>');
   if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
+  assertOutputsSafe({ '-o': v.output }, modelInputs(v, input));
   const m = loadModelFromArgs(v, 'decode');
   const key = v['latent-key'] ?? 'latent';
   const { t: z, meta } = readTensorKey(input, key, '--latent-key');
@@ -256,6 +274,8 @@ export function cmdConvert(args: string[], out: Out): number {
   const st = map[dtype];
   if (!st) throw new ValueError(`--dtype must be bf16, f16 or f32, got "${v.dtype}"`);
   if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
+  assertOutputsSafe({ '-o': v.output }, { input });
+  if (v.prefer !== undefined && v.prefer !== 'model' && v.prefer !== 'ema') throw new ValueError(`--prefer must be ema or model, got "${v.prefer}"`);
   const prefer = v.prefer === 'model' ? 'model' : 'ema';
   const t0 = performance.now();
   let tensors: Map<string, Tensor>;
@@ -276,6 +296,7 @@ export function cmdConvert(args: string[], out: Out): number {
     tensors = r.stateDict;
     source = r.source;
   }
+  if (tensors.size === 0) throw new ValueError(`${input} holds no tensors (${source}); nothing to convert`);
   let count = 0;
   for (const t of tensors.values()) count += t.size;
   saveSafetensors(v.output, tensors, { dtype: st, metadata: { ...keep, source: `${input} (${source})`, converted_by: 'dcvg convert' } });

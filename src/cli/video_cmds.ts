@@ -3,7 +3,8 @@
  * (encode + decode + score, streaming: one chunk of frames in memory at a time).
  */
 import { existsSync } from 'node:fs';
-import { writeFileAtomic } from '../io/files.js';
+import { totalmem } from 'node:os';
+import { assertOutputsSafe, writeFileAtomic } from '../io/files.js';
 import { parseArgs } from 'node:util';
 import { openVideoReader, openVideoWriter, probeVideo, tensorToFrames, type ReadOptions, type VideoWriter } from '../io/video.js';
 import { saveSafetensors } from '../io/safetensors.js';
@@ -15,7 +16,7 @@ import { ValueError, fmtShape } from '../tensor/errors.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Progress } from './progress.js';
-import { READ_OPTIONS, checkFinite, loadModelFromArgs, videoOptions, type EncodeSummary, type Out } from './ae_cmds.js';
+import { READ_OPTIONS, checkFinite, checkLatentFinite, loadModelFromArgs, modelInputs, videoOptions, type EncodeSummary, type Out } from './ae_cmds.js';
 
 /** Reading options shared by the commands that take a video: --resize WxH, --crop cover|stretch, --start, --frames, --fps. */
 export function readOptionsFrom(v: Record<string, unknown>): ReadOptions {
@@ -33,6 +34,8 @@ export function readOptionsFrom(v: Record<string, unknown>): ReadOptions {
     const crop = (v.crop as string | undefined) ?? 'cover';
     if (crop !== 'cover' && crop !== 'stretch') throw new ValueError(`--crop must be cover or stretch, got "${crop}"`);
     o.resize = { width: Number(m[1]), height: Number(m[2]), mode: crop };
+    if (!(o.resize.width > 0 && o.resize.height > 0)) throw new ValueError(`--resize needs a positive width and height, got "${String(v.resize)}"`);
+    checkFrameSize(o.resize.width, o.resize.height, `--resize ${String(v.resize)}`);
   }
   o.start = int('start');
   o.maxFrames = int('frames');
@@ -45,6 +48,22 @@ export function readOptionsFrom(v: Record<string, unknown>): ReadOptions {
 }
 
 
+/**
+ * Refuses frame sizes that cannot work, before any frame is read: ffmpeg's own limit on the pixel count of a frame
+ * ((w + 128)(h + 128) < 2^31 / 8, av_image_check_size), and, given the frames held at once, float32 frames that
+ * would not fit in this machine's memory.
+ */
+export function checkFrameSize(width: number, height: number, what: string, framesAtOnce = 0): void {
+  if ((width + 128) * (height + 128) >= 2 ** 31 / 8)
+    throw new ValueError(`${what}: ${width}x${height} frames are larger than ffmpeg can process (about 16384x16384 at most)`);
+  const bytes = framesAtOnce * 3 * width * height * 4;
+  if (bytes > totalmem())
+    throw new ValueError(
+      `${what}: ${framesAtOnce} frames of ${width}x${height} take ${(bytes / 2 ** 30).toFixed(1)} GiB as float32, more than this machine's ` +
+        `${(totalmem() / 2 ** 30).toFixed(1)} GiB of memory; choose a smaller --resize`,
+    );
+}
+
 /** Encodes a video file chunk by chunk into a latent file. */
 export async function encodeVideoFile(m: DCAEV, input: string, v: Record<string, unknown>): Promise<EncodeSummary> {
   const opts = videoOptions(v as { tile?: string; overlap?: string; whole?: boolean; pad?: boolean });
@@ -53,6 +72,7 @@ export async function encodeVideoFile(m: DCAEV, input: string, v: Record<string,
   try {
     const H = reader.height;
     const W = reader.width;
+    checkFrameSize(W, H, `${input} (${W}x${H})`, g.chunk ?? reader.info.frames);
     const total = reader.info.framesExact ? Math.min(reader.info.frames - (readOptionsFrom(v).start ?? 0), readOptionsFrom(v).maxFrames ?? Infinity) : 0;
     const prog = new Progress('encode', total || 0);
     const t0 = performance.now();
@@ -83,6 +103,7 @@ export async function encodeVideoFile(m: DCAEV, input: string, v: Record<string,
     }
     prog.done();
     const latent = parts.length === 1 ? parts[0]! : ops.cat(parts, 2);
+    checkLatentFinite(latent);
     const secs = (performance.now() - t0) / 1000;
     saveSafetensors(
       String(v.output),
@@ -189,12 +210,14 @@ export async function cmdReconstruct(args: string[], out: Out): Promise<number> 
   if (!input || positionals.length > 1) throw new ValueError('reconstruct needs exactly one input video');
   if (!v.output) throw new ValueError('reconstruct needs -o <output video>');
   if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
+  assertOutputsSafe({ '-o': v.output, '--metrics': v.metrics, '--plot': v.plot }, modelInputs(v, input));
   const m = loadModelFromArgs(v, 'reconstruct');
   const g = geometry(m);
   if (g.chunk === null) throw new ValueError(`reconstruct streams chunk by chunk; model ${m.config.name} has no temporal chunks`);
   const vopts = videoOptions(v);
   const ropts = readOptionsFrom(v);
   const info = await probeVideo(input);
+  checkFrameSize(ropts.resize?.width ?? info.width, ropts.resize?.height ?? info.height, `${input}`, g.chunk);
   const reader = await openVideoReader(input, ropts);
   const H = reader.height;
   const W = reader.width;

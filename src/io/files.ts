@@ -149,6 +149,13 @@ interface Identity {
   ino: number;
 }
 
+/** printf-style frame patterns (`%05d`, `%d`) as used for PNG sequences, as a regex over file names. */
+function patternRegex(name: string): RegExp | null {
+  if (!/%0?\d*d/.test(name)) return null;
+  const parts = name.split(/%0?\d*d/).map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  return new RegExp(`^${parts.join('\\d+')}$`);
+}
+
 function identity(path: string): Identity | null {
   try {
     const st = statSync(path);
@@ -183,20 +190,33 @@ export function outputRealPath(path: string, flag = '-o'): string {
  * before any work. `outputs` maps a flag name (`-o`, `--metrics`) to a path; undefined entries are skipped.
  */
 export function assertOutputsSafe(outputs: Record<string, string | undefined>, inputs: Record<string, string | undefined>): void {
-  const ins: { flag: string; path: string; id: Identity }[] = [];
+  // Inputs that do not exist as files (a preset name, a PNG pattern) are compared by where they would resolve.
+  const ins: { flag: string; path: string; real: string | null; id: Identity | null }[] = [];
   for (const [flag, p] of Object.entries(inputs)) {
     if (p === undefined) continue;
     const id = identity(p);
-    if (id) ins.push({ flag, path: p, id });
+    let real = id?.real ?? null;
+    if (!real) {
+      try {
+        real = outputRealPath(p, flag);
+      } catch {
+        real = null;
+      }
+    }
+    ins.push({ flag, path: p, real, id });
   }
   const seen: { flag: string; path: string; real: string }[] = [];
   for (const [flag, p] of Object.entries(outputs)) {
     if (p === undefined) continue;
     const real = outputRealPath(p, flag);
     const id = identity(p);
+    const pattern = patternRegex(basename(real));
     for (const i of ins) {
-      if (real === i.id.real || (id && id.dev === i.id.dev && id.ino === i.id.ino))
-        throw new ValueError(`${flag} ${p} is the ${i.flag} file ${i.path}; refusing to overwrite an input (choose another output path)`);
+      const same =
+        (i.real !== null && real === i.real) ||
+        (id !== null && i.id !== null && id.dev === i.id.dev && id.ino === i.id.ino) ||
+        (pattern !== null && i.real !== null && dirname(i.real) === dirname(real) && pattern.test(basename(i.real)));
+      if (same) throw new ValueError(`${flag} ${p} would overwrite the ${i.flag} file ${i.path}; refusing to replace an input (choose another output path)`);
     }
     for (const s of seen) {
       if (s.real === real) throw new ValueError(`${flag} ${p} and ${s.flag} ${s.path} are the same file; give each output its own path`);

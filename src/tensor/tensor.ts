@@ -66,6 +66,33 @@ export function normAxis(axis: number, ndim: number, shape?: readonly number[]):
   return axis < 0 ? axis + ndim : axis;
 }
 
+/**
+ * Throws unless every element of the view (shape, strides, offset) lies inside a storage of `length` elements, so a
+ * tensor can never read past its data (or before it).
+ */
+function checkView(length: number, shape: readonly number[], strides: readonly number[], offset: number): void {
+  if (strides.length !== shape.length) throw new ShapeError(`strides ${fmtShape(strides)} do not match shape ${fmtShape(shape)}`);
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new ShapeError(`tensor offset must be a non-negative integer, got ${offset}`);
+  let lo = offset;
+  let hi = offset;
+  let empty = false;
+  for (let i = 0; i < shape.length; i++) {
+    const st = strides[i]!;
+    if (!Number.isSafeInteger(st)) throw new ShapeError(`strides ${fmtShape(strides)} must be integers`);
+    if (shape[i] === 0) empty = true;
+    else if (st > 0) hi += (shape[i]! - 1) * st;
+    else lo += (shape[i]! - 1) * st;
+  }
+  if (empty) {
+    if (offset > length) throw new ShapeError(`tensor offset ${offset} is past the end of its data (length ${length})`);
+    return;
+  }
+  if (lo < 0 || hi >= length)
+    throw new ShapeError(
+      `a view of shape ${fmtShape(shape)}, strides ${fmtShape(strides)}, offset ${offset} reaches elements [${lo}, ${hi}] but the data has length ${length}`,
+    );
+}
+
 export type TensorLike = Tensor | number;
 
 export class Tensor {
@@ -90,8 +117,7 @@ export class Tensor {
     this.requiresGrad = requiresGrad;
     if (this.strides.length !== this.shape.length)
       throw new ShapeError(`strides ${fmtShape(this.strides)} do not match shape ${fmtShape(this.shape)}`);
-    if (strides === undefined && offset === 0 && storage.length < this.size)
-      throw new ShapeError(`data of length ${storage.length} is too short for shape ${fmtShape(shape)}`);
+    checkView(storage.length, this.shape, this.strides, offset);
   }
 
   get ndim(): number {

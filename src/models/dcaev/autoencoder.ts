@@ -118,7 +118,8 @@ function checkPixels(model: DCAEV, x: Tensor, padSpatial: boolean): void {
   if (T < 1) throw new ShapeError(`video has no frames: ${fmtShape(x.shape)}`);
   if (!padSpatial && (H % g.spatial || W % g.spatial))
     throw new ShapeError(
-      `frame size ${H}x${W} is not a multiple of the model's spatial factor ${g.spatial}; resize/crop the video, or pass padSpatial (pad-and-crop)`,
+      `frame size ${W}x${H} (width x height) is not a multiple of ${g.spatial}, the model's spatial factor; resize the video ` +
+        `(dcvg --resize WxH), or pad and crop back (dcvg --pad; padSpatial: true in the API)`,
     );
 }
 
