@@ -2,7 +2,9 @@
 import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
 import { extname } from 'node:path';
+import { assertOutputsSafe } from '../io/files.js';
 import { saveSafetensors } from '../io/safetensors.js';
+import { isWanPresetName } from '../models/wan/config.js';
 import { runWan } from '../models/wan/run.js';
 import { ValueError, fmtShape } from '../tensor/errors.js';
 import type { Out } from './ae_cmds.js';
@@ -29,10 +31,11 @@ export function cmdRun(args: string[], out: Out): number {
   }
   const v = parsed.values;
   for (const k of ['config', 'weights', 'inputs', 'output'] as const) if (!v[k]) throw new ValueError(`run wan needs --${k}`);
-  for (const k of ['weights', 'inputs'] as const) if (!existsSync(v[k]!)) throw new ValueError(`${k} file not found: ${v[k]}`);
-  const cfgPath = v.config!.replace(/#.*$/, '');
-  if (!existsSync(cfgPath)) throw new ValueError(`config file not found: ${cfgPath}`);
+  for (const k of ['weights', 'inputs'] as const) if (!existsSync(v[k]!)) throw new ValueError(`--${k} file not found: ${v[k]}`);
+  // a preset name is no file; `file.json#entry` names file.json (resolveWanConfig reports a missing file or preset)
+  const cfgPath = isWanPresetName(v.config!) ? undefined : v.config!.replace(/#[^/\\]*$/, '');
   if (extname(v.output!) !== '.safetensors') throw new ValueError(`run wan writes .safetensors, got -o ${v.output}`);
+  assertOutputsSafe({ '-o': v.output }, { '--config': cfgPath, '--weights': v.weights, '--inputs': v.inputs });
   const t0 = performance.now();
   const y = runWan(v.config!, v.weights!, v.inputs!);
   const secs = (performance.now() - t0) / 1000;

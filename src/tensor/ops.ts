@@ -5,6 +5,7 @@
 import { backend } from '../backend/index.js';
 import type { BinaryOp, StridedView, UnaryOp } from '../backend/backend.js';
 import { AxisError, ShapeError, ValueError, fmtShape } from './errors.js';
+import { allocFloat32 } from './alloc.js';
 import { Tensor, attach, checkShape, contiguousStrides, empty, normAxis, numelOf, scalar, zeros, type TensorLike } from './tensor.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -509,7 +510,7 @@ function reduceDense(op: 'sum' | 'max', data: Float32Array, shape: readonly numb
     const outer = numelOf(curShape.slice(0, a0));
     const r = numelOf(curShape.slice(a0, a1 + 1));
     const inner = numelOf(curShape.slice(a1 + 1));
-    const next = new Float32Array(outer * inner);
+    const next = allocFloat32(outer * inner, [...curShape.slice(0, a0), ...curShape.slice(a1 + 1)], 'reduction output');
     if (next.length) B.reduce(op, cur, outer, r, inner, next);
     cur = next;
     curShape = [...curShape.slice(0, a0), ...curShape.slice(a1 + 1)];

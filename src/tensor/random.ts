@@ -3,6 +3,7 @@
  * The generator is xoshiro128** seeded through splitmix32; normals use Box-Muller in double precision.
  */
 import { ValueError } from './errors.js';
+import { allocFloat32 } from './alloc.js';
 import { Tensor, checkShape, numelOf } from './tensor.js';
 
 export class Rng {
@@ -97,7 +98,7 @@ function rngOf(seedOrRng: number | Rng): Rng {
 export function randn(shape: readonly number[], seedOrRng: number | Rng, std = 1, mean = 0): Tensor {
   const s = checkShape(shape);
   const r = rngOf(seedOrRng);
-  const out = new Float32Array(numelOf(s));
+  const out = allocFloat32(numelOf(s), s, 'randn');
   for (let i = 0; i < out.length; i++) out[i] = mean + std * r.normal();
   return new Tensor(out, s);
 }
@@ -106,7 +107,7 @@ export function randn(shape: readonly number[], seedOrRng: number | Rng, std = 1
 export function rand(shape: readonly number[], seedOrRng: number | Rng, lo = 0, hi = 1): Tensor {
   const s = checkShape(shape);
   const r = rngOf(seedOrRng);
-  const out = new Float32Array(numelOf(s));
+  const out = allocFloat32(numelOf(s), s, 'rand');
   for (let i = 0; i < out.length; i++) out[i] = lo + (hi - lo) * r.uniform();
   return new Tensor(out, s);
 }

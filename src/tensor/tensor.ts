@@ -6,6 +6,7 @@
  */
 import { backend } from '../backend/index.js';
 import { AutogradError, AxisError, DTypeError, ShapeError, ValueError, fmtShape } from './errors.js';
+import { MAX_ELEMENTS, allocFailed, allocFloat32, checkAllocSize } from './alloc.js';
 import * as ops from './ops.js';
 
 /** A node of the autograd tape: how to turn the output gradient into gradients for each input. */
@@ -328,7 +329,8 @@ export function scalar(v: number): Tensor {
 }
 
 export function zeros(shape: readonly number[]): Tensor {
-  return new Tensor(new Float32Array(numelOf(checkShape(shape))), shape);
+  const s = checkShape(shape);
+  return new Tensor(allocFloat32(numelOf(s), s), s);
 }
 
 export function full(shape: readonly number[], value: number): Tensor {
@@ -347,7 +349,8 @@ export function ones(shape: readonly number[]): Tensor {
  * fresh zero pages a zeroed allocation costs.
  */
 export function empty(shape: readonly number[]): Tensor {
-  return new Tensor(allocUninit(numelOf(checkShape(shape))), shape);
+  const s = checkShape(shape);
+  return new Tensor(allocUninit(numelOf(s), s), s);
 }
 
 /** Below this many elements an uninitialised allocation is not worth it (small arrays come from V8's heap). */
@@ -360,12 +363,22 @@ const hasBuffer = typeof Buffer !== 'undefined' && typeof Buffer.allocUnsafeSlow
  * zeroed elsewhere). DCVG_POISON_UNINIT=1 fills them with NaN, so a kernel that leaves part of an output unwritten
  * shows up as NaN in the tests.
  */
-export function allocUninit(n: number): Float32Array {
+export function allocUninit(n: number, shape?: readonly number[]): Float32Array {
   let out: Float32Array;
-  if (!hasBuffer || n < UNINIT_MIN) out = new Float32Array(n);
+  if (!hasBuffer || n < UNINIT_MIN) out = allocFloat32(n, shape);
   else {
-    const b = Buffer.allocUnsafeSlow(n * 4);
-    out = new Float32Array(b.buffer, b.byteOffset, n);
+    // Buffer's own limit is in bytes (4x fewer float32 elements than a Float32Array may hold): check both.
+    checkAllocSize(n, shape);
+    if (n * 4 > MAX_ELEMENTS) out = allocFloat32(n, shape);
+    else {
+      let b: Buffer;
+      try {
+        b = Buffer.allocUnsafeSlow(n * 4);
+      } catch (e) {
+        return allocFailed(e, n, shape, 'tensor');
+      }
+      out = new Float32Array(b.buffer, b.byteOffset, n);
+    }
   }
   if (POISON_UNINIT) out.fill(NaN);
   return out;
@@ -381,8 +394,9 @@ export function arange(start: number, end?: number, step = 1): Tensor {
     start = 0;
   }
   if (step === 0 || !Number.isFinite(step)) throw new ValueError(`arange step must be finite and non-zero, got ${step}`);
+  if (!Number.isFinite(start) || !Number.isFinite(end)) throw new ValueError(`arange bounds must be finite, got ${start} to ${end}`);
   const n = Math.max(0, Math.ceil((end - start) / step));
-  const out = new Float32Array(n);
+  const out = allocFloat32(n, [n], 'arange');
   for (let i = 0; i < n; i++) out[i] = start + i * step;
   return new Tensor(out, [n]);
 }

@@ -11,7 +11,7 @@
  * Sizes: height and width must be multiples of the spatial factor (32 or 64); with `padSpatial` the bottom/right
  * edge is replicated up to the next multiple and decoding crops it away.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { isZipFile } from '../../io/files.js';
 import { freemem } from 'node:os';
 import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
@@ -20,7 +20,7 @@ import { Tensor, noGrad } from '../../tensor/tensor.js';
 import { SafetensorsFile } from '../../io/safetensors.js';
 import { loadTorchStateDict } from '../../io/torch_checkpoint.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
-import { chunkFrames, compressionFactors, configFromReference, isPresetName, presetConfig, type DCAEVConfig } from './config.js';
+import { chunkFrames, compressionFactors, resolveConfigSpec, validateConfig, type DCAEVConfig } from './config.js';
 import { DCAEV, type FeatureCache } from './model.js';
 import { chooseTile, tiledDecode, tiledEncode } from './tiling.js';
 
@@ -30,19 +30,11 @@ export { DCAEV };
 export type ModelSpec = string | DCAEVConfig;
 
 export function resolveConfig(spec: ModelSpec): DCAEVConfig {
-  if (typeof spec !== 'string') return spec;
-  if (isPresetName(spec)) return presetConfig(spec);
-  if (existsSync(spec)) {
-    let j: unknown;
-    try {
-      j = JSON.parse(readFileSync(spec, 'utf8'));
-    } catch (e) {
-      throw new ValueError(`${spec}: not a valid JSON config (${(e as Error).message})`);
-    }
-    const name = (j as { name?: string }).name ?? spec.replace(/^.*\//, '').replace(/\.json$/, '');
-    return configFromReference(j, name);
+  if (typeof spec !== 'string') {
+    validateConfig(spec); // a config built in code gets the same bounds as one read from a file
+    return spec;
   }
-  return presetConfig(spec); // throws the "unknown preset" error listing the known names
+  return resolveConfigSpec(spec); // preset, or a config file read and checked (config.ts)
 }
 
 /** A lazy TensorSource over a safetensors file (each tensor read when loaded). */
