@@ -285,11 +285,11 @@ describe('dcvg run wan: bad inputs fail before any work, and no output is writte
     const inputs = join(dir, 'own.safetensors');
     saveSafetensors(inputs, { x: T.zeros([1, 16, 3, 8, 8]), t: T.zeros([1]), ...ctx(1) });
     const before = readFileSync(inputs);
-    assertCleanFailure(run(inputs, inputs), /-o .*own\.safetensors is the --inputs file/);
+    assertCleanFailure(run(inputs, inputs), /-o .*own\.safetensors would overwrite the --inputs file/);
     assert.deepEqual(readFileSync(inputs), before);
     const wcopy = join(dir, 'weights_copy.safetensors');
     writeFileSync(wcopy, readFileSync(weights));
-    assertCleanFailure(dcvg('run', 'wan', '--config', cfg, '--weights', wcopy, '--inputs', inputs, '-o', wcopy), /is the --weights file/);
+    assertCleanFailure(dcvg('run', 'wan', '--config', cfg, '--weights', wcopy, '--inputs', inputs, '-o', wcopy), /would overwrite the --weights file/);
   });
 });
 

@@ -97,6 +97,15 @@ function cmdEnv(args: string[]): void {
   for (const [k, v] of Object.entries(info)) process.stdout.write(`${k.padEnd(12)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
 }
 
+/** One line for the user. Errors of ours carry their own message; an allocation the engine did not foresee says what it is. */
+function describeError(e: unknown): string {
+  if (e instanceof DcvgError) return e.message;
+  if (e instanceof RangeError && /allocation failed|Invalid (typed )?array length|out of range/i.test(e.message))
+    return `out of memory (${e.message}); for large frames try --tile auto or a smaller --resize`;
+  if (e instanceof Error) return (e as NodeJS.ErrnoException).code ? e.message : `internal error: ${e.message} (please report it)`;
+  return String(e);
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
@@ -125,8 +134,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`dcvg: unknown command "${cmd}" (see dcvg --help)\n`);
     return 2;
   } catch (e) {
-    const msg = e instanceof DcvgError || e instanceof Error ? e.message : String(e);
-    process.stderr.write(`dcvg ${cmd}: ${msg}\n`);
+    process.stderr.write(`dcvg ${cmd}: ${describeError(e)}\n`);
     return 1;
   }
 }

@@ -17,7 +17,7 @@ import { chunkCausalConv3d, conv3d, pixelShuffle3d, pixelUnshuffle3d, rmsNorm3d 
 import { Tensor, isGradEnabled, zeros } from '../../tensor/tensor.js';
 import { backend } from '../../backend/index.js';
 import { Module, type Param } from '../../nn/module.js';
-import { firstActiveStage, type ConvSpec, type DCAEVConfig, type ResampleSpec } from './config.js';
+import { firstActiveStage, validateConfig, type ConvSpec, type DCAEVConfig, type ResampleSpec } from './config.js';
 
 /** Per-layer temporal context carried between tiles of one streaming encode or decode. */
 export type FeatureCache = Map<string, Tensor>;
@@ -373,6 +373,8 @@ export class DCAEV extends Module {
 
   constructor(config: DCAEVConfig) {
     super();
+    // Configs built in code get the same bounds as configs read from files, before any module is built.
+    validateConfig(config);
     this.config = config;
     this.encoder = this.module('encoder', new Encoder(config));
     this.decoder = this.module('decoder', new Decoder(config));
