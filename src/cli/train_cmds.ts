@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { TemporalMode } from '../models/dcaev/config.js';
 import { STUDY_DEFAULTS, runTemporalStudy, type StudyOptions } from '../train/study.js';
 import { TRAIN_DEFAULTS, evaluateWithBaseline, trainAE, type TrainAEOptions } from '../train/ae_trainer.js';
-import { loadClipSet } from '../train/data.js';
+import { listMedia, loadClipSet } from '../train/data.js';
 import { ValueError } from '../tensor/errors.js';
 import { Progress, fmtSecs } from './progress.js';
 import { loadModelFromArgs, parseValues, type Out } from './ae_cmds.js';
@@ -45,10 +45,19 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --log-every N      a progress line every N steps when stderr is not a terminal (default 50; terminals get a bar)
   Ctrl-C stops after the current step and writes a checkpoint.`;
 
+const SIGNAL_NUMBER: Record<string, number> = { SIGINT: 2, SIGTERM: 15 };
+
 function num(v: string | undefined, name: string, int = false): number | undefined {
   if (v === undefined) return undefined;
   const x = Number(v);
   if (v.trim() === '' || !Number.isFinite(x) || (int && !Number.isInteger(x))) throw new ValueError(`--${name} must be ${int ? 'an integer' : 'a number'}, got "${v}"`);
+  return x;
+}
+
+/** An optional flag that must be a positive integer. */
+function positiveInt(v: string | undefined, name: string): number | undefined {
+  const x = num(v, name, true);
+  if (x !== undefined && x < 1) throw new ValueError(`--${name} must be a positive integer, got "${v}"`);
   return x;
 }
 
@@ -109,13 +118,16 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
     throw new ValueError(`--residual-init must be shortcut or default, got "${s('residual-init')}"`);
   set('residualInit', s('residual-init'));
   set('trainOnly', s('train-only'));
-  const logEvery = num(s('log-every'), 'log-every', true) ?? 50;
+  const logEvery = positiveInt(s('log-every'), 'log-every') ?? 50;
 
-  let stop = false;
-  const onSignal = () => {
-    if (stop) process.exit(130); // second Ctrl-C: leave now (the last checkpoint stays valid)
-    stop = true;
-    process.stderr.write('\ntrain-ae: stopping after this step (Ctrl-C again to quit at once)\n');
+  // SIGINT (Ctrl-C) or SIGTERM: stop after the current step with a checkpoint. A second signal: leave at once, between
+  // steps (JS runs no handler inside a step, so never in the middle of a checkpoint write); the last checkpoint stays
+  // valid, and a new run without one removes what it wrote (see trainAE).
+  let stopSignal: NodeJS.Signals | null = null;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopSignal) process.exit(128 + SIGNAL_NUMBER[sig]);
+    stopSignal = sig;
+    process.stderr.write(`\ntrain-ae: ${sig === 'SIGINT' ? '' : `${sig}: `}stopping after this step (${sig === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again to quit at once)\n`);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -153,18 +165,20 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
         }
       },
       onEval: (e) => process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}eval @${e.step}: held-out PSNR ${e.eval.psnr.toFixed(2)} dB, SSIM ${e.eval.ssim.toFixed(4)} (${e.eval.frames} frames)\n`),
-      shouldStop: () => stop,
+      shouldStop: () => stopSignal !== null,
     });
     (bar as Progress | null)?.done();
     const summary = { runDir: r.runDir, steps: r.steps, stoppedEarly: r.stoppedEarly, eval: r.lastEval?.eval ?? null, seconds: +((performance.now() - t0) / 1000).toFixed(1) };
     if (v.json) out(JSON.stringify(summary) + '\n');
+    else if (r.steps === 0) out('stopped before the first step; nothing written\n');
     else
       out(
         `${r.stoppedEarly ? 'stopped' : 'finished'} at step ${r.steps} in ${fmtSecs(summary.seconds)}; weights (EMA): ${r.runDir}/model.safetensors` +
           (r.lastEval ? `; held-out PSNR ${r.lastEval.eval.psnr.toFixed(2)} dB, SSIM ${r.lastEval.eval.ssim.toFixed(4)}` : '') +
           '\n',
       );
-    return r.stoppedEarly ? 130 : 0;
+    // stopped by a signal: the shell's convention for it (130 for SIGINT, 143 for SIGTERM)
+    return r.stoppedEarly ? 128 + SIGNAL_NUMBER[stopSignal ?? 'SIGINT'] : 0;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -216,7 +230,7 @@ export async function cmdStudy(args: string[], out: Out): Promise<number> {
   o.train = !v['no-train'];
   o.evaluate = !v['no-eval'];
   o.evalTrainClips = !v['held-out-only'];
-  const logEvery = num(s('log-every'), 'log-every', true) ?? 100;
+  const logEvery = positiveInt(s('log-every'), 'log-every') ?? 100;
   let current = '';
   let t0 = performance.now();
   const r = await runTemporalStudy(o, {
@@ -267,9 +281,14 @@ export async function cmdEvalAE(args: string[], out: Out): Promise<number> {
   if (!s('data')) throw new ValueError('eval-ae needs --data <folder of clips>');
   const split = s('split') ?? 'held-out';
   if (!['held-out', 'train', 'all'].includes(split)) throw new ValueError(`--split must be held-out, train or all, got "${split}"`);
-  const tfs = (s('baseline-tf') ?? '1,2,4,8,16,32').split(',').map((t) => num(t, 'baseline-tf', true)!);
+  // every flag checked before the (slow) model load and decoding
+  const tfs = (s('baseline-tf') ?? '1,2,4,8,16,32').split(',').map((t) => positiveInt(t.trim(), 'baseline-tf')!);
+  const holdout = num(s('holdout'), 'holdout', true);
+  if (holdout !== undefined && holdout < 0) throw new ValueError(`--holdout must be an integer >= 0, got "${s('holdout')}"`);
+  const maxFrames = positiveInt(s('frames'), 'frames');
+  listMedia(s('data')!); // the folder exists and has clips
   const model = loadModelFromArgs({ model: s('model'), weights: s('weights') }, 'eval-ae');
-  const set = await loadClipSet(s('data')!, { holdout: num(s('holdout'), 'holdout', true), maxFrames: num(s('frames'), 'frames', true) });
+  const set = await loadClipSet(s('data')!, { holdout, maxFrames });
   const clips = (split === 'held-out' ? set.heldOut : split === 'train' ? set.train : [...set.train, ...set.heldOut]).filter((c) => !c.still);
   if (!clips.length) throw new ValueError(`eval-ae: no clips in the ${split} split of ${s('data')} (holdout ${set.heldOut.length})`);
   const r = evaluateWithBaseline(model, clips, tfs, (name) => process.stderr.write(`eval-ae: ${name}\n`));

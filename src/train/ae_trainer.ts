@@ -15,9 +15,9 @@
  * Resume is exact: a run killed after checkpoint N and resumed continues with the same weights, moments, EMA and
  * data stream as if it had never stopped (tested bit for bit on a tiny model).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { writeFileAtomic } from '../io/files.js';
+import { sweepStaleTemps, writeFileAtomic } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/safetensors.js';
 import { tensorToUint8Frames, videoMetrics } from '../metrics/metrics.js';
 import { equalBudgetBaseline, latentBudget } from '../metrics/baseline.js';
@@ -153,43 +153,99 @@ const CKPT = 'checkpoint.safetensors';
 const LOG = 'train.jsonl';
 const FORMAT = 'dcvg-train-ae-1';
 
+/** A check of one option's value: null when fine, else the end of the sentence "<name> must be ..., got ...". */
+type Check = (v: unknown) => string | null;
+
+const shown = (v: unknown): string => {
+  if (v === undefined) return 'nothing';
+  if (typeof v === 'number') return String(v);
+  const j = JSON.stringify(v) as string | undefined;
+  return j === undefined ? String(v) : j.length > 60 ? j.slice(0, 57) + '...' : j;
+};
+const expected = (what: string, v: unknown): string => `must be ${what}, got ${shown(v)}`;
+const must = (ok: boolean, what: string, v: unknown): string | null => (ok ? null : expected(what, v));
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const posInt: Check = (v) => must(Number.isSafeInteger(v) && (v as number) >= 1, 'a positive integer', v);
+const nonNegInt: Check = (v) => must(Number.isSafeInteger(v) && (v as number) >= 0, 'an integer >= 0', v);
+const anyInt: Check = (v) => must(Number.isSafeInteger(v), 'an integer', v);
+const positive: Check = (v) => must(isNum(v) && v > 0, 'a finite number > 0', v);
+const nonNeg: Check = (v) => must(isNum(v) && v >= 0, 'a finite number >= 0', v);
+const unit: Check = (v) => must(isNum(v) && v >= 0 && v <= 1, 'in [0, 1]', v);
+const unitOpen: Check = (v) => must(isNum(v) && v >= 0 && v < 1, 'in [0, 1)', v);
+const text: Check = (v) => must(typeof v === 'string' && v !== '', 'a non-empty string', v);
+const oneOf =
+  (...allowed: string[]): Check =>
+  (v) =>
+    must(typeof v === 'string' && allowed.includes(v), allowed.join(' or '), v);
+const optional =
+  (c: Check): Check =>
+  (v) =>
+    v === undefined ? null : c(v);
+const nullable =
+  (c: Check): Check =>
+  (v) =>
+    v === undefined || v === null ? null : c(v);
+const regex: Check = (v) => {
+  if (typeof v !== 'string') return expected('a regular expression', v);
+  try {
+    new RegExp(v);
+    return null;
+  } catch (e) {
+    return `is not a regular expression: ${(e as Error).message}`;
+  }
+};
+
+/**
+ * Every option of a run: its key, its command-line flag (named in errors of a new run) and its check. The same table
+ * checks the options a checkpoint carries on --resume (named there by their key).
+ */
+const OPTION_CHECKS: readonly [keyof TrainAEOptions, string, Check][] = [
+  ['steps', '--steps', posInt],
+  ['batch', '--batch', posInt],
+  ['frames', '--frames', optional(posInt)],
+  ['crop', '--crop', optional(posInt)],
+  ['lr', '--lr', positive],
+  ['warmup', '--warmup', nonNegInt],
+  ['minLrRatio', '--min-lr-ratio', unit],
+  ['weightDecay', '--weight-decay', nonNeg],
+  ['clip', '--clip', positive],
+  ['emaDecay', '--ema', unitOpen],
+  ['ssimWeight', '--ssim-weight', nonNeg],
+  ['loss', '--loss', optional(oneOf('l1', 'mse'))],
+  ['stillProb', '--still-prob', unit],
+  ['colorAug', '--color-aug', optional(unit)],
+  ['holdout', '--holdout', optional(nonNegInt)],
+  ['seed', '--seed', anyInt],
+  ['advStart', '--adv-start', nullable(nonNegInt)],
+  ['advWeight', '--adv-weight', nonNeg],
+  ['discLr', '--disc-lr', positive],
+  ['ckptEvery', '--ckpt-every', posInt],
+  ['evalEvery', '--eval-every', posInt],
+  ['evalFrames', '--eval-frames', nonNegInt],
+  ['init', '--init', nullable(text)],
+  ['residualInit', '--residual-init', optional(oneOf('shortcut', 'default'))],
+  ['trainOnly', '--train-only', nullable(regex)],
+];
+
+/** The first option that fails its check, as "<name> must be ..., got ..." (name: the flag, or `options.<key>`). */
+function badOption(o: Record<string, unknown>, byFlag: boolean): string | null {
+  for (const [key, flag, check] of OPTION_CHECKS) {
+    const why = check(o[key]);
+    if (why) return `${byFlag ? flag : `options.${key}`} ${why}`;
+  }
+  return null;
+}
+
+/** Checks the options against each other and the model; returns the window length and the spatial factor. */
 function validate(o: TrainAEOptions, cfg: DCAEVConfig): { frames: number; spatial: number } {
+  const bad = badOption(o as unknown as Record<string, unknown>, true);
+  if (bad) throw new ValueError(bad);
   const { spatial, temporal } = compressionFactors(cfg);
   const L = chunkFrames(cfg);
   const frames = o.frames ?? (L ?? 8) * 2;
-  const posInt = (v: number, name: string) => {
-    if (!Number.isInteger(v) || v < 1) throw new ValueError(`${name} must be a positive integer, got ${v}`);
-  };
-  posInt(o.steps, '--steps');
-  posInt(o.batch, '--batch');
-  posInt(frames, '--frames');
-  posInt(o.ckptEvery, '--ckpt-every');
-  posInt(o.evalEvery, '--eval-every');
   if (L !== null && frames % L !== 0) throw new ValueError(`--frames ${frames} must be a whole number of ${L}-frame chunks for this chunk-causal model`);
   if (frames % temporal !== 0) throw new ValueError(`--frames ${frames} must be a multiple of the temporal factor ${temporal}`);
-  if (o.crop !== undefined && (!Number.isInteger(o.crop) || o.crop < spatial || o.crop % spatial !== 0))
-    throw new ValueError(`--crop ${o.crop} must be a positive multiple of the spatial factor ${spatial}`);
-  for (const [v, name] of [
-    [o.lr, '--lr'],
-    [o.discLr, '--disc-lr'],
-    [o.clip, '--clip'],
-  ] as const)
-    if (!(v > 0) || !Number.isFinite(v)) throw new ValueError(`${name} must be > 0, got ${v}`);
-  if (!(o.emaDecay >= 0 && o.emaDecay < 1)) throw new ValueError(`--ema ${o.emaDecay} must be in [0, 1)`);
-  if (!(o.stillProb >= 0 && o.stillProb <= 1)) throw new ValueError(`--still-prob ${o.stillProb} must be in [0, 1]`);
-  if (!((o.colorAug ?? 0) >= 0 && (o.colorAug ?? 0) <= 1)) throw new ValueError(`--color-aug ${o.colorAug} must be in [0, 1]`);
-  if (o.trainOnly) {
-    try {
-      new RegExp(o.trainOnly);
-    } catch (e) {
-      throw new ValueError(`--train-only: not a regular expression: ${(e as Error).message}`);
-    }
-  }
-  if (o.loss !== undefined && o.loss !== 'l1' && o.loss !== 'mse') throw new ValueError(`--loss must be l1 or mse, got "${String(o.loss)}"`);
-  if (!(o.ssimWeight >= 0)) throw new ValueError(`--ssim-weight must be >= 0, got ${o.ssimWeight}`);
-  if (!(o.warmup >= 0) || !Number.isInteger(o.warmup)) throw new ValueError(`--warmup must be an integer >= 0, got ${o.warmup}`);
-  if (o.advStart !== null && !(Number.isInteger(o.advStart) && o.advStart >= 0)) throw new ValueError(`--adv-start must be an integer >= 0, got ${o.advStart}`);
-  if (!Number.isInteger(o.seed)) throw new ValueError(`--seed must be an integer, got ${o.seed}`);
+  if (o.crop !== undefined && (o.crop < spatial || o.crop % spatial !== 0)) throw new ValueError(`--crop ${o.crop} must be a positive multiple of the spatial factor ${spatial}`);
   return { frames, spatial };
 }
 
@@ -229,27 +285,101 @@ interface CheckpointMeta {
   heldOutClips: string[];
 }
 
-/** Reads a run's checkpoint metadata (options, step) without loading tensors. */
+/** A field of a checkpoint's metadata that is missing, of the wrong type or out of range. */
+function badMeta(path: string, field: string, why: string): TrainingError {
+  return new TrainingError(`${path}: checkpoint metadata field "${field}" ${why}; the checkpoint is damaged or not from this version of dcvg train-ae`);
+}
+
+const isStringList = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+
+/** The data sampler's Rng state: four 32-bit words (not all zero) and the spare normal (null when none). */
+function rngStateProblem(v: unknown): string | null {
+  if (!Array.isArray(v) || v.length !== 5) return expected('an array of 5 numbers', v);
+  const words = v.slice(0, 4);
+  if (!words.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff)) return expected('four integers in [0, 2^32) then a number or null', v);
+  if (words.every((w) => w === 0)) return 'is all zero (not a generator state)';
+  if (v[4] !== null && !isNum(v[4])) return expected('four integers in [0, 2^32) then a number or null', v);
+  return null;
+}
+
+/** Checks every field of a checkpoint's parsed dcvg_train metadata (types and ranges) and returns it typed. */
+function checkMeta(path: string, m: unknown): CheckpointMeta {
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new TrainingError(`${path}: dcvg_train metadata must be a JSON object, got ${shown(m)}`);
+  const r = m as Record<string, unknown>;
+  if (r.format !== FORMAT) throw new TrainingError(`${path}: unsupported checkpoint format ${shown(r.format)} (expected ${FORMAT})`);
+  const opts = r.options;
+  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw badMeta(path, 'options', expected('an object', opts));
+  const o = opts as Record<string, unknown>;
+  for (const k of ['model', 'data'] as const) {
+    const why = text(o[k]);
+    if (why) throw badMeta(path, `options.${k}`, why);
+  }
+  const bad = badOption(o, false);
+  if (bad) {
+    const [field, ...rest] = bad.split(' ');
+    throw badMeta(path, field!, rest.join(' '));
+  }
+  const steps = o.steps as number;
+  if (!(Number.isSafeInteger(r.step) && (r.step as number) >= 0 && (r.step as number) <= steps)) throw badMeta(path, 'step', expected(`an integer in [0, ${steps}] (the run's steps)`, r.step));
+  for (const k of ['adamSteps', 'discAdamSteps', 'emaUpdates'] as const) {
+    const why = nonNegInt(r[k]);
+    if (why) throw badMeta(path, k, why);
+  }
+  const rng = rngStateProblem(r.dataRng);
+  if (rng) throw badMeta(path, 'dataRng', rng);
+  for (const k of ['trainClips', 'heldOutClips'] as const) if (!isStringList(r[k])) throw badMeta(path, k, expected('an array of file names', r[k]));
+  const cfg = r.config as { name?: unknown } | null;
+  if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) throw badMeta(path, 'config', expected('an object (the model config)', cfg));
+  if (typeof cfg.name !== 'string') throw badMeta(path, 'config.name', expected('a string', cfg.name));
+  return m as CheckpointMeta;
+}
+
+/** The checkpoint's model config, or a TrainingError naming the checkpoint. */
+function metaConfig(path: string, meta: CheckpointMeta): DCAEVConfig {
+  try {
+    return configFromReference(meta.config, meta.config.name);
+  } catch (e) {
+    throw badMeta(path, 'config', `is not a valid model config (${(e as Error).message})`);
+  }
+}
+
+/** Reads and checks a run's checkpoint metadata (options, step, sampler state) without loading tensors. */
 export function readCheckpointMeta(runDir: string): CheckpointMeta {
   const path = join(runDir, CKPT);
-  if (!existsSync(path)) throw new TrainingError(`no checkpoint to resume in ${runDir} (expected ${CKPT})`);
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new TrainingError(`no checkpoint to resume in ${runDir} (expected ${CKPT})`);
+  }
+  if (!st.isFile()) throw new TrainingError(`${path} is not a file (a checkpoint is a .safetensors file written by dcvg train-ae)`);
   const f = SafetensorsFile.open(path);
   try {
     const raw = f.metadata.dcvg_train;
     if (!raw) throw new TrainingError(`${path} is not a dcvg train-ae checkpoint (no dcvg_train metadata)`);
-    const m = JSON.parse(raw) as CheckpointMeta;
-    if (m.format !== FORMAT) throw new TrainingError(`${path}: unsupported checkpoint format ${m.format} (expected ${FORMAT})`);
-    return m;
+    let m: unknown;
+    try {
+      m = JSON.parse(raw);
+    } catch (e) {
+      throw new TrainingError(`${path}: dcvg_train metadata is not valid JSON (${(e as Error).message})`);
+    }
+    return checkMeta(path, m);
   } finally {
     f.close();
   }
 }
 
-function loadInto(f: SafetensorsFile, key: string, dst: Float32Array, path: string): void {
-  if (!f.keys().includes(key)) throw new TrainingError(`${path}: checkpoint lacks ${key}`);
-  const t = f.tensor(key);
-  if (t.size !== dst.length) throw new TrainingError(`${path}: ${key} has ${t.size} values, expected ${dst.length}`);
-  dst.set(t.data());
+/**
+ * Copies a checkpoint tensor into `dst` after checking that it exists, is a float tensor and has the shape of the
+ * model's (or the optimiser's) own tensor: a checkpoint of another model is refused before anything changes.
+ */
+function loadInto(f: SafetensorsFile, key: string, dst: Float32Array, shape: readonly number[], path: string): void {
+  if (!f.has(key)) throw new TrainingError(`${path}: checkpoint lacks tensor ${key} (not a checkpoint of this run's model?)`);
+  const info = f.info(key);
+  if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype)) throw new TrainingError(`${path}: tensor ${key} is ${info.dtype}, expected a float tensor`);
+  if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
+    throw new TrainingError(`${path}: tensor ${key} has shape [${info.shape.join(', ')}], the model's is [${shape.join(', ')}]`);
+  dst.set(f.tensor(key).data());
 }
 
 function modelConfigJson(cfg: DCAEVConfig) {
@@ -311,6 +441,8 @@ export function readLog(path: string): { steps: StepRecord[]; evals: EvalRecord[
     } catch {
       continue; // a line cut short by a kill
     }
+    // only records of ours (an object with a step number): anything else is not a line this trainer wrote
+    if (typeof r !== 'object' || r === null || !Number.isSafeInteger((r as { step?: unknown }).step)) continue;
     lines.push(line);
     if ('eval' in r) evals.push(r);
     else steps.push(r);
@@ -401,33 +533,119 @@ export function evaluateWithBaseline(model: DCAEV, clips: readonly Clip[], tempo
   };
 }
 
-/** Trains (or resumes) a DC-AE-V. */
+/** The files a run writes in its folder; a new run refuses a folder that already holds any of them. */
+const RUN_FILES = [CKPT, LOG, 'config.json', 'model.safetensors', 'loss.png', 'eval.png'];
+
+/**
+ * What a new run creates (its folder and the folders above it that did not exist, and its files), removed again if
+ * the run fails or the process exits before the first checkpoint: such a run cannot be resumed, so nothing of it is
+ * worth keeping. Disarmed by the first checkpoint.
+ */
+class NewRunGuard {
+  private readonly createdDirs: string[] = [];
+  private armed = true;
+  private readonly onExit = () => this.undo();
+
+  constructor(private readonly runDir: string) {
+    // the folders mkdir -p will create, outermost first
+    for (let d = resolve(runDir); !existsSync(d); d = resolve(d, '..')) this.createdDirs.unshift(d);
+    mkdirSync(runDir, { recursive: true });
+    process.on('exit', this.onExit); // a second Ctrl-C exits from its signal handler
+  }
+
+  /** The run has a checkpoint: from now on it is kept whatever happens. */
+  disarm(): void {
+    this.armed = false;
+    process.off('exit', this.onExit);
+  }
+
+  /** Removes the run's files and the folders this run created (only when empty: never what someone else put there). */
+  undo(): void {
+    if (!this.armed) return;
+    this.disarm();
+    for (const f of RUN_FILES) {
+      try {
+        unlinkSync(join(this.runDir, f));
+      } catch {
+        /* not written yet */
+      }
+    }
+    for (const d of [...this.createdDirs].reverse()) {
+      try {
+        rmdirSync(d);
+      } catch {
+        break; // not empty: keep it and the folders above
+      }
+    }
+  }
+}
+
+/** A new run's --out: a new folder, or an existing one holding none of a run's files (never overwrite a user's file). */
+function checkNewRunFolder(runDir: string): void {
+  if (!existsSync(runDir)) return;
+  if (!statSync(runDir).isDirectory()) throw new ValueError(`--out ${runDir} is a file; a run needs a folder (a new one, or an empty one)`);
+  if (existsSync(join(runDir, CKPT))) throw new TrainingError(`${runDir} already holds a training run; pass --resume to continue it, or choose another --out`);
+  const present = RUN_FILES.filter((f) => existsSync(join(runDir, f)));
+  if (present.length)
+    throw new ValueError(`--out ${runDir} already holds ${present.join(', ')} (but no checkpoint to resume); choose another --out, or remove them to start a new run there`);
+}
+
+/** The options a resumed run continues with: the checkpoint's, checked against its model, with a new --steps. */
+function resumeOptions(meta: CheckpointMeta, cfg: DCAEVConfig, runDir: string, ckptPath: string, steps: number | undefined, cb: TrainCallbacks): TrainAEOptions {
+  const o: TrainAEOptions = { ...meta.options, out: runDir };
+  try {
+    validate(o, cfg);
+  } catch (e) {
+    if (e instanceof ValueError) throw new TrainingError(`${ckptPath}: the checkpoint's options do not fit its model: ${e.message}`);
+    throw e;
+  }
+  if (steps !== undefined && steps !== meta.options.steps) {
+    const why = posInt(steps);
+    if (why) throw new ValueError(`--steps ${why}`);
+    cb.onMessage?.(`resume: total steps changed from ${meta.options.steps} to ${steps} (the cosine schedule stretches accordingly)`);
+    o.steps = steps;
+  }
+  if (meta.step >= o.steps) throw new TrainingError(`${runDir} already finished ${meta.step} of ${o.steps} steps (pass a larger --steps to continue)`);
+  return o;
+}
+
+/** Clip names as one short line for messages. */
+const clipList = (names: readonly string[]) => `${names.length} clips: ${names.slice(0, 5).join(', ')}${names.length > 5 ? ', ...' : ''}`;
+
+/** Trains (or resumes) a DC-AE-V. Everything is checked before the run folder is created or changed. */
 export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: TrainCallbacks = {}): Promise<TrainResult> {
   const runDir = opts.out;
+  if (typeof runDir !== 'string' || runDir === '') throw new ValueError('train-ae needs --out <run dir>');
   const ckptPath = join(runDir, CKPT);
   const logPath = join(runDir, LOG);
   let o: TrainAEOptions;
   let meta: CheckpointMeta | null = null;
+  let cfg: DCAEVConfig;
   if (opts.resume) {
     meta = readCheckpointMeta(runDir);
-    o = { ...meta.options, out: runDir };
-    if (opts.steps !== undefined && opts.steps !== meta.options.steps) {
-      cb.onMessage?.(`resume: total steps changed from ${meta.options.steps} to ${opts.steps} (the cosine schedule stretches accordingly)`);
-      o.steps = opts.steps;
-    }
-    if (meta.step >= o.steps) throw new TrainingError(`${runDir} already finished ${meta.step} of ${o.steps} steps (pass a larger --steps to continue)`);
+    cfg = metaConfig(ckptPath, meta);
+    o = resumeOptions(meta, cfg, runDir, ckptPath, opts.steps, cb);
   } else {
-    if (existsSync(ckptPath)) throw new TrainingError(`${runDir} already holds a training run; pass --resume to continue it, or choose another --out`);
+    checkNewRunFolder(runDir);
     o = { ...TRAIN_DEFAULTS, ...opts };
+    if (typeof o.data !== 'string' || o.data === '') throw new ValueError('train-ae needs --data <folder of clips>');
     o.data = resolve(o.data); // saved in the checkpoint: resume works from any working directory
+    cfg = resolveConfig(o.model);
   }
-  const cfg = meta ? configFromReference(meta.config, meta.config.name) : resolveConfig(o.model);
   const { frames } = validate(o, cfg);
-  mkdirSync(runDir, { recursive: true });
+  // The run's plots are images: written into the data folder they would become training stills.
+  if (existsSync(runDir) && existsSync(o.data) && realpathSync(runDir) === realpathSync(o.data))
+    throw new ValueError(`--out ${runDir} is the --data folder; choose a run folder of its own`);
 
   const data: ClipSet = await loadClipSet(o.data, { holdout: o.holdout, onClip: (d, t, n) => cb.onMessage?.(`loaded ${d}/${t} ${n}`) });
-  if (meta && JSON.stringify(data.train.map((c) => c.name)) !== JSON.stringify(meta.trainClips))
-    throw new TrainingError(`resume: the training clips in ${o.data} differ from the run's (${meta.trainClips.length} clips: ${meta.trainClips.slice(0, 5).join(', ')}...)`);
+  if (meta) {
+    const train = data.train.map((c) => c.name);
+    const held = data.heldOut.map((c) => c.name);
+    if (JSON.stringify(train) !== JSON.stringify(meta.trainClips))
+      throw new TrainingError(`resume: the training clips in ${o.data} (${clipList(train)}) differ from the run's (${clipList(meta.trainClips)}, recorded in ${ckptPath})`);
+    if (JSON.stringify(held) !== JSON.stringify(meta.heldOutClips))
+      throw new TrainingError(`resume: the held-out clips in ${o.data} (${clipList(held)}) differ from the run's (${clipList(meta.heldOutClips)}, recorded in ${ckptPath})`);
+  }
   const crop = o.crop ?? Math.min(128, Math.floor(Math.min(...data.train.map((c) => Math.min(c.height, c.width))) / compressionFactors(cfg).spatial) * compressionFactors(cfg).spatial);
   if (!(crop > 0)) throw new ValueError(`training data: clips are smaller than the spatial factor ${compressionFactors(cfg).spatial}`);
   const so: SampleOptions = { batch: o.batch, frames, crop, stillProb: o.stillProb, colorAug: o.colorAug ?? 0 };
@@ -462,17 +680,18 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
   let startStep = 0;
 
   if (meta) {
+    // Every tensor is checked (present, float, the model's shape) and loaded in memory before the folder changes.
     const f = SafetensorsFile.open(ckptPath);
     try {
       const os = opt.stateDict();
       named.forEach(([k, p], i) => {
-        loadInto(f, `model.${k}`, p.value.data(), ckptPath);
-        loadInto(f, `adam_m.${k}`, os.m[i]!, ckptPath);
-        loadInto(f, `adam_v.${k}`, os.v[i]!, ckptPath);
+        loadInto(f, `model.${k}`, p.value.data(), p.shape, ckptPath);
+        loadInto(f, `adam_m.${k}`, os.m[i]!, p.shape, ckptPath);
+        loadInto(f, `adam_v.${k}`, os.v[i]!, p.shape, ckptPath);
       });
       const shadow = named.map(([k, p]) => {
         const s = new Float32Array(p.size);
-        loadInto(f, `ema.${k}`, s, ckptPath);
+        loadInto(f, `ema.${k}`, s, p.shape, ckptPath);
         return s;
       });
       ema.load(shadow, meta.emaUpdates);
@@ -480,9 +699,9 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
       if (disc && dopt) {
         const ds = dopt.stateDict();
         disc.namedParams().forEach(([k, p], i) => {
-          loadInto(f, `disc.${k}`, p.value.data(), ckptPath);
-          loadInto(f, `disc_adam_m.${k}`, ds.m[i]!, ckptPath);
-          loadInto(f, `disc_adam_v.${k}`, ds.v[i]!, ckptPath);
+          loadInto(f, `disc.${k}`, p.value.data(), p.shape, ckptPath);
+          loadInto(f, `disc_adam_m.${k}`, ds.m[i]!, p.shape, ckptPath);
+          loadInto(f, `disc_adam_v.${k}`, ds.v[i]!, p.shape, ckptPath);
         });
         dopt.loadStateDict({ step: meta.discAdamSteps, m: ds.m, v: ds.v });
       }
@@ -491,107 +710,130 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
     }
     dataRng.setState(meta.dataRng);
     startStep = meta.step;
-    // The log keeps exactly the lines up to the checkpoint: later lines belong to the lost part of the killed run.
-    const { lines } = readLog(logPath);
-    const kept = lines.filter((l) => (JSON.parse(l) as { step: number }).step <= startStep);
-    writeFileAtomic(logPath, kept.length ? kept.join('\n') + '\n' : '');
-  } else {
-    writeFileAtomic(logPath, '');
   }
-  writeFileAtomic(join(runDir, 'config.json'), JSON.stringify(modelConfigJson(cfg), null, 2) + '\n');
 
-  const saveCheckpoint = (step: number) => {
-    const m: CheckpointMeta = {
-      format: FORMAT,
-      step,
-      options: { ...o, model: typeof o.model === 'string' ? o.model : cfg.name },
-      config: modelConfigJson(cfg),
-      dataRng: dataRng.state(),
-      adamSteps: opt.stepCount,
-      discAdamSteps: dopt?.stepCount ?? 0,
-      emaUpdates: ema.updates,
-      trainClips: data.train.map((c) => c.name),
-      heldOutClips: data.heldOut.map((c) => c.name),
+  // Everything is checked: from here on the run folder is written.
+  const guard = meta ? null : new NewRunGuard(runDir);
+  try {
+    // temporaries a kill -9 left behind (their process is gone) would otherwise stay for the rest of the run
+    sweepStaleTemps(runDir);
+    if (meta) {
+      // The log keeps exactly the lines up to the checkpoint: later lines belong to the lost part of the killed run.
+      const { lines } = readLog(logPath);
+      const kept = lines.filter((l) => (JSON.parse(l) as { step: number }).step <= startStep);
+      writeFileAtomic(logPath, kept.length ? kept.join('\n') + '\n' : '');
+    } else {
+      writeFileAtomic(logPath, '');
+    }
+    const configText = JSON.stringify(modelConfigJson(cfg), null, 2) + '\n';
+    if (!existsSync(join(runDir, 'config.json')) || readFileSync(join(runDir, 'config.json'), 'utf8') !== configText) writeFileAtomic(join(runDir, 'config.json'), configText);
+
+    const saveCheckpoint = (step: number) => {
+      const m: CheckpointMeta = {
+        format: FORMAT,
+        step,
+        options: { ...o, model: typeof o.model === 'string' ? o.model : cfg.name },
+        config: modelConfigJson(cfg),
+        dataRng: dataRng.state(),
+        adamSteps: opt.stepCount,
+        discAdamSteps: dopt?.stepCount ?? 0,
+        emaUpdates: ema.updates,
+        trainClips: data.train.map((c) => c.name),
+        heldOutClips: data.heldOut.map((c) => c.name),
+      };
+      saveSafetensors(ckptPath, stateTensors(model, opt, ema, disc, dopt), { metadata: { dcvg_train: JSON.stringify(m) } });
+      const emaWeights = new Map<string, WritableTensor>(named.map(([k, p], i) => [k, new Tensor(ema.shadow[i]!, p.shape)]));
+      saveSafetensors(join(runDir, 'model.safetensors'), emaWeights, {
+        metadata: { config: JSON.stringify(modelConfigJson(cfg)), step: String(step), format: 'dcvg-dcaev-weights' },
+      });
+      try {
+        writeTrainingPlots(runDir);
+      } catch (e) {
+        cb.onMessage?.(`could not write plots: ${(e as Error).message}`);
+      }
+      lastSaved = step;
+      guard?.disarm(); // resumable from now on
+      cb.onCheckpoint?.(step, ckptPath);
     };
-    saveSafetensors(ckptPath, stateTensors(model, opt, ema, disc, dopt), { metadata: { dcvg_train: JSON.stringify(m) } });
-    const emaWeights = new Map<string, WritableTensor>(named.map(([k, p], i) => [k, new Tensor(ema.shadow[i]!, p.shape)]));
-    saveSafetensors(join(runDir, 'model.safetensors'), emaWeights, {
-      metadata: { config: JSON.stringify(modelConfigJson(cfg)), step: String(step), format: 'dcvg-dcaev-weights' },
-    });
-    try {
-      writeTrainingPlots(runDir);
-    } catch (e) {
-      cb.onMessage?.(`could not write plots: ${(e as Error).message}`);
-    }
-    cb.onCheckpoint?.(step, ckptPath);
-  };
 
-  let lastEval: EvalRecord | null = null;
-  const runEval = (step: number) => {
-    if (!data.heldOut.length) return;
-    const r = ema.withWeights(() => evaluateClips(model, data.heldOut, o.evalFrames));
-    lastEval = { step, eval: { psnr: r.psnr, ssim: r.ssim, frames: r.frames, clips: data.heldOut.map((c) => c.name) } };
-    appendLine(logPath, lastEval);
-    cb.onEval?.(lastEval);
-  };
+    let lastEval: EvalRecord | null = null;
+    let lastSaved = startStep;
+    const runEval = (step: number) => {
+      if (!data.heldOut.length) return;
+      const r = ema.withWeights(() => evaluateClips(model, data.heldOut, o.evalFrames));
+      lastEval = { step, eval: { psnr: r.psnr, ssim: r.ssim, frames: r.frames, clips: data.heldOut.map((c) => c.name) } };
+      appendLine(logPath, lastEval);
+      cb.onEval?.(lastEval);
+    };
 
-  cb.onStart?.({ startStep, steps: o.steps, train: data.train.length, heldOut: data.heldOut.length, params: model.parameterCount(), resumed: !!meta });
-  const schedule = { lr: o.lr, warmup: o.warmup, total: o.steps, minRatio: o.minLrRatio };
-  let stoppedEarly = false;
-  for (let step = startStep + 1; step <= o.steps; step++) {
-    // Let the event loop run between steps, so signal handlers (Ctrl-C -> checkpoint and stop) are serviced.
-    await new Promise((resolve) => setImmediate(resolve));
-    const t0 = performance.now();
-    const lr = lrAt(step, schedule);
-    opt.lr = lr;
-    const { x } = sampleBatch(data.train, so, dataRng);
-    const adv = disc !== null && o.advStart !== null && step > o.advStart;
-    if (adv) model.encoder.setTrainable(false);
-    const z = adv ? noGrad(() => model.encodeRaw(x)) : model.encodeRaw(x);
-    const y = model.decodeRaw(z);
-    const rec = o.loss === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
-    const ss = ssimLoss(y, x);
-    let loss = o.ssimWeight > 0 ? ops.add(rec, ops.mul(ss, o.ssimWeight)) : rec;
-    let gAdv: Tensor | null = null;
-    if (adv) {
-      gAdv = hingeGLoss(disc!.forward(y));
-      loss = ops.add(loss, ops.mul(gAdv, o.advWeight));
+    cb.onStart?.({ startStep, steps: o.steps, train: data.train.length, heldOut: data.heldOut.length, params: model.parameterCount(), resumed: !!meta });
+    const schedule = { lr: o.lr, warmup: o.warmup, total: o.steps, minRatio: o.minLrRatio };
+    const stopNow = (done: number): TrainResult => {
+      if (done > lastSaved) saveCheckpoint(done);
+      cb.onMessage?.(done > 0 ? `stopped after step ${done}; continue with --resume` : 'stopped before the first step; nothing written');
+      return { steps: done, stoppedEarly: true, lastEval, runDir };
+    };
+    for (let step = startStep + 1; step <= o.steps; step++) {
+      // Let the event loop run between steps, so signal handlers (Ctrl-C -> checkpoint and stop) are serviced; a stop
+      // asked for during the previous step takes effect here, before another step.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (cb.shouldStop?.()) {
+        if (step - 1 === 0) guard?.undo(); // a new run stopped before its first step: nothing worth keeping
+        return stopNow(step - 1);
+      }
+      const t0 = performance.now();
+      const lr = lrAt(step, schedule);
+      opt.lr = lr;
+      const { x } = sampleBatch(data.train, so, dataRng);
+      const adv = disc !== null && o.advStart !== null && step > o.advStart;
+      if (adv) model.encoder.setTrainable(false);
+      const z = adv ? noGrad(() => model.encodeRaw(x)) : model.encodeRaw(x);
+      const y = model.decodeRaw(z);
+      const rec = o.loss === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
+      const ss = ssimLoss(y, x);
+      let loss = o.ssimWeight > 0 ? ops.add(rec, ops.mul(ss, o.ssimWeight)) : rec;
+      let gAdv: Tensor | null = null;
+      if (adv) {
+        gAdv = hingeGLoss(disc!.forward(y));
+        loss = ops.add(loss, ops.mul(gAdv, o.advWeight));
+      }
+      const lossV = loss.item();
+      if (!Number.isFinite(lossV))
+        throw new TrainingError(`loss is ${lossV} at step ${step}; stopping (last checkpoint: ${existsSync(ckptPath) ? ckptPath : 'none'}). Lower --lr or check the data.`);
+      loss.backward();
+      const gradNorm = clipGradNorm(params, o.clip);
+      opt.step();
+      opt.zeroGrad();
+      ema.update();
+      let dLossV: number | undefined;
+      if (adv) {
+        dopt!.zeroGrad();
+        const yd = y.detach();
+        const dl = hingeDLoss(disc!.forward(x), disc!.forward(yd));
+        dLossV = dl.item();
+        dl.backward();
+        clipGradNorm(dparams, o.clip);
+        dopt!.step();
+        dopt!.zeroGrad();
+      }
+      const record: StepRecord = { step, loss: lossV, [o.loss === 'mse' ? 'mse' : 'l1']: rec.item(), ssim: ss.item(), lr, gradNorm, ms: Math.round(performance.now() - t0) };
+      if (gAdv) record.adv = gAdv.item();
+      if (dLossV !== undefined) record.disc = dLossV;
+      appendLine(logPath, record);
+      cb.onStep?.(record);
+      const stop = cb.shouldStop?.() ?? false;
+      const last = step === o.steps;
+      if (step % o.evalEvery === 0 || last) runEval(step);
+      if (step % o.ckptEvery === 0 || last) saveCheckpoint(step);
+      if (stop && !last) return stopNow(step);
     }
-    const lossV = loss.item();
-    if (!Number.isFinite(lossV))
-      throw new TrainingError(`loss is ${lossV} at step ${step}; stopping (last checkpoint: ${existsSync(ckptPath) ? ckptPath : 'none'}). Lower --lr or check the data.`);
-    loss.backward();
-    const gradNorm = clipGradNorm(params, o.clip);
-    opt.step();
-    opt.zeroGrad();
-    ema.update();
-    let dLossV: number | undefined;
-    if (adv) {
-      dopt!.zeroGrad();
-      const yd = y.detach();
-      const dl = hingeDLoss(disc!.forward(x), disc!.forward(yd));
-      dLossV = dl.item();
-      dl.backward();
-      clipGradNorm(dparams, o.clip);
-      dopt!.step();
-      dopt!.zeroGrad();
-    }
-    const record: StepRecord = { step, loss: lossV, [o.loss === 'mse' ? 'mse' : 'l1']: rec.item(), ssim: ss.item(), lr, gradNorm, ms: Math.round(performance.now() - t0) };
-    if (gAdv) record.adv = gAdv.item();
-    if (dLossV !== undefined) record.disc = dLossV;
-    appendLine(logPath, record);
-    cb.onStep?.(record);
-    const stop = cb.shouldStop?.() ?? false;
-    const last = step === o.steps;
-    if (step % o.evalEvery === 0 || last) runEval(step);
-    if (step % o.ckptEvery === 0 || last || stop) saveCheckpoint(step);
-    if (stop && !last) {
-      stoppedEarly = true;
-      cb.onMessage?.(`stopped after step ${step}; continue with --resume`);
-      return { steps: step, stoppedEarly, lastEval, runDir };
-    }
+    return { steps: o.steps, stoppedEarly: false, lastEval, runDir };
+  } catch (e) {
+    guard?.undo(); // a new run that failed before its first checkpoint leaves nothing behind
+    throw e;
+  } finally {
+    guard?.disarm();
   }
-  return { steps: o.steps, stoppedEarly, lastEval, runDir };
 }
 
 function appendLine(path: string, rec: object): void {

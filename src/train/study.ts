@@ -13,7 +13,7 @@
  * Outputs in --out: one training run folder per design (resumable), study.json (all numbers), per-frame PSNR plots
  * (psnr_stream.png, psnr_whole.png, chunk boundaries dashed) and report.md (tables).
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
 import { MetricsAccumulator, tensorToUint8Frames } from '../metrics/metrics.js';
@@ -25,7 +25,7 @@ import { ValueError } from '../tensor/errors.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { TRAIN_DEFAULTS, readCheckpointMeta, readLog, trainAE, type TrainCallbacks } from './ae_trainer.js';
-import { clipTensor, loadClipSet, type Clip } from './data.js';
+import { clipTensor, heldOutIndices, listMedia, loadClipSet, type Clip } from './data.js';
 
 export const STUDY_DESIGNS: readonly TemporalMode[] = ['chunk_causal', 'causal', 'non_causal'];
 
@@ -155,9 +155,68 @@ export interface StudyResult {
 
 export async function runTemporalStudy(opts: Partial<StudyOptions> & { data: string; out: string }, cb: TrainCallbacks & { onDesign?: (d: TemporalMode, phase: 'train' | 'eval') => void } = {}): Promise<StudyResult | null> {
   const o: StudyOptions = { ...STUDY_DEFAULTS, ...opts };
-  for (const d of o.designs) if (!STUDY_DESIGNS.includes(d)) throw new ValueError(`study: unknown design "${d}" (known: ${STUDY_DESIGNS.join(', ')})`);
-  if (o.frames % o.chunk !== 0) throw new ValueError(`study: --frames ${o.frames} must be a whole number of ${o.chunk}-frame chunks`);
+  checkStudyOptions(o);
+  // Everything checked: create --out, and remove it again (when this call created it and nothing of value is in
+  // it, i.e. it is empty) if the study fails.
+  const created = !existsSync(o.out);
   mkdirSync(o.out, { recursive: true });
+  try {
+    return await studyIn(o, cb);
+  } catch (e) {
+    if (created) {
+      try {
+        rmdirSync(o.out); // only when empty: a design trained up to a checkpoint is kept (it resumes)
+      } catch {
+        /* not empty */
+      }
+    }
+    throw e;
+  }
+}
+
+/** Checks the study's options and its data folder (and that evaluation will have held-out clips) before any work. */
+function checkStudyOptions(o: StudyOptions): void {
+  if (typeof o.data !== 'string' || !o.data) throw new ValueError('study temporal needs --data <folder of clips>');
+  if (typeof o.out !== 'string' || !o.out) throw new ValueError('study temporal needs --out <dir>');
+  if (!Array.isArray(o.designs) || !o.designs.length) throw new ValueError(`study: --designs is empty (known: ${STUDY_DESIGNS.join(', ')})`);
+  for (const d of o.designs) if (!STUDY_DESIGNS.includes(d)) throw new ValueError(`study: unknown design "${d}" (known: ${STUDY_DESIGNS.join(', ')})`);
+  const posInt = (v: number, flag: string) => {
+    if (!Number.isSafeInteger(v) || v < 1) throw new ValueError(`study: ${flag} must be a positive integer, got ${v}`);
+  };
+  const nonNegInt = (v: number, flag: string) => {
+    if (!Number.isSafeInteger(v) || v < 0) throw new ValueError(`study: ${flag} must be an integer >= 0, got ${v}`);
+  };
+  posInt(o.steps, '--steps');
+  posInt(o.crop, '--crop');
+  posInt(o.frames, '--frames');
+  posInt(o.chunk, 'chunk');
+  nonNegInt(o.warmup, '--warmup');
+  nonNegInt(o.evalFrames, '--eval-frames');
+  if (o.holdout !== undefined) nonNegInt(o.holdout, '--holdout');
+  if (!Number.isSafeInteger(o.seed)) throw new ValueError(`study: --seed must be an integer, got ${o.seed}`);
+  if (!(Number.isFinite(o.lr) && o.lr > 0)) throw new ValueError(`study: --lr must be a finite number > 0, got ${o.lr}`);
+  if (!(o.stillProb >= 0 && o.stillProb <= 1)) throw new ValueError(`study: --still-prob must be in [0, 1], got ${o.stillProb}`);
+  if (o.frames % o.chunk !== 0) throw new ValueError(`study: --frames ${o.frames} must be a whole number of ${o.chunk}-frame chunks`);
+  if (existsSync(o.out) && !statSync(o.out).isDirectory()) throw new ValueError(`study: --out ${o.out} is a file; the study needs a folder`);
+  const { videos } = listMedia(o.data);
+  const held = o.holdout ?? (videos.length >= 8 ? 3 : 0);
+  heldOutIndices(videos.length, held); // throws when it would leave no training clip
+  if (o.evaluate && held === 0)
+    throw new ValueError(`study: evaluation needs held-out clips, but ${o.data} has ${videos.length} videos and --holdout is ${o.holdout ?? 'not given'} (pass --holdout N, or --no-eval)`);
+}
+
+/** The study's config.json of a design's run, read as a model config (a clear error when missing or damaged). */
+function designConfig(dir: string): DCAEVConfig {
+  const path = join(dir, 'config.json');
+  try {
+    const j = JSON.parse(readFileSync(path, 'utf8')) as { name?: unknown };
+    return configFromReference(j, typeof j?.name === 'string' ? j.name : 'study');
+  } catch (e) {
+    throw new ValueError(`study: cannot read the model config ${path}: ${(e as Error).message}`);
+  }
+}
+
+async function studyIn(o: StudyOptions, cb: TrainCallbacks & { onDesign?: (d: TemporalMode, phase: 'train' | 'eval') => void }): Promise<StudyResult | null> {
   const runDir = (d: TemporalMode) => join(o.out, d);
 
   if (o.train) {
@@ -203,8 +262,7 @@ export async function runTemporalStudy(opts: Partial<StudyOptions> & { data: str
   const result: StudyResult = { options: o, heldOut: data.heldOut.map((c) => c.name), train: videos(data.train).map((c) => c.name), designs: {} };
   for (const d of STUDY_DESIGNS) {
     cb.onDesign?.(d, 'eval');
-    const cfgJson = JSON.parse(readFileSync(join(runDir(d), 'config.json'), 'utf8')) as { name: string };
-    const model = new DCAEV(configFromReference(cfgJson, cfgJson.name));
+    const model = new DCAEV(designConfig(runDir(d)));
     loadWeights(model, join(runDir(d), 'model.safetensors'));
     let maxDiff = 0;
     const evalSet = (clips: Clip[]) => {
@@ -241,7 +299,7 @@ export async function runTemporalStudy(opts: Partial<StudyOptions> & { data: str
       streamVsWholeMaxAbs: 0,
       heldOut: evalSet(data.heldOut),
     };
-    if (o.evalTrainClips) result.designs[d]!.trainClips = evalSet(videos(data.train));
+    if (o.evalTrainClips && videos(data.train).length) result.designs[d]!.trainClips = evalSet(videos(data.train));
     result.designs[d]!.streamVsWholeMaxAbs = d === 'non_causal' ? NaN : maxDiff;
   }
   writeStudyOutputs(o.out, result);
