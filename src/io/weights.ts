@@ -6,7 +6,7 @@
  *   with the file and tensor named instead of turning every latent into NaN later.
  */
 import { existsSync } from 'node:fs';
-import type { TensorSource } from '../nn/module.js';
+import { StateDictError, type TensorSource } from '../nn/module.js';
 import { ValueError } from '../tensor/errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { isZipFile } from './files.js';
@@ -39,6 +39,11 @@ export function assertFiniteWeights(t: Tensor, path: string, key: string): Tenso
     }
   }
   return t;
+}
+
+/** A key/shape mismatch report that names the weights file (loadStateDict does not know it). */
+export function inWeightsFile(e: unknown, source: string): unknown {
+  return e instanceof StateDictError ? new StateDictError(`${source}: ${e.message}`, e.report) : e;
 }
 
 /** Opens `path` (checked to exist) lazily; the caller must close() it. */

@@ -16,7 +16,7 @@ import { freemem } from 'node:os';
 import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
 import * as ops from '../../tensor/ops.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
-import { openWeights } from '../../io/weights.js';
+import { inWeightsFile, openWeights } from '../../io/weights.js';
 import type { LoadReport } from '../../nn/module.js';
 import { chunkFrames, compressionFactors, configFromReference, isPresetName, presetConfig, type DCAEVConfig } from './config.js';
 import { DCAEV, type FeatureCache } from './model.js';
@@ -52,6 +52,8 @@ export function loadWeights(model: DCAEV, path: string): { source: string; repor
   const w = openWeights(path);
   try {
     return { source: w.source, report: model.loadStateDict(w.tensors) };
+  } catch (e) {
+    throw inWeightsFile(e, w.source);
   } finally {
     w.close();
   }

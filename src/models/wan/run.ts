@@ -2,7 +2,7 @@
  * Loading Wan weights from any of the released layouts, and a tensor-file runner for `dcvg run wan`.
  */
 import { SafetensorsFile } from '../../io/safetensors.js';
-import { openWeights } from '../../io/weights.js';
+import { inWeightsFile, openWeights } from '../../io/weights.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
 import { ShapeError } from '../../tensor/errors.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
@@ -56,6 +56,8 @@ export function loadWanWeights(model: WanModel, path: string): WanLoadResult {
     const ne = v.extra.get('null_embedding');
     const report = model.loadStateDict(v.src);
     return { source: w.source, format: v.format, report, nullEmbedding: ne ? w.tensors.get(ne) : null };
+  } catch (e) {
+    throw inWeightsFile(e, w.source);
   } finally {
     w.close();
   }
