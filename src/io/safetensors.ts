@@ -214,15 +214,14 @@ export function firstDuplicateKey(text: string): string | null {
 /** Validates each entry of the parsed header (dtype, shape, offsets, byte count) and the __metadata__ block. */
 function parseHeader(path: string, header: Record<string, unknown>): { infos: Map<string, TensorInfo>; metadata: Record<string, string> } {
   const infos = new Map<string, TensorInfo>();
-  // Null prototype: a metadata key like "constructor" or "__proto__" is just a key.
-  const metadata = Object.create(null) as Record<string, string>;
+  const meta: [string, string][] = [];
   for (const [k, v] of Object.entries(header)) {
     if (k === '__metadata__') {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new FormatError(`${path}: __metadata__ must be an object of strings`);
       for (const [a, b] of Object.entries(v as Record<string, unknown>)) {
         if (typeof b !== 'string')
           throw new FormatError(`${path}: __metadata__ "${a}" is a ${b === null ? 'null' : Array.isArray(b) ? 'list' : typeof b}, but metadata values must be strings`);
-        metadata[a] = b;
+        meta.push([a, b]);
       }
       continue;
     }
@@ -243,7 +242,8 @@ function parseHeader(path: string, header: Record<string, unknown>): { infos: Ma
       throw new FormatError(`${path}: tensor "${k}" ${dtype}${fmtShape(shape as number[])} needs ${need} bytes but data_offsets span ${end - begin}`);
     infos.set(k, { dtype, shape: shape as number[], begin, end });
   }
-  return { infos, metadata };
+  // fromEntries defines own properties, so a key named "__proto__" stays a key instead of replacing the prototype.
+  return { infos, metadata: Object.fromEntries(meta) };
 }
 
 /**
