@@ -4,8 +4,9 @@
  * Reading is lazy: the header is parsed on open and each tensor is read from disk on request, so a 4 GB checkpoint
  * never has to sit in memory twice.
  */
-import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { DcvgError, DTypeError, ShapeError, fmtShape } from '../tensor/errors.js';
+import { closeSync, fstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { DcvgError, DTypeError, ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
 import { Tensor, numelOf } from '../tensor/tensor.js';
 import { tempPathFor } from './files.js';
 
@@ -13,6 +14,39 @@ export class FormatError extends DcvgError {
   constructor(message: string) {
     super('ERR_DCVG_FORMAT', message);
   }
+}
+
+/**
+ * A tensor too large to hold in memory (the allocation failed), named with its file, key, shape and size: thrown instead
+ * of V8's bare RangeError so the user learns which file and tensor asked for it.
+ */
+export class MemoryError extends DcvgError {
+  constructor(message: string) {
+    super('ERR_DCVG_MEMORY', message);
+  }
+}
+
+/** Runs `fn` (which allocates the data of one tensor); an allocation failure becomes a MemoryError naming it. */
+export function allocating<T>(fn: () => T, what: () => string): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof RangeError) throw new MemoryError(`${what()}: cannot allocate memory for it (${e.message})`);
+    throw e;
+  }
+}
+
+/** "12.0 GiB" style sizes for messages. */
+export function fmtBytes(n: number): string {
+  if (n < 1024) return `${n} bytes`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(1)} ${units[u]} (${n} bytes)`;
 }
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -38,7 +72,11 @@ export interface TensorInfo {
   end: number;
 }
 
-const MAX_HEADER = 100 * 1024 * 1024;
+/**
+ * Largest header accepted, in bytes: the reference crate's limit (100 MB), so every file we write opens there too.
+ * The writer refuses to exceed it.
+ */
+export const MAX_HEADER = 100_000_000;
 
 // ---------------------------------------------------------------------------------------------------------------
 // half-precision conversion
@@ -126,6 +164,117 @@ export function f32ToF16(src: Float32Array, dst: Uint16Array): void {
 // ---------------------------------------------------------------------------------------------------------------
 // reader
 
+/** Own-property lookup: a name read from a file must never resolve to something inherited (`__proto__`, `toString`). */
+function has<T extends object>(o: T, k: string): k is Extract<keyof T, string> {
+  return Object.prototype.hasOwnProperty.call(o, k);
+}
+
+/**
+ * The first key that occurs twice in one JSON object of `text` (already known to be valid JSON), as `"name"` or
+ * `"outer" > "name"` for nested objects, or null. JSON.parse keeps the last value silently; two readers could then
+ * disagree about which tensor a name means, so such a header is refused.
+ */
+export function firstDuplicateKey(text: string): string | null {
+  // One frame per open object/array: the keys seen so far (objects only) and the key that led into it.
+  const stack: { keys: Set<string> | null; via: string }[] = [];
+  let expectKey = false;
+  let lastKey = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      while (text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1;
+      const top = stack[stack.length - 1];
+      if (expectKey && top?.keys) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.keys.has(key)) return [...stack.map((f) => f.via).filter(Boolean), JSON.stringify(key)].join(' > ');
+        top.keys.add(key);
+        lastKey = JSON.stringify(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b /* { */) {
+      stack.push({ keys: new Set(), via: lastKey });
+      expectKey = true;
+      lastKey = '';
+    } else if (c === 0x5b /* [ */) {
+      stack.push({ keys: null, via: lastKey });
+      lastKey = '';
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      stack.pop();
+      lastKey = '';
+    } else if (c === 0x2c /* , */) {
+      expectKey = stack[stack.length - 1]?.keys != null;
+      lastKey = '';
+    }
+  }
+  return null;
+}
+
+/** Validates each entry of the parsed header (dtype, shape, offsets, byte count) and the __metadata__ block. */
+function parseHeader(path: string, header: Record<string, unknown>): { infos: Map<string, TensorInfo>; metadata: Record<string, string> } {
+  const infos = new Map<string, TensorInfo>();
+  const meta: [string, string][] = [];
+  for (const [k, v] of Object.entries(header)) {
+    if (k === '__metadata__') {
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new FormatError(`${path}: __metadata__ must be an object of strings`);
+      for (const [a, b] of Object.entries(v as Record<string, unknown>)) {
+        if (typeof b !== 'string')
+          throw new FormatError(`${path}: __metadata__ "${a}" is a ${b === null ? 'null' : Array.isArray(b) ? 'list' : typeof b}, but metadata values must be strings`);
+        meta.push([a, b]);
+      }
+      continue;
+    }
+    const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    if (typeof e !== 'object' || e === null || Array.isArray(e)) throw new FormatError(`${path}: entry "${k}" is not an object`);
+    const dtype = e.dtype;
+    if (typeof dtype !== 'string' || !has(DTYPE_SIZE, dtype))
+      throw new DTypeError(`${path}: tensor "${k}" has unsupported dtype ${JSON.stringify(e.dtype) ?? 'undefined'} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`);
+    const shape = e.shape;
+    if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0))
+      throw new FormatError(`${path}: tensor "${k}" has an invalid shape ${JSON.stringify(shape)}`);
+    const offs = e.data_offsets;
+    if (!Array.isArray(offs) || offs.length !== 2 || offs.some((o) => !Number.isSafeInteger(o) || o < 0) || offs[0] > offs[1])
+      throw new FormatError(`${path}: tensor "${k}" has invalid data_offsets ${JSON.stringify(offs)}`);
+    const [begin, end] = offs as [number, number];
+    const need = numelOf(shape as number[]) * DTYPE_SIZE[dtype];
+    if (end - begin !== need)
+      throw new FormatError(`${path}: tensor "${k}" ${dtype}${fmtShape(shape as number[])} needs ${need} bytes but data_offsets span ${end - begin}`);
+    infos.set(k, { dtype, shape: shape as number[], begin, end });
+  }
+  // fromEntries defines own properties, so a key named "__proto__" stays a key instead of replacing the prototype.
+  return { infos, metadata: Object.fromEntries(meta) };
+}
+
+/**
+ * The data section must be exactly the tensors laid end to end (the reference `safetensors` crate's rule): sorted by
+ * offsets, the first begins at 0, each begins where the previous ends, and the last ends at the end of the file. So
+ * overlapping tensors (two names, one set of bytes), gaps, and bytes after the last tensor are all refused.
+ */
+function checkLayout(path: string, infos: Map<string, TensorInfo>, dataLen: number): void {
+  const sorted = [...infos].sort(([, a], [, b]) => a.begin - b.begin || a.end - b.end);
+  let at = 0;
+  let prev: string | null = null;
+  for (const [k, i] of sorted) {
+    if (i.begin !== at) {
+      if (i.begin > dataLen)
+        throw new FormatError(`${path}: tensor "${k}" starts at byte ${i.begin} of the data section, which has only ${dataLen} bytes (truncated file?)`);
+      const where = prev === null ? 'the start of the data section (0)' : `the end of tensor "${prev}" (${at})`;
+      throw new FormatError(
+        `${path}: tensor "${k}" data_offsets [${i.begin}, ${i.end}] ${i.begin < at ? 'overlap' : 'leave a gap after'} ${where}; tensors must be stored back to back`,
+      );
+    }
+    if (i.end > dataLen)
+      throw new FormatError(`${path}: tensor "${k}" ends at byte ${i.end} of the data section, which has only ${dataLen} bytes (truncated file?)`);
+    at = i.end;
+    prev = k;
+  }
+  if (at !== dataLen)
+    throw new FormatError(
+      `${path}: ${dataLen - at} bytes after ${prev === null ? 'the header' : `the last tensor "${prev}"`} belong to no tensor (the data section has ${dataLen} bytes, tensors cover ${at})`,
+    );
+}
+
 export class SafetensorsFile {
   readonly path: string;
   readonly metadata: Record<string, string>;
@@ -159,45 +308,20 @@ export class SafetensorsFile {
         throw new FormatError(`${path}: invalid or truncated safetensors header (header length ${hlen}, file size ${size})`);
       const hbuf = Buffer.alloc(hlen);
       readSync(fd, hbuf, 0, hlen, 8);
+      const text = hbuf.toString('utf8');
       let header: unknown;
       try {
-        header = JSON.parse(hbuf.toString('utf8'));
+        header = JSON.parse(text);
       } catch (e) {
         throw new FormatError(`${path}: safetensors header is not valid JSON (${(e as Error).message})`);
       }
       if (typeof header !== 'object' || header === null || Array.isArray(header))
         throw new FormatError(`${path}: safetensors header must be a JSON object`);
+      const dup = firstDuplicateKey(text);
+      if (dup !== null) throw new FormatError(`${path}: safetensors header has the key ${dup} twice`);
       const dataStart = 8 + hlen;
-      const dataLen = size - dataStart;
-      const infos = new Map<string, TensorInfo>();
-      let metadata: Record<string, string> = {};
-      for (const [k, v] of Object.entries(header as Record<string, unknown>)) {
-        if (k === '__metadata__') {
-          if (typeof v !== 'object' || v === null) throw new FormatError(`${path}: __metadata__ must be an object`);
-          metadata = Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([a, b]) => [a, String(b)]));
-          continue;
-        }
-        const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-        if (typeof e !== 'object' || e === null) throw new FormatError(`${path}: entry "${k}" is not an object`);
-        const dtype = e.dtype as SafetensorsDType;
-        if (typeof dtype !== 'string' || !(dtype in DTYPE_SIZE))
-          throw new DTypeError(`${path}: tensor "${k}" has unsupported dtype ${String(e.dtype)}`);
-        const shape = e.shape;
-        if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0))
-          throw new FormatError(`${path}: tensor "${k}" has an invalid shape ${JSON.stringify(shape)}`);
-        const offs = e.data_offsets;
-        if (!Array.isArray(offs) || offs.length !== 2 || offs.some((o) => !Number.isInteger(o) || o < 0) || offs[0] > offs[1])
-          throw new FormatError(`${path}: tensor "${k}" has invalid data_offsets ${JSON.stringify(offs)}`);
-        const [begin, end] = offs as [number, number];
-        const need = numelOf(shape as number[]) * DTYPE_SIZE[dtype];
-        if (end - begin !== need)
-          throw new FormatError(
-            `${path}: tensor "${k}" ${dtype}${fmtShape(shape as number[])} needs ${need} bytes but data_offsets span ${end - begin}`,
-          );
-        if (end > dataLen)
-          throw new FormatError(`${path}: tensor "${k}" ends at byte ${end} of the data section, which has only ${dataLen} bytes (truncated file?)`);
-        infos.set(k, { dtype, shape: shape as number[], begin, end });
-      }
+      const { infos, metadata } = parseHeader(path, header as Record<string, unknown>);
+      checkLayout(path, infos, size - dataStart);
       return new SafetensorsFile(path, fd, infos, metadata, dataStart);
     } catch (e) {
       closeSync(fd);
@@ -240,18 +364,31 @@ export class SafetensorsFile {
   tensor(name: string): Tensor {
     const info = this.info(name);
     const n = numelOf(info.shape);
-    const out = new Float32Array(n);
-    if (n) {
-      const buf = this.readBytes(info);
-      decodeInto(buf, info.dtype, out);
-    }
+    const out = allocating(
+      () => {
+        const o = new Float32Array(n);
+        if (n) decodeInto(this.readBytes(info), info.dtype, o);
+        return o;
+      },
+      () => this.describe(name, info, n * 4),
+    );
     return new Tensor(out, info.shape);
+  }
+
+  /** `file: tensor "k" F16[2, 3] (12 bytes as float32)` for messages. */
+  private describe(name: string, info: TensorInfo, bytes: number): string {
+    return `${this.path}: tensor "${name}" ${info.dtype}${fmtShape(info.shape)} (${fmtBytes(bytes)} when loaded)`;
   }
 
   /** Reads a tensor as float64 (exact for F64 data). */
   float64(name: string): { data: Float64Array; shape: number[] } {
     const info = this.info(name);
     const n = numelOf(info.shape);
+    const out = allocating(() => this.readFloat64(info, n), () => this.describe(name, info, n * 8));
+    return { data: out, shape: info.shape };
+  }
+
+  private readFloat64(info: TensorInfo, n: number): Float64Array {
     const out = new Float64Array(n);
     if (n) {
       const buf = this.readBytes(info);
@@ -265,7 +402,7 @@ export class SafetensorsFile {
         out.set(f);
       }
     }
-    return { data: out, shape: info.shape };
+    return out;
   }
 
   close(): void {
@@ -330,6 +467,18 @@ export function loadSafetensors(path: string): { tensors: Map<string, Tensor>; m
 // ---------------------------------------------------------------------------------------------------------------
 // writer
 
+/** A clear error naming the folder, instead of ENOENT from opening the temporary inside it. */
+function assertFolderExists(path: string): void {
+  const dir = dirname(resolve(path));
+  let st;
+  try {
+    st = statSync(dir);
+  } catch {
+    throw new ValueError(`cannot write ${path}: folder ${dir} does not exist`);
+  }
+  if (!st.isDirectory()) throw new ValueError(`cannot write ${path}: ${dir} is not a folder`);
+}
+
 export type WritableTensor = Tensor | { shape: readonly number[]; data: Float64Array };
 
 export interface WriteOptions {
@@ -345,11 +494,17 @@ export interface WriteOptions {
 export function saveSafetensors(path: string, tensors: Map<string, WritableTensor> | Record<string, WritableTensor>, opts: WriteOptions = {}): void {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   const dtype = opts.dtype ?? 'F32';
-  const header: Record<string, unknown> = {};
-  if (opts.metadata) header.__metadata__ = opts.metadata;
+  // Null prototype: a tensor named "__proto__" must become a key of the header, not its prototype.
+  const header = Object.create(null) as Record<string, unknown>;
+  if (opts.metadata) {
+    for (const [k, v] of Object.entries(opts.metadata))
+      if (typeof v !== 'string') throw new ValueError(`saveSafetensors ${path}: metadata "${k}" must be a string, got ${typeof v}`);
+    header.__metadata__ = opts.metadata;
+  }
   let off = 0;
   const plan: { bytes: () => Uint8Array; size: number }[] = [];
   for (const [name, t] of entries) {
+    if (name === '__metadata__') throw new ValueError(`saveSafetensors ${path}: "__metadata__" is reserved and cannot name a tensor`);
     if (t instanceof Tensor) {
       const n = t.size;
       const size = n * (dtype === 'F32' ? 4 : 2);
@@ -376,6 +531,13 @@ export function saveSafetensors(path: string, tensors: Map<string, WritableTenso
   }
   let json = JSON.stringify(header);
   while ((8 + Buffer.byteLength(json)) % 8) json += ' ';
+  // Checked before any file is created: a header our reader (and the reference crate) would refuse is not written.
+  const hlen = Buffer.byteLength(json);
+  if (hlen > MAX_HEADER)
+    throw new ValueError(
+      `saveSafetensors ${path}: the header (names, shapes and metadata of ${entries.length} tensors) would be ${hlen} bytes, over the ${MAX_HEADER}-byte limit of safetensors readers; use fewer tensors or shorter metadata`,
+    );
+  assertFolderExists(path);
   const hb = Buffer.from(json, 'utf8');
   const tmp = tempPathFor(path);
   const fd = openSync(tmp, 'w');

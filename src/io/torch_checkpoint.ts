@@ -21,7 +21,7 @@ import { crc32 } from './files.js';
 import * as zlib from 'node:zlib';
 import { DcvgError } from '../tensor/errors.js';
 import { Tensor, numelOf } from '../tensor/tensor.js';
-import { FormatError, bf16ToF32, f16ToF32 } from './safetensors.js';
+import { FormatError, allocating, bf16ToF32, f16ToF32, fmtBytes } from './safetensors.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // limits: generous for real checkpoints, small enough that a hostile file fails fast instead of exhausting memory
@@ -41,6 +41,18 @@ const MAX_LONG_BYTES = 64;
 const MAX_RANK = 64;
 /** Deflate cannot expand more than ~1032:1, so a larger claimed size is a corrupt or hostile directory. */
 const MAX_DEFLATE_RATIO = 1100;
+/**
+ * Strided views can claim more elements than their storage holds (stride 0, overlapping strides): a 538-byte file with
+ * one stride-0 view of shape [2^28] would make us allocate 1 GiB. Real checkpoints store each tensor over a storage at
+ * least as large (expand()ed buffers are a rare exception and small), so the elements that the tensors of one file may
+ * claim beyond their own storages' sizes are capped in total at 2^24 (64 MiB as float32).
+ */
+const MAX_EXPANDED_ELEMENTS = 2 ** 24;
+/**
+ * Likewise many tensors may view one storage, each loaded as a copy of its own. A tied weight is read twice; more
+ * than twice the elements of all storages the file's tensors use (plus the expansion allowance) is refused.
+ */
+const MAX_ALIAS_FACTOR = 2;
 
 // ---------------------------------------------------------------------------------------------------------------
 // ZIP (central directory, stored and deflated entries, ZIP64)
@@ -686,9 +698,9 @@ export class TensorRef {
     return this.numel * DTYPE_BYTES[this.storage.dtype];
   }
 
-  /** Reads the tensor as a dense float32 Tensor of its own (never aliasing another loaded tensor). */
-  load(): Tensor {
-    return this.owner.tensor(this);
+  /** Reads the tensor as a dense float32 Tensor of its own (never aliasing another loaded tensor); `name` is for errors. */
+  load(name?: string): Tensor {
+    return this.owner.tensor(this, name);
   }
 }
 
@@ -794,6 +806,73 @@ function decodeStorage(raw: Uint8Array, dtype: TorchDType, numel: number, bigEnd
   }
 }
 
+/** A path of keys from the root, as a linked list: sharing the parent keeps a deep pickle linear, not quadratic. */
+interface KeyPath {
+  key: string;
+  parent: KeyPath | null;
+}
+
+function keyPathName(p: KeyPath | null): string {
+  const keys: string[] = [];
+  for (; p; p = p.parent) keys.unshift(`"${p.key}"`);
+  return keys.join(' > ');
+}
+
+/**
+ * Every tensor reachable from the unpickled root, with the keys (or list indices) that lead to it. Iterative, and each
+ * dict or list is walked once however often the pickle's memo shares it.
+ */
+function reachableTensors(root: unknown): { path: KeyPath | null; ref: TensorRef }[] {
+  const out: { path: KeyPath | null; ref: TensorRef }[] = [];
+  const seen = new Set<object>();
+  const todo: { v: unknown; path: KeyPath | null }[] = [{ v: root, path: null }];
+  while (todo.length) {
+    const { v, path } = todo.pop()!;
+    if (v instanceof TensorRef) {
+      out.push({ path, ref: v });
+      continue;
+    }
+    if (!(v instanceof Map) && !Array.isArray(v)) continue;
+    if (seen.has(v)) continue;
+    seen.add(v);
+    const items: [unknown, unknown][] = v instanceof Map ? [...v] : v.map((x, i) => [i, x]);
+    // Pushed in reverse so they are visited in file order (the first offender named is the first in the file).
+    for (let i = items.length - 1; i >= 0; i--) todo.push({ v: items[i]![1], path: { key: String(items[i]![0]), parent: path } });
+  }
+  return out;
+}
+
+/**
+ * Refuses a checkpoint whose tensors would materialise far more elements than its storages hold (see
+ * MAX_EXPANDED_ELEMENTS and MAX_ALIAS_FACTOR), before any storage is read. Names the tensor where the limit is crossed.
+ */
+function checkMaterialisedSize(path: string, root: unknown): void {
+  let expanded = 0;
+  let stored = 0;
+  let materialised = 0;
+  const storages = new Set<StorageRef>();
+  for (const { path: keys, ref } of reachableTensors(root)) {
+    const what = () =>
+      `tensor ${keyPathName(keys)} (${ref.dtype}[${ref.shape.join(', ')}] stride [${ref.stride.join(', ')}] over storage "${ref.storage.key}" of ${ref.storage.numel} elements)`;
+    if (!storages.has(ref.storage)) {
+      storages.add(ref.storage);
+      stored += ref.storage.numel;
+    }
+    materialised += ref.numel;
+    expanded += Math.max(0, ref.numel - ref.storage.numel);
+    if (expanded > MAX_EXPANDED_ELEMENTS)
+      throw new FormatError(
+        `${path}: ${what()} claims ${ref.numel} elements, more than its storage holds; ` +
+          `the file's views would expand beyond their storages by over ${MAX_EXPANDED_ELEMENTS} elements (corrupt or hostile checkpoint)`,
+      );
+    if (materialised > MAX_ALIAS_FACTOR * stored + MAX_EXPANDED_ELEMENTS)
+      throw new FormatError(
+        `${path}: ${what()} views a storage that other tensors already use: the file's tensors would load ` +
+          `${materialised} elements from storages of ${stored} (corrupt or hostile checkpoint)`,
+      );
+  }
+}
+
 interface StorageSlot {
   ref: StorageRef;
   entry: ZipEntry;
@@ -846,6 +925,7 @@ export class TorchCheckpoint {
     this.bigEndian = order === 'big';
     const pkl = zip.read(zip.entries.get(pkls[0]!)!, MAX_PICKLE_BYTES);
     this.root = unpickle(pkl, this.hooks(prefix), `${path}: ${pkls[0]}`);
+    checkMaterialisedSize(path, this.root);
   }
 
   /** Opens a checkpoint: parses the zip directory and data.pkl, reads no tensor data. Throws FormatError. */
@@ -1011,10 +1091,19 @@ export class TorchCheckpoint {
    * Reads a tensor as a dense float32 Tensor. Its storage is read from disk once: when other tensors share it the
    * decoded data is kept until the last of them is loaded; each tensor still gets memory of its own.
    */
-  tensor(ref: TensorRef): Tensor {
+  tensor(ref: TensorRef, name?: string): Tensor {
     const slot = this.slotOf.get(ref.storage);
     // StorageRefs are created per checkpoint, so this also rejects a TensorRef from another file.
     if (!slot) throw new FormatError(`${this.path}: tensor does not belong to this checkpoint`);
+    return allocating(
+      () => this.materialise(ref, slot),
+      () =>
+        `${this.path}: tensor ${name === undefined ? `over storage "${ref.storage.key}"` : `"${name}"`} ${ref.dtype}[${ref.shape.join(', ')}] ` +
+        `(${fmtBytes(ref.numel * 4)} as float32, storage "${slot.ref.key}" ${fmtBytes(slot.entry.size)})`,
+    );
+  }
+
+  private materialise(ref: TensorRef, slot: StorageSlot): Tensor {
     let decoded = slot.decoded;
     if (!decoded) {
       const raw = this.zip.read(slot.entry);
@@ -1112,10 +1201,50 @@ export function loadTorchStateDict(path: string, opts: { prefer?: 'ema' | 'model
   try {
     const sel = selectStateDict(ckpt.root, opts, path);
     const stateDict = new Map<string, Tensor>();
-    for (const [k, ref] of sel.tensors) stateDict.set(k, ckpt.tensor(ref));
+    for (const [k, ref] of sel.tensors) stateDict.set(k, ckpt.tensor(ref, k));
     return { stateDict, source: sel.source, extra: sel.extra, skipped: sel.skipped };
   } finally {
     ckpt.close();
+  }
+}
+
+/**
+ * A state dict opened lazily: keys and shapes come from the pickle alone, and a tensor's storage is read only when
+ * `get` asks for it, so a loader can compare keys and shapes with its model before reading any tensor data.
+ */
+export interface LazyTorchStateDict {
+  path: string;
+  source: string;
+  extra: Record<string, unknown>;
+  skipped: string[];
+  keys(): string[];
+  shape(key: string): readonly number[];
+  get(key: string): Tensor;
+  close(): void;
+}
+
+export function openTorchStateDict(path: string, opts: { prefer?: 'ema' | 'model' } = {}): LazyTorchStateDict {
+  const ckpt = TorchCheckpoint.open(path);
+  try {
+    const sel = selectStateDict(ckpt.root, opts, path);
+    const ref = (k: string): TensorRef => {
+      const r = sel.tensors.get(k);
+      if (!r) throw new FormatError(`${path}: no tensor named "${k}" in ${sel.source}`);
+      return r;
+    };
+    return {
+      path,
+      source: sel.source,
+      extra: sel.extra,
+      skipped: sel.skipped,
+      keys: () => [...sel.tensors.keys()],
+      shape: (k) => ref(k).shape,
+      get: (k) => ckpt.tensor(ref(k), k),
+      close: () => ckpt.close(),
+    };
+  } catch (e) {
+    ckpt.close();
+    throw e;
   }
 }
 

@@ -11,15 +11,12 @@
  * Sizes: height and width must be multiples of the spatial factor (32 or 64); with `padSpatial` the bottom/right
  * edge is replicated up to the next multiple and decoding crops it away.
  */
-import { existsSync } from 'node:fs';
-import { isZipFile } from '../../io/files.js';
 import { freemem } from 'node:os';
 import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
 import * as ops from '../../tensor/ops.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
-import { SafetensorsFile } from '../../io/safetensors.js';
-import { loadTorchStateDict } from '../../io/torch_checkpoint.js';
-import type { LoadReport, TensorSource } from '../../nn/module.js';
+import { inWeightsFile, openWeights } from '../../io/weights.js';
+import type { LoadReport } from '../../nn/module.js';
 import { chunkFrames, compressionFactors, resolveConfigSpec, validateConfig, type DCAEVConfig } from './config.js';
 import { DCAEV, type FeatureCache } from './model.js';
 import { chooseTile, tiledDecode, tiledEncode } from './tiling.js';
@@ -37,26 +34,19 @@ export function resolveConfig(spec: ModelSpec): DCAEVConfig {
   return resolveConfigSpec(spec); // preset, or a config file read and checked (config.ts)
 }
 
-/** A lazy TensorSource over a safetensors file (each tensor read when loaded). */
-function safetensorsSource(f: SafetensorsFile): TensorSource {
-  return { keys: () => f.keys(), shape: (k) => f.info(k).shape, get: (k) => f.tensor(k) };
-}
-
 /**
- * Loads weights into a model (strict key and shape check with a readable report). Accepts .safetensors
- * (F32/BF16/F16) and torch checkpoints (zip + pickle; `ema_model_state_dict` first entry, else `model_state_dict`).
+ * Loads weights into a model (strict key and shape check with a readable report, made from the file's header or pickle
+ * before any tensor data is read; NaN or Inf weights are refused). Accepts .safetensors (F32/BF16/F16) and torch
+ * checkpoints (zip + pickle; `ema_model_state_dict` first entry, else `model_state_dict`).
  */
 export function loadWeights(model: DCAEV, path: string): { source: string; report: LoadReport } {
-  if (!existsSync(path)) throw new ValueError(`weights file not found: ${path}`);
-  if (isZipFile(path)) {
-    const { stateDict, source } = loadTorchStateDict(path);
-    return { source: `${path} (${source})`, report: model.loadStateDict(stateDict) };
-  }
-  const f = SafetensorsFile.open(path);
+  const w = openWeights(path);
   try {
-    return { source: path, report: model.loadStateDict(safetensorsSource(f)) };
+    return { source: w.source, report: model.loadStateDict(w.tensors) };
+  } catch (e) {
+    throw inWeightsFile(e, w.source);
   } finally {
-    f.close();
+    w.close();
   }
 }
 

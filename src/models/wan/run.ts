@@ -1,10 +1,8 @@
 /**
  * Loading Wan weights from any of the released layouts, and a tensor-file runner for `dcvg run wan`.
  */
-import { isZipFile } from '../../io/files.js';
-import { existsSync } from 'node:fs';
 import { SafetensorsFile } from '../../io/safetensors.js';
-import { loadTorchStateDict } from '../../io/torch_checkpoint.js';
+import { inWeightsFile, openWeights } from '../../io/weights.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
 import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
@@ -47,24 +45,21 @@ function wanView(raw: TensorSource): { src: TensorSource; format: WanKeyFormat; 
 }
 
 /**
- * Loads weights into a WanModel (strict key and shape check). Accepts .safetensors (F32/BF16/F16) and torch
- * checkpoints (EMA entry first, then model_state_dict, or a flat merged-LoRA dict), in original Wan or diffusers names.
+ * Loads weights into a WanModel (strict key and shape check, made from the file's header or pickle before any tensor
+ * data is read; NaN or Inf weights are refused). Accepts .safetensors (F32/BF16/F16) and torch checkpoints (EMA entry
+ * first, then model_state_dict, or a flat merged-LoRA dict), in original Wan or diffusers names.
  */
 export function loadWanWeights(model: WanModel, path: string): WanLoadResult {
-  if (!existsSync(path)) throw new ValueError(`weights file not found: ${path}`);
-  if (isZipFile(path)) {
-    const { stateDict, source } = loadTorchStateDict(path);
-    const v = wanView({ keys: () => stateDict.keys(), shape: (k) => stateDict.get(k)!.shape, get: (k) => stateDict.get(k)! });
-    const ne = v.extra.get('null_embedding');
-    return { source: `${path} (${source})`, format: v.format, report: model.loadStateDict(v.src), nullEmbedding: ne ? stateDict.get(ne)! : null };
-  }
-  const f = SafetensorsFile.open(path);
+  const w = openWeights(path);
   try {
-    const v = wanView({ keys: () => f.keys(), shape: (k) => f.info(k).shape, get: (k) => f.tensor(k) });
+    const v = wanView(w.tensors);
     const ne = v.extra.get('null_embedding');
-    return { source: path, format: v.format, report: model.loadStateDict(v.src), nullEmbedding: ne ? f.tensor(ne) : null };
+    const report = model.loadStateDict(v.src);
+    return { source: w.source, format: v.format, report, nullEmbedding: ne ? w.tensors.get(ne) : null };
+  } catch (e) {
+    throw inWeightsFile(e, w.source);
   } finally {
-    f.close();
+    w.close();
   }
 }
 
