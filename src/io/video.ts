@@ -14,7 +14,7 @@
  * Binaries: $DCVG_FFMPEG / $DCVG_FFPROBE, else `ffmpeg` / `ffprobe` on PATH.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, type Stats } from 'node:fs';
 import { access, mkdir, open, readFile, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
@@ -103,6 +103,40 @@ function holdLoop(proc: ChildProcess | null, hold: boolean): void {
   else proc.unref();
 }
 
+/** A file system error in words (Node's own text starts with the raw code and repeats the path). */
+function fsReason(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  switch (code) {
+    case 'ENOENT':
+      return 'no such file or directory';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'ELOOP':
+      return 'too many levels of symbolic links (a symlink loop?)';
+    case 'ENOTDIR':
+      return 'a parent of the path is not a directory';
+    case 'EISDIR':
+      return 'is a directory, not a file';
+    case 'ENAMETOOLONG':
+      return 'file name too long';
+    default:
+      return code ? `${code}` : String((e as Error)?.message ?? e);
+  }
+}
+
+/** Why a path that exists cannot be read as a video: only regular files and directories can. */
+function kindOf(st: Stats): string | null {
+  if (st.isFIFO()) return 'a named pipe (FIFO)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  return null;
+}
+
+/** Frames larger than this (about 16k x 16k RGB) are refused: a corrupt header, not a video we can buffer. */
+const MAX_FRAME_BYTES = 2 ** 30;
+
 function spawnError(bin: string, err: NodeJS.ErrnoException): VideoError {
   if (err.code === 'ENOENT')
     return new VideoError(`${bin} not found on PATH (install ffmpeg, e.g. apt-get install ffmpeg, or set DCVG_FFMPEG / DCVG_FFPROBE)`);
@@ -151,15 +185,17 @@ function naturalCompare(a: string, b: string): number {
 }
 
 async function resolveSource(path: string): Promise<Source> {
+  if (typeof path !== 'string' || !path) throw new VideoError(`a video path must be a non-empty string, got ${JSON.stringify(path)}`);
   const abs = resolve(path);
-  if (hasPattern(abs)) {
+  // A file whose name happens to contain %d is that file, not an image pattern.
+  if (hasPattern(abs) && !(await stat(abs).then((st) => st.isFile(), () => false))) {
     const dir = dirname(abs);
     let names: Set<string>;
     try {
       names = new Set(await readdir(dir));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new VideoError(`no file matches image pattern ${path} (directory ${dir} does not exist)`);
-      throw new VideoError(`cannot list the directory of image pattern ${path}: ${(e as Error).message}`);
+      throw new VideoError(`cannot list the directory of image pattern ${path}: ${fsReason(e)}`);
     }
     const pat = basename(abs);
     let start = -1;
@@ -180,10 +216,19 @@ async function resolveSource(path: string): Promise<Source> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new VideoError(`no such file or directory: ${path}`);
-    throw new VideoError(`cannot access ${path}: ${(e as Error).message}`);
+    throw new VideoError(`cannot access ${path}: ${fsReason(e)}`);
   }
+  const odd = kindOf(st);
+  // ffprobe would block forever on a pipe nobody writes to, and read a device without end.
+  if (odd) throw new VideoError(`cannot read ${path}: it is ${odd}, not a video file or a folder of PNGs`);
   if (st.isDirectory()) {
-    const files = (await readdir(abs)).filter((f) => /\.png$/i.test(f) && !f.startsWith('.')).sort(naturalCompare);
+    let names: string[];
+    try {
+      names = await readdir(abs);
+    } catch (e) {
+      throw new VideoError(`cannot list directory ${path}: ${fsReason(e)}`);
+    }
+    const files = names.filter((f) => /\.png$/i.test(f) && !f.startsWith('.')).sort(naturalCompare);
     if (!files.length) throw new VideoError(`directory ${path} holds no PNG files (a directory is read as a PNG sequence)`);
     return { kind: 'pngdir', path: abs, files: files.map((f) => join(abs, f)) };
   }
@@ -193,7 +238,7 @@ async function resolveSource(path: string): Promise<Source> {
 /** Width and height from a PNG's IHDR chunk (bytes 16..23), without decoding it. */
 async function pngSize(file: string): Promise<{ width: number; height: number }> {
   const fh = await open(file, 'r').catch((e: Error) => {
-    throw new VideoError(`cannot open PNG ${file}: ${e.message}`);
+    throw new VideoError(`cannot open PNG ${file}: ${fsReason(e)}`);
   });
   try {
     const b = Buffer.alloc(24);
@@ -201,7 +246,11 @@ async function pngSize(file: string): Promise<{ width: number; height: number }>
     const sig = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
     if (bytesRead < 24 || sig.some((v, i) => b[i] !== v) || b.toString('latin1', 12, 16) !== 'IHDR')
       throw new VideoError(`not a PNG file: ${file}`);
-    return { width: b.readUInt32BE(16), height: b.readUInt32BE(20) };
+    const width = b.readUInt32BE(16);
+    const height = b.readUInt32BE(20);
+    // The PNG spec allows 1 .. 2^31-1; 0 would make every frame zero bytes long (an endless stream of empty reads).
+    if (!(width >= 1 && height >= 1 && width < 2 ** 31 && height < 2 ** 31)) throw new VideoError(`PNG ${file} declares an invalid size ${width}x${height}`);
+    return { width, height };
   } finally {
     await fh.close();
   }
@@ -535,6 +584,8 @@ export class VideoReader implements AsyncIterable<Uint8Array> {
     this.width = opts.resize?.width ?? info.width;
     this.height = opts.resize?.height ?? info.height;
     this.frameBytes = this.width * this.height * 3;
+    if (!(this.frameBytes > 0 && this.frameBytes <= MAX_FRAME_BYTES))
+      throw new VideoError(`${info.path}: frames of ${this.width}x${this.height} are ${this.frameBytes > 0 ? 'too large to read' : 'empty'} (at most ${MAX_FRAME_BYTES} bytes of RGB per frame)`);
     this.fps = src.kind === 'file' ? (opts.fps ?? info.fps) : (opts.fps ?? DEFAULT_SEQUENCE_FPS);
     this.readAhead = opts.readAheadBytes ?? Math.max(4 << 20, 2 * this.frameBytes);
     const seqFrames = src.kind === 'pngdir' ? src.files.length : src.kind === 'pattern' ? src.count : Infinity;
@@ -630,7 +681,7 @@ export class VideoReader implements AsyncIterable<Uint8Array> {
           try {
             yield await readFile(f);
           } catch (e) {
-            self.feedError = new VideoError(`cannot read ${f}: ${(e as Error).message}`);
+            self.feedError = new VideoError(`cannot read ${f}: ${fsReason(e)}`);
             proc.kill('SIGKILL');
             return;
           }
