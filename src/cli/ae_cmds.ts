@@ -222,7 +222,8 @@ export function cmdDecode(args: string[], out: Out, videoDecode?: VideoDecodeFn)
   if (!input || positionals.length > 1) throw new ValueError('decode needs exactly one input latent .safetensors file');
   if (!v.output) throw new ValueError('decode needs -o <video | reconstruction.safetensors>');
   if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
-  assertOutputsSafe({ '-o': v.output }, modelInputs(v, input));
+  // A video output may be a folder (a PNG sequence); a tensor output is a file.
+  assertOutputsSafe({ '-o': v.output }, modelInputs(v, input), { directoryOk: extname(v.output) === '.safetensors' ? [] : ['-o'] });
   const m = loadModelFromArgs(v, 'decode');
   const key = v['latent-key'] ?? 'latent';
   const { t: z, meta } = readTensorKey(input, key, '--latent-key');

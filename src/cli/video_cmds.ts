@@ -210,7 +210,7 @@ export async function cmdReconstruct(args: string[], out: Out): Promise<number> 
   if (!input || positionals.length > 1) throw new ValueError('reconstruct needs exactly one input video');
   if (!v.output) throw new ValueError('reconstruct needs -o <output video>');
   if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
-  assertOutputsSafe({ '-o': v.output, '--metrics': v.metrics, '--plot': v.plot }, modelInputs(v, input));
+  assertOutputsSafe({ '-o': v.output, '--metrics': v.metrics, '--plot': v.plot }, modelInputs(v, input), { directoryOk: ['-o'] });
   const m = loadModelFromArgs(v, 'reconstruct');
   const g = geometry(m);
   if (g.chunk === null) throw new ValueError(`reconstruct streams chunk by chunk; model ${m.config.name} has no temporal chunks`);

@@ -6,7 +6,7 @@
  * - live temporaries are removed when the process exits or is stopped by SIGINT/SIGTERM (`trackTemp`), and stale
  *   ones (their process is gone, e.g. after kill -9) are swept the next time we write in that folder.
  */
-import { closeSync, openSync, readSync, readdirSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readSync, readdirSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import * as zlib from 'node:zlib';
@@ -189,7 +189,11 @@ export function outputRealPath(path: string, flag = '-o'): string {
  * hard link), and any two outputs that are the same file; also checks that each output's folder exists. Call it
  * before any work. `outputs` maps a flag name (`-o`, `--metrics`) to a path; undefined entries are skipped.
  */
-export function assertOutputsSafe(outputs: Record<string, string | undefined>, inputs: Record<string, string | undefined>): void {
+export function assertOutputsSafe(
+  outputs: Record<string, string | undefined>,
+  inputs: Record<string, string | undefined>,
+  opts: { directoryOk?: string[] } = {},
+): void {
   // Inputs that do not exist as files (a preset name, a PNG pattern) are compared by where they would resolve.
   const ins: { flag: string; path: string; real: string | null; id: Identity | null }[] = [];
   for (const [flag, p] of Object.entries(inputs)) {
@@ -210,6 +214,12 @@ export function assertOutputsSafe(outputs: Record<string, string | undefined>, i
     if (p === undefined) continue;
     const real = outputRealPath(p, flag);
     const id = identity(p);
+    if (id) {
+      // Renaming over a directory fails late with a raw EISDIR, and over a device or FIFO (as root) would replace it.
+      const st = statSync(p);
+      if (st.isDirectory() && !opts.directoryOk?.includes(flag)) throw new ValueError(`${flag} ${p} is a directory; give the path of a file to write`);
+      if (!st.isDirectory() && !st.isFile()) throw new ValueError(`${flag} ${p} is ${fileKind(st)}; give the path of a regular file to write`);
+    }
     const pattern = patternRegex(basename(real));
     for (const i of ins) {
       const same =
@@ -228,6 +238,25 @@ export function assertOutputsSafe(outputs: Record<string, string | undefined>, i
 // ---------------------------------------------------------------------------------------------------------------
 // atomic writes
 
+const WRITE_ERRORS: Record<string, string> = {
+  EISDIR: 'it is a directory',
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EROFS: 'read-only file system',
+  ENOENT: 'its directory does not exist',
+  ENOTDIR: 'a parent of it is not a directory',
+};
+
+/** A system error of a write, as one typed line naming the target (nothing of it was written). */
+export function writeError(e: unknown, path: string): unknown {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (!code || !(e instanceof Error)) return e;
+  const why = Object.hasOwn(WRITE_ERRORS, code) ? WRITE_ERRORS[code] : e.message;
+  return new ValueError(`cannot write ${path}: ${why} (nothing written)`);
+}
+
 /** Writes data to `path` atomically: a temporary file beside it, renamed into place only once complete. */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   const tmp = tempPathFor(path);
@@ -240,14 +269,47 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
     } catch {
       /* never created */
     }
-    throw e;
+    throw writeError(e, path);
+  }
+}
+
+/** What a non-regular file is, in words. */
+function fileKind(st: Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a named pipe (FIFO)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+/**
+ * Opens an input file for reading. Only regular files (or links to them): a directory would fail later with a raw
+ * EISDIR, and opening a FIFO blocks until something writes to it. Errors say what the path is instead.
+ */
+export function openRegularFile(path: string): number {
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new ValueError(`cannot open ${path}: no such file`);
+    if (code === 'ELOOP') throw new ValueError(`cannot open ${path}: too many levels of symbolic links`);
+    if (code === 'EACCES') throw new ValueError(`cannot open ${path}: permission denied`);
+    throw new ValueError(`cannot open ${path}: ${(e as Error).message}`);
+  }
+  if (!st.isFile()) throw new ValueError(`cannot open ${path}: it is ${fileKind(st)}, not a file`);
+  try {
+    return openSync(path, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ValueError(`cannot open ${path}: ${code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
   }
 }
 
 /** True when the file starts with a ZIP signature (torch.save checkpoints are zip archives). */
 export function isZipFile(path: string): boolean {
   const head = Buffer.alloc(2);
-  const fd = openSync(path, 'r');
+  const fd = openRegularFile(path);
   try {
     readSync(fd, head, 0, 2, 0);
   } finally {

@@ -8,7 +8,7 @@ import { closeSync, fstatSync, openSync, readSync, renameSync, statSync, unlinkS
 import { dirname, resolve } from 'node:path';
 import { DcvgError, DTypeError, ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
 import { Tensor, numelOf } from '../tensor/tensor.js';
-import { tempPathFor } from './files.js';
+import { openRegularFile, tempPathFor, writeError } from './files.js';
 
 export class FormatError extends DcvgError {
   constructor(message: string) {
@@ -294,9 +294,9 @@ export class SafetensorsFile {
   static open(path: string): SafetensorsFile {
     let fd: number;
     try {
-      fd = openSync(path, 'r');
+      fd = openRegularFile(path);
     } catch (e) {
-      throw new FormatError(`cannot open ${path}: ${(e as Error).message}`);
+      throw new FormatError((e as Error).message);
     }
     try {
       const size = fstatSync(fd).size;
@@ -540,7 +540,12 @@ export function saveSafetensors(path: string, tensors: Map<string, WritableTenso
   assertFolderExists(path);
   const hb = Buffer.from(json, 'utf8');
   const tmp = tempPathFor(path);
-  const fd = openSync(tmp, 'w');
+  let fd: number;
+  try {
+    fd = openSync(tmp, 'w');
+  } catch (e) {
+    throw writeError(e, path);
+  }
   try {
     const lb = Buffer.alloc(8);
     lb.writeBigUInt64LE(BigInt(hb.length));
@@ -564,6 +569,6 @@ export function saveSafetensors(path: string, tensors: Map<string, WritableTenso
     } catch {
       /* nothing to clean */
     }
-    throw e;
+    throw writeError(e, path);
   }
 }

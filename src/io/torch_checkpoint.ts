@@ -16,8 +16,8 @@
  * Laziness: opening parses the zip directory and the pickle only. Tensors come out of the pickle as `TensorRef`s
  * (dtype, shape, stride, storage); storage bytes are read when a tensor is loaded, each storage once.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { crc32 } from './files.js';
+import { closeSync, fstatSync, readSync } from 'node:fs';
+import { crc32, openRegularFile } from './files.js';
 import * as zlib from 'node:zlib';
 import { DcvgError } from '../tensor/errors.js';
 import { Tensor, numelOf } from '../tensor/tensor.js';
@@ -98,9 +98,9 @@ class ZipArchive {
   static open(path: string): ZipArchive {
     let fd: number;
     try {
-      fd = openSync(path, 'r');
+      fd = openRegularFile(path);
     } catch (e) {
-      throw new FormatError(`cannot open ${path}: ${(e as Error).message}`);
+      throw new FormatError((e as Error).message);
     }
     try {
       const zip = new ZipArchive(path, fd, fstatSync(fd).size);
