@@ -6,7 +6,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as T from '../src/index.js';
@@ -78,10 +78,8 @@ describe('DC-AE-V configs: absurd sizes are refused before anything is built', {
     const c = aeFixture();
     c.encoder.depth_list[1] = 1e6;
     const p = writeJson('deep.json', c);
-    const t0 = Date.now();
     const r = dcvg('info', '--model', p);
     assertCleanFailure(r, /deep\.json: encoder\.depth_list\[1\] must be an integer in \[0, 256\], got 1000000/);
-    assert.ok(Date.now() - t0 < 20_000, 'refused from the config, not after building');
   });
 
   it('a total beyond the limit is refused with the count (each tensor alone would fit)', () => {
@@ -103,17 +101,6 @@ describe('DC-AE-V configs: absurd sizes are refused before anything is built', {
     throwsValue(() => topologyConfig({ name: 't', widths: [8, 16], depths: [0, 1e7], latentChannels: 4 }), /depth_list\[1\] must be an integer in \[0, 256\]/);
     const ok = presetConfig(PRESET_NAMES[0]);
     throwsValue(() => resolveConfig({ ...ok, latentChannels: DCAEV_LIMITS.latentChannels + 1 }), /latent_channels must be an integer/);
-  });
-
-  it('train-ae --resume with a checkpoint whose config has depth 10^7 fails through the same checks', () => {
-    const run = join(dir, 'run');
-    mkdirSync(run, { recursive: true });
-    const c = aeFixture();
-    c.encoder.depth_list[2] = 1e7;
-    const meta = { format: 'dcvg-train-ae-1', step: 1, options: { steps: 10, model: 'x', data: dir, out: run, batch: 1 }, config: { name: 'deep', ...c } };
-    saveSafetensors(join(run, 'checkpoint.safetensors'), { w: T.zeros([1]) }, { metadata: { dcvg_train: JSON.stringify(meta) } });
-    const r = dcvg('train-ae', '--resume', '--out', run);
-    assertCleanFailure(r, /encoder\.depth_list\[2\] must be an integer in \[0, 256\], got 10000000/);
   });
 });
 

@@ -380,6 +380,12 @@ describe('NaN / Inf weights are refused, naming file, tensor and index', () => {
     bad.get('head.head.bias')!.data()[2] = -Infinity;
     const pt = torchStateDict('inf_wan.pt', bad);
     throwsTyped(() => loadWanWeights(tinyWan(), pt), ValueError, /inf_wan\.pt: weight "head\.head\.bias" has -Infinity at index \[2\]/);
+    // A loaded model that refuses new weights keeps its own: nothing before the bad tensor was replaced.
+    const loaded = tinyWan();
+    loaded.initRandom(9);
+    const before = new Map([...loaded.stateDict()].map(([k, t]) => [k, [...t.data()]]));
+    throwsTyped(() => loadWanWeights(loaded, pt), ValueError, /-Infinity/);
+    for (const [k, t] of loaded.stateDict()) assert.deepEqual([...t.data()], before.get(k), `${k} was replaced by a refused file`);
   });
 
   const CFG = 'dc-ae-v/causal_small.json';

@@ -131,6 +131,15 @@ test('resume: a non-integer step ("x") is refused, the log is kept (it was trunc
   assertUnchanged(dir, before);
 });
 
+test('resume: a checkpoint whose embedded config has depth 10^7 is refused by the config bounds (it aborted)', async () => {
+  const dir = damagedCopy((m) => {
+    const c = structuredClone(m.config) as { encoder: { depth_list: number[] } };
+    c.encoder.depth_list[2] = 1e7;
+    return { ...m, config: c };
+  });
+  await refused(dir, /field "config" is not a valid model config .*encoder\.depth_list\[2\] must be an integer in \[0, 256\], got 10000000/);
+});
+
 test('resume: a negative or too large step is refused (step -5 trained 115 steps and erased the log)', async () => {
   await refused(damagedCopy((m) => ({ ...m, step: -5 })), /field "step" must be an integer in \[0, 2\].*got -5/);
   await refused(damagedCopy((m) => ({ ...m, step: 7 })), /field "step" .*got 7/);

@@ -165,7 +165,11 @@ export class Module {
     for (const k of have) if (!wanted.has(k)) report.unexpected.push(k);
     const bad = report.missing.length + report.mismatched.length + (strict ? report.unexpected.length : 0);
     if (bad) throw new StateDictError(`state dict does not match the model: ${formatLoadReport(report)}`, report);
-    for (const [k, p] of mine) if (have.has(k)) p.set(s.get(k), k);
+    // Read (and let the source check) every tensor before assigning any: a bad tensor late in the file must not leave
+    // the model half replaced. For a shape-only model this costs nothing extra; a loaded one briefly holds both.
+    const staged: [Param, Tensor, string][] = [];
+    for (const [k, p] of mine) if (have.has(k)) staged.push([p, s.get(k), k]);
+    for (const [p, t, k] of staged) p.set(t, k);
     return report;
   }
 
