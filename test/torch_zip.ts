@@ -1,6 +1,7 @@
 /**
  * Writers for synthetic torch.save checkpoints (a tiny zip writer and a pickle assembler), shared by the checkpoint
- * reader's tests and the bad-file tests.
+ * reader's tests, the bad-file tests and the fuzz suite. Written from scratch, so no test depends on the code under
+ * test to make its inputs.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,17 +19,34 @@ export function crc32(data: Uint8Array): number {
 export interface ZipFile {
   name: string;
   data: Uint8Array;
+  /** this entry deflated (default: the writer's `deflate` option) */
+  deflate?: boolean;
+}
+
+/** A zip's bytes and the offsets of its records, so structured mutations (the fuzz suite) can hit their fields. */
+export interface ZipLayout {
+  bytes: Buffer;
+  /** start of each local header */
+  locals: number[];
+  /** start of each central directory record */
+  centrals: number[];
+  /** start of the end-of-central-directory record */
+  eocd: number;
 }
 
 /** A minimal zip writer: stored (or deflated) entries, optionally with ZIP64 records as torch writes for big files. */
-export function makeZip(files: ZipFile[], opts: { deflate?: boolean; zip64?: boolean } = {}): Buffer {
+export function zipLayout(files: ZipFile[], opts: { deflate?: boolean; zip64?: boolean } = {}): ZipLayout {
   const parts: Buffer[] = [];
   const central: Buffer[] = [];
+  const locals: number[] = [];
+  const centralRel: number[] = [];
   let off = 0;
+  let cdLen = 0;
   for (const f of files) {
     const name = Buffer.from(f.name, 'utf8');
-    const body = opts.deflate ? deflateRawSync(f.data) : Buffer.from(f.data);
-    const method = opts.deflate ? 8 : 0;
+    const deflate = f.deflate ?? opts.deflate ?? false;
+    const body = deflate ? deflateRawSync(f.data) : Buffer.from(f.data);
+    const method = deflate ? 8 : 0;
     const crc = crc32(f.data);
     const lh = Buffer.alloc(30);
     lh.writeUInt32LE(0x04034b50, 0);
@@ -39,6 +57,7 @@ export function makeZip(files: ZipFile[], opts: { deflate?: boolean; zip64?: boo
     lh.writeUInt32LE(body.length, 18);
     lh.writeUInt32LE(f.data.length, 22);
     lh.writeUInt16LE(name.length, 26);
+    locals.push(off);
     parts.push(lh, name, body);
     const extra = Buffer.alloc(opts.zip64 ? 28 : 0);
     if (opts.zip64) {
@@ -60,10 +79,14 @@ export function makeZip(files: ZipFile[], opts: { deflate?: boolean; zip64?: boo
     ch.writeUInt16LE(name.length, 28);
     ch.writeUInt16LE(extra.length, 30);
     ch.writeUInt32LE(opts.zip64 ? 0xffffffff : off, 42);
+    centralRel.push(cdLen);
     central.push(ch, name, extra);
+    cdLen += 46 + name.length + extra.length;
     off += 30 + name.length + body.length;
   }
   const cd = Buffer.concat(central);
+  parts.push(cd);
+  let eocdAt = off + cd.length;
   if (opts.zip64) {
     const z = Buffer.alloc(56);
     z.writeUInt32LE(0x06064b50, 0);
@@ -78,9 +101,8 @@ export function makeZip(files: ZipFile[], opts: { deflate?: boolean; zip64?: boo
     loc.writeUInt32LE(0x07064b50, 0);
     loc.writeBigUInt64LE(BigInt(off + cd.length), 8);
     loc.writeUInt32LE(1, 16);
-    parts.push(cd, z, loc);
-  } else {
-    parts.push(cd);
+    parts.push(z, loc);
+    eocdAt += 76;
   }
   const eocd = Buffer.alloc(22);
   eocd.writeUInt32LE(0x06054b50, 0);
@@ -89,14 +111,28 @@ export function makeZip(files: ZipFile[], opts: { deflate?: boolean; zip64?: boo
   eocd.writeUInt32LE(opts.zip64 ? 0xffffffff : cd.length, 12);
   eocd.writeUInt32LE(opts.zip64 ? 0xffffffff : off, 16);
   parts.push(eocd);
-  return Buffer.concat(parts);
+  return { bytes: Buffer.concat(parts), locals, centrals: centralRel.map((r) => off + r), eocd: eocdAt };
+}
+
+export function makeZip(files: ZipFile[], opts: { deflate?: boolean; zip64?: boolean } = {}): Buffer {
+  return zipLayout(files, opts).bytes;
+}
+
+export interface TorchTensorSpec {
+  cls: string;
+  key: string;
+  numel: number | bigint;
+  offset: number | bigint;
+  size: (number | bigint)[];
+  stride: (number | bigint)[];
+  rebuild?: [string, string];
 }
 
 /** Assembles protocol-2 pickles opcode by opcode, the way torch.save emits them. */
 export class Pickler {
   private readonly out: number[] = [];
   raw(...bytes: number[]): this {
-    for (const b of bytes) this.out.push(b);
+    for (const b of bytes) this.out.push(b & 0xff);
     return this;
   }
   proto(): this {
@@ -134,18 +170,25 @@ export class Pickler {
     this.raw(0x58, b.length & 0xff, (b.length >> 8) & 0xff, (b.length >> 16) & 0xff, b.length >>> 24);
     return this.raw(...b);
   }
-  int(n: number): this {
-    if (n >= 0 && n < 256) return this.raw(0x4b, n);
-    if (n >= 0 && n < 65536) return this.raw(0x4d, n & 0xff, n >> 8);
-    if (n >= -(2 ** 31) && n < 2 ** 31) {
+  /** Any integer: BININT1 / BININT2 / BININT, else LONG1 (little-endian two's complement), as pickle writes them. */
+  int(n: number | bigint): this {
+    const v = BigInt(n);
+    if (v >= 0n && v < 256n) return this.raw(0x4b, Number(v));
+    if (v >= 0n && v < 65536n) return this.raw(0x4d, Number(v & 0xffn), Number(v >> 8n));
+    if (v >= -(2n ** 31n) && v < 2n ** 31n) {
       const b = Buffer.alloc(4);
-      b.writeInt32LE(n);
+      b.writeInt32LE(Number(v));
       return this.raw(0x4a, ...b);
     }
-    // LONG1: little-endian two's complement, for sizes beyond 32 bits.
-    const b = Buffer.alloc(8);
-    b.writeBigInt64LE(BigInt(n));
-    return this.raw(0x8a, 8, ...b);
+    const bytes: number[] = [];
+    let x = v;
+    for (;;) {
+      bytes.push(Number(x & 0xffn));
+      x >>= 8n;
+      const top = bytes[bytes.length - 1]!;
+      if ((x === 0n && !(top & 0x80)) || (x === -1n && top & 0x80)) break;
+    }
+    return this.raw(0x8a, bytes.length, ...bytes);
   }
   float(x: number): this {
     const b = Buffer.alloc(8);
@@ -161,16 +204,20 @@ export class Pickler {
   binget(i: number): this {
     return this.raw(0x68, i);
   }
-  ints(v: number[]): this {
+  ints(v: (number | bigint)[]): this {
     this.mark();
     for (const x of v) this.int(x);
     return this.tuple();
   }
   /** torch._utils._rebuild_tensor_v2(('storage', torch.<cls>, key, 'cpu', numel), offset, size, stride, False, OrderedDict()) */
-  tensor(cls: string, key: string, numel: number, offset: number, size: number[], stride: number[]): this {
-    this.global('torch._utils', '_rebuild_tensor_v2').mark();
-    this.mark().str('storage').global('torch', cls).str(key).str('cpu').int(numel).tuple().raw(0x51);
-    this.int(offset).ints(size).ints(stride).bool(false);
+  tensor(cls: string, key: string, numel: number | bigint, offset: number | bigint, size: (number | bigint)[], stride: (number | bigint)[]): this {
+    return this.tensorSpec({ cls, key, numel, offset, size, stride });
+  }
+  /** The same from a spec, whose `rebuild` may name another (hostile) rebuild function. */
+  tensorSpec(t: TorchTensorSpec): this {
+    this.global(t.rebuild?.[0] ?? 'torch._utils', t.rebuild?.[1] ?? '_rebuild_tensor_v2').mark();
+    this.mark().str('storage').global('torch', t.cls).str(t.key).str('cpu').int(t.numel).tuple().raw(0x51);
+    this.int(t.offset).ints(t.size).ints(t.stride).bool(false);
     this.global('collections', 'OrderedDict').emptyTuple().reduce();
     return this.tuple().reduce();
   }

@@ -24,7 +24,7 @@ import { equalBudgetBaseline, latentBudget } from '../metrics/baseline.js';
 import { writeLinePlotPng } from '../metrics/plot.js';
 import { configFromReference, configToReference, compressionFactors, chunkFrames, type DCAEVConfig } from '../models/dcaev/config.js';
 import { DCAEV, decodeVideo, encodeVideo, loadWeights, resolveConfig } from '../models/dcaev/autoencoder.js';
-import { DcvgError, ValueError } from '../tensor/errors.js';
+import { DcvgError, ValueError, showValue } from '../tensor/errors.js';
 import { l1Loss, mseLoss } from '../tensor/nn_ops.js';
 import * as ops from '../tensor/ops.js';
 import { Rng } from '../tensor/random.js';
@@ -156,12 +156,7 @@ const FORMAT = 'dcvg-train-ae-1';
 /** A check of one option's value: null when fine, else the end of the sentence "<name> must be ..., got ...". */
 type Check = (v: unknown) => string | null;
 
-const shown = (v: unknown): string => {
-  if (v === undefined) return 'nothing';
-  if (typeof v === 'number') return String(v);
-  const j = JSON.stringify(v) as string | undefined;
-  return j === undefined ? String(v) : j.length > 60 ? j.slice(0, 57) + '...' : j;
-};
+const shown = showValue;
 const expected = (what: string, v: unknown): string => `must be ${what}, got ${shown(v)}`;
 const must = (ok: boolean, what: string, v: unknown): string | null => (ok ? null : expected(what, v));
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);

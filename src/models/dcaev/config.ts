@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { MAX_ELEMENTS, fmtBytes } from '../../tensor/alloc.js';
-import { ValueError } from '../../tensor/errors.js';
+import { ValueError, showValue } from '../../tensor/errors.js';
 
 /** How a conv treats time: chunk-causal (the released design), causal (left padding only) or non-causal. */
 export type TemporalMode = 'chunk_causal' | 'causal' | 'non_causal';
@@ -85,18 +85,7 @@ export const DCAEV_LIMITS = {
   params: 2 ** 34,
 };
 
-/** A value for an error message: numbers as JS prints them (NaN, Infinity), anything else as short JSON. */
-function show(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  if (typeof v === 'number' || typeof v === 'bigint') return String(v);
-  let s: string;
-  try {
-    s = JSON.stringify(v) ?? String(v);
-  } catch {
-    s = String(v);
-  }
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
-}
+const show = showValue;
 
 function intIn(v: unknown, lo: number, hi: number, where: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi)

@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { MAX_ELEMENTS, fmtBytes } from '../../tensor/alloc.js';
-import { ValueError } from '../../tensor/errors.js';
+import { ValueError, showValue } from '../../tensor/errors.js';
 
 export type WanModelType = 't2v' | 'i2v';
 
@@ -77,17 +77,7 @@ export const WAN_LIMITS = {
   params: 1e11,
 };
 
-function show(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  if (typeof v === 'number') return String(v);
-  let s: string;
-  try {
-    s = JSON.stringify(v) ?? String(v);
-  } catch {
-    s = String(v);
-  }
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
-}
+const show = showValue;
 
 function posInt(v: unknown, what: string, where: string, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max)
