@@ -129,6 +129,43 @@ describe('dcvg never replaces an input', { skip: skipVideo }, () => {
   });
 });
 
+describe('clear errors instead of raw ones, and nothing written', { skip: skipVideo }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dcvg-clear-'));
+  const fails = (args: string[], re: RegExp) => {
+    const r = dcvg(...args);
+    assert.equal(r.status, 1, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.doesNotMatch(r.stderr, /E[A-Z]+:|TypeError|RangeError|allocation failed|Cannot read/);
+  };
+
+  it('convert of a file with no tensors writes nothing', () => {
+    const empty = join(dir, 'empty.safetensors');
+    saveSafetensors(empty, {});
+    fails(['convert', empty, '-o', join(dir, 'out.safetensors')], /holds no tensors; nothing to convert/);
+    assert.equal(existsSync(join(dir, 'out.safetensors')), false);
+  });
+
+  it('--resize beyond what ffmpeg or memory can take is refused before reading', () => {
+    fails(['reconstruct', clip, '-o', join(dir, 'r.mp4'), '--resize', '32768x32768', ...model()], /32768x32768 frames are larger than ffmpeg can process/);
+    fails(['encode', clip, '-o', join(dir, 'z.safetensors'), '--resize', '0x64', ...model()], /--resize needs a positive width and height/);
+  });
+
+  it('a directory or a named pipe where a file belongs is named as such (a FIFO used to hang)', () => {
+    const fifo = join(dir, 'w.fifo');
+    if (spawnSync('mkfifo', [fifo]).status !== 0) return;
+    fails(['info', '--model', fixturePath('dc-ae-v/chunk_causal_small.json'), '--weights', fifo], /w\.fifo: it is a named pipe \(FIFO\), not a file/);
+    fails(['convert', fifo, '-o', join(dir, 'c.safetensors')], /it is a named pipe/);
+    fails(['convert', dir, '-o', join(dir, 'c.safetensors')], /it is a directory, not a file/);
+    mkdirSync(join(dir, 'isdir.safetensors'));
+    fails(['convert', fixturePath('dc-ae-v/chunk_causal_small.weights.safetensors'), '-o', join(dir, 'isdir.safetensors')], /-o .*isdir\.safetensors is a directory/);
+    const fifoOut = join(dir, 'p.safetensors');
+    assert.equal(spawnSync('mkfifo', [fifoOut]).status, 0);
+    fails(['convert', fixturePath('dc-ae-v/chunk_causal_small.weights.safetensors'), '-o', fifoOut], /-o .*p\.safetensors is a named pipe \(FIFO\)/);
+    assert.deepEqual(readdirSync(dir).sort(), ['empty.safetensors', 'isdir.safetensors', 'p.safetensors', 'w.fifo']);
+  });
+});
+
 /** Starts a dcvg command, sends `signal` once `ready()` holds, and returns how it ended. */
 function signalDuring(args: string[], signal: NodeJS.Signals, ready: () => boolean): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; sentAt: number }> {
   return new Promise((done, fail) => {

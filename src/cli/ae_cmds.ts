@@ -297,7 +297,7 @@ export function cmdConvert(args: string[], out: Out): number {
     tensors = r.stateDict;
     source = r.source;
   }
-  if (tensors.size === 0) throw new ValueError(`${input} holds no tensors (${source}); nothing to convert`);
+  if (tensors.size === 0) throw new ValueError(`${input} holds no tensors${source === input ? '' : ` (${source})`}; nothing to convert`);
   let count = 0;
   for (const t of tensors.values()) count += t.size;
   saveSafetensors(v.output, tensors, { dtype: st, metadata: { ...keep, source: `${input} (${source})`, converted_by: 'dcvg convert' } });
