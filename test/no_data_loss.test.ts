@@ -210,7 +210,8 @@ describe('SIGINT / SIGTERM leave no partial file', { skip: skipVideo }, () => {
       const dir = mkdtempSync(join(tmpdir(), 'dcvg-sig-'));
       const started = Date.now();
       // The latent file is written in one synchronous step at the end; a signal any time before it leaves nothing.
-      const r = await signalDuring(['encode', clip, '-o', join(dir, 'z.safetensors'), '--resize', '256x256', ...model()], sig, () => Date.now() - started > 1500);
+      // 512x512 keeps even a fast machine encoding for several seconds after the signal at 1.5 s.
+      const r = await signalDuring(['encode', clip, '-o', join(dir, 'z.safetensors'), '--resize', '512x512', ...model()], sig, () => Date.now() - started > 1500);
       assert.ok(r.sentAt >= 0);
       assert.equal(r.signal, sig, `killed by ${sig} (exit code ${r.code}, stderr ${r.stderr})`);
       assert.deepEqual(readdirSync(dir), []);
