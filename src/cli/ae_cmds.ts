@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { extname } from 'node:path';
 import { assertOutputsSafe } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors } from '../io/safetensors.js';
-import { loadTorchStateDict } from '../io/torch_checkpoint.js';
+import { openWeights } from '../io/weights.js';
 import { DCAEV, createModel, decodeVideo, encodeVideo, geometry, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
 import { embeddedConfig, loadDefaultModel } from '../models/dcaev/default_model.js';
@@ -279,23 +279,17 @@ export function cmdConvert(args: string[], out: Out): number {
   if (v.prefer !== undefined && v.prefer !== 'model' && v.prefer !== 'ema') throw new ValueError(`--prefer must be ema or model, got "${v.prefer}"`);
   const prefer = v.prefer === 'model' ? 'model' : 'ema';
   const t0 = performance.now();
+  // Any weights source (a file, a shard index, a model folder), copied as it is: NaN and Inf are kept, not refused.
+  const w = openWeights(input, { prefer, checkFinite: false });
   let tensors: Map<string, Tensor>;
-  let source: string;
+  const source = w.stateDict;
   const keep: Record<string, string> = {};
-  if (extname(input) === '.safetensors') {
-    const f = SafetensorsFile.open(input);
-    try {
-      tensors = new Map(f.keys().map((k) => [k, f.tensor(k)]));
-      // a model config embedded by dcvg train-ae travels with the weights (`--weights` alone keeps working)
-      if (f.metadata.config !== undefined) keep.config = f.metadata.config;
-    } finally {
-      f.close();
-    }
-    source = input;
-  } else {
-    const r = loadTorchStateDict(input, { prefer });
-    tensors = r.stateDict;
-    source = r.source;
+  try {
+    tensors = new Map([...w.tensors.keys()].map((k) => [k, w.tensors.get(k)]));
+    // a model config embedded by dcvg train-ae travels with the weights (`--weights` alone keeps working)
+    if (w.metadata.config !== undefined) keep.config = w.metadata.config;
+  } finally {
+    w.close();
   }
   if (tensors.size === 0) throw new ValueError(`${input} holds no tensors${source === input ? '' : ` (${source})`}; nothing to convert`);
   let count = 0;

@@ -2,16 +2,14 @@
  * `dcvg info --model <preset|config.json> [--weights file] [--json] [--keys]`: architecture summary, parameter counts,
  * keys and shapes (shape-only: presets are never allocated), and checkpoint inspection against the model.
  */
-import { isZipFile } from '../io/files.js';
-import { SafetensorsFile } from '../io/safetensors.js';
-import { readTorchCheckpointInfo } from '../io/torch_checkpoint.js';
+import { openWeights, type WeightsFile } from '../io/weights.js';
 import { DCAEV, geometry, resolveConfig } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
 import { ValueError } from '../tensor/errors.js';
 
 interface CheckpointSummary {
   path: string;
-  format: 'safetensors' | 'torch';
+  format: WeightsFile['format'];
   source: string;
   tensors: number;
   dtypes: Record<string, number>;
@@ -22,23 +20,15 @@ interface CheckpointSummary {
 }
 
 function inspectCheckpoint(path: string, shapes: Map<string, number[]>): CheckpointSummary {
+  const w = openWeights(path);
   let entries: { name: string; dtype: string; shape: number[] }[];
-  let format: CheckpointSummary['format'];
-  let source = path;
-  if (isZipFile(path)) {
-    const info = readTorchCheckpointInfo(path);
-    entries = info.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
-    format = 'torch';
-    source = info.source;
-  } else {
-    const f = SafetensorsFile.open(path);
-    try {
-      entries = f.keys().map((k) => ({ name: k, dtype: f.info(k).dtype, shape: f.info(k).shape }));
-    } finally {
-      f.close();
-    }
-    format = 'safetensors';
+  try {
+    entries = [...w.tensors.keys()].map((k) => ({ name: k, dtype: w.dtype(k), shape: [...w.tensors.shape(k)] }));
+  } finally {
+    w.close();
   }
+  const format = w.format;
+  const source = w.stateDict;
   const dtypes: Record<string, number> = {};
   const have = new Map(entries.map((e) => [e.name, e.shape]));
   for (const e of entries) dtypes[e.dtype] = (dtypes[e.dtype] ?? 0) + 1;

@@ -69,8 +69,9 @@ Usage:
   dcvg --version         print the version
   dcvg --help            this text
 
-Models: --model (preset or config.json) with --weights (.safetensors or torch .pt); --weights alone for files
-written by train-ae (they carry their config); neither for the default model shipped in assets/default-ae.
+Models: --model (preset or config.json) with --weights: a .safetensors file, a sharded *.safetensors.index.json, a
+torch .pt/.pth, or a model folder (diffusers / Wan layout, a train-ae run folder); --weights alone for files (or run
+folders) written by train-ae (they carry their config); neither for the default model shipped in assets/default-ae.
 
 Environment:
   DCVG_BACKEND=native|reference   choose the kernel backend (default: native when built)

@@ -1219,6 +1219,8 @@ export interface LazyTorchStateDict {
   skipped: string[];
   keys(): string[];
   shape(key: string): readonly number[];
+  /** the storage dtype of a tensor, without reading it */
+  dtype(key: string): TorchDType;
   get(key: string): Tensor;
   close(): void;
 }
@@ -1239,6 +1241,7 @@ export function openTorchStateDict(path: string, opts: { prefer?: 'ema' | 'model
       skipped: sel.skipped,
       keys: () => [...sel.tensors.keys()],
       shape: (k) => ref(k).shape,
+      dtype: (k) => ref(k).storage.dtype,
       get: (k) => ckpt.tensor(ref(k), k),
       close: () => ckpt.close(),
     };
