@@ -13,6 +13,7 @@ import { cmdInfo } from './info.js';
 import { cmdConvert, cmdDecode, cmdEncode } from './ae_cmds.js';
 import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds.js';
 import { cmdRun } from './wan_cmds.js';
+import { cmdShapes } from './shapes_cmds.js';
 import { cmdEvalAE, cmdStudy, cmdTrainAE } from './train_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -64,6 +65,13 @@ Usage:
   dcvg run wan --config cfg.json[#entry] --weights w.safetensors --inputs io.safetensors -o out.safetensors
                          run the Wan DiT on tensors named x, t, context0..N (and y, clip_fea for I2V); writes "out"
                          (the config is one entry of wan_fixtures.json's shape, or a bare Wan config)
+  dcvg shapes render --output <video | dir/> [--seed N] [--count K] [--held-out exclude|include|only]
+              [--captions captions.json] [--json]
+                         videos of the shapes world (16 frames of 128x128 each, one after another, 8 fps) and
+                         their captions (held-out attribute triples excluded unless asked)
+  dcvg shapes score <video> [--caption "a small red circle moving left on a black background"] [--json]
+                         the semantic scorer: background, colour, shape, size and direction read from the pixels,
+                         and the attribute accuracy against a caption
   dcvg env [--json] [--peak]
                          the compute backend in use, library versions, threads (and measured FMA peak)
   dcvg --version         print the version
@@ -128,6 +136,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'study') return await cmdStudy(rest, out);
     if (cmd === 'eval-ae') return await cmdEvalAE(rest, out);
     if (cmd === 'convert') return cmdConvert(rest, out);
+    if (cmd === 'shapes') return await cmdShapes(rest, out);
     if (cmd === 'env') {
       cmdEnv(rest);
       return 0;
