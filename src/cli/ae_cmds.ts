@@ -13,7 +13,7 @@ import { loadTorchStateDict } from '../io/torch_checkpoint.js';
 import { DCAEV, createModel, decodeVideo, encodeVideo, geometry, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
 import { embeddedConfig, loadDefaultModel } from '../models/dcaev/default_model.js';
-import { ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Progress } from './progress.js';
 

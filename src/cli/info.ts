@@ -7,7 +7,7 @@ import { SafetensorsFile } from '../io/safetensors.js';
 import { readTorchCheckpointInfo } from '../io/torch_checkpoint.js';
 import { DCAEV, geometry, resolveConfig } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 
 interface CheckpointSummary {
   path: string;

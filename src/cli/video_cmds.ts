@@ -12,7 +12,7 @@ import { MetricsAccumulator } from '../metrics/metrics.js';
 import { writeLinePlotPng } from '../metrics/plot.js';
 import { DCAEV, StreamingDecoder, StreamingEncoder, geometry, resolveTiling, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
-import { ValueError, fmtShape } from '../tensor/errors.js';
+import { ValueError, fmtShape } from '../errors.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Progress } from './progress.js';

@@ -6,7 +6,7 @@ import { assertOutputsSafe } from '../io/files.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { isWanPresetName } from '../models/wan/config.js';
 import { runWan } from '../models/wan/run.js';
-import { ValueError, fmtShape } from '../tensor/errors.js';
+import { ValueError, fmtShape } from '../errors.js';
 import type { Out } from './ae_cmds.js';
 
 export function cmdRun(args: string[], out: Out): number {

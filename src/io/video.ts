@@ -19,19 +19,12 @@ import { access, mkdir, open, readFile, readdir, rename, rm, rmdir, stat } from 
 import { constants as fsConstants } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { DcvgError, ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
+import { ShapeError, ValueError, VideoError, fmtShape } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { tempPathFor, trackTemp, untrackTemp } from './files.js';
 
-/** ffmpeg/ffprobe failures, unreadable or corrupt media, and misuse of readers/writers. */
-export class VideoError extends DcvgError {
-  /** The last meaningful lines ffmpeg/ffprobe wrote to stderr, when the error came from them. */
-  readonly ffmpegMessage: string | undefined;
-  constructor(message: string, ffmpegMessage?: string) {
-    super('ERR_DCVG_VIDEO', ffmpegMessage ? `${message}: ${ffmpegMessage}` : message);
-    this.ffmpegMessage = ffmpegMessage || undefined;
-  }
-}
+/** Part of this module's API (the package exports it as video.VideoError); defined with the other errors. */
+export { VideoError };
 
 const ffmpegBin = (): string => process.env.DCVG_FFMPEG || 'ffmpeg';
 const ffprobeBin = (): string => process.env.DCVG_FFPROBE || 'ffprobe';

@@ -6,8 +6,8 @@
  *   with the file and tensor named instead of turning every latent into NaN later.
  */
 import { existsSync } from 'node:fs';
-import { StateDictError, type TensorSource } from '../nn/module.js';
-import { ValueError } from '../tensor/errors.js';
+import type { TensorSource } from '../nn/module.js';
+import { StateDictError, ValueError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { isZipFile } from './files.js';
 import { SafetensorsFile } from './safetensors.js';

@@ -17,7 +17,7 @@
  * The reference passes uint8 tensors; torchmetrics' `clamp(0.0, 255.0)` promotes them to float32, so it computes in
  * float32. This code filters in float64, so it agrees with it to float32 rounding (about 1e-6).
  */
-import { ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /** torchmetrics' defaults; the Gaussian support int(3.5·σ + 0.5)·2 + 1 is 11 taps for σ = 1.5. */
