@@ -46,24 +46,31 @@ export function videoTensorDims(t: Tensor, what: string): { frames: number; heig
 }
 
 /**
- * Tensor (1, 3, T, H, W) or (3, T, H, W) in [-1, 1] -> T frames of HxWx3 uint8: clamp to [-1, 1], then
- * round((x + 1) * 127.5). NaN raises ValueError (a NaN frame is a bug upstream, not a colour).
+ * The one [-1, 1] -> uint8 quantiser, for the frames written to video files and for the metrics: clamp to [-1, 1], then
+ * round((x + 1) * 127.5), halves up. That is the reference protocol's `(255 * (x * 0.5 + 0.5) + 0.5).clamp(0, 255)
+ * .to(uint8)` (truncation after +0.5 rounds halves up like Math.round), computed here in float64 rather than float32.
+ * Reads one clip laid out (3, T, H, W) from `x` at `offset`; returns its T frames of HxWx3 interleaved RGB. NaN is
+ * not a colour: `nanError(frame, channel, row, column)` builds the error thrown for the first one.
  */
-export function tensorToFrames(t: Tensor): Uint8Array {
-  const { frames: n, height, width } = videoTensorDims(t, 'tensorToFrames');
-  const x = t.data();
+export function quantizeClip(
+  x: ArrayLike<number>,
+  offset: number,
+  frames: number,
+  height: number,
+  width: number,
+  nanError: (frame: number, channel: number, row: number, col: number) => Error,
+): Uint8Array {
   const hw = height * width;
-  const plane = n * hw;
-  const out = new Uint8Array(x.length);
-  for (let f = 0; f < n; f++) {
-    const r = f * hw;
+  const plane = frames * hw;
+  const out = new Uint8Array(3 * plane);
+  for (let f = 0; f < frames; f++) {
     const dst = f * hw * 3;
     for (let c = 0; c < 3; c++) {
-      const base = c * plane + r;
+      const base = offset + c * plane + f * hw;
       for (let p = 0; p < hw; p++) {
         let v = x[base + p]!;
         if (!(v >= -1)) {
-          if (Number.isNaN(v)) throw new ValueError(`tensorToFrames: NaN at frame ${f}, channel ${c}, pixel (${Math.floor(p / width)}, ${p % width})`);
+          if (Number.isNaN(v)) throw nanError(f, c, Math.floor(p / width), p % width);
           v = -1;
         } else if (v > 1) v = 1;
         out[dst + p * 3 + c] = Math.round((v + 1) * 127.5);
@@ -71,6 +78,15 @@ export function tensorToFrames(t: Tensor): Uint8Array {
     }
   }
   return out;
+}
+
+/**
+ * Tensor (1, 3, T, H, W) or (3, T, H, W) in [-1, 1] -> T frames of HxWx3 uint8 (quantizeClip). NaN raises ValueError
+ * (a NaN frame is a bug upstream, not a colour).
+ */
+export function tensorToFrames(t: Tensor): Uint8Array {
+  const { frames: n, height, width } = videoTensorDims(t, 'tensorToFrames');
+  return quantizeClip(t.data(), 0, n, height, width, (f, c, y, x) => new ValueError(`tensorToFrames: NaN at frame ${f}, channel ${c}, pixel (${y}, ${x})`));
 }
 
 export function checkDims(width: number, height: number, what: string): void {
