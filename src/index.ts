@@ -1,5 +1,5 @@
 /** dcvideogen public API. */
-export * from './tensor/errors.js';
+export { DcvgError, ShapeError, DTypeError, AxisError, AutogradError, ValueError, FormatError, StateDictError, fmtShape, showValue } from './errors.js';
 export {
   Tensor,
   tensor,
@@ -32,8 +32,8 @@ export {
   referenceBackend,
 } from './backend/index.js';
 export type { Backend } from './backend/backend.js';
-export { SafetensorsFile, loadSafetensors, saveSafetensors, FormatError } from './io/safetensors.js';
-export { Module, Param, StateDictError, formatLoadReport, type LoadReport, type TensorSource } from './nn/module.js';
+export { SafetensorsFile, loadSafetensors, saveSafetensors } from './io/safetensors.js';
+export { Module, Param, formatLoadReport, type LoadReport, type TensorSource } from './nn/module.js';
 export { TorchCheckpoint, loadTorchStateDict, readTorchCheckpointInfo } from './io/torch_checkpoint.js';
 export * from './models/wan/index.js';
 export * from './diffusion/index.js';

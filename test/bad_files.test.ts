@@ -13,15 +13,14 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { constants as bufferConstants } from 'node:buffer';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FormatError, MAX_HEADER, MemoryError, SafetensorsFile, firstDuplicateKey, loadSafetensors, saveSafetensors } from '../src/io/safetensors.js';
+import { MAX_HEADER, SafetensorsFile, firstDuplicateKey, loadSafetensors, saveSafetensors } from '../src/io/safetensors.js';
+import { DTypeError, FormatError, MemoryError, StateDictError, ValueError } from '../src/errors.js';
 import { TorchCheckpoint, loadTorchStateDict } from '../src/io/torch_checkpoint.js';
 import { createModel, loadWeights, resolveConfig } from '../src/models/dcaev/autoencoder.js';
 import { DCAEV } from '../src/models/dcaev/model.js';
 import { parseWanConfig } from '../src/models/wan/config.js';
 import { WanModel } from '../src/models/wan/model.js';
 import { createWanModel, loadWanWeights } from '../src/models/wan/run.js';
-import { StateDictError } from '../src/nn/module.js';
-import { DTypeError, ValueError } from '../src/tensor/errors.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { fixturePath, skipUnlessFixture } from './helpers.js';
 import { Pickler, crc32, writeCheckpoint } from './torch_zip.js';

@@ -15,7 +15,8 @@ import { loadSafetensors, saveSafetensors } from '../src/io/safetensors.js';
 import { writeVideo } from '../src/io/video.js';
 import { configToReference, topologyConfig } from '../src/models/dcaev/config.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { TRAIN_DEFAULTS, TrainingError, readCheckpointMeta, readLog, trainAE, type TrainAEOptions } from '../src/train/ae_trainer.js';
+import { TRAIN_DEFAULTS, readCheckpointMeta, readLog, trainAE, type TrainAEOptions } from '../src/train/ae_trainer.js';
+import { TrainingError } from '../src/errors.js';
 import { main } from '../src/cli/main.js';
 import { repoRoot } from './helpers.js';
 

@@ -9,7 +9,8 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from '../src/io/files.js';
-import { VideoError, openVideoReader, probeVideo, readFrameBytes } from '../src/io/video.js';
+import { openVideoReader, probeVideo, readFrameBytes } from '../src/io/video.js';
+import { VideoError } from '../src/errors.js';
 import { RAW_ERROR_RE } from './fuzz/harness.js';
 
 let dir = '';

@@ -21,7 +21,7 @@ import {
   peakBytesPerPixelFrame,
   resolveTiling,
 } from '../src/models/dcaev/autoencoder.js';
-import { StateDictError } from '../src/nn/module.js';
+import { StateDictError } from '../src/errors.js';
 import { assertClose, fixturePath, skipUnlessFixture } from './helpers.js';
 
 const TOL = 1e-4;

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as T from '../src/index.js';
 import { getNativeAddon } from '../src/backend/index.js';
-import { SafetensorsFile, FormatError, saveSafetensors } from '../src/io/safetensors.js';
+import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
+import { FormatError } from '../src/errors.js';
 
 function throwsTyped(fn: () => unknown, type: new (...a: never[]) => Error, pattern: RegExp): void {
   assert.throws(fn, (e: Error) => {

@@ -20,7 +20,7 @@ import { runArea } from './fuzz/parent.js';
 import { cliCases, runCliCase } from './fuzz/cli.js';
 import { compareSnapshots, errorProblem, failureClass, snapshot } from './fuzz/harness.js';
 import { writeFileSync } from 'node:fs';
-import { ValueError } from '../src/tensor/errors.js';
+import { ValueError } from '../src/errors.js';
 import { caseRng } from './fuzz/rng.js';
 import { knownFailure } from './fuzz/known.js';
 import type { CaseResult } from './fuzz/runner.js';

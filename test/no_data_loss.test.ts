@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { assertOutputsSafe, sweepStaleTemps, tempOwnerPid, tempPathFor, writeFileAtomic } from '../src/io/files.js';
 import { saveSafetensors } from '../src/io/safetensors.js';
 import * as T from '../src/index.js';
-import { ValueError } from '../src/tensor/errors.js';
+import { ValueError } from '../src/errors.js';
 import { fixturePath, repoRoot, sharedDir, skipUnlessFixture } from './helpers.js';
 
 const bin = join(repoRoot, 'dist', 'src', 'cli', 'main.js');

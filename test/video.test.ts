@@ -13,17 +13,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { repoRoot, sharedDir } from './helpers.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { ShapeError, ValueError } from '../src/tensor/errors.js';
-import {
-  VideoError,
-  framesToTensor,
-  openVideoReader,
-  openVideoWriter,
-  probeVideo,
-  readAllFrames,
-  tensorToFrames,
-  writeVideo,
-} from '../src/io/video.js';
+import { ShapeError, ValueError, VideoError } from '../src/errors.js';
+import { framesToTensor, openVideoReader, openVideoWriter, probeVideo, readAllFrames, tensorToFrames, writeVideo } from '../src/io/video.js';
 
 const clipsDir = join(sharedDir, 'data', 'clips128');
 const hdDir = join(sharedDir, 'data', 'hd');

@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import { withBackend } from '../src/backend/index.js';
 import * as T from '../src/index.js';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
-import { StateDictError } from '../src/nn/module.js';
-import { ShapeError, ValueError } from '../src/tensor/errors.js';
+import { ShapeError, StateDictError, ValueError } from '../src/errors.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import {
   WAN_PRESET_NAMES,

@@ -9,12 +9,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FormatError, loadSafetensors, saveSafetensors } from '../src/io/safetensors.js';
+import { loadSafetensors, saveSafetensors } from '../src/io/safetensors.js';
 import { openWeights, weightsInFolder } from '../src/io/weights.js';
 import { DCAEV, createModel, resolveConfig } from '../src/models/dcaev/autoencoder.js';
 import { wanStateDictToDiffusers } from '../src/models/wan/keys.js';
 import { createWanModel, loadWanWeights } from '../src/models/wan/run.js';
-import { ValueError } from '../src/tensor/errors.js';
+import { FormatError, ValueError } from '../src/errors.js';
 import { zeros, type Tensor } from '../src/tensor/tensor.js';
 import { fixturePath, repoRoot, skipUnlessFixture } from './helpers.js';
 

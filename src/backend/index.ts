@@ -5,7 +5,7 @@
 import type { Backend } from './backend.js';
 import { createNativeBackend, loadNativeAddon, nativeLoadError, type NativeAddon } from './native.js';
 import { referenceBackend } from './reference.js';
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 
 export type { Backend, BinaryOp, UnaryOp, ReduceOp, StridedView, Conv3dParams } from './backend.js';
 export { referenceBackend };

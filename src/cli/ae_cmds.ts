@@ -4,101 +4,17 @@
  * (model, scaling factor, frame count before padding, frame size, fps), a decode output `reconstruction`.
  * Outputs are written to a temporary file and renamed into place, so a failure never leaves a partial file.
  */
-import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
 import { extname } from 'node:path';
 import { assertOutputsSafe } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors } from '../io/safetensors.js';
 import { openWeights } from '../io/weights.js';
-import { DCAEV, createModel, decodeVideo, encodeVideo, geometry, type VideoOptions } from '../models/dcaev/autoencoder.js';
+import { DCAEV, decodeVideo, encodeVideo, geometry, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
-import { embeddedConfig, loadDefaultModel } from '../models/dcaev/default_model.js';
-import { ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
+import { MODEL_OPTIONS, READ_OPTIONS, checkFinite, checkLatentFinite, loadModelFromArgs, modelInputs, parse, videoOptions, type Out } from './common.js';
 import { Progress } from './progress.js';
-
-export type Out = (s: string) => void;
-
-export const MODEL_OPTIONS = {
-  model: { type: 'string' },
-  weights: { type: 'string' },
-  json: { type: 'boolean' },
-  tile: { type: 'string' },
-  overlap: { type: 'string' },
-  stream: { type: 'boolean' },
-  whole: { type: 'boolean' },
-  pad: { type: 'boolean' },
-  output: { type: 'string', short: 'o' },
-} as const;
-
-/** parseArgs (strict) with its error turned into one ValueError line pointing at `dcvg <cmd> --help`. */
-function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], options: O, cmd: string, allowPositionals = true) {
-  try {
-    return parseArgs({ args, options, allowPositionals, strict: true });
-  } catch (e) {
-    throw new ValueError(`${(e as Error).message.replace(/^.*?: /, '')} (see dcvg ${cmd} --help)`);
-  }
-}
-
-/** `parse` for commands that read their options as a plain record. */
-export function parseValues(args: string[], options: Record<string, { type: 'string' | 'boolean' }>, cmd: string, allowPositionals = true): Record<string, string | boolean | undefined> {
-  return parse(args, options, cmd, allowPositionals).values as Record<string, string | boolean | undefined>;
-}
-
-/**
- * The model of a command: --model and --weights; with neither, the default model shipped in the package; with only
- * --weights, the config embedded in a `dcvg train-ae` weights file. `--model default` names the default model too.
- */
-export function loadModelFromArgs(v: { model?: string; weights?: string }, cmd: string): DCAEV {
-  if ((!v.model && !v.weights) || (v.model === 'default' && !v.weights)) return loadDefaultModel();
-  if (!v.model) {
-    const cfg = embeddedConfig(v.weights!);
-    if (!cfg) throw new ValueError(`${cmd} needs --model <preset | config.json> for ${v.weights} (it carries no config of its own)`);
-    return createModel(cfg, v.weights);
-  }
-  if (!v.weights) throw new ValueError(`${cmd} needs --weights <file.safetensors | checkpoint.pt> for --model ${v.model} (omit both to use the default model)`);
-  return createModel(v.model, v.weights);
-}
-
-export function videoOptions(v: { tile?: string; overlap?: string; whole?: boolean; pad?: boolean }): VideoOptions {
-  const o: VideoOptions = { mode: v.whole ? 'whole' : 'stream', padSpatial: !!v.pad };
-  if (v.tile !== undefined) {
-    if (v.tile === 'auto') o.tile = 'auto';
-    else {
-      const n = Number(v.tile);
-      if (!Number.isInteger(n) || n <= 0) throw new ValueError(`--tile must be a positive integer or "auto", got "${v.tile}"`);
-      o.tile = n;
-    }
-  }
-  if (v.overlap !== undefined) {
-    const x = Number(v.overlap);
-    if (!(x >= 0 && x < 1)) throw new ValueError(`--overlap must be in [0, 1), got "${v.overlap}"`);
-    o.overlap = x;
-  }
-  return o;
-}
-
-/** The files a model-using command reads, for assertOutputsSafe: the input, --weights and a --model config file. */
-export function modelInputs(v: { model?: string; weights?: string }, input: string): Record<string, string | undefined> {
-  return { input, '--weights': v.weights, '--model': v.model };
-}
-
-/** Throws a ValueError naming the first non-finite element. */
-export function checkFinite(t: Tensor, what: string): void {
-  const d = t.data();
-  for (let i = 0; i < d.length; i++) {
-    if (!Number.isFinite(d[i]!)) throw new ValueError(`${what} contains ${d[i]} at flat index ${i} (shape ${fmtShape(t.shape)})`);
-  }
-}
-
-/** Non-finite latents from finite pixels mean the weights are broken; say so instead of writing NaNs. */
-export function checkLatentFinite(z: Tensor): void {
-  const d = z.data();
-  for (let i = 0; i < d.length; i++) {
-    if (!Number.isFinite(d[i]!))
-      throw new ValueError(`the encoder produced ${d[i]} at flat index ${i} of the latent ${fmtShape(z.shape)} from finite input; the model weights are likely corrupt (nothing written)`);
-  }
-}
 
 function readTensorKey(path: string, key: string, what: string): { t: Tensor; meta: Record<string, string> } {
   const f = SafetensorsFile.open(path);
@@ -155,15 +71,6 @@ export function encodeTensorToFile(m: DCAEV, x: Tensor, output: string, opts: Vi
     latent: r.latent,
   };
 }
-
-/** Options of the commands that read a video (see readOptionsFrom in video_cmds.ts). */
-export const READ_OPTIONS = {
-  resize: { type: 'string' },
-  crop: { type: 'string' },
-  start: { type: 'string' },
-  frames: { type: 'string' },
-  fps: { type: 'string' },
-} as const;
 
 export function cmdEncode(args: string[], out: Out, videoEncode?: (m: DCAEV, input: string, v: Record<string, unknown>) => Promise<EncodeSummary>): Promise<number> | number {
   const { values: v, positionals } = parse(args, { ...MODEL_OPTIONS, ...READ_OPTIONS, 'input-key': { type: 'string' } }, 'encode');

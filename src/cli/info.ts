@@ -5,7 +5,7 @@
 import { openWeights, type WeightsFile } from '../io/weights.js';
 import { DCAEV, geometry, resolveConfig } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 
 interface CheckpointSummary {
   path: string;

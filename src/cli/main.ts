@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
 import { backend, getNativeAddon, nativeUnavailableReason } from '../backend/index.js';
-import { DcvgError } from '../tensor/errors.js';
+import { DcvgError } from '../errors.js';
 import { cmdInfo } from './info.js';
 import { cmdConvert, cmdDecode, cmdEncode } from './ae_cmds.js';
 import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds.js';

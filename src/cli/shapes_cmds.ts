@@ -16,9 +16,9 @@ import {
   shapesCaption,
   type ShapesVideo,
 } from '../metrics/shapes_world.js';
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
-import { parseValues, type Out } from './ae_cmds.js';
+import { parseValues, type Out } from './common.js';
 
 const CAPTION = /^a (small|large) (red|green|blue|yellow|magenta|cyan|white) (square|circle|triangle) moving (left|right|up|down) on a (black|gray) background$/;
 

@@ -7,9 +7,9 @@ import type { TemporalMode } from '../models/dcaev/config.js';
 import { STUDY_DEFAULTS, runTemporalStudy, type StudyOptions } from '../train/study.js';
 import { TRAIN_DEFAULTS, evaluateWithBaseline, trainAE, type TrainAEOptions } from '../train/ae_trainer.js';
 import { listMedia, loadClipSet } from '../train/data.js';
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 import { Progress, fmtSecs } from './progress.js';
-import { loadModelFromArgs, parseValues, type Out } from './ae_cmds.js';
+import { loadModelFromArgs, parseValues, type Out } from './common.js';
 
 export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [options]
   --steps N          optimizer steps in all (default ${TRAIN_DEFAULTS.steps})

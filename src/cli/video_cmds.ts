@@ -3,66 +3,19 @@
  * (encode + decode + score, streaming: one chunk of frames in memory at a time).
  */
 import { existsSync } from 'node:fs';
-import { totalmem } from 'node:os';
 import { assertOutputsSafe, writeFileAtomic } from '../io/files.js';
-import { parseArgs } from 'node:util';
-import { openVideoReader, openVideoWriter, probeVideo, tensorToFrames, type ReadOptions, type VideoWriter } from '../io/video.js';
+import { openVideoReader, openVideoWriter, probeVideo, tensorToFrames, type VideoWriter } from '../io/video.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { MetricsAccumulator } from '../metrics/metrics.js';
 import { writeLinePlotPng } from '../metrics/plot.js';
 import { DCAEV, StreamingDecoder, StreamingEncoder, geometry, resolveTiling, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
-import { ValueError, fmtShape } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Progress } from './progress.js';
-import { READ_OPTIONS, checkFinite, checkLatentFinite, loadModelFromArgs, modelInputs, videoOptions, type EncodeSummary, type Out } from './ae_cmds.js';
-
-/** Reading options shared by the commands that take a video: --resize WxH, --crop cover|stretch, --start, --frames, --fps. */
-export function readOptionsFrom(v: Record<string, unknown>): ReadOptions {
-  const o: ReadOptions = {};
-  const int = (name: string) => {
-    const s = v[name];
-    if (s === undefined) return undefined;
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < 0) throw new ValueError(`--${name} must be a non-negative integer, got "${String(s)}"`);
-    return n;
-  };
-  if (v.resize !== undefined) {
-    const m = /^(\d+)x(\d+)$/.exec(String(v.resize));
-    if (!m) throw new ValueError(`--resize must be WIDTHxHEIGHT (e.g. 256x256), got "${String(v.resize)}"`);
-    const crop = (v.crop as string | undefined) ?? 'cover';
-    if (crop !== 'cover' && crop !== 'stretch') throw new ValueError(`--crop must be cover or stretch, got "${crop}"`);
-    o.resize = { width: Number(m[1]), height: Number(m[2]), mode: crop };
-    if (!(o.resize.width > 0 && o.resize.height > 0)) throw new ValueError(`--resize needs a positive width and height, got "${String(v.resize)}"`);
-    checkFrameSize(o.resize.width, o.resize.height, `--resize ${String(v.resize)}`);
-  }
-  o.start = int('start');
-  o.maxFrames = int('frames');
-  if (v.fps !== undefined) {
-    const f = Number(v.fps);
-    if (!(f > 0)) throw new ValueError(`--fps must be a positive number, got "${String(v.fps)}"`);
-    o.fps = f;
-  }
-  return o;
-}
-
-
-/**
- * Refuses frame sizes that cannot work, before any frame is read: ffmpeg's own limit on the pixel count of a frame
- * ((w + 128)(h + 128) < 2^31 / 8, av_image_check_size), and, given the frames held at once, float32 frames that
- * would not fit in this machine's memory.
- */
-export function checkFrameSize(width: number, height: number, what: string, framesAtOnce = 0): void {
-  if ((width + 128) * (height + 128) >= 2 ** 31 / 8)
-    throw new ValueError(`${what}: ${width}x${height} frames are larger than ffmpeg can process (about 16384x16384 at most)`);
-  const bytes = framesAtOnce * 3 * width * height * 4;
-  if (bytes > totalmem())
-    throw new ValueError(
-      `${what}: ${framesAtOnce} frames of ${width}x${height} take ${(bytes / 2 ** 30).toFixed(1)} GiB as float32, more than this machine's ` +
-        `${(totalmem() / 2 ** 30).toFixed(1)} GiB of memory; choose a smaller --resize`,
-    );
-}
+import type { EncodeSummary } from './ae_cmds.js';
+import { READ_OPTIONS, checkFinite, checkFrameSize, checkLatentFinite, loadModelFromArgs, modelInputs, parse, readOptionsFrom, videoOptions, type Out } from './common.js';
 
 /** Encodes a video file chunk by chunk into a latent file. */
 export async function encodeVideoFile(m: DCAEV, input: string, v: Record<string, unknown>): Promise<EncodeSummary> {
@@ -182,30 +135,23 @@ export async function decodeToVideoFile(
 }
 
 export async function cmdReconstruct(args: string[], out: Out): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        model: { type: 'string' },
-        weights: { type: 'string' },
-        output: { type: 'string', short: 'o' },
-        metrics: { type: 'string' },
-        plot: { type: 'string' },
-        json: { type: 'boolean' },
-        tile: { type: 'string' },
-        overlap: { type: 'string' },
-        pad: { type: 'boolean' },
-        crf: { type: 'string' },
-        ...READ_OPTIONS,
-      },
-    });
-  } catch (e) {
-    throw new ValueError(`${(e as Error).message} (see dcvg --help)`);
-  }
-  const { values: v, positionals } = parsed;
+  const { values: v, positionals } = parse(
+    args,
+    {
+      model: { type: 'string' },
+      weights: { type: 'string' },
+      output: { type: 'string', short: 'o' },
+      metrics: { type: 'string' },
+      plot: { type: 'string' },
+      json: { type: 'boolean' },
+      tile: { type: 'string' },
+      overlap: { type: 'string' },
+      pad: { type: 'boolean' },
+      crf: { type: 'string' },
+      ...READ_OPTIONS,
+    },
+    'reconstruct',
+  );
   const input = positionals[0];
   if (!input || positionals.length > 1) throw new ValueError('reconstruct needs exactly one input video');
   if (!v.output) throw new ValueError('reconstruct needs -o <output video>');
@@ -333,4 +279,3 @@ function concatBytes(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-export { fmtShape };

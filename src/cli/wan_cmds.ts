@@ -1,35 +1,24 @@
 /** `dcvg run wan`: run the Wan DiT on tensors from a file (interop and parity checks with PyTorch). */
-import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
 import { extname } from 'node:path';
 import { assertOutputsSafe } from '../io/files.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { isWanPresetName } from '../models/wan/config.js';
 import { runWan } from '../models/wan/run.js';
-import { ValueError, fmtShape } from '../tensor/errors.js';
-import type { Out } from './ae_cmds.js';
+import { ValueError, fmtShape } from '../errors.js';
+import { parse, type Out } from './common.js';
 
 export function cmdRun(args: string[], out: Out): number {
   const [what, ...rest] = args;
   if (what !== 'wan') throw new ValueError(`run: unknown model family "${what ?? ''}" (available: wan)`);
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: rest,
-      allowPositionals: false,
-      strict: true,
-      options: {
-        config: { type: 'string' },
-        weights: { type: 'string' },
-        inputs: { type: 'string' },
-        output: { type: 'string', short: 'o' },
-        json: { type: 'boolean' },
-      },
-    });
-  } catch (e) {
-    throw new ValueError(`${(e as Error).message} (see dcvg --help)`);
-  }
-  const v = parsed.values;
+  const options = {
+    config: { type: 'string' },
+    weights: { type: 'string' },
+    inputs: { type: 'string' },
+    output: { type: 'string', short: 'o' },
+    json: { type: 'boolean' },
+  } as const;
+  const v = parse(rest, options, 'run', false).values;
   for (const k of ['config', 'weights', 'inputs', 'output'] as const) if (!v[k]) throw new ValueError(`run wan needs --${k}`);
   for (const k of ['weights', 'inputs'] as const) if (!existsSync(v[k]!)) throw new ValueError(`--${k} file not found: ${v[k]}`);
   // a preset name is no file; `file.json#entry` names file.json (resolveWanConfig reports a missing file or preset)

@@ -6,7 +6,7 @@
  * the weight formula op by op in float32); σ's and timesteps come out bit-identical to sampler/flowmatch.safetensors.
  * The weights agree to ~3e-7 relative: they go through torch's float32 exp and sum, whose last bits we do not emulate.
  */
-import { ShapeError, ValueError } from '../tensor/errors.js';
+import { ShapeError, ValueError } from '../errors.js';
 import { add, cat, mean, mul, slice, square, sub, reshape } from '../tensor/ops.js';
 import { Rng } from '../tensor/random.js';
 import { Tensor } from '../tensor/tensor.js';

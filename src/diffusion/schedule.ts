@@ -10,7 +10,7 @@
  * - Wan's `FlowUniPCMultistepScheduler` does the same except that its σ_max is a float32 value read back from a
  *   torch tensor (float32(0.999) = 0.99900001287...), and there is no σ₀ nudge.
  */
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 
 /** Timestep shift: σ ↦ sσ / (1 + (s−1)σ), in double, with numpy's evaluation order. */
 export function flowShift(sigma: number, shift: number): number {

@@ -14,7 +14,7 @@
  * remaining difference is one float32 log near a rounding tie where torch's logf rounds the other way). Off (default),
  * the coefficients are more accurate than the reference's and the trajectories agree to ~1e-7 relative.
  */
-import { ShapeError, ValueError } from '../tensor/errors.js';
+import { ShapeError, ValueError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { flowSchedule, type FlowSchedule, type FlowScheduleVariant } from './schedule.js';
 

@@ -10,7 +10,7 @@ import { closeSync, openSync, readSync, readdirSync, realpathSync, renameSync, r
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import * as zlib from 'node:zlib';
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // temporaries of our own naming

@@ -6,25 +6,9 @@
  */
 import { closeSync, fstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { DcvgError, DTypeError, ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
+import { DTypeError, FormatError, MemoryError, ShapeError, ValueError, fmtShape } from '../errors.js';
 import { Tensor, numelOf } from '../tensor/tensor.js';
 import { openRegularFile, tempPathFor, writeError } from './files.js';
-
-export class FormatError extends DcvgError {
-  constructor(message: string) {
-    super('ERR_DCVG_FORMAT', message);
-  }
-}
-
-/**
- * A tensor too large to hold in memory (the allocation failed), named with its file, key, shape and size: thrown instead
- * of V8's bare RangeError so the user learns which file and tensor asked for it.
- */
-export class MemoryError extends DcvgError {
-  constructor(message: string) {
-    super('ERR_DCVG_MEMORY', message);
-  }
-}
 
 /** Runs `fn` (which allocates the data of one tensor); an allocation failure becomes a MemoryError naming it. */
 export function allocating<T>(fn: () => T, what: () => string): T {

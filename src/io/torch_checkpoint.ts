@@ -19,9 +19,9 @@
 import { closeSync, fstatSync, readSync } from 'node:fs';
 import { crc32, openRegularFile } from './files.js';
 import * as zlib from 'node:zlib';
-import { DcvgError } from '../tensor/errors.js';
+import { DcvgError, FormatError } from '../errors.js';
 import { Tensor, numelOf } from '../tensor/tensor.js';
-import { FormatError, allocating, bf16ToF32, f16ToF32, fmtBytes } from './safetensors.js';
+import { allocating, bf16ToF32, f16ToF32, fmtBytes } from './safetensors.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // limits: generous for real checkpoints, small enough that a hostile file fails fast instead of exhausting memory

@@ -8,11 +8,11 @@
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
-import { StateDictError, type TensorSource } from '../nn/module.js';
-import { ShapeError, ValueError } from '../tensor/errors.js';
+import type { TensorSource } from '../nn/module.js';
+import { FormatError, ShapeError, StateDictError, ValueError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { isZipFile } from './files.js';
-import { FormatError, SafetensorsFile } from './safetensors.js';
+import { SafetensorsFile } from './safetensors.js';
 import { openTorchStateDict } from './torch_checkpoint.js';
 
 /** Throws a ValueError naming the file, the tensor and the first non-finite element; returns `t` otherwise. */

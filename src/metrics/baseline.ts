@@ -27,7 +27,7 @@
  * Layouts: `bicubicResize` takes C planes of H×W (row-major, plane after plane); the time resizers take T frames of
  * `frameSize` values each, frame after frame, and resample every value position independently.
  */
-import { ShapeError, ValueError } from '../tensor/errors.js';
+import { ShapeError, ValueError } from '../errors.js';
 import { MetricsAccumulator } from './metrics.js';
 
 /** Keys' cubic coefficient of torch's plain bicubic (OpenCV's). */

@@ -17,7 +17,8 @@
  * The reference passes uint8 tensors; torchmetrics' `clamp(0.0, 255.0)` promotes them to float32, so it computes in
  * float32. This code filters in float64, so it agrees with it to float32 rounding (about 1e-6).
  */
-import { ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../errors.js';
+import { quantizeClip } from '../io/video/frames.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /** torchmetrics' defaults; the Gaussian support int(3.5·σ + 0.5)·2 + 1 is 11 taps for σ = 1.5. */
@@ -368,35 +369,21 @@ export class MetricsAccumulator {
 }
 
 /**
- * Float NCTHW video in [−1, 1] (C = 3) to uint8 frames, indexed [n][t], each H·W·3 interleaved RGB. Values are
- * clamped to [−1, 1] and mapped by round((x + 1)·127.5), which is the reference's
- * `(255·(x·0.5 + 0.5) + 0.5).clamp(0, 255).to(uint8)` (it truncates, so +0.5 rounds half up like Math.round).
- * NaN is an error rather than a silent 0, so a broken reconstruction cannot pass as a metric.
+ * Float NCTHW video in [−1, 1] (C = 3) to uint8 frames, indexed [n][t], each H·W·3 interleaved RGB, by the quantiser
+ * that also writes video files (quantizeClip: clamp to [−1, 1], round((x + 1)·127.5), the reference's
+ * `(255·(x·0.5 + 0.5) + 0.5).clamp(0, 255).to(uint8)`). NaN is an error rather than a silent 0, so a broken
+ * reconstruction cannot pass as a metric.
  */
 export function tensorToUint8Frames(x: Tensor): Uint8Array[][] {
   if (x.ndim !== 5 || x.shape[1] !== 3) throw new ShapeError(`tensorToUint8Frames: expected NCTHW with C = 3, got ${fmtShape(x.shape)}`);
   const [N, , T, H, W] = x.shape as [number, number, number, number, number];
   const d = x.data();
-  const plane = H * W;
+  const frameBytes = H * W * 3;
   const out: Uint8Array[][] = [];
   for (let n = 0; n < N; n++) {
-    const clip: Uint8Array[] = [];
-    for (let t = 0; t < T; t++) {
-      const f = new Uint8Array(plane * 3);
-      for (let c = 0; c < 3; c++) {
-        const base = ((n * 3 + c) * T + t) * plane;
-        for (let p = 0; p < plane; p++) {
-          const v = d[base + p]!;
-          if (Number.isNaN(v)) {
-            throw new ValueError(`tensorToUint8Frames: NaN at [${n}, ${c}, ${t}, ${Math.floor(p / W)}, ${p % W}] of ${fmtShape(x.shape)}`);
-          }
-          const cl = v < -1 ? -1 : v > 1 ? 1 : v;
-          f[p * 3 + c] = Math.round((cl + 1) * 127.5);
-        }
-      }
-      clip.push(f);
-    }
-    out.push(clip);
+    const nanAt = (t: number, c: number, y: number, xx: number) => new ValueError(`tensorToUint8Frames: NaN at [${n}, ${c}, ${t}, ${y}, ${xx}] of ${fmtShape(x.shape)}`);
+    const clip = quantizeClip(d, n * 3 * T * H * W, T, H, W, nanAt);
+    out.push(Array.from({ length: T }, (_, t) => clip.subarray(t * frameBytes, (t + 1) * frameBytes)));
   }
   return out;
 }

@@ -4,7 +4,7 @@
  */
 import { crc32, writeFileAtomic } from '../io/files.js';
 import * as zlib from 'node:zlib';
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // PNG

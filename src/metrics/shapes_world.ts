@@ -5,7 +5,7 @@
  * back from any video's pixels (the semantic score), and the held-out (colour, shape, direction) triples are never
  * to be trained on.
  */
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
 
 export const SHAPES_COLORS = {

@@ -4,17 +4,9 @@
  * model can be built and inspected (keys, shapes, counts) without allocating it; weights are attached by key from a
  * state dict, or initialised explicitly.
  */
-import { DcvgError, ShapeError, fmtShape } from '../tensor/errors.js';
+import { ShapeError, StateDictError, fmtShape, type LoadReport } from '../errors.js';
 import { Tensor, numelOf, parameter } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
-
-export class StateDictError extends DcvgError {
-  readonly report: LoadReport;
-  constructor(message: string, report: LoadReport) {
-    super('ERR_DCVG_STATE_DICT', message);
-    this.report = report;
-  }
-}
 
 /** A parameter slot: a shape, and (once loaded or initialised) a leaf tensor that requires grad. */
 export class Param {
@@ -55,11 +47,7 @@ export class Param {
   }
 }
 
-export interface LoadReport {
-  missing: string[];
-  unexpected: string[];
-  mismatched: { key: string; expected: number[]; got: number[] }[];
-}
+export type { LoadReport };
 
 export function formatLoadReport(r: LoadReport, max = 10): string {
   const part = (name: string, xs: string[]) =>

@@ -4,7 +4,7 @@
  * never a bare RangeError from the typed-array constructor or an abort.
  */
 import { constants as bufferConstants } from 'node:buffer';
-import { ShapeError, fmtShape } from './errors.js';
+import { ShapeError, fmtShape } from '../errors.js';
 
 /**
  * The most elements one typed array can hold in this Node (V8's limit, in elements for every typed array kind:

@@ -4,7 +4,7 @@
  */
 import { backend } from '../backend/index.js';
 import type { Conv3dParams } from '../backend/backend.js';
-import { ShapeError, ValueError, fmtShape } from './errors.js';
+import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import * as ops from './ops.js';
 import { Tensor, attach, empty, normAxis, numelOf } from './tensor.js';
 

@@ -4,7 +4,7 @@
  */
 import { backend } from '../backend/index.js';
 import type { BinaryOp, StridedView, UnaryOp } from '../backend/backend.js';
-import { AxisError, ShapeError, ValueError, fmtShape } from './errors.js';
+import { AxisError, ShapeError, ValueError, fmtShape } from '../errors.js';
 import { allocFloat32 } from './alloc.js';
 import { Tensor, attach, checkShape, contiguousStrides, empty, normAxis, numelOf, scalar, zeros, type TensorLike } from './tensor.js';
 

@@ -2,7 +2,7 @@
  * Seeded random numbers. Every random draw in dcvideogen takes a seed or an Rng, so runs are reproducible.
  * The generator is xoshiro128** seeded through splitmix32; normals use Box-Muller in double precision.
  */
-import { ValueError } from './errors.js';
+import { ValueError } from '../errors.js';
 import { allocFloat32 } from './alloc.js';
 import { Tensor, checkShape, numelOf } from './tensor.js';
 

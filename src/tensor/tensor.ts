@@ -5,7 +5,7 @@
  * The math lives in ops.ts / nn_ops.ts; the methods here delegate to it so `x.add(y).sum()` reads naturally.
  */
 import { backend } from '../backend/index.js';
-import { AutogradError, AxisError, DTypeError, ShapeError, ValueError, fmtShape } from './errors.js';
+import { AutogradError, AxisError, DTypeError, ShapeError, ValueError, fmtShape } from '../errors.js';
 import { MAX_ELEMENTS, allocFailed, allocFloat32, checkAllocSize } from './alloc.js';
 import * as ops from './ops.js';
 

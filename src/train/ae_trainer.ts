@@ -24,7 +24,7 @@ import { equalBudgetBaseline, latentBudget } from '../metrics/baseline.js';
 import { writeLinePlotPng } from '../metrics/plot.js';
 import { configFromReference, configToReference, compressionFactors, chunkFrames, type DCAEVConfig } from '../models/dcaev/config.js';
 import { DCAEV, decodeVideo, encodeVideo, loadWeights, resolveConfig } from '../models/dcaev/autoencoder.js';
-import { DcvgError, ValueError, showValue } from '../tensor/errors.js';
+import { TrainingError, ValueError, showValue } from '../errors.js';
 import { l1Loss, mseLoss } from '../tensor/nn_ops.js';
 import * as ops from '../tensor/ops.js';
 import { Rng } from '../tensor/random.js';
@@ -35,12 +35,6 @@ import { initForTraining } from './init.js';
 import { PatchDiscriminator, hingeDLoss, hingeGLoss, ssimLoss } from './losses.js';
 import { AdamW, clipGradNorm } from './optim.js';
 import { lrAt } from './schedule.js';
-
-export class TrainingError extends DcvgError {
-  constructor(message: string) {
-    super('ERR_DCVG_TRAINING', message);
-  }
-}
 
 /** Everything that defines a run (saved in the checkpoint; a resumed run takes it from there). */
 export interface TrainAEOptions {

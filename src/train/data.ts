@@ -9,7 +9,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { framesToTensor, readFrameBytes } from '../io/video.js';
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 import type { Rng } from '../tensor/random.js';
 import { Tensor } from '../tensor/tensor.js';
 

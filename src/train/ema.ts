@@ -3,7 +3,7 @@
  * d = min(decay, (1 + n) / (10 + n)) for the n-th update (n = 0 first), so early averages are not dominated by the
  * random initialisation. Kept in float32 beside the weights; swap it in for evaluation and export.
  */
-import { ShapeError, ValueError } from '../tensor/errors.js';
+import { ShapeError, ValueError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 export class Ema {

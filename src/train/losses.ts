@@ -18,7 +18,7 @@
  * (stacking makes the backward run through the target's blurs too, and each channel slice's backward materialises
  * a full-size gradient); separately, blurs of a target that needs no gradient are skipped by autograd.
  */
-import { ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import * as ops from '../tensor/ops.js';
 import { conv3d } from '../tensor/nn_ops.js';
 import { Tensor } from '../tensor/tensor.js';

@@ -2,7 +2,7 @@
  * AdamW with PyTorch semantics (decoupled weight decay, bias correction) and gradient clipping by global norm.
  */
 import { backend } from '../backend/index.js';
-import { ShapeError, ValueError, fmtShape } from '../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { affine } from '../tensor/ops.js';
 

@@ -1,5 +1,5 @@
 /** Learning-rate schedule: linear warmup from 0, then cosine decay to `minRatio * lr` at `total` steps. */
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 
 export interface LrSchedule {
   lr: number;

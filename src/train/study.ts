@@ -21,7 +21,7 @@ import { writeLinePlotPng } from '../metrics/plot.js';
 import { configFromReference, topologyConfig, type DCAEVConfig, type TemporalMode } from '../models/dcaev/config.js';
 import { DCAEV, loadWeights } from '../models/dcaev/autoencoder.js';
 import type { FeatureCache } from '../models/dcaev/model.js';
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { TRAIN_DEFAULTS, readCheckpointMeta, readLog, trainAE, type TrainCallbacks } from './ae_trainer.js';

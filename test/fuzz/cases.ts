@@ -6,13 +6,14 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SafetensorsFile, loadSafetensors, FormatError } from '../../src/io/safetensors.js';
+import { SafetensorsFile, loadSafetensors } from '../../src/io/safetensors.js';
+import { FormatError, VideoError } from '../../src/errors.js';
 import { loadTorchStateDict, readTorchCheckpointInfo } from '../../src/io/torch_checkpoint.js';
 import { configFromReference, topologyConfig, type DCAEVConfig } from '../../src/models/dcaev/config.js';
 import { DCAEV } from '../../src/models/dcaev/model.js';
 import { geometry, loadWeights } from '../../src/models/dcaev/autoencoder.js';
 import { parseWanConfig } from '../../src/models/wan/config.js';
-import { openVideoReader, probeVideo, VideoError } from '../../src/io/video.js';
+import { openVideoReader, probeVideo } from '../../src/io/video.js';
 import { TRAIN_DEFAULTS, trainAE } from '../../src/train/ae_trainer.js';
 import { sharedDir } from '../helpers.js';
 import { makeZip, safetensorsBytes, safetensorsParts, f32Bytes, statePickle, torchZip, Pickler, type StEntry, type TorchTensorSpec, type ZipEntryIn } from './builders.js';

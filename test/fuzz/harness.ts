@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { lstatSync, readFileSync, readdirSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
-import { DcvgError } from '../../src/tensor/errors.js';
+import { DcvgError } from '../../src/errors.js';
 import { tempOwnerPid } from '../../src/io/files.js';
 
 /** Every path under `root` (relative) -> content hash, 'dir', or 'link:<target>'. */

@@ -12,7 +12,7 @@
  * edge is replicated up to the next multiple and decoding crops it away.
  */
 import { freemem } from 'node:os';
-import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import * as ops from '../../tensor/ops.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
 import { inWeightsFile, openWeights } from '../../io/weights.js';

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { MAX_ELEMENTS, fmtBytes } from '../../tensor/alloc.js';
-import { ValueError, showValue } from '../../tensor/errors.js';
+import { ValueError, showValue } from '../../errors.js';
 
 /** How a conv treats time: chunk-causal (the released design), causal (left padding only) or non-causal. */
 export type TemporalMode = 'chunk_causal' | 'causal' | 'non_causal';

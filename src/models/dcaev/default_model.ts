@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SafetensorsFile } from '../../io/safetensors.js';
 import { weightsInFolder } from '../../io/weights.js';
-import { ValueError } from '../../tensor/errors.js';
+import { ValueError } from '../../errors.js';
 import { createModel, type DCAEV } from './autoencoder.js';
 import { configFromReference } from './config.js';
 

@@ -11,7 +11,7 @@
  * - causal: zero padding of kt-1 frames on the left only.
  * - non_causal: zero padding of kt//2 on both sides.
  */
-import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import * as ops from '../../tensor/ops.js';
 import { chunkCausalConv3d, conv3d, pixelShuffle3d, pixelUnshuffle3d, rmsNorm3d } from '../../tensor/nn_ops.js';
 import { Tensor, isGradEnabled, zeros } from '../../tensor/tensor.js';

@@ -25,7 +25,7 @@
  * The tiled path is inference-only, as in the reference: tile functions run under noGrad and the result has no
  * autograd history.
  */
-import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import { pad, slice } from '../../tensor/ops.js';
 import { Tensor, noGrad, zeros } from '../../tensor/tensor.js';
 

@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { MAX_ELEMENTS, fmtBytes } from '../../tensor/alloc.js';
-import { ValueError, showValue } from '../../tensor/errors.js';
+import { ValueError, showValue } from '../../errors.js';
 
 export type WanModelType = 't2v' | 'i2v';
 

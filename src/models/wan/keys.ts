@@ -5,7 +5,7 @@
  * Mapping is by whole dotted components, never substrings, so e.g. the block-level `modulation` and the head's
  * `head.modulation` cannot be confused, and the norm2 <-> norm3 swap needs no placeholder.
  */
-import { ValueError } from '../../tensor/errors.js';
+import { ValueError } from '../../errors.js';
 
 export type WanKeyFormat = 'wan' | 'diffusers';
 

@@ -5,7 +5,7 @@
  *
  * Everything is ordinary autograd ops, so training can backpropagate through the whole model.
  */
-import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import * as ops from '../../tensor/ops.js';
 import { attention, layerNorm, ropePairsCosSin, rmsNorm } from '../../tensor/nn_ops.js';
 import { Tensor } from '../../tensor/tensor.js';

@@ -4,7 +4,7 @@
  * unconditional context is the null / negative-prompt embedding.
  */
 import { sample, type SolverKind } from '../../diffusion/unipc.js';
-import { ShapeError } from '../../tensor/errors.js';
+import { ShapeError } from '../../errors.js';
 import { randn } from '../../tensor/random.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
 import type { WanModel } from './model.js';

@@ -4,7 +4,7 @@
 import { SafetensorsFile } from '../../io/safetensors.js';
 import { inWeightsFile, openWeights } from '../../io/weights.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
-import { ShapeError, ValueError, fmtShape } from '../../tensor/errors.js';
+import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
 import { resolveWanConfig, type WanConfig } from './config.js';
 import { WAN_ONLY_KEYS, detectWanKeyFormat, diffusersKeyToWan, type WanKeyFormat } from './keys.js';
