@@ -156,8 +156,11 @@ describe('clear errors instead of raw ones, and nothing written', { skip: skipVi
     if (spawnSync('mkfifo', [fifo]).status !== 0) return;
     fails(['info', '--model', fixturePath('dc-ae-v/chunk_causal_small.json'), '--weights', fifo], /w\.fifo: it is a named pipe \(FIFO\), not a file/);
     fails(['convert', fifo, '-o', join(dir, 'c.safetensors')], /it is a named pipe/);
-    fails(['convert', dir, '-o', join(dir, 'c.safetensors')], /it is a directory, not a file/);
+    // a folder is a model folder (weights sources): one without weights says so
     mkdirSync(join(dir, 'isdir.safetensors'));
+    fails(['convert', join(dir, 'isdir.safetensors'), '-o', join(dir, 'c.safetensors')], /isdir\.safetensors holds no weights file/);
+    // a latent file that is a directory
+    fails(['decode', join(dir, 'isdir.safetensors'), '-o', join(dir, 'd.safetensors'), ...model()], /isdir\.safetensors: it is a directory, not a file/);
     fails(['convert', fixturePath('dc-ae-v/chunk_causal_small.weights.safetensors'), '-o', join(dir, 'isdir.safetensors')], /-o .*isdir\.safetensors is a directory/);
     const fifoOut = join(dir, 'p.safetensors');
     assert.equal(spawnSync('mkfifo', [fifoOut]).status, 0);
