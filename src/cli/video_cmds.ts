@@ -4,18 +4,18 @@
  */
 import { existsSync } from 'node:fs';
 import { assertOutputsSafe, writeFileAtomic } from '../io/files.js';
-import { openVideoReader, openVideoWriter, probeVideo, tensorToFrames, type VideoWriter } from '../io/video.js';
+import { openVideoReader, openVideoWriter, probeVideo } from '../io/video.js';
 import { saveSafetensors } from '../io/safetensors.js';
-import { MetricsAccumulator } from '../metrics/metrics.js';
 import { writeLinePlotPng } from '../metrics/plot.js';
 import { DCAEV, StreamingDecoder, StreamingEncoder, geometry, resolveTiling, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
 import { ValueError } from '../errors.js';
 import * as ops from '../tensor/ops.js';
-import { Tensor, noGrad } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
+import { reconstructVideo } from '../pipelines/reconstruct.js';
 import { Progress } from './progress.js';
 import type { EncodeSummary } from './ae_cmds.js';
-import { READ_OPTIONS, checkFinite, checkFrameSize, checkLatentFinite, loadModelFromArgs, modelInputs, parse, readOptionsFrom, videoOptions, type Out } from './common.js';
+import { READ_OPTIONS, checkFrameSize, checkLatentFinite, loadModelFromArgs, modelInputs, parse, readOptionsFrom, videoOptions, type Out } from './common.js';
 
 /** Encodes a video file chunk by chunk into a latent file. */
 export async function encodeVideoFile(m: DCAEV, input: string, v: Record<string, unknown>): Promise<EncodeSummary> {
@@ -164,63 +164,21 @@ export async function cmdReconstruct(args: string[], out: Out): Promise<number> 
   const ropts = readOptionsFrom(v);
   const info = await probeVideo(input);
   checkFrameSize(ropts.resize?.width ?? info.width, ropts.resize?.height ?? info.height, `${input}`, g.chunk);
-  const reader = await openVideoReader(input, ropts);
-  const H = reader.height;
-  const W = reader.width;
-  const fps = reader.fps || info.fps || 16;
   const crf = v.crf !== undefined ? Number(v.crf) : undefined;
-  let writer: VideoWriter | null = null;
-  const acc = new MetricsAccumulator({ height: H, width: W });
-  let frames = 0;
-  const t0 = performance.now();
-  try {
-    const tile = resolveTiling(m, H, W, vopts);
-    const enc = new StreamingEncoder(m, { padSpatial: vopts.padSpatial, tile });
-    const dec = new StreamingDecoder(m, null, vopts.padSpatial ? [H, W] : null, tile);
-    writer = await openVideoWriter(v.output, { width: W, height: H, fps, oddSize: 'pad', ...(crf !== undefined ? { crf } : {}) });
-    const expected = info.framesExact ? Math.max(0, Math.min(info.frames - (ropts.start ?? 0), ropts.maxFrames ?? Infinity)) : 0;
-    const prog = new Progress('reconstruct', expected);
-    let pendingOrig: Uint8Array[] = [];
-    const frameBytes = H * W * 3;
-    const consume = async (y: Tensor | null) => {
-      if (!y) return;
-      // Keep only frames that exist in the input (the tail chunk was padded by repeating the last frame).
-      const have = pendingOrig.reduce((s, f) => s + f.length / frameBytes, 0);
-      const keep = Math.min(have, y.shape[2]!);
-      if (keep <= 0) return;
-      const yy = keep < y.shape[2]! ? ops.slice(y, 2, 0, keep) : y;
-      checkFinite(yy, 'reconstruction');
-      const rec = tensorToFrames(yy);
-      const orig = concatBytes(pendingOrig);
-      for (let t = 0; t < keep; t++) acc.add(orig.subarray(t * frameBytes, (t + 1) * frameBytes), rec.subarray(t * frameBytes, (t + 1) * frameBytes));
-      pendingOrig = keep * frameBytes < orig.length ? [orig.slice(keep * frameBytes)] : [];
-      await writer!.write(rec);
-    };
-    for (;;) {
-      const raw = await reader.readFrames(g.chunk);
-      if (!raw) break;
-      const n = raw.length / frameBytes;
-      frames += n;
-      pendingOrig.push(raw);
-      const x = (await import('../io/video.js')).framesToTensor(raw, H, W);
-      const z = enc.push(x);
-      if (z) await consume(noGrad(() => dec.push(z)));
-      prog.update(frames);
-    }
-    if (!frames) throw new ValueError(`${input}: no frames to reconstruct`);
-    const tail = enc.finish();
-    if (tail) await consume(dec.push(tail));
-    await consume(dec.finish());
-    prog.done();
-    await writer.close();
-  } catch (e) {
-    await writer?.abort();
-    await reader.close();
-    throw e;
-  }
-  await reader.close();
-  const secs = (performance.now() - t0) / 1000;
-  const r = acc.result();
+  let prog: Progress | null = null;
+  const rr = await reconstructVideo(m, input, v.output, {
+    read: ropts,
+    padSpatial: vopts.padSpatial,
+    tile: vopts.tile,
+    overlap: vopts.overlap,
+    ...(crf !== undefined ? { crf } : {}),
+    onStart: (s) => (prog = new Progress('reconstruct', s.expectedFrames)),
+    onProgress: (n) => prog?.update(n),
+  });
+  (prog as Progress | null)?.done();
+  const { frames, height: H, width: W, fps } = rr;
+  const secs = rr.seconds;
+  const r = rr.metrics;
   const result = {
     input,
     output: v.output,
@@ -267,15 +225,4 @@ export async function cmdReconstruct(args: string[], out: Out): Promise<number> 
   return 0;
 }
 
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const n = parts.reduce((s, p) => s + p.length, 0);
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
