@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "dcvg_march%": "native"
+  },
   "targets": [
     {
       "target_name": "dcvg_native",
@@ -10,8 +13,8 @@
       ],
       "include_dirs": ["src", "/usr/include/x86_64-linux-gnu/openblas-pthread"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-march=native", "-fexceptions", "-Wall", "-Wno-unused-parameter"],
-      "cflags": ["-O3", "-fopenmp", "-march=native"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-march=<(dcvg_march)", "-fexceptions", "-Wall", "-Wno-unused-parameter"],
+      "cflags": ["-O3", "-fopenmp", "-march=<(dcvg_march)"],
       "libraries": ["-lopenblas", "-ldnnl", "-fopenmp"],
       "defines": ["NAPI_VERSION=8"]
     }

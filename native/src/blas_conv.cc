@@ -34,6 +34,7 @@ extern "C" {
 // OpenBLAS extensions (its cblas.h declares them too; nothing else from it is used here).
 void openblas_set_num_threads(int num_threads);
 char* openblas_get_config(void);
+char* openblas_get_corename(void);
 }
 
 namespace {
@@ -1125,6 +1126,36 @@ napi_value get_num_threads_impl(napi_env env, napi_callback_info info) {
   });
 }
 
+// The widest vector ISA this translation unit was compiled for; every kernel file is built with the same -march.
+const char* compiled_simd() {
+#if defined(__AVX512F__)
+  return "avx512";
+#elif defined(__AVX2__) && defined(__FMA__)
+  return "avx2";
+#elif defined(__AVX__)
+  return "avx";
+#else
+  return "sse";
+#endif
+}
+
+const char* dnnl_isa_name(dnnl_cpu_isa_t isa) {
+  switch (isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_all: return "all";
+    default: return "other";
+  }
+}
+
 napi_value versions_impl(napi_env env, napi_callback_info info) {
   return dcvg::guarded(env, [&]() -> napi_value {
     Args a(env, info, 0, "versions");
@@ -1137,6 +1168,17 @@ napi_value versions_impl(napi_env env, napi_callback_info info) {
     napi_create_string_utf8(env, ob ? ob : "unknown", NAPI_AUTO_LENGTH, &s2);
     napi_set_named_property(env, obj, "dnnl", s1);
     napi_set_named_property(env, obj, "openblas", s2);
+    // Which instruction sets actually run: our own kernels' (fixed when the addon was compiled, see DCVG_MARCH in
+    // scripts/build-native.mjs), oneDNN's and OpenBLAS's (both chosen at run time, capped by ONEDNN_MAX_CPU_ISA and
+    // OPENBLAS_CORETYPE). scripts/test-avx2.sh checks all three before it trusts a run as "AVX2-only".
+    const char* core = openblas_get_corename();
+    napi_value s3, s4, s5;
+    napi_create_string_utf8(env, compiled_simd(), NAPI_AUTO_LENGTH, &s3);
+    napi_create_string_utf8(env, dnnl_isa_name(dnnl_get_effective_cpu_isa()), NAPI_AUTO_LENGTH, &s4);
+    napi_create_string_utf8(env, core ? core : "unknown", NAPI_AUTO_LENGTH, &s5);
+    napi_set_named_property(env, obj, "simd", s3);
+    napi_set_named_property(env, obj, "dnnlIsa", s4);
+    napi_set_named_property(env, obj, "openblasCore", s5);
     return obj;
   });
 }

@@ -5,10 +5,11 @@
  * absent optional array. The addon validates every argument again before touching memory.
  */
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend, BinaryOp, Conv3dParams, ReduceOp, StridedView, UnaryOp } from './backend.js';
+import { ValueError } from '../tensor/errors.js';
 
 /** Signatures of the addon's exports (see native/src/*.cc). */
 export interface NativeAddon {
@@ -163,8 +164,12 @@ export interface NativeAddon {
   /** Threads the addon's own kernels and oneDNN use (OpenMP). */
   setNumThreads(n: number): void;
   getNumThreads(): number;
-  /** Library versions, e.g. { dnnl: "2.6.3", openblas: "OpenBLAS 0.3.21 ..." }. */
-  versions(): { dnnl: string; openblas: string };
+  /**
+   * Library versions and the instruction sets in use, e.g. { dnnl: "2.6.3", openblas: "OpenBLAS 0.3.21 ...",
+   * simd: "avx512" (what our own kernels were compiled for), dnnlIsa: "avx512_core_bf16" (what oneDNN dispatches to
+   * here), openblasCore: "Haswell" }.
+   */
+  versions(): { dnnl: string; openblas: string; simd: string; dnnlIsa: string; openblasCore: string };
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -172,21 +177,49 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** Where the built addon may live, nearest first (works from src/ via tsx and from dist/src/). */
 function candidatePaths(): string[] {
   const roots = [resolve(here, '..', '..'), resolve(here, '..', '..', '..')];
-  const out: string[] = [];
-  for (const r of roots) {
-    out.push(join(r, 'native', 'build', 'Release', 'dcvg_native.node'));
+  return roots.map((r) => join(r, 'native', 'build', 'Release', 'dcvg_native.node'));
+}
+
+/**
+ * The addon DCVG_NATIVE_ADDON names (relative to the working directory), checked; null when the variable is unset.
+ * Set, it is the only place looked at: a run that asked for one build (say the AVX2-only one scripts/test-avx2.sh
+ * makes) must not quietly load another, so a path that is not a built addon is an error, not a fallback.
+ */
+function envAddonPath(): string | null {
+  const raw = process.env.DCVG_NATIVE_ADDON;
+  if (raw === undefined || raw === '') return null;
+  const p = resolve(raw);
+  const bad = (why: string) => new ValueError(`DCVG_NATIVE_ADDON=${raw}: ${why}`);
+  let st;
+  try {
+    st = statSync(p);
+  } catch {
+    throw bad('no such file (build one with "npm run build:native"; DCVG_MARCH=<march> builds into native/build-<march>/)');
   }
-  if (process.env.DCVG_NATIVE_ADDON) out.unshift(process.env.DCVG_NATIVE_ADDON);
-  return out;
+  if (!st.isFile()) throw bad('not a regular file (expected the built dcvg_native.node)');
+  if (!p.endsWith('.node')) throw bad('not a Node addon (expected a path ending in .node)');
+  return p;
 }
 
 let cached: NativeAddon | null | undefined;
 let loadError = '';
 
-/** Loads the addon once; returns null (and remembers why) if it is not built or cannot load. */
+/**
+ * Loads the addon once; returns null (and remembers why) if it is not built or cannot load. Throws a ValueError
+ * when DCVG_NATIVE_ADDON names an addon that is missing or does not load.
+ */
 export function loadNativeAddon(): NativeAddon | null {
   if (cached !== undefined) return cached;
   const require = createRequire(import.meta.url);
+  const explicit = envAddonPath();
+  if (explicit) {
+    try {
+      cached = require(explicit) as NativeAddon;
+    } catch (e) {
+      throw new ValueError(`DCVG_NATIVE_ADDON=${process.env.DCVG_NATIVE_ADDON}: cannot load: ${(e as Error).message}`);
+    }
+    return cached;
+  }
   const tried: string[] = [];
   for (const p of candidatePaths()) {
     if (!existsSync(p)) {

@@ -83,6 +83,7 @@ folders) written by train-ae (they carry their config); neither for the default 
 
 Environment:
   DCVG_BACKEND=native|reference   choose the kernel backend (default: native when built)
+  DCVG_NATIVE_ADDON=PATH          load the native addon from PATH (e.g. a DCVG_MARCH build), nothing else
   OMP_NUM_THREADS=N               threads for the native kernels (default: all cores)
   OMP_WAIT_POLICY=passive         recommended on machines shared with other work (see README, Training)
 `;
