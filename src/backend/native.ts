@@ -9,7 +9,7 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend, BinaryOp, Conv3dParams, ReduceOp, StridedView, UnaryOp } from './backend.js';
-import { ValueError } from '../tensor/errors.js';
+import { ValueError } from '../errors.js';
 
 /** Signatures of the addon's exports (see native/src/*.cc). */
 export interface NativeAddon {
