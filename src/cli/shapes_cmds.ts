@@ -18,7 +18,7 @@ import {
 } from '../metrics/shapes_world.js';
 import { ValueError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
-import { parseValues, type Out } from './common.js';
+import { parse, parseValues, type Out } from './common.js';
 
 const CAPTION = /^a (small|large) (red|green|blue|yellow|magenta|cyan|white) (square|circle|triangle) moving (left|right|up|down) on a (black|gray) background$/;
 
@@ -63,10 +63,10 @@ async function render(args: string[], out: Out): Promise<number> {
 }
 
 async function score(args: string[], out: Out): Promise<number> {
-  const { caption, json, ...rest } = parseValues(args, { caption: { type: 'string' }, json: { type: 'boolean' } }, 'shapes score', true) as Record<string, unknown>;
-  void rest;
-  const input = args.find((a) => !a.startsWith('--') && a !== caption);
-  if (!input) throw new ValueError('shapes score needs a video (16 frames of 128x128, or any number of frames)');
+  const { values, positionals } = parse(args, { caption: { type: 'string' }, json: { type: 'boolean' } }, 'shapes score');
+  const { caption, json } = values;
+  const input = positionals[0];
+  if (!input || positionals.length > 1) throw new ValueError('shapes score needs exactly one video (frames of 128x128)');
   if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
   const m = caption === undefined ? null : CAPTION.exec(String(caption));
   if (caption !== undefined && !m) throw new ValueError(`--caption must read "a {size} {color} {shape} moving {direction} on a {background} background", got "${String(caption)}"`);
