@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assertOutputsSafe, sweepStaleTemps, tempOwnerPid, tempPathFor, writeFileAtomic } from '../src/io/files.js';
+import { assertOutputsSafe, sweepStaleTemps, tempOwnerPid, tempPathFor, trackTemp, untrackTemp, writeFileAtomic } from '../src/io/files.js';
 import { saveSafetensors } from '../src/io/safetensors.js';
 import * as T from '../src/index.js';
 import { ValueError } from '../src/errors.js';
@@ -81,6 +81,37 @@ describe('temporaries', () => {
     writeFileAtomic(join(dir, 'n.json'), '{}');
     assert.deepEqual(readdirSync(dir).sort(), ['n.json', 'w.safetensors']);
     assert.match(tempPathFor(join(dir, 'w.safetensors')), new RegExp(`/\\.w\\.safetensors\\.dcvg-tmp-${process.pid}-[0-9a-f]{8}$`));
+  });
+});
+
+describe('signal handlers of the temporaries registry', () => {
+  it('are held only while a temporary is live', () => {
+    const before = process.listenerCount('SIGINT');
+    const p = join(mkdtempSync(join(tmpdir(), 'dcvg-hooks-')), 'x');
+    trackTemp(p);
+    assert.equal(process.listenerCount('SIGINT'), before + 1);
+    assert.equal(process.listenerCount('SIGTERM') > 0, true);
+    untrackTemp(p);
+    assert.equal(process.listenerCount('SIGINT'), before);
+  });
+
+  it("leave a signal that the application handles itself to the application (its work in progress is kept)", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dcvg-hooks-'));
+    const tmp = join(dir, '.out.dcvg-tmp-1-00000000');
+    const files = join(repoRoot, 'dist', 'src', 'io', 'files.js');
+    const script = `
+      import { writeFileSync, existsSync } from 'node:fs';
+      const { trackTemp } = await import(${JSON.stringify(files)});
+      writeFileSync(${JSON.stringify(tmp)}, 'x');
+      trackTemp(${JSON.stringify(tmp)});
+      process.on('SIGTERM', () => { process.stdout.write(existsSync(${JSON.stringify(tmp)}) ? 'kept' : 'removed'); process.exit(0); });
+      process.kill(process.pid, 'SIGTERM');
+      setTimeout(() => {}, 5000);`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.stdout, 'kept', r.stderr);
+    assert.equal(r.status, 0);
+    // ... and the process's exit removed it
+    assert.equal(existsSync(tmp), false);
   });
 });
 

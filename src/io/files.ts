@@ -110,11 +110,12 @@ function cleanupLiveTemps(): void {
 }
 
 function onSignal(sig: keyof typeof SIGNALS): void {
-  cleanupLiveTemps();
-  // Another handler (train-ae's graceful stop) owns this signal: it decides when to exit; 'exit' cleans up again.
+  // Another handler owns this signal (train-ae's graceful stop, or an application's own shutdown): it decides what
+  // happens to work in progress, and 'exit' removes what is still live if it ends the process.
   if (process.listenerCount(sig) > 1) return;
+  cleanupLiveTemps();
   // Otherwise behave as if we had no handler: die by the signal (exit status 128 + n for the shell).
-  for (const s of Object.keys(SIGNALS)) process.removeListener(s, signalHandlers[s as keyof typeof SIGNALS]);
+  removeHooks();
   process.kill(process.pid, sig);
 }
 
@@ -127,9 +128,18 @@ function installHooks(): void {
   for (const s of Object.keys(SIGNALS) as (keyof typeof SIGNALS)[]) process.on(s, signalHandlers[s]);
 }
 
+/** Handlers are held only while something is live, so an idle library leaves the process's signals alone. */
+function removeHooks(): void {
+  if (!hooksInstalled) return;
+  hooksInstalled = false;
+  process.removeListener('exit', cleanupLiveTemps);
+  for (const s of Object.keys(SIGNALS) as (keyof typeof SIGNALS)[]) process.removeListener(s, signalHandlers[s]);
+}
+
 /**
  * Registers a temporary that lives across asynchronous steps: it is removed (and `stop` called first, e.g. to kill the
- * process writing it) if this process exits or receives SIGINT/SIGTERM before `untrackTemp`.
+ * process writing it) if this process exits, or receives SIGINT/SIGTERM that nothing else handles, before
+ * `untrackTemp`.
  */
 export function trackTemp(path: string, stop: (() => void) | null = null): void {
   installHooks();
@@ -138,6 +148,7 @@ export function trackTemp(path: string, stop: (() => void) | null = null): void 
 
 export function untrackTemp(path: string): void {
   liveTemps.delete(path);
+  if (liveTemps.size === 0) removeHooks();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
