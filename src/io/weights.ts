@@ -10,7 +10,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { TensorSource } from '../nn/module.js';
 import { FormatError, ShapeError, StateDictError, ValueError } from '../errors.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { firstNonFinite, type Tensor } from '../tensor/tensor.js';
 import { isZipFile } from './files.js';
 import { SafetensorsFile } from './safetensors.js';
 import { openTorchStateDict } from './torch_checkpoint.js';
@@ -18,22 +18,17 @@ import { openTorchStateDict } from './torch_checkpoint.js';
 /** Throws a ValueError naming the file, the tensor and the first non-finite element; returns `t` otherwise. */
 export function assertFiniteWeights(t: Tensor, path: string, key: string): Tensor {
   const d = t.data();
-  for (let i = 0; i < d.length; i++) {
-    const v = d[i]!;
-    // v - v is 0 for every finite v and NaN for NaN and +-Inf.
-    if (v - v !== 0) {
-      const at: number[] = [];
-      let r = i;
-      for (let a = t.shape.length - 1; a >= 0; a--) {
-        at.unshift(r % t.shape[a]!);
-        r = Math.floor(r / t.shape[a]!);
-      }
-      throw new ValueError(
-        `${path}: weight "${key}" has ${v} at index [${at.join(', ')}] (element ${i} of ${d.length}); the weights file is corrupt or was saved from a diverged run`,
-      );
-    }
+  const i = firstNonFinite(d);
+  if (i < 0) return t;
+  const at: number[] = [];
+  let r = i;
+  for (let a = t.shape.length - 1; a >= 0; a--) {
+    at.unshift(r % t.shape[a]!);
+    r = Math.floor(r / t.shape[a]!);
   }
-  return t;
+  throw new ValueError(
+    `${path}: weight "${key}" has ${d[i]} at index [${at.join(', ')}] (element ${i} of ${d.length}); the weights file is corrupt or was saved from a diverged run`,
+  );
 }
 
 /** A key/shape mismatch report that names the weights file (loadStateDict does not know it). */

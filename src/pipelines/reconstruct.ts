@@ -4,7 +4,7 @@
  * the clip's length. `reconstructFrames` works on any source and sink of uint8 frames; `reconstructVideo` on files.
  */
 import { ValueError } from '../errors.js';
-import { openVideoReader, openVideoWriter, probeVideo, framesToTensor, tensorToFrames, type ReadOptions } from '../io/video.js';
+import { openVideoReader, openVideoWriter, framesToTensor, tensorToFrames, type ReadOptions } from '../io/video.js';
 import { MetricsAccumulator, type MetricsResult } from '../metrics/metrics.js';
 import { DCAEV, StreamingDecoder, StreamingEncoder, geometry, resolveTiling, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import * as ops from '../tensor/ops.js';
@@ -96,8 +96,8 @@ export async function reconstructVideo(
 ): Promise<ReconstructResult & { fps: number }> {
   const g = geometry(model);
   if (g.chunk === null) throw new ValueError(`reconstruction streams chunk by chunk; model ${model.config.name} has no temporal chunks`);
-  const info = await probeVideo(input);
   const reader = await openVideoReader(input, opts.read ?? {});
+  const info = reader.info; // probed when the reader opened
   const fps = reader.fps || info.fps || 16;
   const expectedFrames = info.framesExact ? Math.max(0, Math.min(info.frames - (opts.read?.start ?? 0), opts.read?.maxFrames ?? Infinity)) : 0;
   try {

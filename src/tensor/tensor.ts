@@ -34,6 +34,16 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Index of the first NaN or +-Inf in `d` (-1 when all are finite): one scan for every finiteness check. */
+export function firstNonFinite(d: ArrayLike<number>): number {
+  for (let i = 0; i < d.length; i++) {
+    const v = d[i]!;
+    // v - v is 0 for every finite v and NaN for NaN and +-Inf.
+    if (v - v !== 0) return i;
+  }
+  return -1;
+}
+
 export function numelOf(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;

@@ -5,7 +5,7 @@ import { SafetensorsFile } from '../../io/safetensors.js';
 import { inWeightsFile, openWeights } from '../../io/weights.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
-import { Tensor, noGrad } from '../../tensor/tensor.js';
+import { Tensor, firstNonFinite, noGrad } from '../../tensor/tensor.js';
 import { resolveWanConfig, type WanConfig } from './config.js';
 import { WAN_ONLY_KEYS, detectWanKeyFormat, diffusersKeyToWan, type WanKeyFormat } from './keys.js';
 import { WanModel } from './model.js';
@@ -110,10 +110,10 @@ export function readWanInputs(path: string, config: WanConfig): WanInputs {
 }
 
 /** The first non-finite value of a tensor, as "index value", or null. */
-function firstNonFinite(t: Tensor): string | null {
-  const d = t.contiguous().data();
-  for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i]!)) return `element ${i} is ${d[i]}`;
-  return null;
+function nonFiniteElement(t: Tensor): string | null {
+  const d = t.data();
+  const i = firstNonFinite(d);
+  return i < 0 ? null : `element ${i} is ${d[i]}`;
 }
 
 /**
@@ -136,7 +136,7 @@ export function checkWanInputs(inp: WanInputs, c: WanConfig, path: string): void
   const named: [string, Tensor | null][] = [['x', x], ['t', t], ...context.map((u, i): [string, Tensor] => [`context${i}`, u]), ['y', inp.y], ['clip_fea', inp.clipFea]];
   for (const [k, v] of named) {
     if (!v) continue;
-    const bad = firstNonFinite(v);
+    const bad = nonFiniteElement(v);
     if (bad) throw new ValueError(`${path}: ${k} ${fmtShape(v.shape)} holds a non-finite value (${bad})`);
   }
 }
