@@ -19,6 +19,8 @@ export {
 } from './tensor/tensor.js';
 export * from './tensor/ops.js';
 export * from './tensor/nn_ops.js';
+export * from './tensor/inplace.js';
+export { DTYPES, dtypeBytes, type DType } from './tensor/dtype.js';
 export { Rng, randn, rand } from './tensor/random.js';
 export { AdamW, clipGradNorm, type AdamWOptions } from './train/optim.js';
 export {

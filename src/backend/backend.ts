@@ -261,4 +261,10 @@ export interface Backend {
 
   /** Sum of squares of x (in double precision internally). For gradient-norm clipping. */
   sumSquares(x: Float32Array): number;
+
+  /**
+   * Exponential moving average in place: shadow[i] = decay * shadow[i] + (1 - decay) * x[i], computed in double and
+   * rounded once to float32 (dense, equal lengths).
+   */
+  ema(shadow: Float32Array, x: Float32Array, decay: number): void;
 }

@@ -4,6 +4,7 @@
  * Conv3dParams becomes (xShape[5], wShape[5], yShape[5], stride[3], padding[6], groups), and `null` stands for an
  * absent optional array. The addon validates every argument again before touching memory.
  */
+import { referenceBackend } from './reference.js';
 import { createRequire } from 'node:module';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -288,5 +289,7 @@ export function createNativeBackend(addon: NativeAddon): Backend {
       a.attentionBackward(q, k, v, out, lse, gout, bh, lq, lk, d, dv, scale, gq, gk, gv),
     adamw: (p, g, m, v, lr, b1, b2, eps, wd, step) => a.adamw(p, g, m, v, lr, b1, b2, eps, wd, step),
     sumSquares: (x) => a.sumSquares(x),
+    // Memory-bound and rare (once per optimizer step): the reference loop is as fast as a native call here.
+    ema: (shadow, x, decay) => referenceBackend.ema(shadow, x, decay),
   };
 }

@@ -1009,6 +1009,14 @@ export const referenceBackend: Backend = {
     for (let i = 0; i < x.length; i++) s += x[i] * x[i];
     return s;
   },
+
+  ema(shadow, x, decay) {
+    const fn = 'ema';
+    checkSameLen(fn, shadow.length, { x });
+    if (!(decay >= 0 && decay <= 1)) throw new RangeError(`${fn}: decay must be in [0, 1], got ${decay}`);
+    const a = 1 - decay;
+    for (let i = 0; i < shadow.length; i++) shadow[i] = decay * shadow[i] + a * x[i];
+  },
 };
 
 /** No two elements of the view share a location: with dims sorted by stride, each stride exceeds the reach of the smaller ones. */

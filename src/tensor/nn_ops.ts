@@ -6,7 +6,7 @@ import { backend } from '../backend/index.js';
 import type { Conv3dParams } from '../backend/backend.js';
 import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import * as ops from './ops.js';
-import { Tensor, attach, empty, normAxis, numelOf } from './tensor.js';
+import { Tensor, attach, empty, normAxis, numelOf, zeros } from './tensor.js';
 
 function dense(t: Tensor): Float32Array {
   return t.data();
@@ -406,4 +406,36 @@ export function mseLoss(a: Tensor, b: Tensor): Tensor {
 export function l1Loss(a: Tensor, b: Tensor): Tensor {
   checkSame(a, b, 'l1Loss');
   return ops.mean(ops.abs(ops.sub(a, b)));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// embedding
+
+/**
+ * Rows of `weight` (V, D) picked by integer ids of any shape: out has shape (...ids.shape, D). Every id must be an
+ * integer in [0, V). The gradient reaches `weight` only (rows scatter-added; ids have none).
+ */
+export function embedding(ids: Tensor, weight: Tensor): Tensor {
+  if (weight.ndim !== 2) throw new ShapeError(`embedding: weight must be 2-D (vocab, dim), got ${fmtShape(weight.shape)}`);
+  const [V, D] = weight.shape as [number, number];
+  const idv = ids.data();
+  for (let i = 0; i < idv.length; i++) {
+    const id = idv[i]!;
+    if (!Number.isInteger(id) || id < 0 || id >= V)
+      throw new ValueError(`embedding: id ${id} at position ${i} is outside the vocabulary [0, ${V})`);
+  }
+  const w = dense(weight);
+  const out = empty([...ids.shape, D]);
+  const o = out.storage;
+  for (let i = 0; i < idv.length; i++) o.set(w.subarray(idv[i]! * D, idv[i]! * D + D), i * D);
+  return attach(out, 'embedding', [weight], (g) => {
+    const gw = zeros(weight.shape);
+    const gd = dense(g);
+    const gs = gw.storage;
+    for (let i = 0; i < idv.length; i++) {
+      const r = idv[i]! * D;
+      for (let j = 0; j < D; j++) gs[r + j]! += gd[i * D + j]!;
+    }
+    return [gw];
+  });
 }

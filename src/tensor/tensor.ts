@@ -8,6 +8,7 @@ import { backend } from '../backend/index.js';
 import { AutogradError, AxisError, DTypeError, ShapeError, ValueError, fmtShape } from '../errors.js';
 import { MAX_ELEMENTS, allocFailed, allocFloat32, checkAllocSize } from './alloc.js';
 import * as ops from './ops.js';
+import type { DType } from './dtype.js';
 
 /** A node of the autograd tape: how to turn the output gradient into gradients for each input. */
 export interface GradFn {
@@ -172,6 +173,46 @@ export class Tensor {
 
   toArray(): number[] {
     return Array.from(this.data());
+  }
+
+  // ---- explicit host transfers: the only way code outside src/tensor and src/backend reaches the elements ----
+
+  /** The element type held in memory. */
+  get dtype(): DType {
+    return 'f32';
+  }
+
+  /** A fresh dense row-major float32 copy of the elements (a synchronous host read). */
+  readSync(): Float32Array {
+    return this.toFloat32Array();
+  }
+
+  /** The same as readSync(), as a promise: a device backend resolves it when its readback lands. */
+  read(): Promise<Float32Array> {
+    return Promise.resolve(this.readSync());
+  }
+
+  /** Reads the elements (dense, row-major, as float32) into `out`, which must hold exactly `size` values; returns it. */
+  readInto(out: Float32Array): Float32Array {
+    if (!(out instanceof Float32Array) || out.length !== this.size)
+      throw new ShapeError(`readInto: the buffer must be a Float32Array of ${this.size} values for shape ${fmtShape(this.shape)}`);
+    if (this.isContiguous()) out.set(this.storage.subarray(this.offset, this.offset + this.size));
+    else if (out.length) backend().stridedCopy({ data: this.storage, offset: this.offset, strides: this.strides }, this.shape, out);
+    return out;
+  }
+
+  /**
+   * A host write: copies `src` (dense, row-major, `size` values) into this tensor's elements in place (views write
+   * through to the storage they share). Returns this tensor.
+   */
+  write(src: ArrayLike<number>): this {
+    if (src.length !== this.size) throw new ShapeError(`write: got ${src.length} values for shape ${fmtShape(this.shape)} (${this.size})`);
+    if (this.isContiguous()) this.storage.set(src, this.offset);
+    else {
+      const d = src instanceof Float32Array ? src : Float32Array.from(src);
+      if (d.length) backend().stridedScatter(d, this.shape, { data: this.storage, offset: this.offset, strides: this.strides });
+    }
+    return this;
   }
 
   item(): number {
