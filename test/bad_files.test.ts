@@ -25,6 +25,13 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { fixturePath, skipUnlessFixture } from './helpers.js';
 import { Pickler, crc32, writeCheckpoint } from './torch_zip.js';
 
+/** Sets element i (flat, row-major) of t through the host-transfer calls. */
+function setAt(t: Tensor, i: number, v: number): void {
+  const d = t.readSync();
+  d[i] = v;
+  t.write(d);
+}
+
 let dir: string;
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'dcvg-badfiles-'));
@@ -61,8 +68,8 @@ describe('safetensors: the data section is the tensors back to back', () => {
   it('accepts tensors listed in any order when their bytes are contiguous', () => {
     const p = rawSafetensors('order.safetensors', { b: F32x2(8), a: F32x2(0) }, Buffer.concat([f32(1, 2), f32(3, 4)]));
     const { tensors } = loadSafetensors(p);
-    assert.deepEqual([...tensors.get('a')!.data()], [1, 2]);
-    assert.deepEqual([...tensors.get('b')!.data()], [3, 4]);
+    assert.deepEqual([...tensors.get('a')!.readSync()], [1, 2]);
+    assert.deepEqual([...tensors.get('b')!.readSync()], [3, 4]);
   });
 
   it('refuses two tensors over the same bytes, naming the file and the tensor', () => {
@@ -147,7 +154,7 @@ describe('saveSafetensors refuses before creating anything', () => {
     const p = join(dir, 'proto.safetensors');
     saveSafetensors(p, new Map([['__proto__', new Tensor(new Float32Array([5, 6]), [2])]]));
     const f = SafetensorsFile.open(p);
-    assert.deepEqual([...f.tensor('__proto__').data()], [5, 6]);
+    assert.deepEqual([...f.tensor('__proto__').readSync()], [5, 6]);
     f.close();
   });
 });
@@ -287,7 +294,7 @@ describe('torch checkpoints: views may not expand their storages without bound',
     throwsTyped(() => TorchCheckpoint.open(p), FormatError, /tensor "t16" .*beyond their storages by over 16777216 elements/);
     const small = dict().str('w').tensor('FloatStorage', '0', 1, 0, [2, 3], [0, 0]).setitem().stop().bytes();
     const { stateDict } = loadTorchStateDict(writeCheckpoint(dir, 'expand_small.pt', small, { '0': one }));
-    assert.deepEqual([...stateDict.get('w')!.data()], [7, 7, 7, 7, 7, 7]);
+    assert.deepEqual([...stateDict.get('w')!.readSync()], [7, 7, 7, 7, 7, 7]);
   });
 
   it('refuses many tensors that all copy one storage (each would be loaded separately)', () => {
@@ -316,7 +323,7 @@ function torchStateDict(name: string, tensors: Map<string, Tensor>, corrupt: str
   for (const [k, t] of tensors) {
     const stride = t.shape.map((_, a) => t.shape.slice(a + 1).reduce((x, y) => x * y, 1));
     pk = pk.str(k).tensor('FloatStorage', String(i), t.size, 0, [...t.shape], stride);
-    const d = t.data();
+    const d = t.readSync();
     storages[String(i)] = Uint8Array.from(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
     i++;
   }
@@ -360,7 +367,7 @@ describe('model loaders check keys and shapes before reading any tensor data', (
     const m2 = tinyWan();
     const r = loadWanWeights(m2, p);
     assert.equal(r.report.missing.length + r.report.unexpected.length, 0);
-    for (const [k, t] of m.stateDict()) assert.deepEqual([...m2.stateDict().get(k)!.data()], [...t.data()], k);
+    for (const [k, t] of m.stateDict()) assert.deepEqual([...m2.stateDict().get(k)!.readSync()], [...t.readSync()], k);
   });
 });
 
@@ -370,21 +377,21 @@ describe('NaN / Inf weights are refused, naming file, tensor and index', () => {
     m.initRandom(4);
     const sd = m.stateDict();
     const key = 'blocks.0.self_attn.q.weight';
-    const bad = new Map([...sd].map(([k, t]) => [k, new Tensor(Float32Array.from(t.data()), t.shape)] as [string, Tensor]));
-    bad.get(key)!.data()[13] = Number.NaN;
+    const bad = new Map([...sd].map(([k, t]) => [k, new Tensor(Float32Array.from(t.readSync()), t.shape)] as [string, Tensor]));
+    setAt(bad.get(key)!, 13, Number.NaN);
     const st = join(dir, 'nan_wan.safetensors');
     saveSafetensors(st, bad);
     throwsTyped(() => loadWanWeights(tinyWan(), st), ValueError, /nan_wan\.safetensors: weight "blocks\.0\.self_attn\.q\.weight" has NaN at index \[1, 1\] \(element 13 of 144\)/);
-    bad.get(key)!.data()[13] = 0;
-    bad.get('head.head.bias')!.data()[2] = -Infinity;
+    setAt(bad.get(key)!, 13, 0);
+    setAt(bad.get('head.head.bias')!, 2, -Infinity);
     const pt = torchStateDict('inf_wan.pt', bad);
     throwsTyped(() => loadWanWeights(tinyWan(), pt), ValueError, /inf_wan\.pt: weight "head\.head\.bias" has -Infinity at index \[2\]/);
     // A loaded model that refuses new weights keeps its own: nothing before the bad tensor was replaced.
     const loaded = tinyWan();
     loaded.initRandom(9);
-    const before = new Map([...loaded.stateDict()].map(([k, t]) => [k, [...t.data()]]));
+    const before = new Map([...loaded.stateDict()].map(([k, t]) => [k, [...t.readSync()]]));
     throwsTyped(() => loadWanWeights(loaded, pt), ValueError, /-Infinity/);
-    for (const [k, t] of loaded.stateDict()) assert.deepEqual([...t.data()], before.get(k), `${k} was replaced by a refused file`);
+    for (const [k, t] of loaded.stateDict()) assert.deepEqual([...t.readSync()], before.get(k), `${k} was replaced by a refused file`);
   });
 
   const CFG = 'dc-ae-v/causal_small.json';
@@ -392,9 +399,9 @@ describe('NaN / Inf weights are refused, naming file, tensor and index', () => {
     const cfg = resolveConfig(fixturePath(CFG));
     const m = new DCAEV(cfg);
     m.initRandom(5);
-    const sd = new Map([...m.stateDict()].map(([k, t]) => [k, new Tensor(Float32Array.from(t.data()), t.shape)] as [string, Tensor]));
+    const sd = new Map([...m.stateDict()].map(([k, t]) => [k, new Tensor(Float32Array.from(t.readSync()), t.shape)] as [string, Tensor]));
     const [key, t] = [...sd].find(([, v]) => v.size > 10)!;
-    t.data()[7] = Infinity;
+    setAt(t, 7, Infinity);
     const p = join(dir, 'inf_dcaev.safetensors');
     saveSafetensors(p, sd);
     const re = new RegExp(`inf_dcaev\\.safetensors: weight "${key.replace(/\./g, '\\.')}" has Infinity at index \\[.*\\] \\(element 7 of`);

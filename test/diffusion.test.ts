@@ -152,7 +152,7 @@ describe('UniPC (bh2, order 2, predict-x0) vs diffusers', () => {
       while (!solver.done) {
         x = solver.step(modelTensor(x, solver.sigma), x);
         assert.deepEqual(x.shape, init.shape);
-        traj.push(x.toFloat32Array());
+        traj.push(x.readSync());
       }
       const e = relErr(flat(traj), ref);
       t.diagnostic(`${c.name}: float32 Tensor path rel err ${e.toExponential(2)}`);
@@ -289,8 +289,8 @@ describe('flow-matching training objective (spec §5.5)', () => {
       };
       const inp = flowMatchInputs(T32('x0'), T32('noise'), sampleT, grid);
       assert.deepEqual(inp.t, sampleT, 'conditioning uses the raw integer t');
-      const eN = relErr(inp.noisy.data(), R('noisy').data);
-      const eT = relErr(inp.target.data(), R('target').data);
+      const eN = relErr(inp.noisy.readSync(), R('noisy').data);
+      const eT = relErr(inp.target.readSync(), R('target').data);
       const loss = flowMatchLoss(T32('pred'), inp.target, inp.weights).item();
       const eL = Math.abs(loss - R('loss').data[0]!) / Math.abs(R('loss').data[0]!);
       t.diagnostic(`weights ${eW.toExponential(2)}, noisy ${eN.toExponential(2)}, target ${eT.toExponential(2)}, loss ${eL.toExponential(2)}`);

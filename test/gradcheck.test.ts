@@ -33,7 +33,7 @@ function gradcheck(name: string, shapes: number[][], f: Fn, seed: number, eps = 
       const plus = xs.map((y, j) => (j === i ? T.add(y.detach(), T.mul(d, eps)) : y.detach()));
       const minus = xs.map((y, j) => (j === i ? T.sub(y.detach(), T.mul(d, eps)) : y.detach()));
       const fd = (loss(plus) - loss(minus)) / (2 * eps);
-      const an = dot(g.data(), d.data());
+      const an = dot(g.readSync(), d.readSync());
       const err = Math.abs(fd - an) / Math.max(1, Math.abs(an), Math.abs(fd));
       if (!(err <= tol)) throw new Error(`${name}: input ${i} directional derivative ${an} vs finite difference ${fd} (err ${err.toExponential(2)})`);
     }
@@ -106,13 +106,13 @@ for (const be of testBackends()) {
           const c = a.map((t) => T.parameter(t.detach().clone()));
           const ya = T.chunkCausalConv3d(a[0]!, a[1]!, a[2]!, L, ps);
           const yc = chunkByChunk(c[0]!, c[1]!, c[2]!, L, ps);
-          const err = maxRel(ya.data(), yc.data());
+          const err = maxRel(ya.readSync(), yc.readSync());
           if (!(err < 1e-5)) throw new Error(`forward differs: ${err}`);
           const R = T.randn(ya.shape, rng);
           T.sum(T.mul(ya, R)).backward();
           T.sum(T.mul(yc, R)).backward();
           a.forEach((t, i) => {
-            const e = maxRel(t.grad!.data(), c[i]!.grad!.data());
+            const e = maxRel(t.grad!.readSync(), c[i]!.grad!.readSync());
             if (!(e < 1e-5)) throw new Error(`gradient of input ${i} differs: ${e}`);
           });
         }));

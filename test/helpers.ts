@@ -58,7 +58,7 @@ export function relErr(actual: Float32Array | Float64Array | number[], ref: Floa
 export function assertClose(actual: Tensor, ref: Tensor, tol: number, what: string): void {
   if (actual.shape.length !== ref.shape.length || actual.shape.some((d, i) => d !== ref.shape[i]))
     throw new Error(`${what}: shape [${actual.shape.join(', ')}] != reference [${ref.shape.join(', ')}]`);
-  const e = relErr(actual.data(), ref.data());
+  const e = relErr(actual.readSync(), ref.readSync());
   if (!(e <= tol)) throw new Error(`${what}: relative error ${e.toExponential(3)} exceeds ${tol}`);
 }
 

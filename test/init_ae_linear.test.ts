@@ -31,8 +31,8 @@ function py(script: string, args: string[]): string {
 }
 
 function maxRelDiff(a: Tensor, b: Tensor): number {
-  const x = a.data();
-  const y = b.data();
+  const x = a.readSync();
+  const y = b.readSync();
   let d = 0;
   let m = 0;
   for (let i = 0; i < x.length; i++) {
@@ -51,14 +51,14 @@ function maxRelDiff(a: Tensor, b: Tensor): number {
  */
 function reductionLengths(m: ReturnType<typeof createModel>, prefix: string): number[] {
   const params = new Map(m.namedParams().map(([k, p]) => [k, p.value]));
-  const isZero = (k: string) => params.get(k)?.data().every((v) => v === 0) ?? false;
+  const isZero = (k: string) => params.get(k)?.readSync().every((v) => v === 0) ?? false;
   const out: number[] = [];
   for (const [k, w] of params) {
     if (!k.startsWith(prefix) || !k.endsWith('.weight')) continue;
     const branch = /^(.*\.main)\.conv[12]\./.exec(k)?.[1];
     if (branch && isZero(`${branch}.conv2.norm.weight`) && isZero(`${branch}.conv2.norm.bias`)) continue;
     if (w.shape.length === 5) {
-      const d = w.data();
+      const d = w.readSync();
       const row = d.length / w.shape[0]!;
       let most = 0;
       for (let o = 0; o < w.shape[0]!; o++) {
@@ -90,7 +90,7 @@ function oneEvaluationError(lengths: number[]): number {
   return lengths.reduce((s, n) => s + lambda * Math.sqrt(n) * u, 0);
 }
 
-const mix = (a: Tensor, b: Tensor, w: number) => tensor(Float32Array.from(a.data(), (v, i) => w * v + (1 - w) * b.data()[i]!), a.shape);
+const mix = (a: Tensor, b: Tensor, w: number) => tensor(Float32Array.from(a.readSync(), (v, i) => w * v + (1 - w) * b.readSync()[i]!), a.shape);
 
 test('init_ae_linear.py: loads into our model, affine encoder and decoder, beats bicubic on the clip it was fitted to; rescale_decoder.py keeps the function', { skip }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'dcvg-linit-'));

@@ -20,7 +20,7 @@ function run(b: Backend, shapes: number[][], f: Fn, seed: number): { out: Float3
     const out = f(xs);
     const R = T.randn(out.shape, rng);
     T.sum(T.mul(out, R)).backward();
-    return { out: out.toFloat32Array(), grads: xs.map((x) => x.grad!.toFloat32Array()) };
+    return { out: out.readSync(), grads: xs.map((x) => x.grad!.readSync()) };
   });
 }
 
@@ -98,7 +98,7 @@ describe('native vs reference on randomized shapes', { skip: nativeSkip }, () =>
           p.grad = T.randn([37, 5], rng);
           opt.step();
         }
-        return p.toFloat32Array();
+        return p.readSync();
       }),
     );
     const e = relErr(res[1]!, res[0]!);

@@ -48,7 +48,7 @@ describe('shapes world', { skip }, () => {
         const want = f.tensor(v.name);
         assert.deepEqual(want.shape, [16, 128, 128, 3]);
         const got = renderShapes(spec);
-        const ref = want.data();
+        const ref = want.readSync();
         let diff = 0;
         for (let i = 0; i < got.length; i++) if (got[i] !== ref[i]) diff++;
         assert.equal(diff, 0, `${v.name}: ${diff} of ${got.length} bytes differ`);
@@ -62,7 +62,7 @@ describe('shapes world', { skip }, () => {
     const f = SafetensorsFile.open(fixturePath('shapes/shapes.safetensors'));
     try {
       for (const v of fx().videos) {
-        const frames = Uint8Array.from(f.tensor(v.name).data());
+        const frames = Uint8Array.from(f.tensor(v.name).readSync());
         const r = scoreShapes(frames, 16);
         assert.deepEqual(
           { background: r.background, color: r.color, shape: r.shape, size: r.size, direction: r.direction, frames_with_object: r.framesWithObject },

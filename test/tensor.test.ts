@@ -51,8 +51,8 @@ describe('views', () => {
     const x = T.arange(2 * 4 * 4 * 4).reshape(1, 2, 4, 4, 4);
     const y = T.pixelUnshuffle3d(x, 2, 2);
     assert.deepEqual(y.shape, [1, 16, 2, 2, 2]);
-    const xv = x.data();
-    const yv = y.data();
+    const xv = x.readSync();
+    const yv = y.readSync();
     for (let c = 0; c < 2; c++)
       for (let dt = 0; dt < 2; dt++)
         for (let dh = 0; dh < 2; dh++)

@@ -124,7 +124,7 @@ describe('frames <-> tensor', () => {
     for (let i = 0; i < u8.length; i++) u8[i] = (i * 7) % 256;
     const t = framesToTensor(u8, h, w);
     assert.deepEqual(t.shape, [1, 3, n, h, w]);
-    const d = t.data();
+    const d = t.readSync();
     // pixel (frame 1, y 2, x 5), channel 2
     assert.equal(d[2 * n * h * w + 1 * h * w + 2 * w + 5], Math.fround(u8[((1 * h + 2) * w + 5) * 3 + 2]! / 127.5 - 1));
     assert.deepEqual(tensorToFrames(t), u8);

@@ -167,6 +167,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   register_blas_conv(env, exports);
   register_elementwise(env, exports);
   register_attention(env, exports);
+  register_convert(env, exports);
   return exports;
 }
 

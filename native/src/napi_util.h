@@ -86,3 +86,4 @@ napi_value make_number(napi_env env, double v);
 void register_blas_conv(napi_env env, napi_value exports);
 void register_elementwise(napi_env env, napi_value exports);
 void register_attention(napi_env env, napi_value exports);
+void register_convert(napi_env env, napi_value exports);

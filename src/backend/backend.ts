@@ -267,4 +267,13 @@ export interface Backend {
    * rounded once to float32 (dense, equal lengths).
    */
   ema(shadow: Float32Array, x: Float32Array, decay: number): void;
+
+  /**
+   * Dtype widening: out[i] = src[i] as float32, where src holds bf16 or f16 bit patterns (kind says which). Equal
+   * lengths (RangeError otherwise). Exact: every bf16 and f16 value is a float32.
+   */
+  widen(kind: 'bf16' | 'f16', src: Uint16Array, out: Float32Array): void;
+
+  /** Dtype narrowing: out[i] = bf16(src[i]), rounded to nearest even (NaN stays NaN). Equal lengths. */
+  narrowBf16(src: Float32Array, out: Uint16Array): void;
 }

@@ -158,6 +158,10 @@ export interface NativeAddon {
     step: number,
   ): void;
   sumSquares(x: Float32Array): number;
+  /** bf16 / f16 bit patterns -> float32 (native/src/convert.cc; absent from addons built before it). */
+  widen?(kind: string, src: Uint16Array, out: Float32Array): void;
+  /** float32 -> bf16, round to nearest even. */
+  narrowBf16?(src: Float32Array, out: Uint16Array): void;
   /** Runs an AVX2 FMA loop on `threads` threads for about `seconds`; returns the achieved GFLOP/s. */
   peakGflops(threads: number, seconds: number): number;
   /** The same with AVX-512 FMAs (NaN where the CPU lacks AVX-512): the fp32 ceiling our AVX-512 kernels run against. */
@@ -291,5 +295,8 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     sumSquares: (x) => a.sumSquares(x),
     // Memory-bound and rare (once per optimizer step): the reference loop is as fast as a native call here.
     ema: (shadow, x, decay) => referenceBackend.ema(shadow, x, decay),
+    // An addon built before the conversion kernels existed falls back to the reference loops.
+    widen: a.widen ? (kind, src, out) => a.widen!(kind, src, out) : referenceBackend.widen,
+    narrowBf16: a.narrowBf16 ? (src, out) => a.narrowBf16!(src, out) : referenceBackend.narrowBf16,
   };
 }

@@ -11,6 +11,7 @@
  * strides), and unknown op names throw a TypeError. Zero-size problems are no-ops, except that kernels documented to
  * overwrite an output with a sum (gradients) still write zeros there.
  */
+import { bf16ToF32, f16ToF32, f32ToBf16 } from './convert.js';
 import type { Backend, BinaryOp, Conv3dParams, ReduceOp, StridedView, UnaryOp } from './backend.js';
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -1016,6 +1017,22 @@ export const referenceBackend: Backend = {
     if (!(decay >= 0 && decay <= 1)) throw new RangeError(`${fn}: decay must be in [0, 1], got ${decay}`);
     const a = 1 - decay;
     for (let i = 0; i < shadow.length; i++) shadow[i] = decay * shadow[i] + a * x[i];
+  },
+
+  widen(kind, src, out) {
+    if (!(src instanceof Uint16Array)) throw new TypeError('widen: argument \'src\' must be a Uint16Array');
+    if (!(out instanceof Float32Array)) throw new TypeError('widen: argument \'out\' must be a Float32Array');
+    if (out.length !== src.length) throw new RangeError(`widen: 'out' has ${out.length} elements, 'src' has ${src.length}`);
+    if (kind === 'bf16') bf16ToF32(src, out);
+    else if (kind === 'f16') f16ToF32(src, out);
+    else throw new TypeError(`widen: argument 'kind' must be "bf16" or "f16", got "${String(kind)}"`);
+  },
+
+  narrowBf16(src, out) {
+    if (!(src instanceof Float32Array)) throw new TypeError('narrowBf16: argument \'src\' must be a Float32Array');
+    if (!(out instanceof Uint16Array)) throw new TypeError('narrowBf16: argument \'out\' must be a Uint16Array');
+    if (out.length !== src.length) throw new RangeError(`narrowBf16: 'out' has ${out.length} elements, 'src' has ${src.length}`);
+    f32ToBf16(src, out);
   },
 };
 

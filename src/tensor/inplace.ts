@@ -5,7 +5,7 @@
  */
 import { backend } from '../backend/index.js';
 import { ShapeError, ValueError, fmtShape } from '../errors.js';
-import type { Tensor } from './tensor.js';
+import { denseF32, f32Of, type Tensor } from './tensor.js';
 
 function sameShape(fn: string, a: Tensor, b: Tensor, an: string, bn: string): void {
   if (a.ndim !== b.ndim || a.shape.some((d, i) => d !== b.shape[i]))
@@ -15,17 +15,21 @@ function sameShape(fn: string, a: Tensor, b: Tensor, an: string, bn: string): vo
 /** The dense storage range of a tensor that is updated in place (it must be contiguous). */
 function denseTarget(fn: string, t: Tensor, what: string): Float32Array {
   if (!t.isContiguous()) throw new ShapeError(`${fn}: ${what} ${fmtShape(t.shape)} must be contiguous to be updated in place`);
-  return t.storage.subarray(t.offset, t.offset + t.size);
+  return f32Of(t, `${fn} (${what}, updated in place)`).subarray(t.offset, t.offset + t.size);
 }
 
-/** Dense values of an input (a view when contiguous, else a copy). */
+/** Dense float32 values of an input (a view when contiguous f32, else a copy; bf16 / f16 / i32 widened). */
 function denseSource(t: Tensor): Float32Array {
-  return t.data();
+  return denseF32(t);
 }
 
 /** dst <- src, element by element (shapes must match). */
 export function copyInto(dst: Tensor, src: Tensor): void {
   sameShape('copyInto', dst, src, 'destination', 'source');
+  if (dst.dtype === 'f32' && src.dtype === 'f32' && dst.isContiguous() && src.isContiguous()) {
+    if (dst.size) denseTarget('copyInto', dst, 'destination').set(denseSource(src));
+    return;
+  }
   dst.write(denseSource(src));
 }
 

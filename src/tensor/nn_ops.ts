@@ -4,12 +4,13 @@
  */
 import { backend } from '../backend/index.js';
 import type { Conv3dParams } from '../backend/backend.js';
-import { ShapeError, ValueError, fmtShape } from '../errors.js';
+import { DTypeError, ShapeError, ValueError, fmtShape } from '../errors.js';
 import * as ops from './ops.js';
-import { Tensor, attach, empty, normAxis, numelOf, zeros } from './tensor.js';
+import { Tensor, attach, denseF32, denseStored, empty, f32Of, normAxis, numelOf, zeros } from './tensor.js';
 
+/** Dense f32 data of t (a view when contiguous f32; bf16 / f16 / i32 inputs such as norm weights are widened). */
 function dense(t: Tensor): Float32Array {
-  return t.data();
+  return denseF32(t);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
   const wd = dense(w);
   const out = empty(p.yShape);
   const B = backend();
-  B.conv3dForward(p, xd, wd, b ? dense(b) : null, out.storage);
+  B.conv3dForward(p, xd, wd, b ? dense(b) : null, f32Of(out));
   const inputs = b ? [x, w, b] : [x, w];
   return attach(out, 'conv3d', inputs, (g) => gradList(w, b, conv3dGrads(p, x, xd, w, wd, b ?? null, dense(g))));
 }
@@ -94,13 +95,13 @@ interface ConvGrads {
 function conv3dGrads(p: Conv3dParams, x: Tensor, xd: Float32Array, w: Tensor, wd: Float32Array, b: Tensor | null, gd: Float32Array): ConvGrads {
   const B = backend();
   const gx = x.requiresGrad ? empty(x.shape) : null;
-  if (gx) B.conv3dBackwardData(p, gd, wd, gx.storage);
+  if (gx) B.conv3dBackwardData(p, gd, wd, f32Of(gx));
   let gw: Tensor | null = null;
   let gb: Tensor | null = null;
   if (w.requiresGrad || (b && b.requiresGrad)) {
     gw = empty(w.shape);
     gb = b ? empty(b.shape) : null;
-    B.conv3dBackwardWeights(p, xd, gd, gw.storage, gb ? gb.storage : null);
+    B.conv3dBackwardWeights(p, xd, gd, f32Of(gw), gb ? f32Of(gb) : null);
   }
   return { gx, gw, gb };
 }
@@ -138,11 +139,11 @@ export function chunkCausalConv3d(x: Tensor, w: Tensor, b: Tensor | null, chunk:
   const wd = dense(w);
   const out = empty(p.yShape);
   const B = backend();
-  B.conv3dForward(p, xd, wd, b ? dense(b) : null, out.storage);
+  B.conv3dForward(p, xd, wd, b ? dense(b) : null, f32Of(out));
   // boundary term: frames chunk, 2 chunk, ..., (n-1) chunk of x through -w[:, :, 2] into outputs chunk-1, 2 chunk-1, ...
   const nb = n - 1;
   const p2 = nb ? conv3dParams([N, C, nb, H, W], [O, C, 1, KH, KW], { padding: [0, 0, ps, ps, ps, ps] }) : null;
-  const xb = nb ? ops.slice(x.detach(), 2, chunk, T, chunk).data() : null;
+  const xb = nb ? denseF32(ops.slice(x.detach(), 2, chunk, T, chunk)) : null;
   const w2neg = nb ? new Float32Array(O * C * KH * KW) : null;
   const k2 = KH * KW;
   const yEnds = (data: Float32Array) => ({ data, offset: (chunk - 1) * Ho * Wo, strides: [O * To * Ho * Wo, To * Ho * Wo, chunk * Ho * Wo, Wo, 1] });
@@ -150,7 +151,7 @@ export function chunkCausalConv3d(x: Tensor, w: Tensor, b: Tensor | null, chunk:
     for (let oc = 0; oc < O * C; oc++) for (let k = 0; k < k2; k++) w2neg[oc * k2 + k] = -wd[(oc * 3 + 2) * k2 + k]!;
     const corr = new Float32Array(numelOf(p2.yShape));
     B.conv3dForward(p2, xb, w2neg, null, corr);
-    B.stridedAccumulate(corr, p2.yShape, yEnds(out.storage));
+    B.stridedAccumulate(corr, p2.yShape, yEnds(f32Of(out)));
   }
   const inputs = b ? [x, w, b] : [x, w];
   return attach(out, 'chunk_causal_conv3d', inputs, (g) => {
@@ -165,13 +166,13 @@ export function chunkCausalConv3d(x: Tensor, w: Tensor, b: Tensor | null, chunk:
     if (r.gx && p2 && gEnds && w2neg) {
       const gxb = new Float32Array(N * C * nb * H * W);
       B.conv3dBackwardData(p2, gEnds, w2neg, gxb);
-      B.stridedAccumulate(gxb, [N, C, nb, H, W], { data: r.gx.storage, offset: chunk * H * W, strides: [C * T * H * W, T * H * W, chunk * H * W, W, 1] });
+      B.stridedAccumulate(gxb, [N, C, nb, H, W], { data: f32Of(r.gx), offset: chunk * H * W, strides: [C * T * H * W, T * H * W, chunk * H * W, W, 1] });
     }
     if (r.gw && p2 && gEnds && xb) {
       // d out / d w[:, :, 2] loses the boundary term: subtract its weight gradient
       const g2 = new Float32Array(O * C * k2);
       B.conv3dBackwardWeights(p2, xb, gEnds, g2, null);
-      const gws = r.gw.storage;
+      const gws = f32Of(r.gw);
       for (let oc = 0; oc < O * C; oc++) for (let k = 0; k < k2; k++) gws[(oc * 3 + 2) * k2 + k]! -= g2[oc * k2 + k]!;
     }
     return gradList(w, b, r);
@@ -192,10 +193,10 @@ function softmaxImpl(x: Tensor, axis: number, log: boolean): Tensor {
   const rows = x.size / cols;
   const out = empty(x.shape);
   const B = backend();
-  if (rows) B.softmax(dense(x), rows, cols, log, out.storage);
+  if (rows) B.softmax(dense(x), rows, cols, log, f32Of(out));
   return attach(out, log ? 'log_softmax' : 'softmax', [x], (g) => {
     const gx = empty(x.shape);
-    if (rows) B.softmaxBackward(out.storage, dense(g), rows, cols, log, gx.storage);
+    if (rows) B.softmaxBackward(f32Of(out), dense(g), rows, cols, log, f32Of(gx));
     return [gx];
   });
 }
@@ -237,13 +238,13 @@ export function normOverAxis(
   const rstd = new Float32Array(npos);
   const B = backend();
   const wd = w ? dense(w) : null;
-  if (npos) B.norm(kind, xd, outer, c, inner, wd, b ? dense(b) : null, eps, out.storage, mean, rstd);
+  if (npos) B.norm(kind, xd, outer, c, inner, wd, b ? dense(b) : null, eps, f32Of(out), mean, rstd);
   const inputs = [x, ...(w ? [w] : []), ...(b ? [b] : [])];
   return attach(out, `${kind}_norm`, inputs, (g) => {
     const gx = empty(x.shape);
     const gw = w ? empty(w.shape) : null;
     const gb = b ? empty(b.shape) : null;
-    if (npos) B.normBackward(kind, xd, outer, c, inner, wd, mean, rstd, dense(g), gx.storage, gw?.storage ?? null, gb?.storage ?? null);
+    if (npos) B.normBackward(kind, xd, outer, c, inner, wd, mean, rstd, dense(g), f32Of(gx), gw ? f32Of(gw) : null, gb ? f32Of(gb) : null);
     return [gx, ...(w ? [gw] : []), ...(b ? [gb] : [])];
   });
 }
@@ -291,12 +292,12 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, scale?: number): Tens
   const out = empty([...lead, Lq, Dv]);
   const lse = new Float32Array(bh * Lq);
   const B = backend();
-  if (bh && Lq) B.attention(qd, kd, vd, bh, Lq, Lk, D, Dv, s, out.storage, lse);
+  if (bh && Lq) B.attention(qd, kd, vd, bh, Lq, Lk, D, Dv, s, f32Of(out), lse);
   return attach(out, 'attention', [q, k, v], (g) => {
     const gq = empty(q.shape),
       gk = empty(k.shape),
       gv = empty(v.shape);
-    if (bh && Lq) B.attentionBackward(qd, kd, vd, out.storage, lse, dense(g), bh, Lq, Lk, D, Dv, s, gq.storage, gk.storage, gv.storage);
+    if (bh && Lq) B.attentionBackward(qd, kd, vd, f32Of(out), lse, dense(g), bh, Lq, Lk, D, Dv, s, f32Of(gq), f32Of(gk), f32Of(gv));
     return [gq, gk, gv];
   });
 }
@@ -412,28 +413,45 @@ export function l1Loss(a: Tensor, b: Tensor): Tensor {
 // embedding
 
 /**
- * Rows of `weight` (V, D) picked by integer ids of any shape: out has shape (...ids.shape, D). Every id must be an
- * integer in [0, V). The gradient reaches `weight` only (rows scatter-added; ids have none).
+ * Rows of `weight` (V, D) picked by integer ids of any shape: out has shape (...ids.shape, D), f32. `ids` is an i32
+ * tensor (token ids); an f32 tensor of integral values is accepted too. Every id must be in [0, V). `weight` may be
+ * f32, bf16 or f16 (only the picked rows are widened). The gradient reaches an f32 `weight` only (rows scatter-added;
+ * ids have none).
  */
 export function embedding(ids: Tensor, weight: Tensor): Tensor {
   if (weight.ndim !== 2) throw new ShapeError(`embedding: weight must be 2-D (vocab, dim), got ${fmtShape(weight.shape)}`);
+  if (weight.dtype === 'i32') throw new DTypeError('embedding: weight is an i32 tensor; it needs f32, bf16 or f16 data');
+  if (ids.dtype === 'bf16' || ids.dtype === 'f16') throw new DTypeError(`embedding: ids must be i32 (or integral f32), got a ${ids.dtype} tensor`);
   const [V, D] = weight.shape as [number, number];
-  const idv = ids.data();
+  const idv = denseStored(ids) as Int32Array | Float32Array;
   for (let i = 0; i < idv.length; i++) {
     const id = idv[i]!;
     if (!Number.isInteger(id) || id < 0 || id >= V)
       throw new ValueError(`embedding: id ${id} at position ${i} is outside the vocabulary [0, ${V})`);
   }
-  const w = dense(weight);
   const out = empty([...ids.shape, D]);
-  const o = out.storage;
-  for (let i = 0; i < idv.length; i++) o.set(w.subarray(idv[i]! * D, idv[i]! * D + D), i * D);
+  const o = f32Of(out);
+  if (weight.dtype === 'f32') {
+    const w = dense(weight);
+    for (let i = 0; i < idv.length; i++) o.set(w.subarray(idv[i]! * D, idv[i]! * D + D), i * D);
+  } else {
+    // bf16 / f16: widen only the rows picked, straight into the output.
+    const half = weight.dtype;
+    const w = weight.isContiguous() ? (denseStored(weight) as Uint16Array) : null;
+    const B = backend();
+    for (let i = 0; i < idv.length; i++) {
+      const r = idv[i]!;
+      const row = w ? w.subarray(r * D, r * D + D) : (denseStored(ops.slice(weight, 0, r, r + 1)) as Uint16Array);
+      B.widen(half, row, o.subarray(i * D, i * D + D));
+    }
+  }
+  const ix = Int32Array.from(idv);
   return attach(out, 'embedding', [weight], (g) => {
     const gw = zeros(weight.shape);
     const gd = dense(g);
-    const gs = gw.storage;
-    for (let i = 0; i < idv.length; i++) {
-      const r = idv[i]! * D;
+    const gs = f32Of(gw);
+    for (let i = 0; i < ix.length; i++) {
+      const r = ix[i]! * D;
       for (let j = 0; j < D; j++) gs[r + j]! += gd[i * D + j]!;
     }
     return [gw];

@@ -4,15 +4,17 @@
  */
 import { backend } from '../backend/index.js';
 import type { BinaryOp, StridedView, UnaryOp } from '../backend/backend.js';
-import { AxisError, ShapeError, ValueError, fmtShape } from '../errors.js';
+import { AxisError, DTypeError, ShapeError, ValueError, fmtShape } from '../errors.js';
 import { allocFloat32 } from './alloc.js';
-import { Tensor, attach, checkShape, contiguousStrides, empty, normAxis, numelOf, scalar, zeros, type TensorLike } from './tensor.js';
+import { Tensor, attach, checkShape, contiguousStrides, denseF32, denseStored, empty, f32Of, normAxis, numelOf, scalar, zeros, type TensorLike } from './tensor.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
 
+/** A strided f32 view of t for the kernels (a bf16 / f16 / i32 tensor is widened to a dense copy first). */
 export function viewOf(t: Tensor): StridedView {
-  return { data: t.storage, offset: t.offset, strides: t.strides };
+  if (t.dtype !== 'f32') return { data: denseF32(t), offset: 0, strides: contiguousStrides(t.shape) };
+  return { data: f32Of(t), offset: t.offset, strides: t.strides };
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
@@ -30,9 +32,9 @@ function fresh(shape: readonly number[]): Tensor {
   return empty(shape);
 }
 
-/** Dense data of t (a view when already contiguous). */
+/** Dense f32 data of t (a view when already contiguous f32; non-f32 inputs are widened to a copy). */
 function dense(t: Tensor): Float32Array {
-  return t.data();
+  return denseF32(t);
 }
 
 export function broadcastShapes(a: readonly number[], b: readonly number[], op = 'broadcast'): number[] {
@@ -53,11 +55,14 @@ function broadcastView(t: Tensor, shape: readonly number[]): StridedView {
   const n = shape.length;
   const k = t.ndim;
   const strides = new Array<number>(n).fill(0);
+  // bf16 / f16 / i32 operands (small ones: biases, norm weights) are widened to a dense f32 copy.
+  const wide = t.dtype !== 'f32';
+  const ts = wide ? contiguousStrides(t.shape) : t.strides;
   for (let i = 0; i < k; i++) {
     const j = n - k + i;
-    strides[j] = t.shape[i] === 1 && shape[j] !== 1 ? 0 : t.strides[i]!;
+    strides[j] = t.shape[i] === 1 && shape[j] !== 1 ? 0 : ts[i]!;
   }
-  return { data: t.storage, offset: t.offset, strides };
+  return wide ? { data: denseF32(t), offset: 0, strides } : { data: f32Of(t), offset: t.offset, strides };
 }
 
 /** Sums a gradient over broadcast axes so it has `shape` again. */
@@ -84,8 +89,8 @@ export function contiguous(t: Tensor): Tensor {
 export function clone(t: Tensor): Tensor {
   const out = fresh(t.shape);
   if (t.size) {
-    if (t.isContiguous()) out.storage.set(t.data());
-    else backend().stridedCopy(viewOf(t), t.shape, out.storage);
+    if (t.isContiguous()) f32Of(out).set(denseF32(t));
+    else backend().stridedCopy(viewOf(t), t.shape, f32Of(out));
   }
   return attach(out, 'clone', [t], (g) => [g]);
 }
@@ -165,7 +170,7 @@ export function slice(t: Tensor, axis: number, start: number, end?: number, step
     if (g.size) {
       const gs = [...gx.strides];
       gs[ax] = gx.strides[ax]! * step;
-      backend().stridedScatter(dense(g), g.shape, { data: gx.storage, offset: s * gx.strides[ax]!, strides: gs });
+      backend().stridedScatter(dense(g), g.shape, { data: f32Of(gx), offset: s * gx.strides[ax]!, strides: gs });
     }
     return [gx];
   });
@@ -244,7 +249,7 @@ export function cat(ts: readonly Tensor[], axis = 0): Tensor {
   const offsets: number[] = [];
   for (const t of ts) {
     offsets.push(off);
-    if (t.size) B.stridedScatter(dense(t), t.shape, { data: out.storage, offset: off * out.strides[ax]!, strides: out.strides });
+    if (t.size) B.stridedScatter(dense(t), t.shape, { data: f32Of(out), offset: off * out.strides[ax]!, strides: out.strides });
     off += t.shape[ax]!;
   }
   return attach(out, 'cat', ts, (g) => ts.map((t, i) => slice(g, ax, offsets[i]!, offsets[i]! + t.shape[ax]!)));
@@ -321,10 +326,10 @@ export function pad(t: Tensor, pads: readonly number[], value = 0): Tensor {
     shape[ax] = t.shape[ax]! + pads[2 * i]! + pads[2 * i + 1]!;
   }
   const out = zeros(shape);
-  if (value !== 0 && out.size) backend().fill(out.storage, value);
+  if (value !== 0 && out.size) backend().fill(f32Of(out), value);
   let off = 0;
   for (let i = 0; i < t.ndim; i++) off += lo[i]! * out.strides[i]!;
-  if (t.size) backend().stridedScatter(dense(t), t.shape, { data: out.storage, offset: off, strides: out.strides });
+  if (t.size) backend().stridedScatter(dense(t), t.shape, { data: f32Of(out), offset: off, strides: out.strides });
   const inShape = t.shape;
   return attach(out, 'pad', [t], (g) => {
     let r = g;
@@ -339,10 +344,10 @@ export function pad(t: Tensor, pads: readonly number[], value = 0): Tensor {
 function unaryOp(op: UnaryOp, x: Tensor): Tensor {
   const xd = dense(x);
   const out = fresh(x.shape);
-  if (x.size) backend().unary(op, xd, out.storage);
+  if (x.size) backend().unary(op, xd, f32Of(out));
   return attach(out, op, [x], (g) => {
     const gx = fresh(x.shape);
-    if (x.size) backend().unaryBackward(op, xd, out.storage, dense(g), gx.storage);
+    if (x.size) backend().unaryBackward(op, xd, f32Of(out), dense(g), f32Of(gx));
     return [gx];
   });
 }
@@ -374,21 +379,21 @@ export function gelu(x: Tensor, approximate: 'tanh' | 'none' = 'none'): Tensor {
 export function affine(x: Tensor, a: number, b: number): Tensor {
   const xd = dense(x);
   const out = fresh(x.shape);
-  if (x.size) backend().affine(xd, a, b, out.storage);
+  if (x.size) backend().affine(xd, a, b, f32Of(out));
   return attach(out, 'affine', [x], (g) => [a === 1 ? g : affine(g, a, 0)]);
 }
 
 function powScalar(x: Tensor, p: number): Tensor {
   const xd = dense(x);
   const out = fresh(x.shape);
-  if (x.size) backend().powScalar(xd, p, out.storage);
+  if (x.size) backend().powScalar(xd, p, f32Of(out));
   return attach(out, 'pow', [x], (g) => [mul(g, affine(powScalar(x, p - 1), p, 0))]);
 }
 
 function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShapes(a.shape, b.shape, op);
   const out = fresh(shape);
-  if (out.size) backend().binary(op, broadcastView(a, shape), broadcastView(b, shape), shape, out.storage);
+  if (out.size) backend().binary(op, broadcastView(a, shape), broadcastView(b, shape), shape, f32Of(out));
   return out;
 }
 
@@ -601,9 +606,9 @@ function matOperand(t: Tensor, batch: readonly number[], r: number, c: number): 
   }
   if (trans === null || bstride === null) {
     const cv = clone(v.detach());
-    return { data: cv.storage, trans: false, stride: numelOf(batch) > 1 ? r * c : 0 };
+    return { data: f32Of(cv), trans: false, stride: numelOf(batch) > 1 ? r * c : 0 };
   }
-  return { data: v.storage.subarray(v.offset), trans, stride: bstride };
+  return { data: f32Of(v).subarray(v.offset), trans, stride: bstride };
 }
 
 /** Matrix product with numpy/torch broadcasting of batch axes (1-D operands are not promoted: use reshape). */
@@ -617,17 +622,18 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   if (K !== K2) throw new ShapeError(`matmul: inner sizes differ: ${fmtShape(a.shape)} @ ${fmtShape(b.shape)}`);
   const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), 'matmul batch');
   const nb = numelOf(batch);
+  if (a.dtype !== 'f32' || b.dtype !== 'f32') return matmulWiden(a, b);
   const out = fresh([...batch, M, N]);
   if (out.size) {
     // Fold a broadcast-free 2-D right operand into one big GEMM: (batch*M, K) @ (K, N).
     if (b.ndim === 2 && a.isContiguous() && nb > 1) {
-      const A = a.storage.subarray(a.offset);
+      const A = f32Of(a).subarray(a.offset);
       const Bo = matOperand(b, [], K, N);
-      backend().gemm(false, Bo.trans, 1, nb * M, N, K, 1, A, 0, Bo.data, 0, 0, out.storage, 0);
+      backend().gemm(false, Bo.trans, 1, nb * M, N, K, 1, A, 0, Bo.data, 0, 0, f32Of(out), 0);
     } else {
       const Ao = matOperand(a, batch, M, K);
       const Bo = matOperand(b, batch, K, N);
-      backend().gemm(Ao.trans, Bo.trans, nb, M, N, K, 1, Ao.data, Ao.stride, Bo.data, Bo.stride, 0, out.storage, M * N);
+      backend().gemm(Ao.trans, Bo.trans, nb, M, N, K, 1, Ao.data, Ao.stride, Bo.data, Bo.stride, 0, f32Of(out), M * N);
     }
   }
   return attach(out, 'matmul', [a, b], (g) => [
@@ -636,7 +642,143 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   ]);
 }
 
-/** y = x @ w^T + b with w of shape [out, in] (torch.nn.functional.linear). */
+// ---------------------------------------------------------------------------------------------------------------
+// bf16 / f16 weights: widened inside the kernels, a bounded block of rows at a time
+
+/** Bytes of float32 one widened weight block may take: big weights are never widened whole. */
+export const WIDEN_BLOCK_BYTES = 4 << 20;
+
+function checkFloat(t: Tensor, op: string, what: string): void {
+  if (t.dtype === 'i32') throw new DTypeError(`${op}: ${what} is an i32 tensor; it needs floating-point data (f32, bf16 or f16)`);
+}
+
+/** Rows per widened block of a matrix with `cols` columns. */
+function blockRows(cols: number): number {
+  return Math.max(1, Math.floor(WIDEN_BLOCK_BYTES / 4 / Math.max(1, cols)));
+}
+
+/**
+ * Calls fn(r0, nr, block) for consecutive row blocks of the 2-D tensor w (any dtype), block holding rows [r0, r0+nr)
+ * widened to dense float32 (a reused buffer of at most WIDEN_BLOCK_BYTES, or one row).
+ */
+function forEachRowBlock(w: Tensor, fn: (r0: number, nr: number, block: Float32Array) => void): void {
+  const [R, C] = w.shape as [number, number];
+  const br = Math.min(R, blockRows(C));
+  const buf = new Float32Array(br * C);
+  const contig = w.isContiguous();
+  const stored = contig ? denseStored(w) : null;
+  for (let r0 = 0; r0 < R; r0 += br) {
+    const nr = Math.min(br, R - r0);
+    const blk = buf.subarray(0, nr * C);
+    if (stored && w.dtype !== 'f32' && w.dtype !== 'i32') backend().widen(w.dtype as 'bf16' | 'f16', (stored as Uint16Array).subarray(r0 * C, (r0 + nr) * C), blk);
+    else blk.set(denseF32(slice(w, 0, r0, r0 + nr)));
+    fn(r0, nr, blk);
+  }
+}
+
+/** matmul with a bf16 / f16 operand: a 2-D right operand (a weight) is widened K-row block by block. */
+function matmulWiden(a: Tensor, b: Tensor): Tensor {
+  checkFloat(a, 'matmul', 'the left operand');
+  checkFloat(b, 'matmul', 'the right operand');
+  const K = a.shape[a.ndim - 1]!;
+  const N = b.shape[b.ndim - 1]!;
+  const small = (t: Tensor) => t.dtype === 'f32' || t.size * 4 <= WIDEN_BLOCK_BYTES;
+  // Small operands and batched right operands: widen (outputs are f32 either way), then the f32 path.
+  if (b.ndim !== 2 || (small(a) && small(b))) {
+    const aw = a.dtype === 'f32' ? a : new Tensor(denseF32(a), a.shape);
+    const bw = b.dtype === 'f32' ? b : new Tensor(denseF32(b), b.shape);
+    const out = matmul(aw.detach(), bw.detach());
+    return attach(out, 'matmul', [a, b], (g) => [
+      a.requiresGrad ? sumToShape(matmul(g, transpose(b, -1, -2)), a.shape) : null,
+      null, // b is not f32, so it cannot require grad
+    ]);
+  }
+  const aw = a.dtype === 'f32' ? a : new Tensor(denseF32(a), a.shape);
+  const rows = numelOf(a.shape.slice(0, -1));
+  const out = fresh([...a.shape.slice(0, -1), N]);
+  if (out.size) {
+    const ad = dense(aw);
+    const o = f32Of(out);
+    if (K === 0) o.fill(0);
+    const B = backend();
+    let ablk: Float32Array | null = null;
+    // out = sum over row blocks k of A[:, k] @ B[k, :]
+    forEachRowBlock(b, (k0, nk, bblk) => {
+      let A: Float32Array;
+      if (nk === K) A = ad;
+      else {
+        ablk ??= new Float32Array(rows * blockRows(N));
+        A = ablk.subarray(0, rows * nk);
+        B.stridedCopy({ data: ad, offset: k0, strides: [K, 1] }, [rows, nk], A);
+      }
+      B.gemm(false, false, 1, rows, N, nk, 1, A, 0, bblk, 0, k0 > 0 ? 1 : 0, o, 0);
+    });
+  }
+  // g @ b^T is linear(g, b): the weight's rows stay contiguous, so the backward widens the same row blocks.
+  return attach(out, 'matmul', [a, b], (g) => [a.requiresGrad ? linear(g, b) : null, null]);
+}
+
+/** linear with a bf16 / f16 weight [O, I]: out columns computed one widened row block of the weight at a time. */
+function linearWiden(x: Tensor, w: Tensor, b: Tensor | null | undefined, rows: number, outShape: number[]): Tensor {
+  checkFloat(w, 'linear', 'the weight');
+  const [O, I] = w.shape as [number, number];
+  const out = fresh(outShape);
+  const xd = dense(x);
+  const B = backend();
+  if (out.size) {
+    const o = f32Of(out);
+    if (b) B.stridedCopy({ data: dense(b), offset: 0, strides: [0, 1] }, [rows, O], o);
+    else if (I === 0) o.fill(0);
+    if (blockRows(I) >= O) {
+      forEachRowBlock(w, (_r0, _n, wd) => B.gemm(false, true, 1, rows, O, I, 1, xd, 0, wd, 0, b ? 1 : 0, o, 0));
+    } else {
+      const tmp = new Float32Array(rows * blockRows(I));
+      forEachRowBlock(w, (o0, no, wd) => {
+        const t = tmp.subarray(0, rows * no);
+        B.gemm(false, true, 1, rows, no, I, 1, xd, 0, wd, 0, 0, t, 0);
+        const dst = { data: o, offset: o0, strides: [O, 1] };
+        if (b) B.stridedAccumulate(t, [rows, no], dst);
+        else B.stridedScatter(t, [rows, no], dst);
+      });
+    }
+  }
+  const inputs = b ? [x, w, b] : [x, w];
+  return attach(out, 'linear', inputs, (g) => {
+    const gd = dense(g);
+    const res: (Tensor | null)[] = [];
+    if (x.requiresGrad) {
+      // gx = g @ W = sum over weight row blocks of g[:, o0:o0+no] @ W[o0:o0+no, :]
+      const gx = fresh(x.shape);
+      if (gx.size) {
+        const gxd = f32Of(gx);
+        if (O === 0) gxd.fill(0);
+        let gblk: Float32Array | null = null;
+        forEachRowBlock(w, (o0, no, wd) => {
+          let G: Float32Array;
+          if (no === O) G = gd;
+          else {
+            gblk ??= new Float32Array(rows * blockRows(I));
+            G = gblk.subarray(0, rows * no);
+            B.stridedCopy({ data: gd, offset: o0, strides: [O, 1] }, [rows, no], G);
+          }
+          B.gemm(false, false, 1, rows, I, no, 1, G, 0, wd, 0, o0 > 0 ? 1 : 0, gxd, 0);
+        });
+      }
+      res.push(gx);
+    } else res.push(null);
+    res.push(null); // a bf16 / f16 weight is frozen: it cannot require grad
+    if (b) {
+      if (b.requiresGrad) {
+        const gb = fresh([O]);
+        if (O) B.reduce('sum', gd, 1, rows, O, f32Of(gb));
+        res.push(gb);
+      } else res.push(null);
+    }
+    return res;
+  });
+}
+
+/** y = x @ w^T + b with w of shape [out, in] (torch.nn.functional.linear). w may be bf16 / f16 (widened in blocks). */
 export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
   if (w.ndim !== 2) throw new ShapeError(`linear: weight must be 2-D [out, in], got ${fmtShape(w.shape)}`);
   const [O, I] = w.shape as [number, number];
@@ -646,13 +788,14 @@ export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
     throw new ShapeError(`linear: bias ${fmtShape(b.shape)} does not match weight ${fmtShape(w.shape)}`);
   const rows = numelOf(x.shape.slice(0, -1));
   const outShape = [...x.shape.slice(0, -1), O];
+  if (w.dtype !== 'f32') return linearWiden(x, w, b, rows, outShape);
   const out = fresh(outShape);
   const xd = dense(x);
   const wd = dense(w);
   const B = backend();
   if (out.size) {
-    if (b) B.stridedCopy({ data: dense(b), offset: 0, strides: [0, 1] }, [rows, O], out.storage);
-    B.gemm(false, true, 1, rows, O, I, 1, xd, 0, wd, 0, b ? 1 : 0, out.storage, 0);
+    if (b) B.stridedCopy({ data: dense(b), offset: 0, strides: [0, 1] }, [rows, O], f32Of(out));
+    B.gemm(false, true, 1, rows, O, I, 1, xd, 0, wd, 0, b ? 1 : 0, f32Of(out), 0);
   }
   const inputs = b ? [x, w, b] : [x, w];
   return attach(out, 'linear', inputs, (g) => {
@@ -660,18 +803,18 @@ export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
     const res: (Tensor | null)[] = [];
     if (x.requiresGrad) {
       const gx = fresh(x.shape);
-      if (gx.size) B.gemm(false, false, 1, rows, I, O, 1, gd, 0, wd, 0, 0, gx.storage, 0);
+      if (gx.size) B.gemm(false, false, 1, rows, I, O, 1, gd, 0, wd, 0, 0, f32Of(gx), 0);
       res.push(gx);
     } else res.push(null);
     if (w.requiresGrad) {
       const gw = fresh(w.shape);
-      if (gw.size) B.gemm(true, false, 1, O, I, rows, 1, gd, 0, xd, 0, 0, gw.storage, 0);
+      if (gw.size) B.gemm(true, false, 1, O, I, rows, 1, gd, 0, xd, 0, 0, f32Of(gw), 0);
       res.push(gw);
     } else res.push(null);
     if (b) {
       if (b.requiresGrad) {
         const gb = fresh([O]);
-        if (O) B.reduce('sum', gd, 1, rows, O, gb.storage);
+        if (O) B.reduce('sum', gd, 1, rows, O, f32Of(gb));
         res.push(gb);
       } else res.push(null);
     }

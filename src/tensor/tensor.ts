@@ -1,14 +1,20 @@
 /**
- * Tensor: a float32 n-d array (shape, strides and offset over a shared Float32Array storage) with reverse-mode
- * autograd. Views (reshape of contiguous data, permute, slice, expand) share storage; everything else allocates.
+ * Tensor: an n-d array (shape, strides and offset over a shared, opaque backend Storage) with reverse-mode autograd.
+ * Element types: f32 (all arithmetic), bf16 / f16 (weights kept in their checkpoint dtype; widened inside the kernels
+ * that read them) and i32 (token ids). Views (reshape of contiguous data, permute, slice, expand) share storage;
+ * everything else allocates, and every op's output is f32.
  *
  * The math lives in ops.ts / nn_ops.ts; the methods here delegate to it so `x.add(y).sum()` reads naturally.
  */
 import { backend } from '../backend/index.js';
+import { f32ToF16 } from '../backend/convert.js';
 import { AutogradError, AxisError, DTypeError, ShapeError, ValueError, fmtShape } from '../errors.js';
 import { MAX_ELEMENTS, allocFailed, allocFloat32, checkAllocSize } from './alloc.js';
 import * as ops from './ops.js';
-import type { DType } from './dtype.js';
+import { DTYPES, type DType } from './dtype.js';
+import { Storage, storageArray, storageF32, type HostArray } from './storage.js';
+
+export { Storage } from './storage.js';
 
 /** A node of the autograd tape: how to turn the output gradient into gradients for each input. */
 export interface GradFn {
@@ -111,16 +117,25 @@ export class Tensor {
   readonly shape: readonly number[];
   readonly strides: readonly number[];
   readonly offset: number;
-  /** The underlying storage, possibly shared with other views. */
-  readonly storage: Float32Array;
-  requiresGrad: boolean;
+  /**
+   * The underlying storage, possibly shared with other views: an opaque backend handle (dtype and length only). Read
+   * and write the elements with readSync / read / readInto / write / item / toArray.
+   */
+  readonly storage: Storage;
+  #requiresGrad = false;
   grad: Tensor | null = null;
   gradFn: GradFn | null = null;
 
-  constructor(storage: Float32Array, shape: readonly number[], strides?: readonly number[], offset = 0, requiresGrad = false) {
-    if (!(storage instanceof Float32Array)) {
+  /**
+   * A tensor over `storage` (not copied). A Float32Array or Int32Array is wrapped as an f32 or i32 storage; bf16 / f16
+   * data come as a Storage (see fromHostArray).
+   */
+  constructor(storage: Storage | Float32Array | Int32Array, shape: readonly number[], strides?: readonly number[], offset = 0, requiresGrad = false) {
+    if (storage instanceof Float32Array) storage = new Storage(storage, 'f32');
+    else if (storage instanceof Int32Array) storage = new Storage(storage, 'i32');
+    else if (!(storage instanceof Storage)) {
       const kind = (storage as object)?.constructor?.name ?? typeof storage;
-      throw new DTypeError(`tensor storage must be a Float32Array, got ${kind}`);
+      throw new DTypeError(`tensor storage must be a Storage, Float32Array or Int32Array, got ${kind}`);
     }
     this.shape = Object.freeze(checkShape(shape));
     this.strides = Object.freeze(strides ? [...strides] : contiguousStrides(shape));
@@ -156,35 +171,45 @@ export class Tensor {
   }
 
   /**
-   * The elements as a dense row-major Float32Array. For a contiguous tensor this is a view of the storage (no copy;
-   * writing to it writes the tensor); otherwise a fresh copy.
+   * Whether gradients flow to this tensor. Only f32 tensors can require grad: a bf16 / f16 / i32 tensor is data (a
+   * frozen weight, token ids), and asking for its gradient is a DTypeError.
    */
-  data(): Float32Array {
-    if (this.isContiguous()) return this.storage.subarray(this.offset, this.offset + this.size);
-    const out = allocUninit(this.size);
-    if (out.length) backend().stridedCopy({ data: this.storage, offset: this.offset, strides: this.strides }, this.shape, out);
-    return out;
+  get requiresGrad(): boolean {
+    return this.#requiresGrad;
   }
 
-  /** A dense copy of the elements. */
-  toFloat32Array(): Float32Array {
-    return this.isContiguous() ? this.data().slice() : this.data();
-  }
-
-  toArray(): number[] {
-    return Array.from(this.data());
+  set requiresGrad(flag: boolean) {
+    if (flag && this.storage.dtype !== 'f32')
+      throw new DTypeError(`a ${this.storage.dtype} tensor cannot require grad (only f32 tensors are trainable; convert with .to('f32'))`);
+    this.#requiresGrad = flag;
   }
 
   // ---- explicit host transfers: the only way code outside src/tensor and src/backend reaches the elements ----
 
-  /** The element type held in memory. */
-  get dtype(): DType {
-    return 'f32';
+  /** The elements as a plain array of numbers (i32 exact; bf16 / f16 widened). */
+  toArray(): number[] {
+    if (this.storage.dtype === 'i32') return Array.from(denseStored(this) as Int32Array);
+    return Array.from(this.readSync());
   }
 
-  /** A fresh dense row-major float32 copy of the elements (a synchronous host read). */
+  /** The element type held in memory. */
+  get dtype(): DType {
+    return this.storage.dtype;
+  }
+
+  /** A fresh dense row-major float32 copy of the elements (a synchronous host read; bf16 / f16 / i32 converted). */
   readSync(): Float32Array {
-    return this.toFloat32Array();
+    const d = denseF32(this);
+    return this.storage.dtype === 'f32' && this.isContiguous() ? d.slice() : d;
+  }
+
+  /**
+   * A fresh dense row-major copy in the stored dtype: Float32Array (f32), Uint16Array of bit patterns (bf16, f16) or
+   * Int32Array (i32). For writers that keep the dtype (safetensors).
+   */
+  readStoredSync(): HostArray {
+    const d = denseStored(this);
+    return this.isContiguous() ? d.slice() : d;
   }
 
   /** The same as readSync(), as a promise: a device backend resolves it when its readback lands. */
@@ -196,8 +221,9 @@ export class Tensor {
   readInto(out: Float32Array): Float32Array {
     if (!(out instanceof Float32Array) || out.length !== this.size)
       throw new ShapeError(`readInto: the buffer must be a Float32Array of ${this.size} values for shape ${fmtShape(this.shape)}`);
-    if (this.isContiguous()) out.set(this.storage.subarray(this.offset, this.offset + this.size));
-    else if (out.length) backend().stridedCopy({ data: this.storage, offset: this.offset, strides: this.strides }, this.shape, out);
+    if (this.storage.dtype !== 'f32') out.set(denseF32(this));
+    else if (this.isContiguous()) out.set(f32Of(this).subarray(this.offset, this.offset + this.size));
+    else if (out.length) backend().stridedCopy({ data: f32Of(this), offset: this.offset, strides: this.strides }, this.shape, out);
     return out;
   }
 
@@ -207,21 +233,55 @@ export class Tensor {
    */
   write(src: ArrayLike<number>): this {
     if (src.length !== this.size) throw new ShapeError(`write: got ${src.length} values for shape ${fmtShape(this.shape)} (${this.size})`);
-    if (this.isContiguous()) this.storage.set(src, this.offset);
-    else {
-      const d = src instanceof Float32Array ? src : Float32Array.from(src);
-      if (d.length) backend().stridedScatter(d, this.shape, { data: this.storage, offset: this.offset, strides: this.strides });
+    const dt = this.storage.dtype;
+    if (dt === 'f32') {
+      const buf = f32Of(this);
+      if (this.isContiguous()) buf.set(src, this.offset);
+      else {
+        const d = src instanceof Float32Array ? src : Float32Array.from(src);
+        if (d.length) backend().stridedScatter(d, this.shape, { data: buf, offset: this.offset, strides: this.strides });
+      }
+      return this;
     }
+    // Other dtypes: convert to the stored type first (bf16 rounds to nearest even; i32 needs integers), then place.
+    let conv: Uint16Array | Int32Array;
+    if (dt === 'i32') {
+      conv = new Int32Array(src.length);
+      for (let i = 0; i < src.length; i++) {
+        const v = src[i]!;
+        if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647) throw new ValueError(`write: an i32 tensor needs integers, got ${v} at ${i}`);
+        conv[i] = v;
+      }
+    } else {
+      conv = new Uint16Array(src.length);
+      const f = src instanceof Float32Array ? src : Float32Array.from(src);
+      if (dt === 'bf16') backend().narrowBf16(f, conv);
+      else f32ToF16(f, conv);
+    }
+    scatterStrided(conv, this.shape, storageArray(this.storage) as Uint16Array | Int32Array, this.offset, this.strides);
     return this;
   }
 
   item(): number {
     if (this.size !== 1) throw new ShapeError(`item() needs a tensor with one element, got shape ${fmtShape(this.shape)}`);
-    return this.storage[this.offset]!;
+    const a = storageArray(this.storage);
+    const v = a[this.offset]!;
+    if (this.storage.dtype === 'bf16' || this.storage.dtype === 'f16') {
+      const o = new Float32Array(1);
+      backend().widen(this.storage.dtype, Uint16Array.of(v), o);
+      return o[0]!;
+    }
+    return v;
+  }
+
+  /** A copy converted to `dtype` (this tensor itself when it already has it). f32 -> bf16 rounds to nearest even. */
+  to(dtype: DType): Tensor {
+    return castTo(this, dtype);
   }
 
   toString(): string {
-    return `Tensor(shape=${fmtShape(this.shape)}${this.requiresGrad ? ', requiresGrad' : ''})`;
+    const dt = this.storage.dtype === 'f32' ? '' : `, dtype=${this.storage.dtype}`;
+    return `Tensor(shape=${fmtShape(this.shape)}${dt}${this.requiresGrad ? ', requiresGrad' : ''})`;
   }
 
   /** A tensor sharing this one's data but with no autograd history. */
@@ -358,16 +418,19 @@ function flatArgs(a: number[] | [number[]]): number[] {
 // ---------------------------------------------------------------------------------------------------------------
 // construction
 
-/** A tensor over `data` (not copied) with `shape` (defaults to 1-D). Accepts Float32Array or a number array. */
-export function tensor(data: Float32Array | readonly number[], shape?: readonly number[], requiresGrad = false): Tensor {
-  let arr: Float32Array;
-  if (data instanceof Float32Array) arr = data;
+/**
+ * A tensor over `data` (not copied) with `shape` (defaults to 1-D). Accepts a Float32Array or a number array (f32), or
+ * an Int32Array (i32, e.g. token ids).
+ */
+export function tensor(data: Float32Array | Int32Array | readonly number[], shape?: readonly number[], requiresGrad = false): Tensor {
+  let arr: Float32Array | Int32Array;
+  if (data instanceof Float32Array || data instanceof Int32Array) arr = data;
   else if (Array.isArray(data)) {
     for (const v of data) if (typeof v !== 'number') throw new DTypeError(`tensor() data must be numbers, got ${typeof v}`);
     arr = Float32Array.from(data);
   } else {
     const kind = (data as object)?.constructor?.name ?? typeof data;
-    throw new DTypeError(`tensor() needs a Float32Array or number[], got ${kind} (convert other dtypes explicitly)`);
+    throw new DTypeError(`tensor() needs a Float32Array, Int32Array or number[], got ${kind} (bf16 / f16 data: fromHostArray)`);
   }
   const s = shape ? checkShape(shape) : [arr.length];
   if (numelOf(s) !== arr.length)
@@ -379,15 +442,42 @@ export function scalar(v: number): Tensor {
   return new Tensor(Float32Array.of(v), []);
 }
 
-export function zeros(shape: readonly number[]): Tensor {
+/** A zero-filled tensor (f32 unless `dtype` says otherwise). */
+export function zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
   const s = checkShape(shape);
-  return new Tensor(allocFloat32(numelOf(s), s), s);
+  if (dtype === 'f32') return new Tensor(allocFloat32(numelOf(s), s), s);
+  return new Tensor(allocStorage(dtype, numelOf(s), s), s);
 }
 
 export function full(shape: readonly number[], value: number): Tensor {
   const t = zeros(shape);
-  if (value !== 0 && t.size) backend().fill(t.storage, value);
+  if (value !== 0 && t.size) backend().fill(f32Of(t), value);
   return t;
+}
+
+/** A zeroed storage of n elements of `dtype`, size-checked like every float32 allocation. */
+function allocStorage(dtype: DType, n: number, shape?: readonly number[]): Storage {
+  if (!DTYPES.includes(dtype)) throw new DTypeError(`unknown dtype "${String(dtype)}" (expected ${DTYPES.join(', ')})`);
+  checkAllocSize(n, shape);
+  try {
+    if (dtype === 'f32') return new Storage(new Float32Array(n), 'f32');
+    if (dtype === 'i32') return new Storage(new Int32Array(n), 'i32');
+    return new Storage(new Uint16Array(n), dtype);
+  } catch (e) {
+    return allocFailed(e, n, shape, 'tensor');
+  }
+}
+
+/**
+ * A tensor over a host array (not copied) of the given dtype: Float32Array for f32, Uint16Array of bit patterns for
+ * bf16 / f16, Int32Array for i32. How loaders hand checkpoint data to a tensor without widening it.
+ */
+export function fromHostArray(data: HostArray, shape: readonly number[], dtype: DType): Tensor {
+  const s = checkShape(shape);
+  const st = new Storage(data, dtype);
+  if (numelOf(s) !== st.length)
+    throw new ShapeError(`data of length ${st.length} does not fill shape ${fmtShape(s)} (${numelOf(s)} elements)`);
+  return new Tensor(st, s);
 }
 
 export function ones(shape: readonly number[]): Tensor {
@@ -399,8 +489,9 @@ export function ones(shape: readonly number[]): Tensor {
  * contract for outputs unless a kernel documents accumulation). Saves the zero-fill and, for large tensors, the
  * fresh zero pages a zeroed allocation costs.
  */
-export function empty(shape: readonly number[]): Tensor {
+export function empty(shape: readonly number[], dtype: DType = 'f32'): Tensor {
   const s = checkShape(shape);
+  if (dtype !== 'f32') return new Tensor(allocStorage(dtype, numelOf(s), s), s);
   return new Tensor(allocUninit(numelOf(s), s), s);
 }
 
@@ -454,6 +545,7 @@ export function arange(start: number, end?: number, step = 1): Tensor {
 
 /** A leaf tensor that requires grad (a trainable parameter). */
 export function parameter(t: Tensor): Tensor {
+  if (t.dtype !== 'f32') throw new DTypeError(`parameter(): a ${t.dtype} tensor cannot be trainable (convert with .to('f32') first)`);
   const c = t.isContiguous() && t.offset === 0 && t.storage.length === t.size ? t.detach() : t.detach().clone();
   c.requiresGrad = true;
   return c;
@@ -540,4 +632,107 @@ function accumulateLeaf(t: Tensor, g: Tensor): void {
   // The first gradient is stored as is (no copy: it is usually a fresh tensor); later ones make a new sum rather than
   // writing in place, because the stored gradient may share storage with another leaf's (e.g. both inputs of an add).
   t.grad = t.grad === null ? g : ops.add(t.grad, g);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// INTERNAL host access (src/tensor and src/backend only; not exported from the package index)
+
+/** The Float32Array behind an f32 tensor's storage (the whole storage: mind t.offset); DTypeError for other dtypes. */
+export function f32Of(t: Tensor, what?: string): Float32Array {
+  return storageF32(t.storage, what);
+}
+
+/** Gathers a strided view of any typed array into a dense array of the same kind (a plain loop: used for non-f32). */
+function gatherStrided<T extends HostArray>(src: T, offset: number, strides: readonly number[], shape: readonly number[], out: T): T {
+  const n = out.length;
+  const nd = shape.length;
+  if (!n) return out;
+  const idx = new Array<number>(nd).fill(0);
+  let p = offset;
+  for (let i = 0; i < n; i++) {
+    out[i] = src[p]!;
+    for (let a = nd - 1; a >= 0; a--) {
+      if (++idx[a]! < shape[a]!) {
+        p += strides[a]!;
+        break;
+      }
+      p -= (shape[a]! - 1) * strides[a]!;
+      idx[a] = 0;
+    }
+  }
+  return out;
+}
+
+/** Scatters a dense array into a strided view of the same kind of array (views that write never overlap themselves). */
+function scatterStrided<T extends Uint16Array | Int32Array>(src: T, shape: readonly number[], dst: T, offset: number, strides: readonly number[]): void {
+  const n = src.length;
+  const nd = shape.length;
+  const idx = new Array<number>(nd).fill(0);
+  let p = offset;
+  for (let i = 0; i < n; i++) {
+    dst[p] = src[i]!;
+    for (let a = nd - 1; a >= 0; a--) {
+      if (++idx[a]! < shape[a]!) {
+        p += strides[a]!;
+        break;
+      }
+      p -= (shape[a]! - 1) * strides[a]!;
+      idx[a] = 0;
+    }
+  }
+}
+
+/** Dense elements in the stored dtype: a view of the storage when contiguous (do not write to it), else a copy. */
+export function denseStored(t: Tensor): HostArray {
+  const a = storageArray(t.storage);
+  if (t.isContiguous()) return a.subarray(t.offset, t.offset + t.size);
+  if (t.storage.dtype === 'f32') return denseF32(t);
+  const out = (a instanceof Int32Array ? new Int32Array(t.size) : new Uint16Array(t.size)) as HostArray;
+  return gatherStrided(a, t.offset, t.strides, t.shape, out);
+}
+
+/**
+ * Dense float32 elements of t: a view of the storage when t is a contiguous f32 tensor (no copy; kernels read it),
+ * otherwise a fresh array (strided gather, and bf16 / f16 / i32 widened to f32).
+ */
+export function denseF32(t: Tensor): Float32Array {
+  const dt = t.storage.dtype;
+  if (dt === 'f32') {
+    const buf = f32Of(t);
+    if (t.isContiguous()) return buf.subarray(t.offset, t.offset + t.size);
+    const out = allocUninit(t.size);
+    if (out.length) backend().stridedCopy({ data: buf, offset: t.offset, strides: t.strides }, t.shape, out);
+    return out;
+  }
+  const src = denseStored(t);
+  const out = allocUninit(t.size);
+  if (dt === 'i32') out.set(src);
+  else backend().widen(dt, src as Uint16Array, out);
+  return out;
+}
+
+/** An f32 tensor with t's values: t itself when it is f32, else a widened dense copy (no autograd: non-f32 has none). */
+export function asF32(t: Tensor): Tensor {
+  return t.storage.dtype === 'f32' ? t : new Tensor(denseF32(t), t.shape);
+}
+
+/** Converts t to `dtype` (t itself when it already has it). Autograd flows only through f32 -> f32 (identity). */
+export function castTo(t: Tensor, dtype: DType): Tensor {
+  if (!DTYPES.includes(dtype)) throw new DTypeError(`unknown dtype "${String(dtype)}" (expected ${DTYPES.join(', ')})`);
+  if (t.storage.dtype === dtype) return t;
+  if (dtype === 'f32') return new Tensor(denseF32(t), t.shape);
+  const f = denseF32(t);
+  if (dtype === 'i32') {
+    const o = new Int32Array(f.length);
+    for (let i = 0; i < f.length; i++) {
+      const v = f[i]!;
+      if (!Number.isInteger(v)) throw new ValueError(`to('i32'): element ${i} is ${v}, not an integer`);
+      o[i] = v;
+    }
+    return new Tensor(o, t.shape);
+  }
+  const o = new Uint16Array(f.length);
+  if (dtype === 'bf16') backend().narrowBf16(f, o);
+  else f32ToF16(f, o);
+  return new Tensor(new Storage(o, dtype), t.shape);
 }

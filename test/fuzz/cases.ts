@@ -66,7 +66,7 @@ function readAllSafetensors(p: string): void {
   try {
     for (const k of f.keys()) {
       f.info(k);
-      f.tensor(k).data();
+      f.tensor(k).readSync();
       f.float64(k);
     }
   } finally {
@@ -314,7 +314,7 @@ function hostilePickle(rng: FuzzRng): { pkl: Buffer; what: string } {
 function readAllTorch(p: string): void {
   readTorchCheckpointInfo(p);
   const sd = loadTorchStateDict(p);
-  for (const t of sd.stateDict.values()) t.data();
+  for (const t of sd.stateDict.values()) t.readSync();
 }
 
 function torchCase(rng: FuzzRng): FuzzCase {
