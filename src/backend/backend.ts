@@ -276,4 +276,10 @@ export interface Backend {
 
   /** Dtype narrowing: out[i] = bf16(src[i]), rounded to nearest even (NaN stays NaN). Equal lengths. */
   narrowBf16(src: Float32Array, out: Uint16Array): void;
+
+  /**
+   * Linear combination: out[k] = sum over j of coefs[j] * xs[j][k], accumulated in double in the order given and
+   * rounded once to float32 (dense, equal lengths; `out` may be one of the xs). The samplers' update rule.
+   */
+  lincomb(coefs: readonly number[], xs: readonly Float32Array[], out: Float32Array): void;
 }

@@ -295,6 +295,8 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     sumSquares: (x) => a.sumSquares(x),
     // Memory-bound and rare (once per optimizer step): the reference loop is as fast as a native call here.
     ema: (shadow, x, decay) => referenceBackend.ema(shadow, x, decay),
+    // Memory-bound and once per sampler step: the reference loop (double accumulation) serves here too.
+    lincomb: (coefs, xs, out) => referenceBackend.lincomb(coefs, xs, out),
     // An addon built before the conversion kernels existed falls back to the reference loops.
     widen: a.widen ? (kind, src, out) => a.widen!(kind, src, out) : referenceBackend.widen,
     narrowBf16: a.narrowBf16 ? (src, out) => a.narrowBf16!(src, out) : referenceBackend.narrowBf16,

@@ -1034,6 +1034,22 @@ export const referenceBackend: Backend = {
     if (out.length !== src.length) throw new RangeError(`narrowBf16: 'out' has ${out.length} elements, 'src' has ${src.length}`);
     f32ToBf16(src, out);
   },
+
+  lincomb(coefs, xs, out) {
+    const fn = 'lincomb';
+    if (coefs.length !== xs.length || coefs.length === 0) throw new RangeError(`${fn}: needs as many coefficients as arrays (at least one), got ${coefs.length} and ${xs.length}`);
+    for (let j = 0; j < xs.length; j++) {
+      if (!Number.isFinite(coefs[j]!)) throw new RangeError(`${fn}: coefficient ${j} must be finite, got ${coefs[j]}`);
+      checkLen(fn, `xs[${j}]`, xs[j]!, out.length);
+    }
+    const n = out.length;
+    const J = xs.length;
+    for (let k = 0; k < n; k++) {
+      let acc = coefs[0]! * xs[0]![k]!;
+      for (let j = 1; j < J; j++) acc += coefs[j]! * xs[j]![k]!;
+      out[k] = acc;
+    }
+  },
 };
 
 /** No two elements of the view share a location: with dims sorted by stride, each stride exceeds the reach of the smaller ones. */

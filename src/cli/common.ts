@@ -8,7 +8,8 @@ import type { ReadOptions } from '../io/video.js';
 import { createModel, type DCAEV, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import { loadDefaultModel, embeddedConfig } from '../models/dcaev/default_model.js';
 import { ValueError, fmtShape } from '../errors.js';
-import { firstNonFinite, type Tensor } from '../tensor/tensor.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { findNonFinite } from '../tensor/inplace.js';
 
 export type Out = (s: string) => void;
 
@@ -87,17 +88,15 @@ export function modelInputs(v: { model?: string; weights?: string }, input: stri
 
 /** Throws a ValueError naming the first non-finite element. */
 export function checkFinite(t: Tensor, what: string): void {
-  const d = t.data();
-  const i = firstNonFinite(d);
-  if (i >= 0) throw new ValueError(`${what} contains ${d[i]} at flat index ${i} (shape ${fmtShape(t.shape)})`);
+  const bad = findNonFinite(t);
+  if (bad) throw new ValueError(`${what} contains ${bad.value} at flat index ${bad.index} (shape ${fmtShape(t.shape)})`);
 }
 
 /** Non-finite latents from finite pixels mean the weights are broken; say so instead of writing NaNs. */
 export function checkLatentFinite(z: Tensor): void {
-  const d = z.data();
-  const i = firstNonFinite(d);
-  if (i >= 0)
-    throw new ValueError(`the encoder produced ${d[i]} at flat index ${i} of the latent ${fmtShape(z.shape)} from finite input; the model weights are likely corrupt (nothing written)`);
+  const bad = findNonFinite(z);
+  if (bad)
+    throw new ValueError(`the encoder produced ${bad.value} at flat index ${bad.index} of the latent ${fmtShape(z.shape)} from finite input; the model weights are likely corrupt (nothing written)`);
 }
 
 /** Options of the commands that read a video (see readOptionsFrom). */

@@ -5,8 +5,10 @@
  *
  * The solvers are stateful (like the diffusers scheduler): call `step(v, x)` once per grid point with the model's
  * velocity v at the sample x it was evaluated on; it returns the next sample. They work on Float64Array, Float32Array
- * or float32 `Tensor`s. Per-element arithmetic is done in double and stored in the sample's own precision (so the
- * Tensor path rounds once per update, not once per op); the scalar coefficients are computed in double by default.
+ * or `Tensor`s. Per-element arithmetic is done in double and stored in the sample's own precision; on Tensors it runs
+ * as one backend op per update (linearCombination: each update is a weighted sum of the sample, the velocity and the
+ * stored x₀ estimates, rounded once), so no tensor data passes through host loops. The scalar coefficients are
+ * computed in double by default.
  *
  * `emulateFloat32Scalars`: the reference keeps σ in a float32 torch tensor, so every scalar coefficient (log, expm1,
  * the 2×2 solve, ...) is evaluated in float32 and only then promoted. With this flag on we round each scalar op the
@@ -16,6 +18,7 @@
  */
 import { ShapeError, ValueError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
+import { linearCombination } from '../tensor/inplace.js';
 import { flowSchedule, type FlowSchedule, type FlowScheduleVariant } from './schedule.js';
 
 export type FloatArray = Float32Array | Float64Array;
@@ -45,12 +48,6 @@ const ident = (v: number) => v;
 
 function newLike<A extends FloatArray>(x: A, n = x.length): A {
   return (x instanceof Float64Array ? new Float64Array(n) : new Float32Array(n)) as A;
-}
-
-/** Tensor → dense Float32Array view (copy only if strided). */
-function tensorData(t: Tensor, what: string): Float32Array {
-  if (!(t instanceof Tensor)) throw new ValueError(`${what} must be a Tensor`);
-  return t.data();
 }
 
 function checkPair(v: { length: number }, x: { length: number }, what: string): void {
@@ -93,13 +90,10 @@ abstract class SolverBase {
   step(v: Sample, x: Sample): Sample {
     this.checkNotDone();
     if (x instanceof Tensor) {
-      const vt = v as Tensor;
-      const vd = tensorData(vt, 'step: v');
-      if (vt.shape.length !== x.shape.length || vt.shape.some((d, j) => d !== x.shape[j]))
-        throw new ShapeError(`step: velocity [${vt.shape.join(', ')}] and sample [${x.shape.join(', ')}] shapes differ`);
-      const xd = x.data();
-      const out = this.stepArrays(vd, xd);
-      return new Tensor(out, x.shape);
+      if (!(v instanceof Tensor)) throw new ValueError('step: v must be a Tensor');
+      if (v.shape.length !== x.shape.length || v.shape.some((d, j) => d !== x.shape[j]))
+        throw new ShapeError(`step: velocity [${v.shape.join(', ')}] and sample [${x.shape.join(', ')}] shapes differ`);
+      return this.stepTensors(v, x);
     }
     if (!(x instanceof Float64Array || x instanceof Float32Array)) throw new ValueError('step: x must be a Tensor, Float32Array or Float64Array');
     if (!(v instanceof Float64Array || v instanceof Float32Array)) throw new ValueError('step: v must be a Float32Array or Float64Array when x is an array');
@@ -108,6 +102,8 @@ abstract class SolverBase {
   }
 
   protected abstract stepArrays<A extends FloatArray>(v: FloatArray, x: A): A;
+  /** The same update on Tensors, as backend ops (linearCombination). */
+  protected abstract stepTensors(v: Tensor, x: Tensor): Tensor;
   abstract reset(): void;
 }
 
@@ -122,6 +118,17 @@ export class EulerSolver extends SolverBase implements FlowSolver {
     const dt = this.F(s[this.i + 1]! - s[this.i]!);
     const out = newLike(x);
     for (let k = 0; k < x.length; k++) out[k] = x[k]! + dt * v[k]!;
+    this.i++;
+    return out;
+  }
+
+  protected stepTensors(v: Tensor, x: Tensor): Tensor {
+    const s = this.schedule.sigmas;
+    const dt = this.F(s[this.i + 1]! - s[this.i]!);
+    const out = linearCombination([
+      [1, x],
+      [dt, v],
+    ]);
     this.i++;
     return out;
   }
@@ -143,6 +150,9 @@ export class UniPCSolver extends SolverBase implements FlowSolver {
   private lastSample: FloatArray | null = null;
   private lastOrder = 0;
   private lowerOrderNums = 0;
+  /** The Tensor path's m_{i−1}, m_i and last predictor start point (the same roles as ms and lastSample). */
+  private tms: Tensor[] = [];
+  private tLast: Tensor | null = null;
   /** λ(σ) = log α − log σ, cached per grid index. */
   private readonly lambdas: Float64Array;
 
@@ -161,6 +171,8 @@ export class UniPCSolver extends SolverBase implements FlowSolver {
     this.i = 0;
     this.ms = [];
     this.lastSample = null;
+    this.tms = [];
+    this.tLast = null;
     this.lastOrder = 0;
     this.lowerOrderNums = 0;
   }
@@ -245,6 +257,94 @@ export class UniPCSolver extends SolverBase implements FlowSolver {
     this.i++;
     return out;
   }
+  /** Corrector coefficients (UniC at grid point i, from the step that produced x_i), as in stepArrays. */
+  private correctorCoefs(i: number): { c1: number; c2: number; c3: number; r: number; rho0: number; rho1: number } {
+    const F = this.F;
+    const { h, phi, c1, c2 } = this.coefs(i - 1, i);
+    if (this.lastOrder === 1) return { c1, c2, c3: c2, r: 1, rho0: 0, rho1: 0.5 };
+    const r = F(F(this.lambdas[i - 2]! - this.lambdas[i - 1]!) / h);
+    const hh = -h;
+    const g1 = F(F(phi / hh) - 1);
+    const b0 = F(g1 / phi);
+    const g2 = F(F(g1 / hh) - 0.5);
+    const b1 = F(F(g2 * 2) / phi);
+    const rho1 = F(F(b1 - F(r * b0)) / F(1 - r));
+    const rho0 = F(b0 - rho1);
+    return { c1, c2, c3: c2, r, rho0, rho1 };
+  }
+
+  /**
+   * stepArrays on Tensors. Each update is rewritten as one weighted sum of whole tensors (the same terms, expanded),
+   * so it runs as a single backend linearCombination per update:
+   *   m = x − σ_i v;
+   *   UniC order 1: c1·last − c2·mp − c3·½(m − mp) = c1·last + (½c3 − c2)·mp − ½c3·m;
+   *   UniC order 2: with D = (mpp − mp)/r: c1·last − c2·mp − c3(ρ0 D + ρ1(m − mp))
+   *                = c1·last + (c3ρ0/r + c3ρ1 − c2)·mp − (c3ρ0/r)·mpp − c3ρ1·m;
+   *   UniP order 1: c1·xc − c2·m;  order 2: c1·xc − c2·m − c3·½(mp − m)/r = c1·xc + (c3/(2r) − c2)·m − c3/(2r)·mp.
+   */
+  protected stepTensors(v: Tensor, x: Tensor): Tensor {
+    const i = this.i;
+    const N = this.schedule.steps;
+    const sig = this.schedule.sigmas;
+    if (this.tms.length && this.tms[0]!.size !== x.size) throw new ShapeError(`UniPC step: sample has ${x.size} elements, earlier steps had ${this.tms[0]!.size}`);
+    const m = linearCombination([
+      [1, x],
+      [-sig[i]!, v],
+    ]);
+    let xc = x;
+    if (i > 0 && this.tLast) {
+      const last = this.tLast;
+      const mp = this.tms[this.tms.length - 1]!;
+      const { c1, c2, c3, r, rho0, rho1 } = this.correctorCoefs(i);
+      if (this.lastOrder === 1) {
+        xc = linearCombination([
+          [c1, last],
+          [0.5 * c3 - c2, mp],
+          [-0.5 * c3, m],
+        ]);
+      } else {
+        const mpp = this.tms[this.tms.length - 2]!;
+        const a = (c3 * rho0) / r;
+        xc = linearCombination([
+          [c1, last],
+          [a + c3 * rho1 - c2, mp],
+          [-a, mpp],
+          [-c3 * rho1, m],
+        ]);
+      }
+    }
+    this.tms.push(m);
+    if (this.tms.length > 2) this.tms.shift();
+    const order = Math.min(2, N - i, this.lowerOrderNums + 1);
+    // Keep our own copy: the caller may write into its sample before the next corrector reads it.
+    this.tLast = xc === x ? linearCombination([[1, x]]) : xc;
+    this.lastOrder = order;
+    let out: Tensor;
+    if (sig[i + 1] === 0) out = linearCombination([[1, m]]);
+    else {
+      const { h, c1, c2 } = this.coefs(i, i + 1);
+      const c3 = c2;
+      if (order === 1) {
+        out = linearCombination([
+          [c1, xc],
+          [-c2, m],
+        ]);
+      } else {
+        const mp = this.tms[0]!;
+        const F = this.F;
+        const r = F(F(this.lambdas[i - 1]! - this.lambdas[i]!) / h);
+        const a = (0.5 * c3) / r;
+        out = linearCombination([
+          [c1, xc],
+          [a - c2, m],
+          [-a, mp],
+        ]);
+      }
+    }
+    if (this.lowerOrderNums < 2) this.lowerOrderNums++;
+    this.i++;
+    return out;
+  }
 }
 
 export type SolverKind = 'unipc' | 'euler';
@@ -267,11 +367,12 @@ export function cfgCombine(vCond: Sample, vUncond: Sample, scale: number): Sampl
     if (!(vUncond instanceof Tensor)) throw new ValueError('cfgCombine: both velocities must be Tensors');
     if (vCond.shape.length !== vUncond.shape.length || vCond.shape.some((d, j) => d !== vUncond.shape[j]))
       throw new ShapeError(`cfgCombine: conditional [${vCond.shape.join(', ')}] and unconditional [${vUncond.shape.join(', ')}] shapes differ`);
-    const c = vCond.data();
-    const u = vUncond.data();
-    const out = new Float32Array(c.length);
-    for (let k = 0; k < c.length; k++) out[k] = u[k]! + scale * (c[k]! - u[k]!);
-    return new Tensor(out, vCond.shape);
+    // u + w·c − w·u, one backend op (double per element, rounded once).
+    return linearCombination([
+      [1, vUncond],
+      [scale, vCond],
+      [-scale, vUncond],
+    ]);
   }
   if (vUncond instanceof Tensor) throw new ValueError('cfgCombine: both velocities must be arrays');
   checkPair(vCond, vUncond, 'cfgCombine');

@@ -7,7 +7,9 @@
 import { closeSync, fstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { DTypeError, FormatError, MemoryError, ShapeError, ValueError, fmtShape } from '../errors.js';
-import { Tensor, numelOf } from '../tensor/tensor.js';
+import { Tensor, fromHostArray, numelOf } from '../tensor/tensor.js';
+import type { DType } from '../tensor/dtype.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../backend/convert.js';
 import { openRegularFile, tempPathFor, writeError } from './files.js';
 
 /** Runs `fn` (which allocates the data of one tensor); an allocation failure becomes a MemoryError naming it. */
@@ -254,10 +256,10 @@ export class SafetensorsFile {
     return i;
   }
 
-  private readBytes(info: TensorInfo): Buffer {
+  private readBytes(info: TensorInfo, into?: Uint8Array): Uint8Array {
     if (this.fd === null) throw new FormatError(`${this.path}: file is closed`);
     const n = info.end - info.begin;
-    const buf = Buffer.allocUnsafe(n);
+    const buf = into ?? Buffer.allocUnsafe(n);
     let got = 0;
     while (got < n) {
       const r = readSync(this.fd, buf, got, Math.min(n - got, 1 << 30), this.dataStart + info.begin + got);
@@ -267,10 +269,29 @@ export class SafetensorsFile {
     return buf;
   }
 
-  /** Reads a tensor as float32 (F16/BF16 widened; F64 and integers converted). */
-  tensor(name: string): Tensor {
+  /**
+   * Reads a tensor. By default (dtype 'keep') F32, BF16, F16 and I32 keep their dtype in memory (f32, bf16, f16, i32
+   * tensors; the bytes are read straight into the tensor's storage, no widening and no extra copy); F64 and the other
+   * integer types are converted to float32. With dtype 'f32' every tensor is read as float32.
+   */
+  tensor(name: string, opts: { dtype?: 'keep' | 'f32' } = {}): Tensor {
     const info = this.info(name);
     const n = numelOf(info.shape);
+    const keep = (opts.dtype ?? 'keep') === 'keep';
+    const direct: DType | null =
+      info.dtype === 'F32' ? 'f32' : !keep ? null : info.dtype === 'BF16' ? 'bf16' : info.dtype === 'F16' ? 'f16' : info.dtype === 'I32' ? 'i32' : null;
+    if (direct) {
+      const bytes = direct === 'bf16' || direct === 'f16' ? 2 : 4;
+      const arr = allocating(
+        () => {
+          const a = direct === 'f32' ? new Float32Array(n) : direct === 'i32' ? new Int32Array(n) : new Uint16Array(n);
+          if (n) this.readBytes(info, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+          return a;
+        },
+        () => this.describe(name, info, n * bytes),
+      );
+      return fromHostArray(arr, info.shape, direct);
+    }
     const out = allocating(
       () => {
         const o = new Float32Array(n);
@@ -320,7 +341,7 @@ export class SafetensorsFile {
   }
 }
 
-function decodeInto(buf: Buffer, dtype: SafetensorsDType, out: Float32Array): void {
+function decodeInto(buf: Uint8Array, dtype: SafetensorsDType, out: Float32Array): void {
   const n = out.length;
   // Copy into an aligned buffer so typed views are legal regardless of the file offset.
   const al = new Uint8Array(buf.length);
@@ -360,11 +381,11 @@ function decodeInto(buf: Buffer, dtype: SafetensorsDType, out: Float32Array): vo
 }
 
 /** Reads every tensor of a file as float32. */
-export function loadSafetensors(path: string): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+export function loadSafetensors(path: string, opts: { dtype?: 'keep' | 'f32' } = {}): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
   const f = SafetensorsFile.open(path);
   try {
     const tensors = new Map<string, Tensor>();
-    for (const k of f.keys()) tensors.set(k, f.tensor(k));
+    for (const k of f.keys()) tensors.set(k, f.tensor(k, opts));
     return { tensors, metadata: f.metadata };
   } finally {
     f.close();
@@ -389,7 +410,7 @@ function assertFolderExists(path: string): void {
 export type WritableTensor = Tensor | { shape: readonly number[]; data: Float64Array };
 
 export interface WriteOptions {
-  /** storage dtype for float32 tensors (default F32) */
+  /** the file dtype of every tensor (default: each tensor's own dtype: f32 F32, bf16 BF16, f16 F16, i32 I32) */
   dtype?: 'F32' | 'F16' | 'BF16';
   metadata?: Record<string, string>;
 }
@@ -400,7 +421,8 @@ export interface WriteOptions {
  */
 export function saveSafetensors(path: string, tensors: Map<string, WritableTensor> | Record<string, WritableTensor>, opts: WriteOptions = {}): void {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
-  const dtype = opts.dtype ?? 'F32';
+  const fileDType = (t: Tensor): 'F32' | 'F16' | 'BF16' | 'I32' =>
+    opts.dtype ?? (t.dtype === 'bf16' ? 'BF16' : t.dtype === 'f16' ? 'F16' : t.dtype === 'i32' ? 'I32' : 'F32');
   // Null prototype: a tensor named "__proto__" must become a key of the header, not its prototype.
   const header = Object.create(null) as Record<string, unknown>;
   if (opts.metadata) {
@@ -414,12 +436,19 @@ export function saveSafetensors(path: string, tensors: Map<string, WritableTenso
     if (name === '__metadata__') throw new ValueError(`saveSafetensors ${path}: "__metadata__" is reserved and cannot name a tensor`);
     if (t instanceof Tensor) {
       const n = t.size;
-      const size = n * (dtype === 'F32' ? 4 : 2);
+      const dtype = fileDType(t);
+      const size = n * (dtype === 'F32' || dtype === 'I32' ? 4 : 2);
       header[name] = { dtype, shape: [...t.shape], data_offsets: [off, off + size] };
+      const same = { F32: 'f32', BF16: 'bf16', F16: 'f16', I32: 'i32' }[dtype] === t.dtype;
       plan.push({
         size,
         bytes: () => {
-          const d = t.data();
+          if (same) {
+            // The stored dtype is the file's: its bytes as they are (bf16 / f16 bit patterns, never re-rounded).
+            const d = t.readStoredSync();
+            return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+          }
+          const d = t.readSync();
           if (dtype === 'F32') return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
           const h = new Uint16Array(n);
           if (dtype === 'BF16') f32ToBf16(d, h);

@@ -20,7 +20,7 @@ import { closeSync, fstatSync, readSync } from 'node:fs';
 import { crc32, openRegularFile } from './files.js';
 import * as zlib from 'node:zlib';
 import { DcvgError, FormatError } from '../errors.js';
-import { Tensor, numelOf } from '../tensor/tensor.js';
+import { Tensor, fromHostArray, numelOf } from '../tensor/tensor.js';
 import { allocating, bf16ToF32, f16ToF32, fmtBytes } from './safetensors.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -738,15 +738,18 @@ function isContiguous(shape: readonly number[], stride: readonly number[]): bool
   return true;
 }
 
-/** Copies a strided view of `src` into a dense row-major array. */
-function gather(src: Float32Array, offset: number, shape: readonly number[], stride: readonly number[]): Float32Array {
+type Decoded = Float32Array | Uint16Array | Int32Array;
+
+/** Copies a strided view of `src` into a dense row-major array of the same kind. */
+function gather<A extends Decoded>(src: A, offset: number, shape: readonly number[], stride: readonly number[]): A {
   const n = numelOf(shape);
-  if (n === 0) return new Float32Array(0);
-  if (isContiguous(shape, stride)) return src.slice(offset, offset + n);
+  const make = (k: number) => new (src.constructor as new (k: number) => A)(k);
+  if (n === 0) return make(0);
+  if (isContiguous(shape, stride)) return src.slice(offset, offset + n) as A;
   const nd = shape.length;
   const inner = shape[nd - 1]!;
   const innerStride = stride[nd - 1]!;
-  const out = new Float32Array(n);
+  const out = make(n);
   const idx = new Array<number>(nd).fill(0);
   let base = offset;
   let o = 0;
@@ -764,14 +767,19 @@ function gather(src: Float32Array, offset: number, shape: readonly number[], str
   }
 }
 
-/** Raw storage bytes (aligned, owned) to float32. */
-function decodeStorage(raw: Uint8Array, dtype: TorchDType, numel: number, bigEndian: boolean): Float32Array {
+/**
+ * Raw storage bytes (aligned, owned) to float32; with `keep`, bfloat16 / float16 stay 16-bit patterns (Uint16Array)
+ * and int32 stays Int32Array, all without a copy.
+ */
+function decodeStorage(raw: Uint8Array, dtype: TorchDType, numel: number, bigEndian: boolean, keep = false): Decoded {
   const size = DTYPE_BYTES[dtype];
   if (bigEndian && size > 1) {
     for (let i = 0; i < numel * size; i += size) raw.subarray(i, i + size).reverse();
   }
   const buf = raw.buffer;
   const at = raw.byteOffset;
+  if (keep && (dtype === 'bfloat16' || dtype === 'float16')) return new Uint16Array(buf, at, numel);
+  if (keep && dtype === 'int32') return new Int32Array(buf, at, numel);
   switch (dtype) {
     case 'float32':
       // The buffer is ours alone, so the float32 data needs no copy.
@@ -878,7 +886,7 @@ interface StorageSlot {
   entry: ZipEntry;
   /** tensors over this storage not loaded yet: the decoded data is kept only while some remain */
   pending: Set<TensorRef>;
-  decoded: Float32Array | null;
+  decoded: Decoded | null;
 }
 
 /** Counters that show the laziness: what has been read from disk so far. */
@@ -897,6 +905,11 @@ export class TorchCheckpoint {
   readonly formatVersion: string | null;
   readonly bigEndian: boolean;
   readonly stats: TorchCheckpointStats = { storagesRead: 0, bytesRead: 0 };
+  /**
+   * true (default): bfloat16 / float16 / int32 tensors keep their dtype in memory (bf16, f16, i32 tensors: no
+   * widening); false: every tensor is read as float32. Set before reading tensors.
+   */
+  keepDType = true;
   private readonly zip: ZipArchive;
   private readonly slots = new Map<string, StorageSlot>();
   /** untyped storages reinterpreted by _rebuild_tensor_v3, one StorageRef per (key, dtype) */
@@ -1109,7 +1122,7 @@ export class TorchCheckpoint {
       const raw = this.zip.read(slot.entry);
       this.stats.storagesRead++;
       this.stats.bytesRead += raw.length;
-      decoded = decodeStorage(raw, slot.ref.dtype, slot.ref.numel, this.bigEndian);
+      decoded = decodeStorage(raw, slot.ref.dtype, slot.ref.numel, this.bigEndian, this.keepDType);
     }
     slot.pending.delete(ref);
     const last = slot.pending.size === 0;
@@ -1117,7 +1130,9 @@ export class TorchCheckpoint {
     // The sole remaining user of a storage that it covers exactly can take the decoded buffer itself.
     const whole = ref.storageOffset === 0 && ref.numel === decoded.length && isContiguous(ref.shape, ref.stride);
     const data = last && whole ? decoded : gather(decoded, ref.storageOffset, ref.shape, ref.stride);
-    return new Tensor(data, ref.shape);
+    const dt = slot.ref.dtype;
+    const kind = data instanceof Float32Array ? 'f32' : data instanceof Int32Array ? 'i32' : dt === 'float16' ? 'f16' : 'bf16';
+    return fromHostArray(data, ref.shape, kind);
   }
 
   /** Every storage the pickle declares (read or not). */
@@ -1187,6 +1202,13 @@ export function selectStateDict(root: unknown, opts: { prefer?: 'ema' | 'model' 
   return { source: chosen.source, tensors, extra, skipped, topLevelKeys };
 }
 
+export interface TorchReadOptions {
+  /** which state dict (see selectStateDict) */
+  prefer?: 'ema' | 'model';
+  /** 'keep' (default): bfloat16 / float16 / int32 tensors stay bf16 / f16 / i32; 'f32': every tensor widened */
+  dtype?: 'keep' | 'f32';
+}
+
 export interface TorchStateDict {
   stateDict: Map<string, Tensor>;
   source: string;
@@ -1195,9 +1217,10 @@ export interface TorchStateDict {
   skipped: string[];
 }
 
-/** Loads the model weights of a torch.save checkpoint as float32 tensors (see selectStateDict for which dict). */
-export function loadTorchStateDict(path: string, opts: { prefer?: 'ema' | 'model' } = {}): TorchStateDict {
+/** Loads the model weights of a torch.save checkpoint (see selectStateDict for which dict; dtypes per opts.dtype). */
+export function loadTorchStateDict(path: string, opts: TorchReadOptions = {}): TorchStateDict {
   const ckpt = TorchCheckpoint.open(path);
+  ckpt.keepDType = (opts.dtype ?? 'keep') === 'keep';
   try {
     const sel = selectStateDict(ckpt.root, opts, path);
     const stateDict = new Map<string, Tensor>();
@@ -1225,8 +1248,9 @@ export interface LazyTorchStateDict {
   close(): void;
 }
 
-export function openTorchStateDict(path: string, opts: { prefer?: 'ema' | 'model' } = {}): LazyTorchStateDict {
+export function openTorchStateDict(path: string, opts: TorchReadOptions = {}): LazyTorchStateDict {
   const ckpt = TorchCheckpoint.open(path);
+  ckpt.keepDType = (opts.dtype ?? 'keep') === 'keep';
   try {
     const sel = selectStateDict(ckpt.root, opts, path);
     const ref = (k: string): TensorRef => {

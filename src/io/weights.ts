@@ -10,16 +10,17 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { TensorSource } from '../nn/module.js';
 import { FormatError, ShapeError, StateDictError, ValueError } from '../errors.js';
-import { firstNonFinite, type Tensor } from '../tensor/tensor.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { findNonFinite } from '../tensor/inplace.js';
 import { isZipFile } from './files.js';
 import { SafetensorsFile } from './safetensors.js';
 import { openTorchStateDict } from './torch_checkpoint.js';
 
 /** Throws a ValueError naming the file, the tensor and the first non-finite element; returns `t` otherwise. */
 export function assertFiniteWeights(t: Tensor, path: string, key: string): Tensor {
-  const d = t.data();
-  const i = firstNonFinite(d);
-  if (i < 0) return t;
+  const bad = findNonFinite(t);
+  if (!bad) return t;
+  const i = bad.index;
   const at: number[] = [];
   let r = i;
   for (let a = t.shape.length - 1; a >= 0; a--) {
@@ -27,7 +28,7 @@ export function assertFiniteWeights(t: Tensor, path: string, key: string): Tenso
     r = Math.floor(r / t.shape[a]!);
   }
   throw new ValueError(
-    `${path}: weight "${key}" has ${d[i]} at index [${at.join(', ')}] (element ${i} of ${d.length}); the weights file is corrupt or was saved from a diverged run`,
+    `${path}: weight "${key}" has ${bad.value} at index [${at.join(', ')}] (element ${i} of ${t.size}); the weights file is corrupt or was saved from a diverged run`,
   );
 }
 
@@ -60,6 +61,11 @@ export interface OpenWeightsOptions {
   prefer?: 'ema' | 'model';
   /** refuse NaN / Inf as tensors are read (default true; `dcvg convert` copies files as they are) */
   checkFinite?: boolean;
+  /**
+   * 'keep' (default): tensors keep their checkpoint dtype in memory (BF16 / F16 / I32 stay bf16 / f16 / i32, so a
+   * bf16 model takes its file size, not twice it); 'f32': every tensor is widened to float32 as it is read.
+   */
+  dtype?: 'keep' | 'f32';
 }
 
 /** The weights file names a model folder may hold, in the order they are looked for (diffusers, Wan, transformers, ours). */
@@ -80,9 +86,10 @@ export function openWeights(path: string, opts: OpenWeightsOptions = {}): Weight
   const resolved = statSync(path).isDirectory() ? weightsInFolder(path, opts.component) : path;
   const check = opts.checkFinite ?? true;
   const finite = (t: Tensor, k: string) => (check ? assertFiniteWeights(t, resolved, k) : t);
-  if (resolved.endsWith('.index.json')) return openShardedSafetensors(resolved, finite);
+  const dtype = opts.dtype ?? 'keep';
+  if (resolved.endsWith('.index.json')) return openShardedSafetensors(resolved, finite, dtype);
   if (isZipFile(resolved)) {
-    const sd = openTorchStateDict(resolved, { prefer: opts.prefer });
+    const sd = openTorchStateDict(resolved, { prefer: opts.prefer, dtype });
     return {
       source: `${resolved} (${sd.source})`,
       format: 'torch',
@@ -101,7 +108,7 @@ export function openWeights(path: string, opts: OpenWeightsOptions = {}): Weight
     file: resolved,
     stateDict: resolved,
     metadata: f.metadata,
-    tensors: { keys: () => f.keys(), shape: (k) => f.info(k).shape, get: (k) => finite(f.tensor(k), k) },
+    tensors: { keys: () => f.keys(), shape: (k) => f.info(k).shape, get: (k) => finite(f.tensor(k, { dtype }), k) },
     dtype: (k) => f.info(k).dtype,
     close: () => f.close(),
   };
@@ -138,7 +145,7 @@ export function weightsInFolder(dir: string, component?: string): string {
  * with the shards beside it. Every shard's header is read and checked against the map (a key in the wrong shard, in
  * two shards, or missing from the map is refused) before any data.
  */
-function openShardedSafetensors(indexPath: string, finite: (t: Tensor, k: string) => Tensor): WeightsFile {
+function openShardedSafetensors(indexPath: string, finite: (t: Tensor, k: string) => Tensor, dtype: 'keep' | 'f32'): WeightsFile {
   let index: unknown;
   try {
     index = JSON.parse(readFileSync(indexPath, 'utf8'));
@@ -196,7 +203,7 @@ function openShardedSafetensors(indexPath: string, finite: (t: Tensor, k: string
     file: indexPath,
     stateDict: indexPath,
     metadata,
-    tensors: { keys: () => shardOf.keys(), shape: (k) => file(k).info(k).shape, get: (k) => finite(file(k).tensor(k), k) },
+    tensors: { keys: () => shardOf.keys(), shape: (k) => file(k).info(k).shape, get: (k) => finite(file(k).tensor(k, { dtype }), k) },
     dtype: (k) => file(k).info(k).dtype,
     close: closeAll,
   };

@@ -4,7 +4,7 @@
  * model can be built and inspected (keys, shapes, counts) without allocating it; weights are attached by key from a
  * state dict, or initialised explicitly.
  */
-import { ShapeError, StateDictError, fmtShape, type LoadReport } from '../errors.js';
+import { DTypeError, ShapeError, StateDictError, fmtShape, type LoadReport } from '../errors.js';
 import { Tensor, numelOf, parameter } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
 
@@ -36,6 +36,12 @@ export class Param {
   set(t: Tensor, key = 'parameter'): void {
     if (t.ndim !== this.shape.length || t.shape.some((d, i) => d !== this.shape[i]))
       throw new ShapeError(`${key}: expected shape ${fmtShape(this.shape)}, got ${fmtShape(t.shape)}`);
+    if (t.dtype !== 'f32') {
+      // A bf16 / f16 checkpoint tensor stays in its dtype (no widened copy, no clone): a frozen weight the kernels widen
+      // on the fly. It can never require grad (parameters() refuses it when the slot is trainable).
+      this.t = t.detach();
+      return;
+    }
     const p = parameter(t);
     p.requiresGrad = this.trainable;
     this.t = p;
@@ -112,9 +118,11 @@ export class Module {
 
   /** Leaf tensors of loaded, trainable parameters (for an optimizer). */
   parameters(): Tensor[] {
-    return this.namedParams()
-      .filter(([, p]) => p.loaded && p.trainable)
-      .map(([, p]) => p.value);
+    const ps = this.namedParams().filter(([, p]) => p.loaded && p.trainable);
+    for (const [k, p] of ps)
+      if (p.value.dtype !== 'f32')
+        throw new DTypeError(`parameter ${k} is ${p.value.dtype}: only f32 parameters can be trained (freeze it, or load the weights with dtype 'f32')`);
+    return ps.map(([, p]) => p.value);
   }
 
   parameterCount(): number {

@@ -5,7 +5,7 @@
  */
 import { backend } from '../backend/index.js';
 import { ShapeError, ValueError, fmtShape } from '../errors.js';
-import { denseF32, f32Of, type Tensor } from './tensor.js';
+import { denseF32, denseStored, empty, f32Of, firstNonFinite, type Tensor } from './tensor.js';
 
 function sameShape(fn: string, a: Tensor, b: Tensor, an: string, bn: string): void {
   if (a.ndim !== b.ndim || a.shape.some((d, i) => d !== b.shape[i]))
@@ -76,4 +76,44 @@ export function emaUpdate(shadow: Tensor, x: Tensor, decay: number): void {
   sameShape('emaUpdate', shadow, x, 'shadow', 'value');
   if (!(decay >= 0 && decay <= 1)) throw new ValueError(`emaUpdate: decay must be in [0, 1], got ${decay}`);
   backend().ema(denseTarget('emaUpdate', shadow, 'shadow'), denseSource(x), decay);
+}
+
+/**
+ * sum over terms of c * t, a new dense f32 tensor of the terms' common shape, computed by the backend in double per
+ * element and rounded once (the samplers' update rule: no host arithmetic on tensor data). No autograd.
+ */
+export function linearCombination(terms: readonly (readonly [number, Tensor])[]): Tensor {
+  if (!terms.length) throw new ValueError('linearCombination: needs at least one term');
+  const first = terms[0]![1];
+  for (const [c, t] of terms) {
+    sameShape('linearCombination', first, t, 'first term', 'term');
+    if (!Number.isFinite(c)) throw new ValueError(`linearCombination: coefficients must be finite, got ${c}`);
+  }
+  const out = empty(first.shape);
+  if (out.size) backend().lincomb(terms.map(([c]) => c), terms.map(([, t]) => denseSource(t)), f32Of(out));
+  return out;
+}
+
+/**
+ * The first NaN or +-Inf of t in row-major order, as its flat index and value, or null when every element is finite.
+ * Scans the storage where it lies (no host copy of a contiguous tensor; bf16 / f16 checked on their bit patterns).
+ */
+export function findNonFinite(t: Tensor): { index: number; value: number } | null {
+  if (t.dtype === 'i32') return null;
+  if (t.dtype === 'f32') {
+    const d = denseSource(t);
+    const i = firstNonFinite(d);
+    return i < 0 ? null : { index: i, value: d[i]! };
+  }
+  const h = denseStored(t) as Uint16Array;
+  // Non-finite exactly when the exponent bits are all ones (bf16: 8 bits at 7..14; f16: 5 bits at 10..14).
+  const mask = t.dtype === 'bf16' ? 0x7f80 : 0x7c00;
+  for (let i = 0; i < h.length; i++) {
+    if ((h[i]! & mask) === mask) {
+      const v = new Float32Array(1);
+      backend().widen(t.dtype, h.subarray(i, i + 1), v);
+      return { index: i, value: v[0]! };
+    }
+  }
+  return null;
 }
