@@ -142,7 +142,7 @@ function makeFrames(t0: number, n: number, C: number, H: number, W: number): Ten
 }
 
 function checksum(t: Tensor): [number, number] {
-  const d = t.data();
+  const d = t.readSync();
   let s = 0;
   let a = 0;
   for (let i = 0; i < d.length; i++) {
@@ -258,7 +258,7 @@ function childOurs(): void {
   if (tail) lat.push(tail);
   const zAll = ops.contiguous(lat.length === 1 ? lat[0]! : ops.cat(lat, 2));
   lat.length = 0;
-  if (dump) writeFileSync(dump, zAll.data());
+  if (dump) writeFileSync(dump, zAll.readSync());
   // streaming decode: frames checksummed and dropped
   const dec = new StreamingDecoder(model, frames);
   const lz = dec.latentChunk;

@@ -262,7 +262,7 @@ async function main(): Promise<void> {
   const load0 = loadavg();
   try {
     saveSafetensors(join(dir, 'weights.safetensors'), model.stateDict());
-    writeFileSync(join(dir, 'clip.f32'), x.data());
+    writeFileSync(join(dir, 'clip.f32'), x.readSync());
     const { python, version, why } = findTorch();
     if (!python) log(`PyTorch side skipped: ${why}`);
     const torchArgv = (mode: string) => [

@@ -320,11 +320,11 @@ async function partTrain(dir: string, python: string | null, reps: number): Prom
     const out = fwdbwd();
     const f = SafetensorsFile.open(dump);
     try {
-      const outErr = relErr(out.data(), f.tensor('out').data());
+      const outErr = relErr(out.readSync(), f.tensor('out').readSync());
       let worst = 0;
       let worstKey = '';
       for (const [k, p] of params) {
-        const e = relErr(p.value.grad!.data(), f.tensor(`grad.${k}`).data());
+        const e = relErr(p.value.grad!.readSync(), f.tensor(`grad.${k}`).readSync());
         if (e > worst) [worst, worstKey] = [e, k];
       }
       parity = { out_rel_err: outErr, grad_max_rel_err: worst, grad_worst_key: worstKey, ok: outErr < 1e-4 && worst < 1e-4 };
@@ -427,7 +427,7 @@ function childSample(): void {
     const t0 = performance.now();
     const v = noGrad(() => model.forward(x, [t], ctx));
     forwardMs.push(performance.now() - t0);
-    if (step === 0 && ctx === cond && dumpPrefix) writeFileSync(`${dumpPrefix}.v0.f32`, v.data());
+    if (step === 0 && ctx === cond && dumpPrefix) writeFileSync(`${dumpPrefix}.v0.f32`, v.readSync());
     return v;
   };
   const schedule = flowSchedule(steps, shift);
@@ -435,8 +435,8 @@ function childSample(): void {
   const t0 = performance.now();
   const out = sample({ model: timed(cond), noise, schedule, solver: 'unipc', guidance: guidance === 1 ? undefined : { scale: guidance, uncond: timed(uncond) } });
   const total = performance.now() - t0;
-  if (dumpPrefix) writeFileSync(`${dumpPrefix}.final.f32`, out.data());
-  const d = out.data();
+  if (dumpPrefix) writeFileSync(`${dumpPrefix}.final.f32`, out.readSync());
+  const d = out.readSync();
   let s = 0;
   let a = 0;
   for (let i = 0; i < d.length; i++) {

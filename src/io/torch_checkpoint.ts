@@ -678,7 +678,7 @@ export class TensorRef {
 
   constructor(
     private readonly owner: TorchCheckpoint,
-    readonly storage: StorageRef,
+    readonly storageRef: StorageRef,
     readonly storageOffset: number,
     readonly shape: readonly number[],
     readonly stride: readonly number[],
@@ -686,7 +686,7 @@ export class TensorRef {
   ) {}
 
   get dtype(): TorchDType {
-    return this.storage.dtype;
+    return this.storageRef.dtype;
   }
 
   get numel(): number {
@@ -695,7 +695,7 @@ export class TensorRef {
 
   /** Size of the tensor's elements in the file's dtype. */
   get nbytes(): number {
-    return this.numel * DTYPE_BYTES[this.storage.dtype];
+    return this.numel * DTYPE_BYTES[this.storageRef.dtype];
   }
 
   /** Reads the tensor as a dense float32 Tensor of its own (never aliasing another loaded tensor); `name` is for errors. */
@@ -861,13 +861,13 @@ function checkMaterialisedSize(path: string, root: unknown): void {
   const storages = new Set<StorageRef>();
   for (const { path: keys, ref } of reachableTensors(root)) {
     const what = () =>
-      `tensor ${keyPathName(keys)} (${ref.dtype}[${ref.shape.join(', ')}] stride [${ref.stride.join(', ')}] over storage "${ref.storage.key}" of ${ref.storage.numel} elements)`;
-    if (!storages.has(ref.storage)) {
-      storages.add(ref.storage);
-      stored += ref.storage.numel;
+      `tensor ${keyPathName(keys)} (${ref.dtype}[${ref.shape.join(', ')}] stride [${ref.stride.join(', ')}] over storage "${ref.storageRef.key}" of ${ref.storageRef.numel} elements)`;
+    if (!storages.has(ref.storageRef)) {
+      storages.add(ref.storageRef);
+      stored += ref.storageRef.numel;
     }
     materialised += ref.numel;
-    expanded += Math.max(0, ref.numel - ref.storage.numel);
+    expanded += Math.max(0, ref.numel - ref.storageRef.numel);
     if (expanded > MAX_EXPANDED_ELEMENTS)
       throw new FormatError(
         `${path}: ${what()} claims ${ref.numel} elements, more than its storage holds; ` +
@@ -1105,13 +1105,13 @@ export class TorchCheckpoint {
    * decoded data is kept until the last of them is loaded; each tensor still gets memory of its own.
    */
   tensor(ref: TensorRef, name?: string): Tensor {
-    const slot = this.slotOf.get(ref.storage);
+    const slot = this.slotOf.get(ref.storageRef);
     // StorageRefs are created per checkpoint, so this also rejects a TensorRef from another file.
     if (!slot) throw new FormatError(`${this.path}: tensor does not belong to this checkpoint`);
     return allocating(
       () => this.materialise(ref, slot),
       () =>
-        `${this.path}: tensor ${name === undefined ? `over storage "${ref.storage.key}"` : `"${name}"`} ${ref.dtype}[${ref.shape.join(', ')}] ` +
+        `${this.path}: tensor ${name === undefined ? `over storage "${ref.storageRef.key}"` : `"${name}"`} ${ref.dtype}[${ref.shape.join(', ')}] ` +
         `(${fmtBytes(ref.numel * 4)} as float32, storage "${slot.ref.key}" ${fmtBytes(slot.entry.size)})`,
     );
   }
@@ -1265,7 +1265,7 @@ export function openTorchStateDict(path: string, opts: TorchReadOptions = {}): L
       skipped: sel.skipped,
       keys: () => [...sel.tensors.keys()],
       shape: (k) => ref(k).shape,
-      dtype: (k) => ref(k).storage.dtype,
+      dtype: (k) => ref(k).storageRef.dtype,
       get: (k) => ckpt.tensor(ref(k), k),
       close: () => ckpt.close(),
     };
