@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import { withBackend } from '../src/backend/index.js';
 import { Storage, Tensor, fromHostArray, tensor } from '../src/tensor/tensor.js';
+import { testBackends } from './helpers.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -48,9 +49,9 @@ function assertOpaque(t: Tensor, at: number, marker: number): void {
 }
 
 describe('opaque storage', () => {
-  for (const b of ['reference', 'native'] as const) {
-    it(`a tensor's storage cannot be indexed or enumerated (${b} backend)`, () => {
-      withBackend(b === 'native' && !process.env.DCVG_NO_NATIVE ? b : 'reference', () => {
+  for (const { name, backend, skip } of testBackends()) {
+    it(`a tensor's storage cannot be indexed or enumerated (${name} backend)`, { skip }, () => {
+      withBackend(backend!, () => {
         const marker = 12345.5;
         assertOpaque(tensor([1, marker, 3, 4], [2, 2]), 1, marker);
         assertOpaque(tensor([1, marker, 3, 4], [2, 2]).transpose(0, 1).contiguous(), 2, marker);
