@@ -14,6 +14,9 @@ export {
   noGrad,
   isGradEnabled,
   numelOf,
+  fromHostArray,
+  castTo,
+  Storage,
   type GradFn,
   type TensorLike,
 } from './tensor/tensor.js';

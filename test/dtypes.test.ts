@@ -160,6 +160,27 @@ for (const { name, backend, skip } of testBackends()) {
       });
     });
 
+    it('host transfers on bf16 / f16 / i32 tensors: readSync, readInto, item, toArray, write through views', () => {
+      run(() => {
+        for (const half of ['bf16', 'f16'] as const) {
+          const t = T.zeros([2, 3], half);
+          assert.equal(t.dtype, half);
+          t.transpose(0, 1).write([1, 2, 3, 4, 5, 6]); // a strided view writes through to the shared storage
+          assert.deepEqual([...t.readSync()], [1, 3, 5, 2, 4, 6]);
+          assert.equal(t.slice(1, 2, 3).slice(0, 1, 2).item(), 6);
+          t.write([0.1, 0, 0, 0, 0, 0]); // rounded to the dtype on the way in
+          const r = new Float32Array(6);
+          t.readInto(r);
+          assert.equal(r[0], tensor([0.1]).to(half).readSync()[0]);
+          assert.notEqual(r[0], Math.fround(0.1));
+        }
+        const ids = T.zeros([3], 'i32');
+        ids.write([5, -7, 2 ** 31 - 1]);
+        assert.deepEqual(ids.toArray(), [5, -7, 2 ** 31 - 1]);
+        assert.throws(() => ids.write([0.5, 0, 0]), /needs integers/);
+      });
+    });
+
     it('bf16 / f16 embedding widens only the rows picked: equal to the f32 embedding of the rounded table', () => {
       run(() => {
         const wt = randTensor([50, 8], 9);

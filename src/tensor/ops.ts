@@ -12,7 +12,7 @@ import { Tensor, attach, checkShape, contiguousStrides, denseF32, denseStored, e
 // helpers
 
 /** A strided f32 view of t for the kernels (a bf16 / f16 / i32 tensor is widened to a dense copy first). */
-export function viewOf(t: Tensor): StridedView {
+function viewOf(t: Tensor): StridedView {
   if (t.dtype !== 'f32') return { data: denseF32(t), offset: 0, strides: contiguousStrides(t.shape) };
   return { data: f32Of(t), offset: t.offset, strides: t.strides };
 }

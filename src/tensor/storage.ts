@@ -64,14 +64,6 @@ export class Storage {
   }
 }
 
-/** Wraps a host array (not copied) in a storage of the dtype the array kind implies (Uint16Array: `half`, default bf16). */
-export function storageOf(buf: HostArray, half: 'bf16' | 'f16' = 'bf16'): Storage {
-  if (buf instanceof Float32Array) return new Storage(buf, 'f32');
-  if (buf instanceof Int32Array) return new Storage(buf, 'i32');
-  if (buf instanceof Uint16Array) return new Storage(buf, half);
-  throw new DTypeError(`tensor storage must be a Float32Array, Uint16Array (bf16/f16) or Int32Array, got ${arrayKind(buf)}`);
-}
-
 /** INTERNAL (src/tensor and src/backend only): the host array behind a storage. */
 export function storageArray(s: Storage): HostArray {
   return peek(s);
