@@ -148,6 +148,42 @@ for (const { name, backend, skip } of testBackends()) {
       });
     }
 
+    it('bf16 conv3d with a big weight (output channels in blocks) equals f32 conv3d on the rounded weight, with input and bias gradients', () => {
+      run(() => {
+        // 256 x 160 x 27 float32 = 4.4 MB > WIDEN_BLOCK_BYTES: more than one block of output channels
+        const [O, C] = [256, 160];
+        assert.ok(O * C * 27 * 4 > WIDEN_BLOCK_BYTES);
+        const wh = randTensor([O, C, 3, 3, 3], 21, 0.03).to('bf16');
+        const wr = wh.to('f32');
+        const b = randTensor([O], 22).requiresGrad_();
+        const b2 = b.detach().clone().requiresGrad_();
+        const x = randTensor([1, C, 2, 3, 3], 23).requiresGrad_();
+        const x2 = x.detach().clone().requiresGrad_();
+        const opts = { padding: 1 };
+        const y = T.conv3d(x, wh, b, opts);
+        const yr = T.conv3d(x2, wr, b2, opts);
+        const K = C * 27;
+        assertWithinDotBound(y.readSync(), yr.readSync(), T.conv3d(x.detach().abs(), wr.abs(), b.detach().abs(), opts).readSync(), K, 'bf16 conv3d');
+        const g = randTensor(y.shape as number[], 24);
+        y.backward(g);
+        yr.backward(g);
+        // gx sums over the O output channels and the 27 taps
+        const gxBound = new Float32Array(x.size);
+        {
+          // sum over o and taps of |g| |w| for each input element: the input gradient of sum(|g| * conv3d(x, |w|))
+          const xa = x.detach().clone().requiresGrad_();
+          T.conv3d(xa, wr.abs(), null, opts).backward(g.abs());
+          gxBound.set(xa.grad!.readSync());
+        }
+        assertWithinDotBound(x.grad!.readSync(), x2.grad!.readSync(), gxBound, O * 27, 'bf16 conv3d input gradient');
+        const gbd = b.grad!.readSync();
+        const gbr = b2.grad!.readSync();
+        // each is a sum of the same 18 values (N * To * Ho * Wo) in some order: within 2 gamma_18 sum|g| of each other
+        assertWithinDotBound(gbd, gbr, T.sum(g.abs(), [0, 2, 3, 4]).readSync(), 18, 'bias gradient');
+        assert.equal(wh.grad, null);
+      });
+    });
+
     it('ops without a half-precision kernel widen small inputs; i32 data is refused where it makes no sense', () => {
       run(() => {
         const w = tensor([0.5, -2, 3]).to('bf16');

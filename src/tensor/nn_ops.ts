@@ -76,6 +76,8 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
   const p = conv3dParams(x.shape, w.shape, opts);
   if (b && (b.ndim !== 1 || b.shape[0] !== p.wShape[0]))
     throw new ShapeError(`conv3d: bias ${fmtShape(b.shape)} does not match ${p.wShape[0]} output channels`);
+  if (w.dtype === 'i32') throw new DTypeError('conv3d: the weight is an i32 tensor; it needs f32, bf16 or f16 data');
+  if (w.dtype !== 'f32' && p.groups === 1 && w.size * 4 > ops.WIDEN_BLOCK_BYTES) return conv3dWiden(p, x, w, b ?? null);
   const xd = dense(x);
   const wd = dense(w);
   const out = empty(p.yShape);
@@ -83,6 +85,67 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
   B.conv3dForward(p, xd, wd, b ? dense(b) : null, f32Of(out));
   const inputs = b ? [x, w, b] : [x, w];
   return attach(out, 'conv3d', inputs, (g) => gradList(w, b, conv3dGrads(p, x, xd, w, wd, b ?? null, dense(g))));
+}
+
+/**
+ * conv3d with a big bf16 / f16 weight (groups 1): output channels in blocks, each block's weights widened into a
+ * buffer of at most WIDEN_BLOCK_BYTES, so the weight is never widened whole. The input gradient sums the blocks'
+ * contributions; the weight (not f32) gets none; an f32 bias does.
+ */
+function conv3dWiden(p: Conv3dParams, x: Tensor, w: Tensor, b: Tensor | null): Tensor {
+  const B = backend();
+  const [O, Cg, KT, KH, KW] = p.wShape;
+  const [N, , To, Ho, Wo] = p.yShape;
+  const per = Cg * KT * KH * KW;
+  const sp = To * Ho * Wo;
+  const bo = Math.min(O, Math.max(1, Math.floor(ops.WIDEN_BLOCK_BYTES / 4 / per)));
+  const half = w.dtype as 'bf16' | 'f16';
+  const stored = denseStored(w) as Uint16Array;
+  const wbuf = new Float32Array(bo * per);
+  const blocks = (fn: (o0: number, no: number, wd: Float32Array, pb: Conv3dParams) => void) => {
+    for (let o0 = 0; o0 < O; o0 += bo) {
+      const no = Math.min(bo, O - o0);
+      const wd = wbuf.subarray(0, no * per);
+      B.widen(half, stored.subarray(o0 * per, (o0 + no) * per), wd);
+      fn(o0, no, wd, { ...p, wShape: [no, Cg, KT, KH, KW], yShape: [N, no, To, Ho, Wo] });
+    }
+  };
+  const xd = dense(x);
+  const out = empty(p.yShape);
+  const o = f32Of(out);
+  const bd = b ? dense(b) : null;
+  const ybuf = new Float32Array(N * bo * sp);
+  blocks((o0, no, wd, pb) => {
+    const y = ybuf.subarray(0, N * no * sp);
+    B.conv3dForward(pb, xd, wd, bd ? bd.subarray(o0, o0 + no) : null, y);
+    B.stridedScatter(y, [N, no, sp], { data: o, offset: o0 * sp, strides: [O * sp, sp, 1] });
+  });
+  const inputs = b ? [x, w, b] : [x, w];
+  return attach(out, 'conv3d', inputs, (g) => {
+    const gd = dense(g);
+    let gx: Tensor | null = null;
+    if (x.requiresGrad) {
+      gx = zeros(x.shape);
+      const gxd = f32Of(gx);
+      const part = new Float32Array(gxd.length);
+      const gyb = new Float32Array(N * bo * sp);
+      blocks((o0, no, wd, pb) => {
+        const gy = gyb.subarray(0, N * no * sp);
+        B.stridedCopy({ data: gd, offset: o0 * sp, strides: [O * sp, sp, 1] }, [N, no, sp], gy);
+        B.conv3dBackwardData(pb, gy, wd, part);
+        B.axpy(gxd, part, 1);
+      });
+    }
+    let gb: Tensor | null = null;
+    if (b && b.requiresGrad) {
+      // gb[o] = sum over n and positions of g[n, o, ...]
+      const perNO = new Float32Array(N * O);
+      B.reduce('sum', gd, N * O, sp, 1, perNO);
+      gb = empty([O]);
+      B.reduce('sum', perNO, 1, N, O, f32Of(gb));
+    }
+    return b ? [gx, null, gb] : [gx, null];
+  });
 }
 
 interface ConvGrads {
