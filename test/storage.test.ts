@@ -11,6 +11,7 @@ import { inspect } from 'node:util';
 import { withBackend } from '../src/backend/index.js';
 import { Storage, Tensor, fromHostArray, tensor } from '../src/tensor/tensor.js';
 import { testBackends } from './helpers.js';
+import { addInto, copyInto, findNonFinite } from '../src/tensor/inplace.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -62,6 +63,20 @@ describe('opaque storage', () => {
       });
     });
   }
+
+  it('in-place backend ops: addInto / copyInto write through views, findNonFinite scans where the data lies', () => {
+    const y = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+    addInto(y.slice(1, 0, 1), tensor([10, 20], [2, 1]));
+    assert.deepEqual(y.toArray(), [11, 2, 3, 24, 5, 6]);
+    assert.throws(() => addInto(tensor([1]).expand(3), tensor([1, 1, 1])), /broadcast view/);
+    copyInto(y.slice(1, 1, 3), tensor([7, 8, 9, 10], [2, 2]));
+    assert.deepEqual(y.toArray(), [11, 7, 8, 24, 9, 10]);
+    assert.equal(findNonFinite(y), null);
+    assert.deepEqual(findNonFinite(tensor([0, 1, -Infinity, NaN])), { index: 2, value: -Infinity });
+    assert.deepEqual(findNonFinite(tensor([0, 1, 2, NaN]).to('bf16'))?.index, 3);
+    assert.deepEqual(findNonFinite(tensor([0, Infinity]).to('f16')), { index: 1, value: Infinity });
+    assert.deepEqual(findNonFinite(tensor([70000, 1]).to('f16')), { index: 0, value: Infinity }); // overflows f16
+  });
 
   it('a Storage refuses a host array of the wrong kind, and a non-f32 tensor cannot require grad', () => {
     assert.throws(() => new Storage(new Float32Array(2), 'bf16'), /bf16 storage cannot hold a Float32Array/);

@@ -117,3 +117,16 @@ export function findNonFinite(t: Tensor): { index: number; value: number } | nul
   }
   return null;
 }
+
+/**
+ * dst += src in place, element by element (shapes must match). `dst` may be a strided view (a slice of a larger tensor:
+ * it writes through), but not a broadcast one (a 0 stride over more than one element would add twice).
+ */
+export function addInto(dst: Tensor, src: Tensor): void {
+  sameShape('addInto', dst, src, 'destination', 'source');
+  if (dst.shape.some((d, i) => d > 1 && dst.strides[i] === 0))
+    throw new ShapeError(`addInto: destination ${fmtShape(dst.shape)} is a broadcast view (stride 0); it cannot be updated in place`);
+  if (!dst.size) return;
+  const buf = f32Of(dst, 'addInto (destination, updated in place)');
+  backend().stridedAccumulate(denseSource(src), dst.shape, { data: buf, offset: dst.offset, strides: dst.strides });
+}
