@@ -73,3 +73,13 @@ export function emaUpdate(shadow: Tensor, x: Tensor, decay: number): void {
   if (!(decay >= 0 && decay <= 1)) throw new ValueError(`emaUpdate: decay must be in [0, 1], got ${decay}`);
   backend().ema(denseTarget('emaUpdate', shadow, 'shadow'), denseSource(x), decay);
 }
+
+/**
+ * dst <- dst + src in place, element by element (shapes must match). dst may be a strided view (e.g. one frame of a
+ * larger tensor): the sum lands in the storage it shares. For inference code (no autograd record).
+ */
+export function accumulateInto(dst: Tensor, src: Tensor): void {
+  sameShape('accumulateInto', dst, src, 'destination', 'source');
+  if (!dst.size) return;
+  backend().stridedAccumulate(denseSource(src), dst.shape, { data: dst.storage, offset: dst.offset, strides: dst.strides });
+}
