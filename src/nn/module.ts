@@ -174,6 +174,10 @@ export class Module {
 
   /** The submodule at a dotted path ('' is this module). Throws a ValueError naming the first unknown segment. */
   get(path: string): Module {
+    return this.resolve(path, path, '');
+  }
+
+  private resolve(path: string, asked: string, what: string): Module {
     if (path === '') return this;
     let m: Module = this;
     const parts = path.split('.');
@@ -183,7 +187,7 @@ export class Module {
         const at = parts.slice(0, i).join('.') || '(root)';
         const names = [...m._children.keys()];
         throw new ValueError(
-          `no submodule "${path}": ${at} has no child "${parts[i]}"${names.length ? ` (children: ${names.slice(0, 12).join(', ')}${names.length > 12 ? ', ...' : ''})` : ' (it has no children)'}`,
+          `${what}no submodule "${asked}": ${at} has no child "${parts[i]}"${names.length ? ` (children: ${names.slice(0, 12).join(', ')}${names.length > 12 ? ', ...' : ''})` : ' (it has no children)'}`,
         );
       }
       m = c;
@@ -209,7 +213,7 @@ export class Module {
     if (!path) throw new ValueError('replace: the path must name a submodule, not the root');
     if (!(m instanceof Module)) throw new ValueError(`replace: "${path}" must be replaced by a Module`);
     const i = path.lastIndexOf('.');
-    const parent = i < 0 ? this : this.get(path.slice(0, i));
+    const parent = i < 0 ? this : this.resolve(path.slice(0, i), path, 'replace: ');
     const name = path.slice(i + 1);
     const old = parent._children.get(name);
     if (!old) {
