@@ -13,137 +13,60 @@
  */
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import * as ops from '../../tensor/ops.js';
-import { chunkCausalConv3d, conv3d, pixelShuffle3d, pixelUnshuffle3d, rmsNorm3d } from '../../tensor/nn_ops.js';
-import { Tensor, isGradEnabled, zeros } from '../../tensor/tensor.js';
-import { backend } from '../../backend/index.js';
-import { Module, type Param } from '../../nn/module.js';
+import { pixelShuffle3d, pixelUnshuffle3d } from '../../tensor/nn_ops.js';
+import type { Tensor } from '../../tensor/tensor.js';
+import { Module } from '../../nn/module.js';
+import { Conv3d, type FeatureCache, type TemporalPadding } from '../../nn/conv.js';
+import { RMSNorm3d } from '../../nn/norm.js';
+import { Container } from '../../nn/container.js';
 import { firstActiveStage, validateConfig, type ConvSpec, type DCAEVConfig, type ResampleSpec } from './config.js';
 
 /** Per-layer temporal context carried between tiles of one streaming encode or decode. */
-export type FeatureCache = Map<string, Tensor>;
+export type { FeatureCache };
 
 export interface RunContext {
   /** null: whole-clip semantics (no cache read or written) */
   cache: FeatureCache | null;
 }
 
-class Conv3dModule extends Module {
-  readonly weight: Param;
-  readonly bias: Param | null;
-  constructor(cin: number, cout: number, kt: number, ks: number, bias: boolean) {
-    super();
-    this.weight = this.param('weight', [cout, cin, kt, ks, ks]);
-    this.bias = bias ? this.param('bias', [cout]) : null;
-  }
-}
+const PADDING: Record<ConvSpec['mode'], TemporalPadding> = { non_causal: 'zero', causal: 'causal', chunk_causal: 'chunk-causal' };
 
-class RMSNorm3dModule extends Module {
-  readonly weight: Param;
-  readonly bias: Param;
-  constructor(c: number) {
-    super();
-    this.weight = this.param('weight', [c]);
-    this.bias = this.param('bias', [c]);
-  }
-  forward(x: Tensor): Tensor {
-    return rmsNorm3d(x, this.weight.value, this.bias.value, 1e-5);
-  }
-}
-
-/** conv -> optional RMSNorm3d -> optional SiLU, with the temporal padding of its spec. */
+/** conv -> optional RMSNorm3d -> optional SiLU, with the temporal padding of its spec (the conv does the padding). */
 export class ConvLayer3d extends Module {
   readonly spec: ConvSpec;
-  readonly conv: Conv3dModule;
-  readonly norm: RMSNorm3dModule | null;
+  readonly conv: Conv3d;
+  readonly norm: RMSNorm3d | null;
   readonly act: boolean;
-  /** dotted module path + '.', the feature-cache key (set by the model after construction) */
-  cacheKey = '';
 
   constructor(cin: number, cout: number, spec: ConvSpec, opts: { bias: boolean; norm: boolean; act: boolean }) {
     super();
     this.spec = spec;
-    this.conv = this.module('conv', new Conv3dModule(cin, cout, spec.kt, spec.ks, opts.bias));
-    this.norm = opts.norm ? this.module('norm', new RMSNorm3dModule(cout)) : null;
+    this.conv = this.module(
+      'conv',
+      new Conv3d(cin, cout, [spec.kt, spec.ks, spec.ks], {
+        bias: opts.bias,
+        temporalPadding: PADDING[spec.mode],
+        ...(spec.mode === 'chunk_causal' ? { chunk: spec.chunk! } : {}),
+      }),
+    );
+    this.norm = opts.norm ? this.module('norm', new RMSNorm3d(cout, 1e-5)) : null;
     this.act = opts.act;
   }
 
+  /** The feature-cache key: the dotted module path + '.' (set by the model after construction). */
+  get cacheKey(): string {
+    return this.conv.cacheKey;
+  }
+  set cacheKey(k: string) {
+    this.conv.cacheKey = k;
+  }
+
   forward(x: Tensor, ctx: RunContext): Tensor {
-    let y = this.convForward(x, ctx);
+    let y = this.conv.forward(x, ctx.cache);
     if (this.norm) y = this.norm.forward(y);
     if (this.act) y = ops.silu(y);
     return y;
   }
-
-  private convForward(x: Tensor, ctx: RunContext): Tensor {
-    const { mode, kt, ks, chunk } = this.spec;
-    const w = this.conv.weight.value;
-    const b = this.conv.bias ? this.conv.bias.value : null;
-    const ps = ks >> 1;
-    const pt = kt >> 1;
-    const T = x.shape[2]!;
-    if (mode === 'non_causal') return conv3d(x, w, b, { padding: [pt, pt, ps, ps, ps, ps] });
-    if (mode === 'causal') {
-      // The left context is kt-1 frames: zeros at the clip start, the cached frames when streaming.
-      const need = kt - 1;
-      const prev = ctx.cache?.get(this.cacheKey);
-      let y: Tensor;
-      if (prev && need > 0) {
-        y = conv3d(ops.cat([prev, x], 2), w, b, { padding: [0, 0, ps, ps, ps, ps] });
-      } else y = conv3d(x, w, b, { padding: [need, 0, ps, ps, ps, ps] });
-      if (ctx.cache && need > 0) ctx.cache.set(this.cacheKey, lastFrames(x, need, prev ?? null));
-      return y;
-    }
-    const L = chunk!;
-    if (T % L !== 0) {
-      // The reference's inference fallback: plain symmetric zero padding, cache neither read nor written.
-      return conv3d(x, w, b, { padding: [pt, pt, ps, ps, ps, ps] });
-    }
-    const n = T / L;
-    const cached = ctx.cache?.get(this.cacheKey) ?? null;
-    const outs: Tensor[] = [];
-    // Inference fast path (no autograd, one frame of left context): convolve the chunk with zero padding, then add
-    // the left frame's contribution (kernel tap 0 only) into output frame 0 in place, instead of copying the whole
-    // chunk to prepend one frame. Same arithmetic terms, so results agree to float rounding.
-    const training = isGradEnabled() && (x.requiresGrad || w.requiresGrad || (b?.requiresGrad ?? false));
-    // Training (autograd, whole windows without a cache): one conv over the clip with the chunk-boundary term removed,
-    // instead of a slice + concatenation per chunk and their gradient copies and sums.
-    if (training && !cached && kt === 3 && pt === 1) {
-      if (ctx.cache) ctx.cache.set(this.cacheKey, ops.contiguous(ops.slice(x, 2, T - pt, T)).detach());
-      return chunkCausalConv3d(x, w, b, L, ps);
-    }
-    const inPlace = pt === 1 && kt === 3 && !training;
-    let w0: Tensor | null = null;
-    for (let k = 0; k < n; k++) {
-      const cur = n === 1 ? x : ops.slice(x, 2, k * L, (k + 1) * L);
-      let left: Tensor | null;
-      if (pt === 0) left = null;
-      else if (k > 0) left = ops.slice(x, 2, k * L - pt, k * L);
-      else left = cached;
-      if (left && inPlace) {
-        const y = conv3d(cur, w, b, { padding: [pt, pt, ps, ps, ps, ps] });
-        w0 ??= ops.contiguous(ops.slice(w, 2, 0, 1));
-        const corr = conv3d(left, w0, null, { padding: [0, 0, ps, ps, ps, ps] });
-        const [B, C, To, H, W] = y.shape as [number, number, number, number, number];
-        backend().stridedAccumulate(corr.data(), corr.shape, { data: y.storage, offset: y.offset, strides: [C * To * H * W, To * H * W, 1, W, 1] });
-        void B;
-        outs.push(y);
-        continue;
-      }
-      const inp = left ? ops.cat([left, cur], 2) : cur;
-      const padLeft = left ? 0 : pt;
-      outs.push(conv3d(inp, w, b, { padding: [padLeft, pt, ps, ps, ps, ps] }));
-    }
-    if (ctx.cache && pt > 0) ctx.cache.set(this.cacheKey, ops.contiguous(ops.slice(x, 2, T - pt, T)).detach());
-    return n === 1 ? outs[0]! : ops.cat(outs, 2);
-  }
-}
-
-/** The last `n` frames of cat([prev, x]) along time (prev may be null = zeros). */
-function lastFrames(x: Tensor, n: number, prev: Tensor | null): Tensor {
-  const T = x.shape[2]!;
-  if (T >= n) return ops.contiguous(ops.slice(x, 2, T - n, T)).detach();
-  const base = prev ?? zeros([x.shape[0]!, x.shape[1]!, n, x.shape[3]!, x.shape[4]!]);
-  return ops.contiguous(ops.slice(ops.cat([base, x], 2), 2, T, T + n)).detach();
 }
 
 /** conv1 (bias, SiLU) -> conv2 (no bias, RMSNorm3d); used inside a residual wrapper as `main`. */
@@ -233,14 +156,8 @@ function duplicatingShortcut(cin: number, cout: number, sf: number, tf: number):
   return (x) => pixelShuffle3d(r === 1 ? x : ops.repeatInterleave(x, r, 1), sf, tf);
 }
 
-class OpSequential extends Module {
-  readonly ops: Module[] = [];
-  add<M extends Module>(m: M): M {
-    this.module(String(this.ops.length), m);
-    this.ops.push(m);
-    return m;
-  }
-}
+/** op_list: a ModuleList keyed 0, 1, ... */
+class OpSequential extends Container {}
 
 interface Forwardable {
   forward(x: Tensor, ctx: RunContext): Tensor;
@@ -254,15 +171,16 @@ class Stage extends Module {
   }
   forward(x: Tensor, ctx: RunContext): Tensor {
     let y = x;
-    for (const m of this.opList.ops) y = (m as unknown as Forwardable).forward(y, ctx);
+    for (const m of this.opList.items) y = (m as unknown as Forwardable).forward(y, ctx);
     return y;
   }
 }
 
-class StageList extends Module {
+/** stages: keyed by stage id, with gaps where a stage has depth 0. */
+class StageList extends Container {
   readonly stages: (Stage | null)[] = [];
   set(i: number, s: Stage): void {
-    this.module(String(i), s);
+    this.add(String(i), s);
     this.stages[i] = s;
   }
 }
@@ -284,11 +202,11 @@ export class Encoder extends Module {
       if (d === 0) continue;
       const st = new Stage();
       const w = e.widthList[s]!;
-      for (let i = 0; i < d; i++) st.opList.add(new ResidualBlock(new ResBlock3d(w, e.blockType[s]!), null));
+      for (let i = 0; i < d; i++) st.opList.append(new ResidualBlock(new ResBlock3d(w, e.blockType[s]!), null));
       if (s < n - 1) {
         const spec = e.downsampleBlockType[s]!;
         const wo = e.widthList[s + 1]!;
-        st.opList.add(new ResidualBlock(new ConvPixelUnshuffleDown(w, wo, spec), averagingShortcut(w, wo, spec.sf, spec.tf)));
+        st.opList.append(new ResidualBlock(new ConvPixelUnshuffleDown(w, wo, spec), averagingShortcut(w, wo, spec.sf, spec.tf)));
       }
       this.stageList.set(s, st);
     }
@@ -312,14 +230,14 @@ function lastActiveWidth(widths: number[], depths: number[]): number {
 
 class DecoderHead extends Module {
   readonly opList: OpSequential;
-  readonly norm: RMSNorm3dModule;
+  readonly norm: RMSNorm3d;
   readonly up: ConvPixelShuffleUp;
   constructor(cin: number, cout: number, spec: ResampleSpec) {
     super();
     this.opList = this.module('op_list', new OpSequential());
-    this.norm = this.opList.add(new RMSNorm3dModule(cin));
-    this.opList.add(new Module()); // op_list.1 is the parameter-free SiLU
-    this.up = this.opList.add(new ConvPixelShuffleUp(cin, cout, spec));
+    this.norm = this.opList.append(new RMSNorm3d(cin, 1e-5));
+    this.opList.append(new Module()); // op_list.1 is the parameter-free SiLU
+    this.up = this.opList.append(new ConvPixelShuffleUp(cin, cout, spec));
   }
   forward(x: Tensor, ctx: RunContext): Tensor {
     return this.up.forward(ops.silu(this.norm.forward(x)), ctx);
@@ -349,9 +267,9 @@ export class Decoder extends Module {
       if (s < n - 1) {
         const spec = dc.upsampleBlockType[s]!;
         const wi = dc.widthList[s + 1]!;
-        st.opList.add(new ResidualBlock(new ConvPixelShuffleUp(wi, w, spec), duplicatingShortcut(wi, w, spec.sf, spec.tf)));
+        st.opList.append(new ResidualBlock(new ConvPixelShuffleUp(wi, w, spec), duplicatingShortcut(wi, w, spec.sf, spec.tf)));
       }
-      for (let i = 0; i < d; i++) st.opList.add(new ResidualBlock(new ResBlock3d(w, dc.blockType[s]!), null));
+      for (let i = 0; i < d; i++) st.opList.append(new ResidualBlock(new ResBlock3d(w, dc.blockType[s]!), null));
       this.stageList.set(s, st);
       this.order.push(s);
     }

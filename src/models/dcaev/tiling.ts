@@ -27,7 +27,8 @@
  */
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import { pad, slice } from '../../tensor/ops.js';
-import { Tensor, noGrad, zeros } from '../../tensor/tensor.js';
+import { Tensor, noGrad, tensor } from '../../tensor/tensor.js';
+import { allocFloat32 } from '../../tensor/alloc.js';
 
 export interface TiledEncodeOptions {
   /** Pixel tile size; a multiple of `factor`. */
@@ -225,7 +226,9 @@ function starts(n: number, step: number): number[] {
 }
 
 function runTiles(p: Plan): Tensor {
-  let out: Tensor | null = null;
+  // The result is assembled in a host buffer (the blends are host arithmetic on the tiles' copies) and wrapped as a
+  // tensor at the end, without a copy.
+  let out: Float32Array | null = null;
   let lead: [number, number, number] = [0, 0, 0];
   let above: Block[] | null = null;
   for (let ri = 0; ri < p.rowStarts.length; ri++) {
@@ -240,20 +243,20 @@ function runTiles(p: Plan): Tensor {
         throw new ShapeError(`${p.where}: ${at} returned ${fmtShape(y.shape)}, expected spatial size ${outH} x ${outW}`);
       if (out === null) {
         lead = [n, c, t];
-        out = zeros([n, c, t, p.outH, p.outW]);
+        out = allocFloat32(n * c * t * p.outH * p.outW, [n, c, t, p.outH, p.outW], 'tiled result');
       } else if (n !== lead[0] || c !== lead[1] || t !== lead[2])
         throw new ShapeError(`${p.where}: ${at} returned ${fmtShape(y.shape)}, but the first tile gave N, C, T = ${lead.join(', ')}`);
       // A copy: the blends write into it, and fn may return a view of its input or of shared storage.
-      const b: Block = { data: y.toFloat32Array(), lead, outer: n * c * t, h, w };
+      const b: Block = { data: y.readSync(), lead, outer: n * c * t, h, w };
       if (above) blendRows(above[ci]!, b, p.blend);
       if (left) blendCols(left, b, p.blend);
-      place(b, out.storage, p.outH, p.outW, ri * p.keep, ci * p.keep, p.keep);
+      place(b, out, p.outH, p.outW, ri * p.keep, ci * p.keep, p.keep);
       if (ri + 1 < p.rowStarts.length) below.push(lastRows(b, p.blend));
       left = ci + 1 < p.colStarts.length ? lastCols(b, p.blend) : null;
     }
     above = below;
   }
-  return out!;
+  return tensor(out!, [lead[0], lead[1], lead[2], p.outH, p.outW]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

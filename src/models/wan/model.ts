@@ -7,84 +7,21 @@
  */
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import * as ops from '../../tensor/ops.js';
-import { attention, layerNorm, ropePairsCosSin, rmsNorm } from '../../tensor/nn_ops.js';
+import { attention, layerNorm, ropePairsCosSin } from '../../tensor/nn_ops.js';
 import { Tensor } from '../../tensor/tensor.js';
 import { Module, type Param } from '../../nn/module.js';
+import { Linear } from '../../nn/linear.js';
+import { LayerNorm, RMSNorm } from '../../nn/norm.js';
+import { Container } from '../../nn/container.js';
+import { Mlp } from '../../nn/mlp.js';
+import { AttentionLayers, splitHeads } from '../../nn/attention.js';
 import { wanRopeAxisDims, validateWanConfig, type WanConfig } from './config.js';
 
-export class Linear extends Module {
-  readonly weight: Param;
-  readonly bias: Param;
-  constructor(
-    readonly inFeatures: number,
-    readonly outFeatures: number,
-  ) {
-    super();
-    this.weight = this.param('weight', [outFeatures, inFeatures]);
-    this.bias = this.param('bias', [outFeatures]);
-  }
-  forward(x: Tensor): Tensor {
-    return ops.linear(x, this.weight.value, this.bias.value);
-  }
-}
+export { Linear };
 
-class AffineLayerNorm extends Module {
-  readonly weight: Param;
-  readonly bias: Param;
-  constructor(
-    c: number,
-    readonly eps: number,
-  ) {
-    super();
-    this.weight = this.param('weight', [c]);
-    this.bias = this.param('bias', [c]);
-  }
-  forward(x: Tensor): Tensor {
-    return layerNorm(x, this.weight.value, this.bias.value, this.eps);
-  }
-}
-
-class RMSNorm extends Module {
-  readonly weight: Param;
-  constructor(
-    c: number,
-    readonly eps: number,
-  ) {
-    super();
-    this.weight = this.param('weight', [c]);
-  }
-  forward(x: Tensor): Tensor {
-    return rmsNorm(x, this.weight.value, this.eps);
-  }
-}
-
-/** A keyed container (torch.nn.Sequential / ModuleList / a module with only parameters). */
-class Container extends Module {
-  add<M extends Module>(name: string, m: M): M {
-    return this.module(name, m);
-  }
-  addParam(name: string, shape: readonly number[]): Param {
-    return this.param(name, shape);
-  }
-}
-
-/** Linear -> activation -> Linear, with torch.nn.Sequential key names `0` and `2`. */
-class Mlp2 extends Module {
-  readonly fc1: Linear;
-  readonly fc2: Linear;
-  constructor(
-    cin: number,
-    hidden: number,
-    cout: number,
-    readonly act: (x: Tensor) => Tensor,
-  ) {
-    super();
-    this.fc1 = this.module('0', new Linear(cin, hidden));
-    this.fc2 = this.module('2', new Linear(hidden, cout));
-  }
-  forward(x: Tensor): Tensor {
-    return this.fc2.forward(this.act(this.fc1.forward(x)));
-  }
+/** Linear -> activation -> Linear with torch.nn.Sequential key names `0` and `2`. */
+function mlp2(cin: number, hidden: number, cout: number, act: (x: Tensor) => Tensor): Mlp {
+  return new Mlp(cin, hidden, cout, act, { names: ['0', '2'] });
 }
 
 /** `time_projection`: SiLU then Linear, the Linear at Sequential index 1. */
@@ -101,17 +38,17 @@ class TimeProjection extends Module {
 
 /** CLIP features -> context tokens: LN -> Linear -> GELU(erf) -> Linear -> LN (torch LayerNorm eps 1e-5). */
 class ImageEmbedding extends Module {
-  readonly norm1: AffineLayerNorm;
+  readonly norm1: LayerNorm;
   readonly fc1: Linear;
   readonly fc2: Linear;
-  readonly norm2: AffineLayerNorm;
+  readonly norm2: LayerNorm;
   constructor(imageDim: number, dim: number) {
     super();
     const proj = this.module('proj', new Container());
-    this.norm1 = proj.add('0', new AffineLayerNorm(imageDim, 1e-5));
+    this.norm1 = proj.add('0', new LayerNorm(imageDim, 1e-5));
     this.fc1 = proj.add('1', new Linear(imageDim, imageDim));
     this.fc2 = proj.add('3', new Linear(imageDim, dim));
-    this.norm2 = proj.add('4', new AffineLayerNorm(dim, 1e-5));
+    this.norm2 = proj.add('4', new LayerNorm(dim, 1e-5));
   }
   forward(clip: Tensor): Tensor {
     return this.norm2.forward(this.fc2.forward(ops.gelu(this.fc1.forward(this.norm1.forward(clip)), 'none')));
@@ -158,115 +95,58 @@ export function wanRopeTables(grid: readonly [number, number, number], headDim: 
   return { cos: new Tensor(cos, [N, 1, half, 1]), sin: new Tensor(sin, [N, 1, half, 1]) };
 }
 
-/** Splits (B, L, D) into heads: (B, heads, L, d). */
-function heads(x: Tensor, n: number): Tensor {
-  const [B, L, D] = x.shape as [number, number, number];
-  return ops.permute(ops.reshape(x, [B, L, n, D / n]), [0, 2, 1, 3]);
-}
-
-/** (B, heads, L, d) -> (B, L, D). */
-function mergeHeads(x: Tensor): Tensor {
-  const [B, n, L, d] = x.shape as [number, number, number, number];
-  return ops.reshape(ops.permute(x, [0, 2, 1, 3]), [B, L, n * d]);
-}
-
-export class WanSelfAttention extends Module {
-  readonly q: Linear;
-  readonly k: Linear;
-  readonly v: Linear;
-  readonly o: Linear;
-  readonly norm_q: RMSNorm | null;
-  readonly norm_k: RMSNorm | null;
-  constructor(
-    dim: number,
-    readonly numHeads: number,
-    qkNorm: boolean,
-    eps: number,
-  ) {
-    super();
-    this.q = this.module('q', new Linear(dim, dim));
-    this.k = this.module('k', new Linear(dim, dim));
-    this.v = this.module('v', new Linear(dim, dim));
-    this.o = this.module('o', new Linear(dim, dim));
-    this.norm_q = qkNorm ? this.module('norm_q', new RMSNorm(dim, eps)) : null;
-    this.norm_k = qkNorm ? this.module('norm_k', new RMSNorm(dim, eps)) : null;
+export class WanSelfAttention extends AttentionLayers {
+  constructor(dim: number, numHeads: number, qkNorm: boolean, eps: number) {
+    super(dim, numHeads, { qkNormEps: qkNorm ? eps : null });
   }
 
+  /** Self-attention with Wan's 3-D RoPE on q and k. */
   forward(x: Tensor, rope: WanRopeTables): Tensor {
-    const [B, N, D] = x.shape as [number, number, number];
-    const n = this.numHeads;
-    let q = this.q.forward(x);
-    let k = this.k.forward(x);
-    if (this.norm_q) q = this.norm_q.forward(q);
-    if (this.norm_k) k = this.norm_k.forward(k);
-    const rot = (t: Tensor) => ops.permute(ropePairsCosSin(ops.reshape(t, [B, N, n, D / n]), rope.cos, rope.sin), [0, 2, 1, 3]);
-    const out = attention(rot(q), rot(k), heads(this.v.forward(x), n));
-    return this.o.forward(mergeHeads(out));
+    return this.attend(x, null, (t) => ropePairsCosSin(t, rope.cos, rope.sin));
   }
 }
 
-export class WanCrossAttention extends Module {
-  readonly q: Linear;
-  readonly k: Linear;
-  readonly v: Linear;
-  readonly o: Linear;
-  readonly norm_q: RMSNorm | null;
-  readonly norm_k: RMSNorm | null;
+export class WanCrossAttention extends AttentionLayers {
   readonly k_img: Linear | null;
   readonly v_img: Linear | null;
   readonly norm_k_img: RMSNorm | null;
-  constructor(
-    dim: number,
-    readonly numHeads: number,
-    qkNorm: boolean,
-    eps: number,
-    image: boolean,
-  ) {
-    super();
-    this.q = this.module('q', new Linear(dim, dim));
-    this.k = this.module('k', new Linear(dim, dim));
-    this.v = this.module('v', new Linear(dim, dim));
-    this.o = this.module('o', new Linear(dim, dim));
-    this.norm_q = qkNorm ? this.module('norm_q', new RMSNorm(dim, eps)) : null;
-    this.norm_k = qkNorm ? this.module('norm_k', new RMSNorm(dim, eps)) : null;
+  constructor(dim: number, numHeads: number, qkNorm: boolean, eps: number, image: boolean) {
+    super(dim, numHeads, { qkNormEps: qkNorm ? eps : null });
     this.k_img = image ? this.module('k_img', new Linear(dim, dim)) : null;
     this.v_img = image ? this.module('v_img', new Linear(dim, dim)) : null;
     this.norm_k_img = image && qkNorm ? this.module('norm_k_img', new RMSNorm(dim, eps)) : null;
   }
 
   /** ctxImg: the embedded image tokens (i2v), attended to separately with the same queries; the outputs add. */
-  forward(x: Tensor, ctxText: Tensor, ctxImg: Tensor | null): Tensor {
+  forward(x: Tensor, ctxText: Tensor, ctxImg: Tensor | null = null): Tensor {
     const n = this.numHeads;
-    let q = this.q.forward(x);
-    if (this.norm_q) q = this.norm_q.forward(q);
-    const qh = heads(q, n);
-    let k = this.k.forward(ctxText);
-    if (this.norm_k) k = this.norm_k.forward(k);
-    let out = attention(qh, heads(k, n), heads(this.v.forward(ctxText), n));
+    const qh = this.queries(x);
+    const [k, v] = this.keysValues(ctxText);
+    let out = attention(qh, k, v);
     if (ctxImg) {
       if (!this.k_img || !this.v_img) throw new ShapeError('cross-attention got image context but this is not an i2v block');
       let ki = this.k_img.forward(ctxImg);
       if (this.norm_k_img) ki = this.norm_k_img.forward(ki);
-      out = ops.add(out, attention(qh, heads(ki, n), heads(this.v_img.forward(ctxImg), n)));
+      out = ops.add(out, attention(qh, splitHeads(ki, n), splitHeads(this.v_img.forward(ctxImg), n)));
     }
-    return this.o.forward(mergeHeads(out));
+    return this.project(out);
   }
 }
 
 export class WanAttentionBlock extends Module {
   readonly modulation: Param;
   readonly self_attn: WanSelfAttention;
-  readonly norm3: AffineLayerNorm | null;
+  readonly norm3: LayerNorm | null;
   readonly cross_attn: WanCrossAttention;
-  readonly ffn: Mlp2;
+  readonly ffn: Mlp;
   constructor(readonly cfg: WanConfig) {
     super();
     const { dim, num_heads, qk_norm, eps } = cfg;
     this.modulation = this.param('modulation', [1, 6, dim]);
     this.self_attn = this.module('self_attn', new WanSelfAttention(dim, num_heads, qk_norm, eps));
-    this.norm3 = cfg.cross_attn_norm ? this.module('norm3', new AffineLayerNorm(dim, eps)) : null;
+    this.norm3 = cfg.cross_attn_norm ? this.module('norm3', new LayerNorm(dim, eps)) : null;
     this.cross_attn = this.module('cross_attn', new WanCrossAttention(dim, num_heads, qk_norm, eps, cfg.model_type === 'i2v'));
-    this.ffn = this.module('ffn', new Mlp2(dim, cfg.ffn_dim, dim, (t) => ops.gelu(t, 'tanh')));
+    this.ffn = this.module('ffn', mlp2(dim, cfg.ffn_dim, dim, (t) => ops.gelu(t, 'tanh')));
   }
 
   /** x (B, N, D); e0 (B, 6, D) the projected timestep embedding. */
@@ -333,8 +213,8 @@ export class WanModel extends Module {
   readonly config: WanConfig;
   readonly patch_embedding_weight: Param;
   readonly patch_embedding_bias: Param;
-  readonly text_embedding: Mlp2;
-  readonly time_embedding: Mlp2;
+  readonly text_embedding: Mlp;
+  readonly time_embedding: Mlp;
   readonly time_projection: TimeProjection;
   readonly blocks: WanAttentionBlock[];
   readonly head: WanHead;
@@ -349,8 +229,8 @@ export class WanModel extends Module {
     const pe = this.module('patch_embedding', new Container());
     this.patch_embedding_weight = pe.addParam('weight', [c.dim, c.in_dim, pt, ph, pw]);
     this.patch_embedding_bias = pe.addParam('bias', [c.dim]);
-    this.text_embedding = this.module('text_embedding', new Mlp2(c.text_dim, c.dim, c.dim, (t) => ops.gelu(t, 'tanh')));
-    this.time_embedding = this.module('time_embedding', new Mlp2(c.freq_dim, c.dim, c.dim, ops.silu));
+    this.text_embedding = this.module('text_embedding', mlp2(c.text_dim, c.dim, c.dim, (t) => ops.gelu(t, 'tanh')));
+    this.time_embedding = this.module('time_embedding', mlp2(c.freq_dim, c.dim, c.dim, ops.silu));
     this.time_projection = this.module('time_projection', new TimeProjection(c.dim));
     const blocks = this.module('blocks', new Container());
     this.blocks = [];
@@ -409,7 +289,7 @@ export class WanModel extends Module {
     let tv: ArrayLike<number>;
     if (t instanceof Tensor) {
       if (t.ndim !== 1 || t.shape[0] !== B) throw new ShapeError(`t must have shape [${B}] (one timestep per sample), got ${fmtShape(t.shape)}`);
-      tv = t.data();
+      tv = t.readSync();
     } else {
       if (!Array.isArray(t) || t.length !== B) throw new ShapeError(`t must hold ${B} timesteps, got ${Array.isArray(t) ? t.length : typeof t}`);
       tv = t;

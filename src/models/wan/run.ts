@@ -111,7 +111,7 @@ export function readWanInputs(path: string, config: WanConfig): WanInputs {
 
 /** The first non-finite value of a tensor, as "index value", or null. */
 function nonFiniteElement(t: Tensor): string | null {
-  const d = t.data();
+  const d = t.readSync();
   const i = firstNonFinite(d);
   return i < 0 ? null : `element ${i} is ${d[i]}`;
 }
