@@ -179,6 +179,17 @@ describe('dcvg train-dit on DC-AE-V latents of shared clips', { skip }, () => {
     await assert.rejects(trainDiT({ model: cfgPath, data: join(dir, 'nope'), out, steps: 2 }), /train-dit data: .*nope is not a folder/);
     await assert.rejects(trainDiT({ model: cfgPath, data, out, steps: 2, textDrop: 2 }), /--text-drop must be in \[0, 1\], got 2/);
     await assert.rejects(trainDiT({ model: cfgPath, data, out, resume: true }), /no checkpoint to resume/);
+    let err = '';
+    const ewrite = process.stderr.write;
+    process.stderr.write = ((s: string) => void (err += s) || true) as typeof process.stderr.write;
+    try {
+      assert.equal(await main(['train-dit', '--model', cfgPath, '--data', data, '--out', out, '--bogus']), 1);
+      assert.equal(await main(['train-dit', '--model', cfgPath, '--data', data, '--out', out, '--resume']), 1);
+    } finally {
+      process.stderr.write = ewrite;
+    }
+    assert.match(err, /^dcvg train-dit: Unknown option '--bogus'.* \(see dcvg train-dit --help\)\n/);
+    assert.match(err, /only --steps may change \(got --model, --data\)/);
     assert.ok(!existsSync(out));
   });
 });
