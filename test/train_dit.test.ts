@@ -181,7 +181,10 @@ describe('dcvg train-dit on DC-AE-V latents of shared clips', { skip }, () => {
     await assert.rejects(trainDiT({ model: cfgPath, data, out, resume: true }), /no checkpoint to resume/);
     let err = '';
     const ewrite = process.stderr.write;
-    process.stderr.write = ((s: string) => void (err += s) || true) as typeof process.stderr.write;
+    process.stderr.write = ((s: string) => {
+      err += s;
+      return true;
+    }) as typeof process.stderr.write;
     try {
       assert.equal(await main(['train-dit', '--model', cfgPath, '--data', data, '--out', out, '--bogus']), 1);
       assert.equal(await main(['train-dit', '--model', cfgPath, '--data', data, '--out', out, '--resume']), 1);
