@@ -14,7 +14,10 @@ import { defaultModelDir, loadDefaultModel } from '../src/models/dcaev/default_m
 import { WanModel, parseWanConfig } from '../src/models/wan/index.js';
 import { flowMatchInputs, flowMatchLoss, trainingGrid } from '../src/diffusion/flow_matching.js';
 import { Rng, randn } from '../src/tensor/random.js';
-import { noGrad, type Tensor } from '../src/tensor/tensor.js';
+import { noGrad, parameter, type Tensor } from '../src/tensor/tensor.js';
+import { TrainingError } from '../src/errors.js';
+import { AdamW } from '../src/train/optim.js';
+import { runLoop, scheduledLr } from '../src/train/loop.js';
 import * as ops from '../src/tensor/ops.js';
 import { buildLatentFolder, loadLatentSet } from '../src/train/dit_data.js';
 import { initFromScratch, readDiTLog, trainDiT } from '../src/train/dit_trainer.js';
@@ -194,5 +197,76 @@ describe('dcvg train-dit on DC-AE-V latents of shared clips', { skip }, () => {
     assert.match(err, /^dcvg train-dit: Unknown option '--bogus'.* \(see dcvg train-dit --help\)\n/);
     assert.match(err, /only --steps may change \(got --model, --data\)/);
     assert.ok(!existsSync(out));
+  });
+});
+
+describe('the generic loop pieces', () => {
+  it('AdamW parameter groups: each group steps with its own lr and weight decay, as separate optimisers would', () => {
+    const mk = () => [0, 1, 2].map((i) => parameter(randn([3, 2], 10 + i)));
+    const grads = [0, 1, 2].map((i) => randn([3, 2], 20 + i));
+    const a = mk();
+    const b = mk();
+    const grouped = new AdamW(
+      [
+        { params: [['w0', a[0]!], ['w1', a[1]!]], lr: 0.01, weightDecay: 0.1 },
+        { params: [['w2', a[2]!]], lr: 0.003, weightDecay: 0 },
+      ],
+      { lr: 1 },
+    );
+    const one = new AdamW([['w0', b[0]!], ['w1', b[1]!]], { lr: 0.01, weightDecay: 0.1 });
+    const two = new AdamW([['w2', b[2]!]], { lr: 0.003, weightDecay: 0 });
+    for (let s = 1; s <= 3; s++) {
+      // a schedule scales each group from its own peak
+      grouped.schedule((peak) => scheduledLr(s, peak, { kind: 'cosine', warmup: 2, total: 3, minRatio: 0.1 }));
+      one.lr = scheduledLr(s, 0.01, { kind: 'cosine', warmup: 2, total: 3, minRatio: 0.1 });
+      two.lr = scheduledLr(s, 0.003, { kind: 'cosine', warmup: 2, total: 3, minRatio: 0.1 });
+      [...a, ...b].forEach((p, i) => (p.grad = grads[i % 3]!));
+      for (const o of [grouped, one, two]) o.step();
+    }
+    a.forEach((p, i) => assert.deepEqual([...p.readSync()], [...b[i]!.readSync()], `w${i}`));
+    // the moments are keyed by name: loading them in another order restores the same state
+    const m = grouped.moments();
+    const other = new AdamW([{ params: [['w2', mk()[2]!]] }, { params: [['w1', mk()[1]!], ['w0', mk()[0]!]] }]);
+    other.loadMoments(grouped.stepCount, (n, w) => m.get(n)![w]);
+    for (const [n, s] of other.moments()) assert.deepEqual([...s.v.readSync()], [...m.get(n)!.v.readSync()], n);
+    assert.throws(() => new AdamW([['x', a[0]!], ['x', a[1]!]]), /"x" appears twice/);
+    assert.equal(scheduledLr(50, 0.5, { kind: 'constant', warmup: 10, total: 100, minRatio: 0.1 }), 0.5);
+    assert.equal(scheduledLr(5, 0.5, { kind: 'constant', warmup: 10, total: 100, minRatio: 0.1 }), 0.25);
+  });
+
+  it('a NaN or Inf loss stops the run with a TrainingError naming the step, before any update', async () => {
+    const p = parameter(randn([4], 1));
+    const before = [...p.readSync()];
+    const opt = new AdamW([['p', p]], { lr: 0.1 });
+    const dir = mkdtempSync(join(tmpdir(), 'dcvg-loop-'));
+    let saved = 0;
+    try {
+      await assert.rejects(
+        runLoop({
+          task: {
+            forward: (step) => ({ loss: step < 3 ? ops.mean(ops.square(p)) : ops.mul(ops.mean(p), Infinity) }),
+            record: (base) => ({ ...base }),
+          },
+          startStep: 0,
+          steps: 5,
+          opt,
+          lr: (_s, peak) => peak,
+          clip: 1,
+          ema: null,
+          ckptEvery: 100,
+          evalEvery: null,
+          logPath: join(dir, 'train.jsonl'),
+          save: () => void saved++,
+          checkpointPath: join(dir, 'checkpoint.safetensors'),
+        }),
+        (e: unknown) => e instanceof TrainingError && /loss is (-)?Infinity at step 3; stopping \(last checkpoint: none\)/.test((e as Error).message),
+      );
+      assert.equal(opt.stepCount, 2); // steps 1 and 2 applied, step 3 refused before its update
+      assert.notDeepEqual([...p.readSync()], before);
+      assert.equal(readFileSync(join(dir, 'train.jsonl'), 'utf8').trim().split('\n').length, 2);
+      assert.equal(saved, 0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
