@@ -14,7 +14,7 @@ import { cmdConvert, cmdDecode, cmdEncode } from './ae_cmds.js';
 import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds.js';
 import { cmdRun } from './wan_cmds.js';
 import { cmdShapes } from './shapes_cmds.js';
-import { cmdEvalAE, cmdStudy, cmdTrainAE } from './train_cmds.js';
+import { cmdEvalAE, cmdStudy, cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -54,6 +54,9 @@ Usage:
               --lr --seed --resume ...]
                          train a DC-AE-V (L1 + SSIM, optional adversarial stage, AdamW warmup + cosine, EMA,
                          held-out PSNR/SSIM, atomic checkpoints, exact --resume); dcvg train-ae --help for all options
+  dcvg train-dit --model <preset|config.json> --data <latent dir> --out <run dir> [--init W --steps --lr ...]
+                         flow-matching training of a Wan T2V DiT on precomputed latents + text embeddings
+                         (exact --resume); dcvg train-dit --help for all options
   dcvg eval-ae --data <dir> [--model M --weights W] [--split held-out|train|all] [--json]
                          PSNR / SSIM of a model (default: the shipped one) and of the equal-budget bicubic
                          baseline on whole clips of the train-ae split
@@ -134,6 +137,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'reconstruct') return await cmdReconstruct(rest, out);
     if (cmd === 'run') return cmdRun(rest, out);
     if (cmd === 'train-ae') return await cmdTrainAE(rest, out);
+    if (cmd === 'train-dit') return await cmdTrainDiT(rest, out);
     if (cmd === 'study') return await cmdStudy(rest, out);
     if (cmd === 'eval-ae') return await cmdEvalAE(rest, out);
     if (cmd === 'convert') return cmdConvert(rest, out);

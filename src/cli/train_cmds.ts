@@ -7,6 +7,7 @@ import type { TemporalMode } from '../models/dcaev/config.js';
 import { STUDY_DEFAULTS, runTemporalStudy, type StudyOptions } from '../train/study.js';
 import { TRAIN_DEFAULTS, evaluateWithBaseline, trainAE, type TrainAEOptions } from '../train/ae_trainer.js';
 import { listMedia, loadClipSet } from '../train/data.js';
+import { DIT_DEFAULTS, trainDiT, type TrainDiTOptions } from '../train/dit_trainer.js';
 import { ValueError } from '../errors.js';
 import { Progress, fmtSecs } from './progress.js';
 import { loadModelFromArgs, parseValues, type Out } from './common.js';
@@ -46,6 +47,31 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   Ctrl-C stops after the current step and writes a checkpoint.`;
 
 const SIGNAL_NUMBER: Record<string, number> = { SIGINT: 2, SIGTERM: 15 };
+
+/**
+ * SIGINT (Ctrl-C) or SIGTERM: stop after the current step with a checkpoint. A second signal: leave at once, between
+ * steps (JS runs no handler inside a step, so never in the middle of a checkpoint write); the last checkpoint stays
+ * valid, and a new run without one removes what it wrote (see NewRunGuard in src/train/loop.ts).
+ */
+function stopOnSignals(cmd: string): { stopped: () => boolean; exitCode: () => number; release: () => void } {
+  let stopSignal: NodeJS.Signals | null = null;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopSignal) process.exit(128 + SIGNAL_NUMBER[sig]!);
+    stopSignal = sig;
+    process.stderr.write(`\n${cmd}: ${sig === 'SIGINT' ? '' : `${sig}: `}stopping after this step (${sig === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again to quit at once)\n`);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    stopped: () => stopSignal !== null,
+    // stopped by a signal: the shell's convention for it (130 for SIGINT, 143 for SIGTERM)
+    exitCode: () => 128 + SIGNAL_NUMBER[stopSignal ?? 'SIGINT']!,
+    release: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
 
 function num(v: string | undefined, name: string, int = false): number | undefined {
   if (v === undefined) return undefined;
@@ -120,17 +146,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   set('trainOnly', s('train-only'));
   const logEvery = positiveInt(s('log-every'), 'log-every') ?? 50;
 
-  // SIGINT (Ctrl-C) or SIGTERM: stop after the current step with a checkpoint. A second signal: leave at once, between
-  // steps (JS runs no handler inside a step, so never in the middle of a checkpoint write); the last checkpoint stays
-  // valid, and a new run without one removes what it wrote (see trainAE).
-  let stopSignal: NodeJS.Signals | null = null;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (stopSignal) process.exit(128 + SIGNAL_NUMBER[sig]);
-    stopSignal = sig;
-    process.stderr.write(`\ntrain-ae: ${sig === 'SIGINT' ? '' : `${sig}: `}stopping after this step (${sig === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again to quit at once)\n`);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const signals = stopOnSignals('train-ae');
   let bar: Progress | null = null;
   let start = 0;
   let total = 0;
@@ -165,7 +181,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
         }
       },
       onEval: (e) => process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}eval @${e.step}: held-out PSNR ${e.eval.psnr.toFixed(2)} dB, SSIM ${e.eval.ssim.toFixed(4)} (${e.eval.frames} frames)\n`),
-      shouldStop: () => stopSignal !== null,
+      shouldStop: signals.stopped,
     });
     (bar as Progress | null)?.done();
     const summary = { runDir: r.runDir, steps: r.steps, stoppedEarly: r.stoppedEarly, eval: r.lastEval?.eval ?? null, seconds: +((performance.now() - t0) / 1000).toFixed(1) };
@@ -178,10 +194,9 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
           '\n',
       );
     // stopped by a signal: the shell's convention for it (130 for SIGINT, 143 for SIGTERM)
-    return r.stoppedEarly ? 128 + SIGNAL_NUMBER[stopSignal ?? 'SIGINT'] : 0;
+    return r.stoppedEarly ? signals.exitCode() : 0;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    signals.release();
   }
 }
 
@@ -304,4 +319,110 @@ export async function cmdEvalAE(args: string[], out: Out): Promise<number> {
   if (r.fixed.length > 1 && r.bestFixed)
     out(`\nbicubic with one temporal factor for all clips (PSNR / SSIM, means over frames): ${r.fixed.map((f) => `tf ${f.tf} ${f.psnr.toFixed(2)} / ${f.ssim.toFixed(4)}`).join('; ')}; best: tf ${r.bestFixed.tf}\n`);
   return 0;
+}
+
+export const TRAIN_DIT_HELP = `dcvg train-dit --model <preset|config.json> --data <latent dir> --out <run dir> [options]
+  Flow-matching training of a Wan text-to-video DiT (spec §5.5) on precomputed latents and text embeddings
+  (folder format: docs/training.md; build one from clips with scripts/dit-latents.mjs).
+  --init W           start from these weights (Wan or diffusers names, .safetensors / .pt / folder); default random
+  --steps N          optimizer steps in all (default ${DIT_DEFAULTS.steps})
+  --batch N          samples per step (default ${DIT_DEFAULTS.batch}); a fresh shuffle of the set every epoch
+  --lr F             peak learning rate (default ${DIT_DEFAULTS.lr}); --warmup N linear warmup steps (default ${DIT_DEFAULTS.warmup})
+  --schedule S       constant (default) or cosine (to --min-lr-ratio, default ${DIT_DEFAULTS.minLrRatio}, of --lr)
+  --weight-decay F   AdamW weight decay (default ${DIT_DEFAULTS.weightDecay}); --beta1 F --beta2 F (default ${DIT_DEFAULTS.beta1}, ${DIT_DEFAULTS.beta2})
+  --clip F           max global gradient norm (default ${DIT_DEFAULTS.clip}; 0 = no clipping)
+  --ema F            EMA decay (default ${DIT_DEFAULTS.emaDecay}); model.safetensors holds the EMA weights
+  --shift F          flow shift of the 50-point training grid (default ${DIT_DEFAULTS.shift}, the T2V recipe; 5 for I2V)
+  --text-drop F      probability of replacing a sample's text by the null embedding (default ${DIT_DEFAULTS.textDrop})
+  --train-only RE    train only the parameters whose names match RE (e.g. 'patch_embedding|head\\.')
+  --ckpt-every N     write checkpoint.safetensors atomically (default ${DIT_DEFAULTS.ckptEvery})
+  --seed N           (default ${DIT_DEFAULTS.seed})
+  --resume           continue the run in --out from its checkpoint (bit-exact); only --steps may change
+  --json             print the final summary as JSON;  --log-every N  progress lines when stderr is not a terminal
+  Ctrl-C (or SIGTERM) stops after the current step and writes a checkpoint (exit 130 / 143); a second one quits.`;
+
+export async function cmdTrainDiT(args: string[], out: Out): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    out(TRAIN_DIT_HELP + '\n');
+    return 0;
+  }
+  const strOpts = ['model', 'data', 'out', 'init', 'steps', 'batch', 'lr', 'warmup', 'schedule', 'min-lr-ratio', 'weight-decay', 'beta1', 'beta2', 'clip', 'ema', 'shift', 'text-drop', 'train-only', 'ckpt-every', 'seed', 'log-every'];
+  const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(strOpts.map((k) => [k, { type: 'string' as const }]));
+  options.resume = { type: 'boolean' };
+  options.json = { type: 'boolean' };
+  const v = parseValues(args, options, 'train-dit', false);
+  const s = (k: string) => v[k] as string | undefined;
+  if (!s('out')) throw new ValueError('train-dit needs --out <run dir>');
+  const resume = !!v.resume;
+  if (!resume && !s('model')) throw new ValueError('train-dit needs --model <preset | config.json> (or --resume)');
+  if (!resume && !s('data')) throw new ValueError('train-dit needs --data <latent folder>');
+  if (resume) {
+    const allowed = new Set(['out', 'steps', 'resume', 'json', 'log-every']);
+    const extra = Object.keys(v).filter((k) => v[k] !== undefined && !allowed.has(k));
+    if (extra.length) throw new ValueError(`--resume takes the run's own settings from its checkpoint; only --steps may change (got --${extra.join(', --')})`);
+  }
+  const o: Record<string, unknown> = { out: s('out')!, resume };
+  const set = (k: keyof TrainDiTOptions, val: unknown) => {
+    if (val !== undefined) o[k] = val;
+  };
+  set('model', s('model'));
+  set('data', s('data'));
+  set('init', s('init'));
+  set('steps', num(s('steps'), 'steps', true));
+  set('batch', num(s('batch'), 'batch', true));
+  set('lr', num(s('lr'), 'lr'));
+  set('warmup', num(s('warmup'), 'warmup', true));
+  set('schedule', s('schedule'));
+  set('minLrRatio', num(s('min-lr-ratio'), 'min-lr-ratio'));
+  set('weightDecay', num(s('weight-decay'), 'weight-decay'));
+  set('beta1', num(s('beta1'), 'beta1'));
+  set('beta2', num(s('beta2'), 'beta2'));
+  set('clip', num(s('clip'), 'clip'));
+  set('emaDecay', num(s('ema'), 'ema'));
+  set('shift', num(s('shift'), 'shift'));
+  set('textDrop', num(s('text-drop'), 'text-drop'));
+  set('trainOnly', s('train-only'));
+  set('ckptEvery', num(s('ckpt-every'), 'ckpt-every', true));
+  set('seed', num(s('seed'), 'seed', true));
+  const logEvery = positiveInt(s('log-every'), 'log-every') ?? 50;
+
+  const signals = stopOnSignals('train-dit');
+  let bar: Progress | null = null;
+  let start = 0;
+  let total = 0;
+  let recent: number[] = [];
+  const t0 = performance.now();
+  try {
+    const r = await trainDiT(o as unknown as TrainDiTOptions & { resume: boolean }, {
+      onMessage: (m) => process.stderr.write(`train-dit: ${m}\n`),
+      onStart: (i) => {
+        start = i.startStep;
+        total = i.steps;
+        process.stderr.write(
+          `train-dit: ${i.resumed ? `resuming at step ${i.startStep}` : 'new run'}; ${i.steps} steps, ${i.params.toLocaleString('en-US')} parameters ` +
+            `(${i.trainable.toLocaleString('en-US')} trained), ${i.samples} samples -> ${o.out}\n`,
+        );
+        bar = new Progress('train', i.steps - i.startStep, 'steps');
+      },
+      onStep: (rec) => {
+        recent.push(rec.loss);
+        if (recent.length > 20) recent = recent.slice(-20);
+        const avg = recent.reduce((a, b) => a + b, 0) / recent.length;
+        bar?.update(rec.step - start, `step ${rec.step} loss ${avg.toFixed(4)}`);
+        if (!process.stderr.isTTY && (rec.step % logEvery === 0 || rec.step === total)) {
+          const rate = (rec.step - start) / ((performance.now() - t0) / 1000);
+          process.stderr.write(`step ${rec.step}/${total} loss ${avg.toFixed(4)} lr ${rec.lr.toExponential(2)} ${rate.toFixed(2)} steps/s ETA ${fmtSecs((total - rec.step) / Math.max(rate, 1e-9))}\n`);
+        }
+      },
+      shouldStop: signals.stopped,
+    });
+    (bar as Progress | null)?.done();
+    const summary = { runDir: r.runDir, steps: r.steps, stoppedEarly: r.stoppedEarly, seconds: +((performance.now() - t0) / 1000).toFixed(1) };
+    if (v.json) out(JSON.stringify(summary) + '\n');
+    else if (r.steps === 0) out('stopped before the first step; nothing written\n');
+    else out(`${r.stoppedEarly ? 'stopped' : 'finished'} at step ${r.steps} in ${fmtSecs(summary.seconds)}; weights (EMA): ${r.runDir}/model.safetensors\n`);
+    return r.stoppedEarly ? signals.exitCode() : 0;
+  } finally {
+    signals.release();
+  }
 }

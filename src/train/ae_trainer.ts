@@ -15,7 +15,7 @@
  * Resume is exact: a run killed after checkpoint N and resumed continues with the same weights, moments, EMA and
  * data stream as if it had never stopped (tested bit for bit on a tiny model).
  */
-import { existsSync, mkdirSync, readFileSync, realpathSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { sweepStaleTemps, writeFileAtomic } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/safetensors.js';
@@ -24,17 +24,20 @@ import { equalBudgetBaseline, latentBudget } from '../metrics/baseline.js';
 import { writeLinePlotPng } from '../metrics/plot.js';
 import { configFromReference, configToReference, compressionFactors, chunkFrames, type DCAEVConfig } from '../models/dcaev/config.js';
 import { DCAEV, decodeVideo, encodeVideo, loadWeights, resolveConfig } from '../models/dcaev/autoencoder.js';
-import { TrainingError, ValueError, showValue } from '../errors.js';
+import { TrainingError, ValueError } from '../errors.js';
 import { l1Loss, mseLoss } from '../tensor/nn_ops.js';
 import * as ops from '../tensor/ops.js';
 import { Rng } from '../tensor/random.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
+import { CKPT, loadState, readCheckpointJson, rngStateProblem, stateTensors, writeCheckpoint } from './checkpoint.js';
+import { LOG, appendLine, readLogRecords, resetLog, writeLossPlot } from './log.js';
+import { NewRunGuard, checkNewRunFolder, runLoop, scheduledLr } from './loop.js';
+import { anyInt, badOptionOf, expected, nonNeg, nonNegInt, nullable, oneOf, optional, posInt, positive, regex, shown, text, unit, unitOpen, type Check } from './options.js';
 import { checkSampling, clipTensor, loadClipSet, sampleBatch, type Clip, type ClipSet, type SampleOptions } from './data.js';
 import { Ema } from './ema.js';
 import { initForTraining } from './init.js';
 import { PatchDiscriminator, hingeDLoss, hingeGLoss, ssimLoss } from './losses.js';
 import { AdamW, clipGradNorm } from './optim.js';
-import { lrAt } from './schedule.js';
 
 /** Everything that defines a run (saved in the checkpoint; a resumed run takes it from there). */
 export interface TrainAEOptions {
@@ -143,46 +146,7 @@ export interface TrainResult {
   runDir: string;
 }
 
-const CKPT = 'checkpoint.safetensors';
-const LOG = 'train.jsonl';
 const FORMAT = 'dcvg-train-ae-1';
-
-/** A check of one option's value: null when fine, else the end of the sentence "<name> must be ..., got ...". */
-type Check = (v: unknown) => string | null;
-
-const shown = showValue;
-const expected = (what: string, v: unknown): string => `must be ${what}, got ${shown(v)}`;
-const must = (ok: boolean, what: string, v: unknown): string | null => (ok ? null : expected(what, v));
-const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
-const posInt: Check = (v) => must(Number.isSafeInteger(v) && (v as number) >= 1, 'a positive integer', v);
-const nonNegInt: Check = (v) => must(Number.isSafeInteger(v) && (v as number) >= 0, 'an integer >= 0', v);
-const anyInt: Check = (v) => must(Number.isSafeInteger(v), 'an integer', v);
-const positive: Check = (v) => must(isNum(v) && v > 0, 'a finite number > 0', v);
-const nonNeg: Check = (v) => must(isNum(v) && v >= 0, 'a finite number >= 0', v);
-const unit: Check = (v) => must(isNum(v) && v >= 0 && v <= 1, 'in [0, 1]', v);
-const unitOpen: Check = (v) => must(isNum(v) && v >= 0 && v < 1, 'in [0, 1)', v);
-const text: Check = (v) => must(typeof v === 'string' && v !== '', 'a non-empty string', v);
-const oneOf =
-  (...allowed: string[]): Check =>
-  (v) =>
-    must(typeof v === 'string' && allowed.includes(v), allowed.join(' or '), v);
-const optional =
-  (c: Check): Check =>
-  (v) =>
-    v === undefined ? null : c(v);
-const nullable =
-  (c: Check): Check =>
-  (v) =>
-    v === undefined || v === null ? null : c(v);
-const regex: Check = (v) => {
-  if (typeof v !== 'string') return expected('a regular expression', v);
-  try {
-    new RegExp(v);
-    return null;
-  } catch (e) {
-    return `is not a regular expression: ${(e as Error).message}`;
-  }
-};
 
 /**
  * Every option of a run: its key, its command-line flag (named in errors of a new run) and its check. The same table
@@ -218,11 +182,7 @@ const OPTION_CHECKS: readonly [keyof TrainAEOptions, string, Check][] = [
 
 /** The first option that fails its check, as "<name> must be ..., got ..." (name: the flag, or `options.<key>`). */
 function badOption(o: Record<string, unknown>, byFlag: boolean): string | null {
-  for (const [key, flag, check] of OPTION_CHECKS) {
-    const why = check(o[key]);
-    if (why) return `${byFlag ? flag : `options.${key}`} ${why}`;
-  }
-  return null;
+  return badOptionOf(OPTION_CHECKS, o, byFlag);
 }
 
 /** Checks the options against each other and the model; returns the window length and the spatial factor. */
@@ -238,27 +198,14 @@ function validate(o: TrainAEOptions, cfg: DCAEVConfig): { frames: number; spatia
   return { frames, spatial };
 }
 
-/** State tensors of a run, keyed as in the checkpoint. */
-function stateTensors(model: DCAEV, opt: AdamW, ema: Ema, disc: PatchDiscriminator | null, dopt: AdamW | null): Map<string, WritableTensor> {
-  const t = new Map<string, WritableTensor>();
-  const named = model.namedParams();
-  for (const [k, p] of named) t.set(`model.${k}`, p.value);
-  named.forEach(([k, p], i) => t.set(`ema.${k}`, new Tensor(ema.shadow[i]!, p.shape)));
-  const os = opt.stateDict();
-  named.forEach(([k, p], i) => {
-    t.set(`adam_m.${k}`, new Tensor(os.m[i]!, p.shape));
-    t.set(`adam_v.${k}`, new Tensor(os.v[i]!, p.shape));
-  });
-  if (disc && dopt) {
-    const dn = disc.namedParams();
-    for (const [k, p] of dn) t.set(`disc.${k}`, p.value);
-    const ds = dopt.stateDict();
-    dn.forEach(([k, p], i) => {
-      t.set(`disc_adam_m.${k}`, new Tensor(ds.m[i]!, p.shape));
-      t.set(`disc_adam_v.${k}`, new Tensor(ds.v[i]!, p.shape));
-    });
-  }
-  return t;
+/** The parts of a run's state, under their checkpoint prefixes (model., ema., adam_m., adam_v., disc., disc_adam_*.). */
+function stateParts(model: DCAEV, opt: AdamW, ema: Ema, disc: PatchDiscriminator | null, dopt: AdamW | null) {
+  const named = model.namedParams().map(([k, p]) => [k, p.value] as const);
+  return {
+    params: [{ prefix: 'model.', named }, ...(disc ? [{ prefix: 'disc.', named: disc.namedParams().map(([k, p]) => [k, p.value] as const) }] : [])],
+    ema: [{ prefix: 'ema.', ema }],
+    adamw: [{ m: 'adam_m.', v: 'adam_v.', opt }, ...(disc && dopt ? [{ m: 'disc_adam_m.', v: 'disc_adam_v.', opt: dopt }] : [])],
+  };
 }
 
 interface CheckpointMeta {
@@ -280,16 +227,6 @@ function badMeta(path: string, field: string, why: string): TrainingError {
 }
 
 const isStringList = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
-
-/** The data sampler's Rng state: four 32-bit words (not all zero) and the spare normal (null when none). */
-function rngStateProblem(v: unknown): string | null {
-  if (!Array.isArray(v) || v.length !== 5) return expected('an array of 5 numbers', v);
-  const words = v.slice(0, 4);
-  if (!words.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff)) return expected('four integers in [0, 2^32) then a number or null', v);
-  if (words.every((w) => w === 0)) return 'is all zero (not a generator state)';
-  if (v[4] !== null && !isNum(v[4])) return expected('four integers in [0, 2^32) then a number or null', v);
-  return null;
-}
 
 /** Checks every field of a checkpoint's parsed dcvg_train metadata (types and ranges) and returns it typed. */
 function checkMeta(path: string, m: unknown): CheckpointMeta {
@@ -334,79 +271,23 @@ function metaConfig(path: string, meta: CheckpointMeta): DCAEVConfig {
 
 /** Reads and checks a run's checkpoint metadata (options, step, sampler state) without loading tensors. */
 export function readCheckpointMeta(runDir: string): CheckpointMeta {
-  const path = join(runDir, CKPT);
-  let st;
-  try {
-    st = statSync(path);
-  } catch {
-    throw new TrainingError(`no checkpoint to resume in ${runDir} (expected ${CKPT})`);
-  }
-  if (!st.isFile()) throw new TrainingError(`${path} is not a file (a checkpoint is a .safetensors file written by dcvg train-ae)`);
-  const f = SafetensorsFile.open(path);
-  try {
-    const raw = f.metadata.dcvg_train;
-    if (!raw) throw new TrainingError(`${path} is not a dcvg train-ae checkpoint (no dcvg_train metadata)`);
-    let m: unknown;
-    try {
-      m = JSON.parse(raw);
-    } catch (e) {
-      throw new TrainingError(`${path}: dcvg_train metadata is not valid JSON (${(e as Error).message})`);
-    }
-    return checkMeta(path, m);
-  } finally {
-    f.close();
-  }
-}
-
-/**
- * Copies a checkpoint tensor into `dst` after checking that it exists, is a float tensor and has the shape of the
- * model's (or the optimiser's) own tensor: a checkpoint of another model is refused before anything changes.
- */
-function loadInto(f: SafetensorsFile, key: string, dst: Float32Array, shape: readonly number[], path: string): void {
-  if (!f.has(key)) throw new TrainingError(`${path}: checkpoint lacks tensor ${key} (not a checkpoint of this run's model?)`);
-  const info = f.info(key);
-  if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype)) throw new TrainingError(`${path}: tensor ${key} is ${info.dtype}, expected a float tensor`);
-  if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
-    throw new TrainingError(`${path}: tensor ${key} has shape [${info.shape.join(', ')}], the model's is [${shape.join(', ')}]`);
-  dst.set(f.tensor(key).data());
+  const { path, meta } = readCheckpointJson(runDir, FORMAT, 'train-ae');
+  return checkMeta(path, meta);
 }
 
 function modelConfigJson(cfg: DCAEVConfig) {
   return { name: cfg.name, ...configToReference(cfg) };
 }
 
-/** A smoothed, bucketed series for plots: mean of each run of `k` points. */
-function bucketMeans(v: readonly number[], maxPoints = 400): { values: number[]; k: number } {
-  const k = Math.max(1, Math.ceil(v.length / maxPoints));
-  const out: number[] = [];
-  for (let i = 0; i < v.length; i += k) {
-    const s = v.slice(i, i + k);
-    out.push(s.reduce((a, b) => a + b, 0) / s.length);
-  }
-  return { values: out, k };
-}
-
 /** Writes loss.png (and eval.png when there are evaluations) from a run's train.jsonl. */
 export function writeTrainingPlots(runDir: string): void {
   const { steps, evals } = readLog(join(runDir, LOG));
-  if (steps.length) {
-    const loss = bucketMeans(steps.map((r) => r.loss));
-    const mse = steps.some((r) => r.mse !== undefined);
-    const l1 = bucketMeans(steps.map((r) => (mse ? r.mse : r.l1) ?? NaN));
-    const ss = bucketMeans(steps.map((r) => r.ssim));
-    const first = steps[0]!.step;
-    writeLinePlotPng(join(runDir, 'loss.png'), {
-      title: `training loss (mean of ${loss.k} steps per point, from step ${first})`,
-      xLabel: 'step',
-      yLabel: 'loss',
-      xScale: loss.k,
-      series: [
-        { name: 'total', values: loss.values },
-        { name: mse ? 'MSE' : 'L1', values: l1.values },
-        { name: '1 - SSIM', values: ss.values },
-      ],
-    });
-  }
+  const mse = steps.some((r) => r.mse !== undefined);
+  writeLossPlot(join(runDir, 'loss.png'), steps, [
+    { name: 'total', value: (r: StepRecord) => r.loss },
+    { name: mse ? 'MSE' : 'L1', value: (r: StepRecord) => (mse ? r.mse : r.l1) },
+    { name: '1 - SSIM', value: (r: StepRecord) => r.ssim },
+  ]);
   if (evals.length) {
     writeLinePlotPng(join(runDir, 'eval.png'), {
       title: `held-out PSNR (dB) at evaluation steps ${evals.map((e) => e.step).join(', ').slice(0, 60)}`,
@@ -418,25 +299,7 @@ export function writeTrainingPlots(runDir: string): void {
 }
 
 export function readLog(path: string): { steps: StepRecord[]; evals: EvalRecord[]; lines: string[] } {
-  const steps: StepRecord[] = [];
-  const evals: EvalRecord[] = [];
-  const lines: string[] = [];
-  if (!existsSync(path)) return { steps, evals, lines };
-  for (const line of readFileSync(path, 'utf8').split('\n')) {
-    if (!line.trim()) continue;
-    let r: StepRecord | EvalRecord;
-    try {
-      r = JSON.parse(line);
-    } catch {
-      continue; // a line cut short by a kill
-    }
-    // only records of ours (an object with a step number): anything else is not a line this trainer wrote
-    if (typeof r !== 'object' || r === null || !Number.isSafeInteger((r as { step?: unknown }).step)) continue;
-    lines.push(line);
-    if ('eval' in r) evals.push(r);
-    else steps.push(r);
-  }
-  return { steps, evals, lines };
+  return readLogRecords<StepRecord, EvalRecord>(path);
 }
 
 /** A whole clip through the model (streamed for chunk-causal models, padded spatially when needed), and its latent size. */
@@ -525,60 +388,6 @@ export function evaluateWithBaseline(model: DCAEV, clips: readonly Clip[], tempo
 /** The files a run writes in its folder; a new run refuses a folder that already holds any of them. */
 const RUN_FILES = [CKPT, LOG, 'config.json', 'model.safetensors', 'loss.png', 'eval.png'];
 
-/**
- * What a new run creates (its folder and the folders above it that did not exist, and its files), removed again if
- * the run fails or the process exits before the first checkpoint: such a run cannot be resumed, so nothing of it is
- * worth keeping. Disarmed by the first checkpoint.
- */
-class NewRunGuard {
-  private readonly createdDirs: string[] = [];
-  private armed = true;
-  private readonly onExit = () => this.undo();
-
-  constructor(private readonly runDir: string) {
-    // the folders mkdir -p will create, outermost first
-    for (let d = resolve(runDir); !existsSync(d); d = resolve(d, '..')) this.createdDirs.unshift(d);
-    mkdirSync(runDir, { recursive: true });
-    process.on('exit', this.onExit); // a second Ctrl-C exits from its signal handler
-  }
-
-  /** The run has a checkpoint: from now on it is kept whatever happens. */
-  disarm(): void {
-    this.armed = false;
-    process.off('exit', this.onExit);
-  }
-
-  /** Removes the run's files and the folders this run created (only when empty: never what someone else put there). */
-  undo(): void {
-    if (!this.armed) return;
-    this.disarm();
-    for (const f of RUN_FILES) {
-      try {
-        unlinkSync(join(this.runDir, f));
-      } catch {
-        /* not written yet */
-      }
-    }
-    for (const d of [...this.createdDirs].reverse()) {
-      try {
-        rmdirSync(d);
-      } catch {
-        break; // not empty: keep it and the folders above
-      }
-    }
-  }
-}
-
-/** A new run's --out: a new folder, or an existing one holding none of a run's files (never overwrite a user's file). */
-function checkNewRunFolder(runDir: string): void {
-  if (!existsSync(runDir)) return;
-  if (!statSync(runDir).isDirectory()) throw new ValueError(`--out ${runDir} is a file; a run needs a folder (a new one, or an empty one)`);
-  if (existsSync(join(runDir, CKPT))) throw new TrainingError(`${runDir} already holds a training run; pass --resume to continue it, or choose another --out`);
-  const present = RUN_FILES.filter((f) => existsSync(join(runDir, f)));
-  if (present.length)
-    throw new ValueError(`--out ${runDir} already holds ${present.join(', ')} (but no checkpoint to resume); choose another --out, or remove them to start a new run there`);
-}
-
 /** The options a resumed run continues with: the checkpoint's, checked against its model, with a new --steps. */
 function resumeOptions(meta: CheckpointMeta, cfg: DCAEVConfig, runDir: string, ckptPath: string, steps: number | undefined, cb: TrainCallbacks): TrainAEOptions {
   const o: TrainAEOptions = { ...meta.options, out: runDir };
@@ -615,7 +424,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
     cfg = metaConfig(ckptPath, meta);
     o = resumeOptions(meta, cfg, runDir, ckptPath, opts.steps, cb);
   } else {
-    checkNewRunFolder(runDir);
+    checkNewRunFolder(runDir, RUN_FILES);
     o = { ...TRAIN_DEFAULTS, ...opts };
     if (typeof o.data !== 'string' || o.data === '') throw new ValueError('train-ae needs --data <folder of clips>');
     o.data = resolve(o.data); // saved in the checkpoint: resume works from any working directory
@@ -657,43 +466,28 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
     }
     if (n === 0) throw new ValueError(`--train-only ${o.trainOnly} matches none of the model's ${named.length} parameter tensors (e.g. ${named[0]?.[0]})`);
   }
-  const params = named.map(([, p]) => p.value);
-  const opt = new AdamW(params, { lr: o.lr, weightDecay: o.weightDecay });
-  const ema = new Ema(params, o.emaDecay);
+  const namedValues = named.map(([k, p]) => [k, p.value] as const);
+  const opt = new AdamW(namedValues, { lr: o.lr, weightDecay: o.weightDecay });
+  const ema = new Ema(namedValues, o.emaDecay);
   const disc = o.advStart !== null ? new PatchDiscriminator({}) : null;
   disc?.init(o.seed + 1);
   disc?.setTrainable(true);
-  const dparams = disc ? disc.namedParams().map(([, p]) => p.value) : [];
-  const dopt = disc ? new AdamW(dparams, { lr: o.discLr, betas: [0.5, 0.9], weightDecay: 0 }) : null;
+  const dnamed = disc ? disc.namedParams().map(([k, p]) => [k, p.value] as const) : [];
+  const dparams = dnamed.map(([, t]) => t);
+  const dopt = disc ? new AdamW(dnamed, { lr: o.discLr, betas: [0.5, 0.9], weightDecay: 0 }) : null;
   const dataRng = new Rng(o.seed * 7919 + 17);
   let startStep = 0;
+  const parts = stateParts(model, opt, ema, disc, dopt);
 
   if (meta) {
-    // Every tensor is checked (present, float, the model's shape) and loaded in memory before the folder changes.
+    // Every tensor is checked (present, float, the model's shape) and read before anything changes.
     const f = SafetensorsFile.open(ckptPath);
     try {
-      const os = opt.stateDict();
-      named.forEach(([k, p], i) => {
-        loadInto(f, `model.${k}`, p.value.data(), p.shape, ckptPath);
-        loadInto(f, `adam_m.${k}`, os.m[i]!, p.shape, ckptPath);
-        loadInto(f, `adam_v.${k}`, os.v[i]!, p.shape, ckptPath);
+      loadState(f, ckptPath, {
+        params: parts.params,
+        ema: [{ prefix: 'ema.', ema, updates: meta.emaUpdates }],
+        adamw: [{ m: 'adam_m.', v: 'adam_v.', opt, step: meta.adamSteps }, ...(disc && dopt ? [{ m: 'disc_adam_m.', v: 'disc_adam_v.', opt: dopt, step: meta.discAdamSteps }] : [])],
       });
-      const shadow = named.map(([k, p]) => {
-        const s = new Float32Array(p.size);
-        loadInto(f, `ema.${k}`, s, p.shape, ckptPath);
-        return s;
-      });
-      ema.load(shadow, meta.emaUpdates);
-      opt.loadStateDict({ step: meta.adamSteps, m: os.m, v: os.v });
-      if (disc && dopt) {
-        const ds = dopt.stateDict();
-        disc.namedParams().forEach(([k, p], i) => {
-          loadInto(f, `disc.${k}`, p.value.data(), p.shape, ckptPath);
-          loadInto(f, `disc_adam_m.${k}`, ds.m[i]!, p.shape, ckptPath);
-          loadInto(f, `disc_adam_v.${k}`, ds.v[i]!, p.shape, ckptPath);
-        });
-        dopt.loadStateDict({ step: meta.discAdamSteps, m: ds.m, v: ds.v });
-      }
     } finally {
       f.close();
     }
@@ -702,18 +496,12 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
   }
 
   // Everything is checked: from here on the run folder is written.
-  const guard = meta ? null : new NewRunGuard(runDir);
+  const guard = meta ? null : new NewRunGuard(runDir, RUN_FILES);
   try {
     // temporaries a kill -9 left behind (their process is gone) would otherwise stay for the rest of the run
     sweepStaleTemps(runDir);
-    if (meta) {
-      // The log keeps exactly the lines up to the checkpoint: later lines belong to the lost part of the killed run.
-      const { lines } = readLog(logPath);
-      const kept = lines.filter((l) => (JSON.parse(l) as { step: number }).step <= startStep);
-      writeFileAtomic(logPath, kept.length ? kept.join('\n') + '\n' : '');
-    } else {
-      writeFileAtomic(logPath, '');
-    }
+    // The log keeps exactly the lines up to the checkpoint: later lines belong to the lost part of the killed run.
+    resetLog(logPath, meta ? startStep : null);
     const configText = JSON.stringify(modelConfigJson(cfg), null, 2) + '\n';
     if (!existsSync(join(runDir, 'config.json')) || readFileSync(join(runDir, 'config.json'), 'utf8') !== configText) writeFileAtomic(join(runDir, 'config.json'), configText);
 
@@ -730,8 +518,8 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
         trainClips: data.train.map((c) => c.name),
         heldOutClips: data.heldOut.map((c) => c.name),
       };
-      saveSafetensors(ckptPath, stateTensors(model, opt, ema, disc, dopt), { metadata: { dcvg_train: JSON.stringify(m) } });
-      const emaWeights = new Map<string, WritableTensor>(named.map(([k, p], i) => [k, new Tensor(ema.shadow[i]!, p.shape)]));
+      writeCheckpoint(ckptPath, stateTensors(parts), m);
+      const emaWeights = new Map<string, WritableTensor>(ema.shadows());
       saveSafetensors(join(runDir, 'model.safetensors'), emaWeights, {
         metadata: { config: JSON.stringify(modelConfigJson(cfg)), step: String(step), format: 'dcvg-dcaev-weights' },
       });
@@ -740,13 +528,11 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
       } catch (e) {
         cb.onMessage?.(`could not write plots: ${(e as Error).message}`);
       }
-      lastSaved = step;
       guard?.disarm(); // resumable from now on
       cb.onCheckpoint?.(step, ckptPath);
     };
 
     let lastEval: EvalRecord | null = null;
-    let lastSaved = startStep;
     const runEval = (step: number) => {
       if (!data.heldOut.length) return;
       const r = ema.withWeights(() => evaluateClips(model, data.heldOut, o.evalFrames));
@@ -756,75 +542,66 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
     };
 
     cb.onStart?.({ startStep, steps: o.steps, train: data.train.length, heldOut: data.heldOut.length, params: model.parameterCount(), resumed: !!meta });
-    const schedule = { lr: o.lr, warmup: o.warmup, total: o.steps, minRatio: o.minLrRatio };
-    const stopNow = (done: number): TrainResult => {
-      if (done > lastSaved) saveCheckpoint(done);
-      cb.onMessage?.(done > 0 ? `stopped after step ${done}; continue with --resume` : 'stopped before the first step; nothing written');
-      return { steps: done, stoppedEarly: true, lastEval, runDir };
-    };
-    for (let step = startStep + 1; step <= o.steps; step++) {
-      // Let the event loop run between steps, so signal handlers (Ctrl-C -> checkpoint and stop) are serviced; a stop
-      // asked for during the previous step takes effect here, before another step.
-      await new Promise((resolve) => setImmediate(resolve));
-      if (cb.shouldStop?.()) {
-        if (step - 1 === 0) guard?.undo(); // a new run stopped before its first step: nothing worth keeping
-        return stopNow(step - 1);
-      }
-      const t0 = performance.now();
-      const lr = lrAt(step, schedule);
-      opt.lr = lr;
-      const { x } = sampleBatch(data.train, so, dataRng);
-      const adv = disc !== null && o.advStart !== null && step > o.advStart;
-      if (adv) model.encoder.setTrainable(false);
-      const z = adv ? noGrad(() => model.encodeRaw(x)) : model.encodeRaw(x);
-      const y = model.decodeRaw(z);
-      const rec = o.loss === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
-      const ss = ssimLoss(y, x);
-      let loss = o.ssimWeight > 0 ? ops.add(rec, ops.mul(ss, o.ssimWeight)) : rec;
-      let gAdv: Tensor | null = null;
-      if (adv) {
-        gAdv = hingeGLoss(disc!.forward(y));
-        loss = ops.add(loss, ops.mul(gAdv, o.advWeight));
-      }
-      const lossV = loss.item();
-      if (!Number.isFinite(lossV))
-        throw new TrainingError(`loss is ${lossV} at step ${step}; stopping (last checkpoint: ${existsSync(ckptPath) ? ckptPath : 'none'}). Lower --lr or check the data.`);
-      loss.backward();
-      const gradNorm = clipGradNorm(params, o.clip);
-      opt.step();
-      opt.zeroGrad();
-      ema.update();
-      let dLossV: number | undefined;
-      if (adv) {
-        dopt!.zeroGrad();
-        const yd = y.detach();
-        const dl = hingeDLoss(disc!.forward(x), disc!.forward(yd));
-        dLossV = dl.item();
-        dl.backward();
-        clipGradNorm(dparams, o.clip);
-        dopt!.step();
-        dopt!.zeroGrad();
-      }
-      const record: StepRecord = { step, loss: lossV, [o.loss === 'mse' ? 'mse' : 'l1']: rec.item(), ssim: ss.item(), lr, gradNorm, ms: Math.round(performance.now() - t0) };
-      if (gAdv) record.adv = gAdv.item();
-      if (dLossV !== undefined) record.disc = dLossV;
-      appendLine(logPath, record);
-      cb.onStep?.(record);
-      const stop = cb.shouldStop?.() ?? false;
-      const last = step === o.steps;
-      if (step % o.evalEvery === 0 || last) runEval(step);
-      if (step % o.ckptEvery === 0 || last) saveCheckpoint(step);
-      if (stop && !last) return stopNow(step);
-    }
-    return { steps: o.steps, stoppedEarly: false, lastEval, runDir };
+    const schedule = { kind: 'cosine' as const, warmup: o.warmup, total: o.steps, minRatio: o.minLrRatio };
+    type Out = { rec: Tensor; ss: Tensor; y: Tensor; x: Tensor; adv: boolean; gAdv: Tensor | null; dLoss?: number };
+    const r = await runLoop<Out>({
+      task: {
+        forward: (step) => {
+          const { x } = sampleBatch(data.train, so, dataRng);
+          const adv = disc !== null && o.advStart !== null && step > o.advStart;
+          if (adv) model.encoder.setTrainable(false);
+          const z = adv ? noGrad(() => model.encodeRaw(x)) : model.encodeRaw(x);
+          const y = model.decodeRaw(z);
+          const rec = o.loss === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
+          const ss = ssimLoss(y, x);
+          let loss = o.ssimWeight > 0 ? ops.add(rec, ops.mul(ss, o.ssimWeight)) : rec;
+          let gAdv: Tensor | null = null;
+          if (adv) {
+            gAdv = hingeGLoss(disc!.forward(y));
+            loss = ops.add(loss, ops.mul(gAdv, o.advWeight));
+          }
+          return { loss, rec, ss, y, x, adv, gAdv };
+        },
+        afterUpdate: (_step, out) => {
+          if (!out.adv) return;
+          // one discriminator step on the detached reconstruction
+          dopt!.zeroGrad();
+          const dl = hingeDLoss(disc!.forward(out.x), disc!.forward(out.y.detach()));
+          out.dLoss = dl.item();
+          dl.backward();
+          clipGradNorm(dparams, o.clip);
+          dopt!.step();
+          dopt!.zeroGrad();
+        },
+        record: (base, out) => {
+          const record: StepRecord = { step: base.step, loss: base.loss, [o.loss === 'mse' ? 'mse' : 'l1']: out.rec.item(), ssim: out.ss.item(), lr: base.lr, gradNorm: base.gradNorm, ms: base.ms };
+          if (out.gAdv) record.adv = out.gAdv.item();
+          if (out.dLoss !== undefined) record.disc = out.dLoss;
+          return record as StepRecord & Record<string, unknown>;
+        },
+      },
+      startStep,
+      steps: o.steps,
+      opt,
+      lr: (step, peak) => scheduledLr(step, peak, schedule),
+      clip: o.clip,
+      ema,
+      ckptEvery: o.ckptEvery,
+      evalEvery: o.evalEvery,
+      logPath,
+      save: saveCheckpoint,
+      evaluate: runEval,
+      checkpointPath: ckptPath,
+      onStep: (rec) => cb.onStep?.(rec as unknown as StepRecord),
+      onMessage: cb.onMessage,
+      shouldStop: cb.shouldStop,
+      onStoppedBeforeFirst: () => guard?.undo(), // a new run stopped before its first step: nothing worth keeping
+    });
+    return { steps: r.steps, stoppedEarly: r.stoppedEarly, lastEval, runDir };
   } catch (e) {
     guard?.undo(); // a new run that failed before its first checkpoint leaves nothing behind
     throw e;
   } finally {
     guard?.disarm();
   }
-}
-
-function appendLine(path: string, rec: object): void {
-  writeFileSync(path, JSON.stringify(rec) + '\n', { flag: 'a' });
 }

@@ -1,22 +1,45 @@
 /**
  * Exponential moving average of parameters: after each optimizer step, ema = d * ema + (1 - d) * param with
  * d = min(decay, (1 + n) / (10 + n)) for the n-th update (n = 0 first), so early averages are not dominated by the
- * random initialisation. Kept in float32 beside the weights; swap it in for evaluation and export.
+ * random initialisation. The shadows are float32 Tensors keyed by parameter name, updated by a backend op; swap them
+ * in for evaluation and export.
  */
-import { ShapeError, ValueError } from '../errors.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { ShapeError, ValueError, fmtShape } from '../errors.js';
+import { copyInto, emaUpdate } from '../tensor/inplace.js';
+import { Tensor, zeros } from '../tensor/tensor.js';
+import { namedParamList } from './optim.js';
 
 export class Ema {
-  readonly shadow: Float32Array[];
+  /** parameter name -> [live parameter, shadow] */
+  private readonly slots = new Map<string, { p: Tensor; s: Tensor }>();
   /** number of updates applied */
   updates = 0;
 
+  /** `params`: a plain list (named by position "0", "1", ...) or [name, tensor] pairs. */
   constructor(
-    readonly params: readonly Tensor[],
+    params: Iterable<Tensor> | Iterable<readonly [string, Tensor]>,
     readonly decay: number,
   ) {
     if (!(decay >= 0 && decay < 1)) throw new ValueError(`EMA decay must be in [0, 1), got ${decay}`);
-    this.shadow = params.map((p) => Float32Array.from(p.data()));
+    for (const [n, p] of namedParamList('EMA', params)) {
+      const s = zeros(p.shape);
+      copyInto(s, p);
+      this.slots.set(n, { p, s });
+    }
+  }
+
+  get names(): string[] {
+    return [...this.slots.keys()];
+  }
+
+  /** The shadow tensors by parameter name (the EMA's own: read them, don't change them). */
+  shadows(): Map<string, Tensor> {
+    return new Map([...this.slots].map(([n, x]) => [n, x.s]));
+  }
+
+  /** Host copies of the shadows in parameter order (for inspection and tests). */
+  get shadow(): Float32Array[] {
+    return [...this.slots.values()].map((x) => x.s.readSync());
   }
 
   /** The decay applied at the next update. */
@@ -26,32 +49,35 @@ export class Ema {
 
   update(): void {
     const d = this.currentDecay();
-    const a = 1 - d;
-    this.params.forEach((p, i) => {
-      const s = this.shadow[i]!;
-      const x = p.data();
-      for (let j = 0; j < s.length; j++) s[j] = d * s[j]! + a * x[j]!;
-    });
+    for (const { p, s } of this.slots.values()) emaUpdate(s, p, d);
     this.updates++;
   }
 
   /** Runs fn with the EMA weights in the parameters, then restores the live weights (also when fn throws). */
   withWeights<T>(fn: () => T): T {
-    const saved = this.params.map((p) => Float32Array.from(p.data()));
-    this.params.forEach((p, i) => p.data().set(this.shadow[i]!));
+    const saved = [...this.slots.values()].map(({ p }) => {
+      const c = zeros(p.shape);
+      copyInto(c, p);
+      return c;
+    });
+    for (const { p, s } of this.slots.values()) copyInto(p, s);
     try {
       return fn();
     } finally {
-      this.params.forEach((p, i) => p.data().set(saved[i]!));
+      [...this.slots.values()].forEach(({ p }, i) => copyInto(p, saved[i]!));
     }
   }
 
-  load(shadow: readonly Float32Array[], updates: number): void {
-    if (shadow.length !== this.shadow.length) throw new ShapeError(`EMA state has ${shadow.length} buffers, expected ${this.shadow.length}`);
-    shadow.forEach((s, i) => {
-      if (s.length !== this.shadow[i]!.length) throw new ShapeError(`EMA buffer ${i} has ${s.length} values, expected ${this.shadow[i]!.length}`);
-      this.shadow[i]!.set(s);
-    });
+  /** Loads shadows by name; every parameter must be present with its shape (checked before anything changes). */
+  load(get: (name: string, shape: readonly number[]) => Tensor, updates: number): void {
+    if (!Number.isSafeInteger(updates) || updates < 0) throw new ValueError(`EMA update count must be an integer >= 0, got ${updates}`);
+    const loaded = new Map<string, Tensor>();
+    for (const [n, { p }] of this.slots) {
+      const t = get(n, p.shape);
+      if (t.ndim !== p.ndim || t.shape.some((d, i) => d !== p.shape[i])) throw new ShapeError(`EMA shadow of ${n} has shape ${fmtShape(t.shape)}, expected ${fmtShape(p.shape)}`);
+      loaded.set(n, t);
+    }
+    for (const [n, { s }] of this.slots) copyInto(s, loaded.get(n)!);
     this.updates = updates;
   }
 }

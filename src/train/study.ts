@@ -276,8 +276,8 @@ async function studyIn(o: StudyOptions, cb: TrainCallbacks & { onDesign?: (d: Te
           const y = reconstruct(model, x, mode, o.frames);
           if (mode === 'whole') recs.set(c.name, y);
           else if (d !== 'non_causal') {
-            const a = y.data();
-            const b = recs.get(c.name)!.data();
+            const a = y.readSync();
+            const b = recs.get(c.name)!.readSync();
             for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
           }
           const of = tensorToUint8Frames(x)[0]!;
