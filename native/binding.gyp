@@ -9,7 +9,8 @@
         "src/addon.cc",
         "src/blas_conv.cc",
         "src/elementwise.cc",
-        "src/attention.cc"
+        "src/attention.cc",
+        "src/metrics.cc"
       ],
       "include_dirs": ["src", "/usr/include/x86_64-linux-gnu/openblas-pthread"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
