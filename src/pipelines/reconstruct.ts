@@ -1,7 +1,9 @@
 /**
  * Reconstruction as an API: frames in -> DC-AE-V encode + decode, chunk by chunk -> frames out, scored on the way
- * (PSNR / SSIM / temporal error on uint8 RGB, the reference protocol). Memory holds one chunk of frames, whatever
- * the clip's length. `reconstructFrames` works on any source and sink of uint8 frames; `reconstructVideo` on files.
+ * (PSNR / SSIM / temporal error on uint8 RGB, the reference protocol). Scoring (native kernels on a libuv thread) and
+ * the hand-over to the sink / ffmpeg run while the model works on the next chunks; memory holds at most inFlight + 2
+ * chunks of frames, whatever the clip's length. `reconstructFrames` works on any source and sink of uint8 frames;
+ * `reconstructVideo` on files. docs/reconstruct-speed.md has the measurements.
  */
 import { ValueError } from '../errors.js';
 import { openVideoReader, openVideoWriter, framesToTensor, type ReadOptions } from '../io/video.js';
