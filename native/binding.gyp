@@ -10,7 +10,8 @@
         "src/blas_conv.cc",
         "src/elementwise.cc",
         "src/attention.cc",
-        "src/convert.cc"
+        "src/convert.cc",
+        "src/metrics.cc"
       ],
       "include_dirs": ["src", "/usr/include/x86_64-linux-gnu/openblas-pthread"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],

@@ -19,6 +19,7 @@ import {
   videoMetrics,
 } from '../src/metrics/metrics.js';
 import { encodePng, renderLinePlot, writeLinePlotPng } from '../src/metrics/plot.js';
+import { metricsAddon } from '../src/metrics/native_metrics.js';
 
 function constFrame(h: number, w: number, v: number | [number, number, number]): Uint8Array {
   const f = new Uint8Array(h * w * 3);
@@ -433,5 +434,169 @@ describe('PNG', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+// ---- native kernels (native/src/metrics.cc) against the TypeScript reference ----------------------------------------
+
+const addon = metricsAddon();
+const noNative = addon ? false : 'the native addon has no metric kernels (npm run build:native)';
+const C1 = (0.01 * 255) ** 2;
+const C2 = (0.03 * 255) ** 2;
+
+/** n textured frame pairs of one size, frame-major, and the pair before them. */
+function block(h: number, w: number, n: number, seed: number): { o: Uint8Array; r: Uint8Array; po: Uint8Array; pr: Uint8Array } {
+  const fb = h * w * 3;
+  const o = new Uint8Array(n * fb);
+  const r = new Uint8Array(n * fb);
+  for (let t = 0; t < n; t++) {
+    const [a, b] = framePair(h, w, seed + t, 30 + 10 * t);
+    o.set(a, t * fb);
+    r.set(b, t * fb);
+  }
+  const [po, pr] = framePair(h, w, seed + 100, 20);
+  return { o, r, po, pr };
+}
+
+describe('native metric kernels', { skip: noNative }, () => {
+  // The bound is exact equality, derived from the arithmetic: the kernels form every value in double with the same
+  // operations in the same order as metrics.ts (taps and constants passed from JS, reductions serial in the same
+  // order, no FMA contraction), and the PSNR / temporal sums are integers, exact in int64 and in double. Any
+  // difference, in the last bit, is a bug (for instance a fused multiply-add), on AVX2 and AVX-512 alike.
+  const sizes: [number, number][] = [[6, 7], [11, 13], [17, 23], [31, 45], [40, 33]];
+  for (const border of ['reflect', 'crop'] as const) {
+    it(`per-frame SSD, SSIM and temporal sums equal the reference bit for bit (${border}, odd and small sizes, 1 and 2 threads)`, () => {
+      const taps = gaussianTaps(1.5);
+      for (const [h, w] of sizes) {
+        if (border === 'crop' && (h <= 10 || w <= 10)) continue;
+        const n = 3;
+        const fb = h * w * 3;
+        const { o, r, po, pr } = block(h, w, n, h * 31 + w);
+        const ssim = new SsimComputer(h, w, { border });
+        for (const threads of [1, 2, 0]) {
+          const out = addon!.metricsFrames(o, r, po, pr, n, h, w, taps, C1, C2, border === 'crop', true, threads);
+          assert.equal(out.length, 3 * n);
+          for (let t = 0; t < n; t++) {
+            const of = o.subarray(t * fb, (t + 1) * fb);
+            const rf = r.subarray(t * fb, (t + 1) * fb);
+            const pof = t ? o.subarray((t - 1) * fb, t * fb) : po;
+            const prf = t ? r.subarray((t - 1) * fb, t * fb) : pr;
+            assert.equal(out[3 * t]! / fb, mseFrame(of, rf), `ssd ${h}x${w} frame ${t}`); // both divide the same integer sum by fb
+            assert.ok(Object.is(out[3 * t + 1], ssim.compute(of, rf)), `ssim ${h}x${w} frame ${t}: ${out[3 * t + 1]} vs ${ssim.compute(of, rf)}`);
+            assert.equal(out[3 * t + 2]! / fb, temporalPairError(pof, of, prf, rf), `temporal ${h}x${w} frame ${t}`);
+          }
+        }
+        // without previous frames the first temporal sum is NaN; without SSIM every SSIM slot is
+        const out = addon!.metricsFrames(o, r, null, null, n, h, w, taps, C1, C2, border === 'crop', false, 1);
+        assert.ok(Number.isNaN(out[2]) && Number.isNaN(out[1]) && Number.isNaN(out[4]));
+        assert.equal(out[5]! / fb, temporalPairError(o.subarray(0, fb), o.subarray(fb, 2 * fb), r.subarray(0, fb), r.subarray(fb, 2 * fb)));
+      }
+    });
+  }
+
+  it('constant and identical frames: SSD 0 (PSNR +Infinity), SSIM as the reference (exactly 1 when identical)', () => {
+    const taps = gaussianTaps(1.5);
+    for (const [a, b] of [[7, 7], [0, 255], [100, 103]] as const) {
+      const o = constFrame(9, 14, a);
+      const r = constFrame(9, 14, b);
+      const out = addon!.metricsFrames(o, r, null, null, 1, 9, 14, taps, C1, C2, false, true, 1);
+      assert.equal(out[0], (a - b) ** 2 * 9 * 14 * 3);
+      assert.ok(Object.is(out[1], ssimFrame(o, r, 9, 14)));
+      if (a === b) assert.equal(out[1], 1);
+    }
+    const acc = new MetricsAccumulator({ height: 9, width: 14 });
+    assert.ok(acc.usesNative);
+    acc.addFrames(constFrame(9, 14, 50), constFrame(9, 14, 50));
+    assert.equal(acc.result().psnr.perFrame[0], Infinity);
+    assert.equal(acc.result().psnr.infiniteFrames, 1);
+  });
+
+  it('the accumulator gives the same result() natively, asynchronously, in blocks, and with the TS reference', async () => {
+    const h = 19, w = 27, fb = h * w * 3;
+    const clips = [block(h, w, 5, 1), block(h, w, 4, 2)];
+    const ref = new MetricsAccumulator({ height: h, width: w, native: false });
+    assert.equal(ref.usesNative, false);
+    for (const c of clips) {
+      ref.newClip();
+      for (let t = 0; t < c.o.length / fb; t++) ref.add(c.o.subarray(t * fb, (t + 1) * fb), c.r.subarray(t * fb, (t + 1) * fb));
+    }
+    const one = new MetricsAccumulator({ height: h, width: w });
+    const blocks = new MetricsAccumulator({ height: h, width: w, threads: 2 });
+    const asyncAcc = new MetricsAccumulator({ height: h, width: w, asyncThreads: 2 });
+    const pending: Promise<void>[] = [];
+    for (const c of clips) {
+      one.newClip();
+      blocks.newClip();
+      asyncAcc.newClip();
+      for (let t = 0; t < c.o.length / fb; t++) one.add(c.o.subarray(t * fb, (t + 1) * fb), c.r.subarray(t * fb, (t + 1) * fb));
+      blocks.addFrames(c.o.subarray(0, 2 * fb), c.r.subarray(0, 2 * fb));
+      blocks.addFrames(c.o.subarray(2 * fb), c.r.subarray(2 * fb));
+      // the async form copies its input before returning: scribbling over the caller's buffers afterwards is harmless
+      const o = c.o.slice(0, 3 * fb);
+      const r = c.r.slice(0, 3 * fb);
+      pending.push(asyncAcc.addFramesAsync(o, r));
+      o.fill(0);
+      r.fill(255);
+      pending.push(asyncAcc.addFramesAsync(c.o.subarray(3 * fb), c.r.subarray(3 * fb)));
+    }
+    assert.throws(() => asyncAcc.result(), /still being scored/);
+    await Promise.all(pending);
+    await asyncAcc.settled();
+    const want = ref.result();
+    assert.equal(want.frames, 9);
+    assert.equal(want.temporal.perPair.length, 7);
+    assert.deepEqual(one.result(), want);
+    assert.deepEqual(blocks.result(), want);
+    assert.deepEqual(asyncAcc.result(), want);
+  });
+
+  it('rejects bad arguments before touching memory (sync and async alike)', async () => {
+    const taps = gaussianTaps(1.5);
+    const f = new Uint8Array(12 * 12 * 3);
+    const g = new Uint8Array(12 * 12 * 3);
+    type Args = Parameters<NonNullable<typeof addon>['metricsFrames']>;
+    const good: Args = [f, g, null, null, 1, 12, 12, taps, C1, C2, false, true, 1];
+    const bad: [number, unknown, RegExp][] = [
+      [0, new Float32Array(432), /'orig' must be a Uint8Array/],
+      [1, [1, 2, 3], /'recon' must be a Uint8Array/],
+      [1, new Uint8Array(431), /'recon' has 431 bytes/],
+      [0, new Uint8Array(433), /'orig' has 433 bytes/],
+      [2, new Uint8Array(432), /both be Uint8Arrays or both null/],
+      [4, 0, /'frames' must be >= 1/],
+      [4, 2, /'orig' has 432 bytes, expected 2 frames/],
+      [4, 1.5, /'frames' must be an integer/],
+      [5, -1, /'height' must be >= 1/],
+      [6, NaN, /'width' must be finite/],
+      [5, 4, /'orig' has 432 bytes/],
+      [7, new Float32Array(11), /'taps' must be a Float64Array/],
+      [7, new Float64Array(10), /odd length/],
+      [7, Float64Array.of(1, NaN, 1), /'taps' must be finite/],
+      [8, '1', /'c1' must be a number/],
+      [10, 1, /'crop' must be a boolean/],
+      [12, 1000, /'threads' must be <= 256/],
+      [12, -2, /'threads' must be >= 0/],
+    ];
+    for (const [i, v, re] of bad) {
+      const a = [...good] as unknown[];
+      a[i] = v;
+      assert.throws(() => (addon!.metricsFrames as (...x: unknown[]) => unknown)(...a), re, `sync arg ${i}`);
+      assert.throws(() => (addon!.metricsFramesAsync as (...x: unknown[]) => unknown)(...a), re, `async arg ${i}`);
+    }
+    assert.throws(() => (addon!.metricsFrames as (...x: unknown[]) => unknown)(f, g), /expected 13 arguments/);
+    // frames too small for the window, in both border modes; mismatched previous frames
+    const s = new Uint8Array(5 * 9 * 3);
+    assert.throws(() => addon!.metricsFrames(s, s, null, null, 1, 5, 9, taps, C1, C2, false, true, 1), /too small for reflect padding/);
+    const s2 = new Uint8Array(10 * 30 * 3);
+    assert.throws(() => addon!.metricsFrames(s2, s2, null, null, 1, 10, 30, taps, C1, C2, true, true, 1), /no window inside/);
+    assert.doesNotThrow(() => addon!.metricsFrames(s, s, null, null, 1, 5, 9, taps, C1, C2, false, false, 1)); // no SSIM: any size
+    assert.throws(() => addon!.metricsFrames(f, g, new Uint8Array(5), new Uint8Array(5), 1, 12, 12, taps, C1, C2, false, true, 1), /previous frames have 5 and 5 bytes/);
+    // the good call works, and resolves asynchronously to the same figures
+    const sync = addon!.metricsFrames(...good);
+    assert.deepEqual(await addon!.metricsFramesAsync(...good), sync);
+    // the accumulator's block checks
+    const acc = new MetricsAccumulator({ height: 12, width: 12 });
+    assert.throws(() => acc.addFrames(f, new Uint8Array(10)), /original has 432 bytes, reconstruction 10/);
+    await assert.rejects(acc.addFramesAsync(new Uint8Array(10), new Uint8Array(10)), /10 bytes are not whole 12x12x3 frames/);
+    assert.throws(() => new MetricsAccumulator({ height: 12, width: 12, threads: -1 }), /threads must be an integer/);
   });
 });

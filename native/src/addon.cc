@@ -162,12 +162,15 @@ static void tune_malloc() {
   if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) mallopt(M_MMAP_THRESHOLD, 32 << 20);
 }
 
+void register_metrics(napi_env env, napi_value exports);  // metrics.cc
+
 static napi_value Init(napi_env env, napi_value exports) {
   tune_malloc();
   register_blas_conv(env, exports);
   register_elementwise(env, exports);
   register_attention(env, exports);
   register_convert(env, exports);
+  register_metrics(env, exports);
   return exports;
 }
 

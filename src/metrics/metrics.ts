@@ -20,6 +20,7 @@
 import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import { quantizeClip } from '../io/video/frames.js';
 import { Tensor } from '../tensor/tensor.js';
+import { metricsAddon, unpackScores, type MetricsArgs } from './native_metrics.js';
 
 /** torchmetrics' defaults; the Gaussian support int(3.5·σ + 0.5)·2 + 1 is 11 taps for σ = 1.5. */
 export const SSIM_SIGMA = 1.5;
@@ -306,29 +307,67 @@ export interface AccumulatorOptions extends SsimOptions {
   width: number;
   /** Skip SSIM (the costly part) when only PSNR and temporal figures are wanted; ssim.perFrame stays empty. */
   ssim?: boolean;
+  /**
+   * Score with the native kernels (native_metrics.ts) when the addon has them (default true); they give bit-identical
+   * figures. false: always the TypeScript reference in this file.
+   */
+  native?: boolean;
+  /** OpenMP threads of the native kernels' synchronous calls (default 0: OpenMP's own default). */
+  threads?: number;
+  /** Threads of `addFramesAsync`'s background work (default 1: it runs beside the model, which has the cores). */
+  asyncThreads?: number;
+}
+
+function checkThreads(v: number | undefined, def: number, what: string): number {
+  if (v === undefined) return def;
+  if (!Number.isInteger(v) || v < 0 || v > 256) throw new ValueError(`MetricsAccumulator: ${what} must be an integer in 0..256, got ${v}`);
+  return v;
+}
+
+/** 10·log10(255² / MSE) from a sum of squared differences over n values, formed exactly as psnrFrame forms it. */
+function psnrFromSsd(ssd: number, n: number): number {
+  const mse = ssd / n;
+  return mse === 0 ? Infinity : 10 * Math.log10((DATA_RANGE * DATA_RANGE) / mse);
 }
 
 /**
  * Computes the metrics while frames stream by: `add` each (original, reconstruction) pair in time order and call
  * `newClip()` between videos so that no temporal pair spans two clips. Frames are copied where needed, so callers
- * may reuse their buffers.
+ * may reuse their buffers. `addFrames` / `addFramesAsync` take a block of frames at once; the async form scores them
+ * on a background thread (native addon), and `settled()` waits for every block still being scored.
  */
 export class MetricsAccumulator {
   readonly height: number;
   readonly width: number;
   private readonly ssimComputer: SsimComputer | null;
+  private readonly ssimOn: boolean;
+  private readonly crop: boolean;
+  private readonly taps: Float64Array;
+  private readonly c1 = (SSIM_K1 * DATA_RANGE) ** 2;
+  private readonly c2 = (SSIM_K2 * DATA_RANGE) ** 2;
+  private readonly native: ReturnType<typeof metricsAddon>;
+  private readonly threads: number;
+  private readonly asyncThreads: number;
   private readonly psnrs: number[] = [];
   private readonly ssims: number[] = [];
   private readonly pairs: number[] = [];
   private prevOrig: Uint8Array;
   private prevRecon: Uint8Array;
   private hasPrev = false;
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: unknown = null;
 
   constructor(opts: AccumulatorOptions) {
     checkDims(opts.height, opts.width, 'MetricsAccumulator');
     this.height = opts.height;
     this.width = opts.width;
-    this.ssimComputer = opts.ssim === false ? null : new SsimComputer(opts.height, opts.width, opts);
+    this.ssimOn = opts.ssim !== false;
+    this.ssimComputer = this.ssimOn ? new SsimComputer(opts.height, opts.width, opts) : null;
+    this.crop = (opts.border ?? 'reflect') === 'crop';
+    this.taps = gaussianTaps(SSIM_SIGMA);
+    this.threads = checkThreads(opts.threads, 0, 'threads');
+    this.asyncThreads = checkThreads(opts.asyncThreads, 1, 'asyncThreads');
+    this.native = opts.native === false ? null : metricsAddon();
     const n = opts.height * opts.width * 3;
     this.prevOrig = new Uint8Array(n);
     this.prevRecon = new Uint8Array(n);
@@ -338,10 +377,19 @@ export class MetricsAccumulator {
     return this.psnrs.length;
   }
 
+  /** Whether this accumulator scores with the native kernels. */
+  get usesNative(): boolean {
+    return this.native !== null;
+  }
+
   add(origFrame: Uint8Array, reconFrame: Uint8Array): void {
     const { height: H, width: W } = this;
     checkFrame(origFrame, H, W, 'MetricsAccumulator.add orig');
     checkFrame(reconFrame, H, W, 'MetricsAccumulator.add recon');
+    if (this.native) {
+      this.addFrames(origFrame, reconFrame);
+      return;
+    }
     this.psnrs.push(psnrFrame(origFrame, reconFrame));
     if (this.ssimComputer) this.ssims.push(this.ssimComputer.compute(origFrame, reconFrame));
     if (this.hasPrev) this.pairs.push(temporalPairError(this.prevOrig, origFrame, this.prevRecon, reconFrame));
@@ -350,12 +398,115 @@ export class MetricsAccumulator {
     this.hasPrev = true;
   }
 
+  /** Frames of a block, checked: whole H·W·3 frames, the same number in both. */
+  private blockFrames(orig: Uint8Array, recon: Uint8Array, what: string): number {
+    const fb = this.height * this.width * 3;
+    if (!(orig instanceof Uint8Array) || !(recon instanceof Uint8Array)) throw new ShapeError(`${what}: frames must be Uint8Arrays (n x HxWx3 RGB)`);
+    if (orig.length !== recon.length) throw new ShapeError(`${what}: original has ${orig.length} bytes, reconstruction ${recon.length}`);
+    if (orig.length % fb !== 0) throw new ShapeError(`${what}: ${orig.length} bytes are not whole ${this.height}x${this.width}x3 frames`);
+    return orig.length / fb;
+  }
+
+  /** Scores n frames (frame-major, n·H·W·3 bytes each) in time order, synchronously. */
+  addFrames(orig: Uint8Array, recon: Uint8Array): void {
+    const n = this.blockFrames(orig, recon, 'MetricsAccumulator.addFrames');
+    if (n === 0) return;
+    const fb = this.height * this.width * 3;
+    if (!this.native) {
+      for (let t = 0; t < n; t++) this.add(orig.subarray(t * fb, (t + 1) * fb), recon.subarray(t * fb, (t + 1) * fb));
+      return;
+    }
+    const out = this.native.metricsFrames(...this.nativeArgs(orig, recon, n, this.threads));
+    const slot = this.reserve(n);
+    this.advance(orig, recon, n);
+    this.fill(slot, out, n);
+  }
+
+  /**
+   * Scores n frames in time order on a background thread when the native kernels are present (synchronously
+   * otherwise). The frames are copied before this returns, so the caller may reuse its buffers at once. Results land
+   * in order, whatever order the blocks finish in; `result()` needs `await settled()` first.
+   */
+  addFramesAsync(orig: Uint8Array, recon: Uint8Array): Promise<void> {
+    let n: number;
+    try {
+      n = this.blockFrames(orig, recon, 'MetricsAccumulator.addFramesAsync');
+      if (n === 0) return Promise.resolve();
+      if (!this.native) {
+        this.addFrames(orig, recon);
+        return Promise.resolve();
+      }
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const work = this.native.metricsFramesAsync(...this.nativeArgs(orig, recon, n, this.asyncThreads));
+    const slot = this.reserve(n);
+    this.advance(orig, recon, n);
+    const p: Promise<void> = work.then(
+      (out) => {
+        this.fill(slot, out, n);
+        this.inFlight.delete(p);
+      },
+      (e) => {
+        this.failure ??= e;
+        this.inFlight.delete(p);
+        throw e;
+      },
+    );
+    this.inFlight.add(p);
+    p.catch(() => {}); // reported through settled() / result() as well as to the caller
+    return p;
+  }
+
+  /** Waits for every block handed to addFramesAsync; rejects with the first failure. */
+  async settled(): Promise<void> {
+    while (this.inFlight.size) await Promise.allSettled([...this.inFlight]);
+    if (this.failure) throw this.failure;
+  }
+
+  private nativeArgs(orig: Uint8Array, recon: Uint8Array, n: number, threads: number): MetricsArgs {
+    const prev = this.hasPrev;
+    return [orig, recon, prev ? this.prevOrig : null, prev ? this.prevRecon : null, n, this.height, this.width, this.taps, this.c1, this.c2, this.crop, this.ssimOn, threads];
+  }
+
+  /** Placeholders for n frames (and their temporal pairs), filled by fill(). */
+  private reserve(n: number): { psnr: number; ssim: number; pair: number; firstHasPair: boolean } {
+    const slot = { psnr: this.psnrs.length, ssim: this.ssims.length, pair: this.pairs.length, firstHasPair: this.hasPrev };
+    for (let t = 0; t < n; t++) {
+      this.psnrs.push(NaN);
+      if (this.ssimOn) this.ssims.push(NaN);
+      if (t > 0 || this.hasPrev) this.pairs.push(NaN);
+    }
+    return slot;
+  }
+
+  /** The last frame of a block becomes the previous frame of the next one. */
+  private advance(orig: Uint8Array, recon: Uint8Array, n: number): void {
+    const fb = this.height * this.width * 3;
+    this.prevOrig.set(orig.subarray((n - 1) * fb, n * fb));
+    this.prevRecon.set(recon.subarray((n - 1) * fb, n * fb));
+    this.hasPrev = true;
+  }
+
+  private fill(slot: { psnr: number; ssim: number; pair: number; firstHasPair: boolean }, out: Float64Array, n: number): void {
+    const s = unpackScores(out, n, this.ssimOn);
+    const fb = this.height * this.width * 3;
+    let pair = slot.pair;
+    for (let t = 0; t < n; t++) {
+      this.psnrs[slot.psnr + t] = psnrFromSsd(s.ssd[t]!, fb);
+      if (this.ssimOn) this.ssims[slot.ssim + t] = s.ssim[t]!;
+      if (t > 0 || slot.firstHasPair) this.pairs[pair++] = s.temporal[t]! / fb;
+    }
+  }
+
   /** The next frame starts a new video: it forms no temporal pair with the previous one. */
   newClip(): void {
     this.hasPrev = false;
   }
 
   result(): MetricsResult {
+    if (this.inFlight.size) throw new ValueError('MetricsAccumulator.result: blocks are still being scored; await settled() first');
+    if (this.failure) throw this.failure;
     const finite = this.psnrs.filter((v) => Number.isFinite(v));
     const infiniteFrames = this.psnrs.length - finite.length;
     const psnrMean = finite.length ? meanOf(finite) : this.psnrs.length ? Infinity : NaN;
@@ -377,7 +528,7 @@ export class MetricsAccumulator {
 export function tensorToUint8Frames(x: Tensor): Uint8Array[][] {
   if (x.ndim !== 5 || x.shape[1] !== 3) throw new ShapeError(`tensorToUint8Frames: expected NCTHW with C = 3, got ${fmtShape(x.shape)}`);
   const [N, , T, H, W] = x.shape as [number, number, number, number, number];
-  const d = x.data();
+  const d = x.readSync();
   const frameBytes = H * W * 3;
   const out: Uint8Array[][] = [];
   for (let n = 0; n < N; n++) {

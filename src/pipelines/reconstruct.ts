@@ -1,10 +1,13 @@
 /**
  * Reconstruction as an API: frames in -> DC-AE-V encode + decode, chunk by chunk -> frames out, scored on the way
- * (PSNR / SSIM / temporal error on uint8 RGB, the reference protocol). Memory holds one chunk of frames, whatever
- * the clip's length. `reconstructFrames` works on any source and sink of uint8 frames; `reconstructVideo` on files.
+ * (PSNR / SSIM / temporal error on uint8 RGB, the reference protocol). Scoring (native kernels on a libuv thread) and
+ * the hand-over to the sink / ffmpeg run while the model works on the next chunks; memory holds at most inFlight + 2
+ * chunks of frames, whatever the clip's length. `reconstructFrames` works on any source and sink of uint8 frames;
+ * `reconstructVideo` on files. docs/reconstruct-speed.md has the measurements.
  */
 import { ValueError } from '../errors.js';
-import { openVideoReader, openVideoWriter, framesToTensor, tensorToFrames, type ReadOptions } from '../io/video.js';
+import { openVideoReader, openVideoWriter, framesToTensor, type ReadOptions } from '../io/video.js';
+import { quantizeClip } from '../io/video/frames.js';
 import { MetricsAccumulator, type MetricsResult } from '../metrics/metrics.js';
 import { DCAEV, StreamingDecoder, StreamingEncoder, geometry, resolveTiling, type VideoOptions } from '../models/dcaev/autoencoder.js';
 import * as ops from '../tensor/ops.js';
@@ -17,6 +20,14 @@ export interface ReconstructOptions {
   overlap?: number;
   /** called after each chunk with the frames read so far */
   onProgress?: (framesRead: number) => void;
+  /**
+   * false (default): each chunk's scoring (native kernels on a libuv thread) and its hand-over to the sink run while
+   * the model works on the next chunks, with at most `inFlight` chunks outstanding. true: each chunk is scored and
+   * written before the model starts the next one. Both give the same frames, in the same order, and the same metrics.
+   */
+  sequential?: boolean;
+  /** Chunks being scored / written at once beside the model (default 2): bounds the memory held, whatever the length. */
+  inFlight?: number;
 }
 
 export interface ReconstructResult {
@@ -49,19 +60,36 @@ export async function reconstructFrames(
   const dec = new StreamingDecoder(model, null, opts.padSpatial ? [H, W] : null, tile);
   const acc = new MetricsAccumulator({ height: H, width: W });
   const frameBytes = H * W * 3;
+  const depth = opts.inFlight ?? 2;
+  if (!Number.isInteger(depth) || depth < 1 || depth > 64) throw new ValueError(`reconstructFrames: inFlight must be an integer in 1..64, got ${depth}`);
   // Original frames waiting for their reconstruction (the decoder lags the reader by up to a chunk).
   let pending: Uint8Array[] = [];
   let frames = 0;
+  // One float32 buffer reused for every chunk's readback (reallocated only when the chunk length changes).
+  let readBuf = new Float32Array(0);
+  // Chunks being scored and written, oldest first; the sink sees chunks strictly in order.
+  const outstanding: Promise<void>[] = [];
+  let sinkChain: Promise<void> = Promise.resolve();
+  let failed: { error: unknown } | null = null;
   const consume = async (y: Tensor | null) => {
     if (!y) return;
+    if (failed) throw failed.error;
     const have = pending.reduce((s, f) => s + f.length / frameBytes, 0);
     const keep = Math.min(have, y.shape[2]!);
     if (keep <= 0) return;
-    const rec = tensorToFrames(keep < y.shape[2]! ? ops.slice(y, 2, 0, keep) : y);
+    const yk = keep < y.shape[2]! ? ops.slice(y, 2, 0, keep) : y;
+    if (readBuf.length !== yk.size) readBuf = new Float32Array(yk.size);
+    const rec = quantizeClip(yk.readInto(readBuf), 0, keep, H, W, (f, c, r, x) => new ValueError(`reconstructFrames: the model produced NaN at frame ${f}, channel ${c}, pixel (${r}, ${x})`));
     const orig = concatBytes(pending);
-    for (let t = 0; t < keep; t++) acc.add(orig.subarray(t * frameBytes, (t + 1) * frameBytes), rec.subarray(t * frameBytes, (t + 1) * frameBytes));
+    // addFramesAsync copies both blocks before it returns: `orig` can be sliced and dropped right away.
+    const scored = acc.addFramesAsync(orig.subarray(0, keep * frameBytes), rec);
     pending = keep * frameBytes < orig.length ? [orig.slice(keep * frameBytes)] : [];
-    await sink(rec);
+    const written = (sinkChain = sinkChain.then(() => sink(rec)));
+    const task = Promise.all([scored, written]).then(() => {});
+    if (opts.sequential) return task;
+    task.catch((e) => (failed ??= { error: e }));
+    outstanding.push(task);
+    while (outstanding.length > depth) await outstanding.shift();
   };
   for await (const raw of source) {
     if (raw.length % frameBytes) throw new ValueError(`reconstructFrames: ${raw.length} bytes are not whole ${W}x${H} RGB frames`);
@@ -76,6 +104,8 @@ export async function reconstructFrames(
   const tail = enc.finish();
   if (tail) await consume(noGrad(() => dec.push(tail)));
   await consume(noGrad(() => dec.finish()));
+  while (outstanding.length) await outstanding.shift();
+  await acc.settled();
   return { frames, height: H, width: W, chunkFrames: g.chunk, seconds: (performance.now() - t0) / 1000, metrics: acc.result() };
 }
 

@@ -86,7 +86,7 @@ export function quantizeClip(
  */
 export function tensorToFrames(t: Tensor): Uint8Array {
   const { frames: n, height, width } = videoTensorDims(t, 'tensorToFrames');
-  return quantizeClip(t.data(), 0, n, height, width, (f, c, y, x) => new ValueError(`tensorToFrames: NaN at frame ${f}, channel ${c}, pixel (${y}, ${x})`));
+  return quantizeClip(t.readSync(), 0, n, height, width, (f, c, y, x) => new ValueError(`tensorToFrames: NaN at frame ${f}, channel ${c}, pixel (${y}, ${x})`));
 }
 
 export function checkDims(width: number, height: number, what: string): void {
