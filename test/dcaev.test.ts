@@ -198,9 +198,10 @@ describe('DC-AE-V chunk-causal properties (random weights)', () => {
     const x = T.rand([1, 3, 24, 32, 32], 6, -1, 1);
     const z0 = T.noGrad(() => m.encodeRaw(x)).toArray();
     const x2 = x.clone();
-    const d = x2.data();
+    const d = x2.readSync();
     const perFrame = 32 * 32;
     for (let c = 0; c < 3; c++) for (let t = 16; t < 24; t++) for (let i = 0; i < perFrame; i++) d[(c * 24 + t) * perFrame + i] = -d[(c * 24 + t) * perFrame + i]!;
+    x2.write(d);
     const z1 = T.noGrad(() => m.encodeRaw(x2)).toArray();
     const perLatent = 4 * 1 * 1; // C=4 at 1x1, latent index layout (c, t, h, w)
     for (let c = 0; c < 4; c++)
@@ -211,8 +212,9 @@ describe('DC-AE-V chunk-causal properties (random weights)', () => {
     assert.ok([4, 5].some((t) => [0, 1, 2, 3].some((c) => z1[c * 6 + t] !== z0[c * 6 + t])), 'chunk 2 latents did not change');
     // Within a chunk the model is bidirectional: the last frame of chunk 0 reaches latent frame 0.
     const x3 = x.clone();
-    const d3 = x3.data();
+    const d3 = x3.readSync();
     for (let i = 0; i < perFrame; i++) d3[7 * perFrame + i] = 0.9;
+    x3.write(d3);
     const z3 = T.noGrad(() => m.encodeRaw(x3)).toArray();
     assert.ok([0, 1, 2, 3].some((c) => z3[c * 6] !== z0[c * 6]), 'latent 0 does not depend on frame 7');
     void perLatent;

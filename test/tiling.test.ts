@@ -6,8 +6,8 @@ import { chooseTile, tileGeometry, tiledDecode, tiledEncode } from '../src/model
 
 function maxAbsDiff(a: T.Tensor, b: T.Tensor): number {
   assert.deepEqual(a.shape, b.shape, `shapes ${a.shape} vs ${b.shape}`);
-  const x = a.data(),
-    y = b.data();
+  const x = a.readSync(),
+    y = b.readSync();
   let m = 0;
   for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
   return m;
@@ -16,7 +16,7 @@ function maxAbsDiff(a: T.Tensor, b: T.Tensor): number {
 /** Rows of the (single) H x W plane of an N=C=T=1 tensor. */
 function plane(t: T.Tensor): number[][] {
   const [, , , H, W] = t.shape as [number, number, number, number, number];
-  const d = t.data();
+  const d = t.readSync();
   return Array.from({ length: H }, (_, y) => Array.from(d.subarray(y * W, (y + 1) * W)));
 }
 
@@ -146,7 +146,7 @@ describe('tiledEncode', () => {
       assert.equal(s.sum, 2 * realH[r]! * realW[c]!, `tile ${k}: padding must be zeros`);
     });
     // Every kept latent lies inside the frame, so the result is all ones.
-    assert.deepEqual(Array.from(y.data()), new Array(12).fill(1));
+    assert.deepEqual(Array.from(y.readSync()), new Array(12).fill(1));
     const x = T.randn([1, 2, 1, 100, 70], 4);
     assert.ok(maxAbsDiff(tiledEncode(pool(32), x, { tile: 64, overlap: 0.5, factor: 32 }), pool(32)(x)) < 1e-6);
   });
@@ -301,7 +301,7 @@ function positionalTile(y: T.Tensor, input: T.Tensor): T.Tensor {
 }
 
 function assertNear(t: T.Tensor, ref: readonly number[], tol: number): void {
-  const d = t.data();
+  const d = t.readSync();
   assert.equal(d.length, ref.length);
   for (let i = 0; i < ref.length; i++) assert.ok(Math.abs(d[i]! - ref[i]!) <= tol, `element ${i}: ${d[i]} vs reference ${ref[i]}`);
 }

@@ -77,16 +77,17 @@ test('EMA: shadow = d*shadow + (1-d)*param with the warmup-capped decay, swapped
   for (let k = 0; k < 30; k++) {
     const d = Math.min(0.9, (1 + k) / (10 + k));
     assert.equal(ema.currentDecay(), d);
-    const data = p.data();
+    const data = p.readSync();
     for (let i = 0; i < 3; i++) data[i] = rng.normal();
+    p.write(data);
     ema.update();
     for (let i = 0; i < 3; i++) ref[i] = Math.fround(Math.fround(d * ref[i]!) + Math.fround((1 - d) * data[i]!));
   }
   for (let i = 0; i < 3; i++) assert.ok(Math.abs(ema.shadow[0]![i]! - ref[i]!) < 1e-6, `ema[${i}] ${ema.shadow[0]![i]} vs ${ref[i]}`);
-  const live = Float32Array.from(p.data());
-  const seen = ema.withWeights(() => Float32Array.from(p.data()));
+  const live = Float32Array.from(p.readSync());
+  const seen = ema.withWeights(() => Float32Array.from(p.readSync()));
   assert.deepEqual([...seen], [...ema.shadow[0]!]);
-  assert.deepEqual([...p.data()], [...live]);
+  assert.deepEqual([...p.readSync()], [...live]);
   assert.throws(() => new Ema([p], 1), /decay/);
 });
 
@@ -102,7 +103,7 @@ test('held-out split and sampling: deterministic, whole windows, crops inside th
     const a = sampleBatch(set.train, o, new Rng(1));
     const b = sampleBatch(set.train, o, new Rng(1));
     assert.deepEqual(a.info, b.info);
-    assert.deepEqual([...a.x.data()], [...b.x.data()]);
+    assert.deepEqual([...a.x.readSync()], [...b.x.readSync()]);
     assert.deepEqual(a.x.shape, [2, 3, 8, 16, 16]);
     for (const i of a.info) {
       assert.ok(i.y + 16 <= 24 && i.x + 16 <= 24);
@@ -112,7 +113,7 @@ test('held-out split and sampling: deterministic, whole windows, crops inside th
     const r = new Rng(2);
     for (let k = 0; k < 20; k++) {
       const s = sampleBatch(set.train, { ...o, batch: 1, stillProb: 1 }, r);
-      const d = s.x.data();
+      const d = s.x.readSync();
       const plane = 16 * 16;
       for (let t = 1; t < 8; t++) assert.equal(d[t * plane + 37], d[37]);
     }
@@ -129,7 +130,7 @@ test('colour augmentation: pixels are the drawn channel order and saturation of 
     // off (0 or absent): the same samples and the same RNG state afterwards as before the option existed
     const r0 = new Rng(9),
       r1 = new Rng(9);
-    assert.deepEqual([...sampleBatch(set.train, { ...o, colorAug: 0 }, r0).x.data()], [...sampleBatch(set.train, o, r1).x.data()]);
+    assert.deepEqual([...sampleBatch(set.train, { ...o, colorAug: 0 }, r0).x.readSync()], [...sampleBatch(set.train, o, r1).x.readSync()]);
     assert.equal(r0.uniform(), r1.uniform());
     const perms = new Set<string>();
     const r = new Rng(3);
@@ -142,7 +143,7 @@ test('colour augmentation: pixels are the drawn channel order and saturation of 
       assert.deepEqual([...perm].sort(), [0, 1, 2]);
       perms.add(perm.join(''));
       const clip = set.train.find((c) => c.name === i.clip)!;
-      const d = s.x.data();
+      const d = s.x.readSync();
       const plane = 8 * 16 * 16;
       for (const [t, yy, xx] of [[0, 0, 0], [3, 5, 9], [7, 15, 15]] as const) {
         const sx = i.flip ? 15 - xx : xx;
@@ -175,10 +176,10 @@ test('trainer smoke: the loss falls on one clip; EMA weights are what model.safe
     for (const f of ['checkpoint.safetensors', 'model.safetensors', 'config.json', 'loss.png']) assert.ok(existsSync(join(out, 'run', f)), f);
     const ck = loadSafetensors(join(out, 'run', 'checkpoint.safetensors')).tensors;
     const w = loadSafetensors(join(out, 'run', 'model.safetensors')).tensors;
-    for (const [k, t] of w) assert.deepEqual([...t.data()], [...ck.get(`ema.${k}`)!.data()], k);
+    for (const [k, t] of w) assert.deepEqual([...t.readSync()], [...ck.get(`ema.${k}`)!.readSync()], k);
     // the EMA differs from the live weights (it averages), and the exported weights load by the config
     const k0 = [...w.keys()][0]!;
-    assert.notDeepEqual([...w.get(k0)!.data()], [...ck.get(`model.${k0}`)!.data()]);
+    assert.notDeepEqual([...w.get(k0)!.readSync()], [...ck.get(`model.${k0}`)!.readSync()]);
     const m = createModel(join(out, 'run', 'config.json'), join(out, 'run', 'model.safetensors'));
     assert.equal(m.config.latentChannels, 4);
   });
@@ -211,11 +212,11 @@ test('--train-only: only the matching parameters change; the rest keep their ini
     let enc = 0;
     let decChanged = 0;
     for (const [k, p] of fresh.namedParams()) {
-      const now = [...ck.get(`model.${k}`)!.data()];
+      const now = [...ck.get(`model.${k}`)!.readSync()];
       if (k.startsWith('encoder.')) {
         enc++;
-        assert.deepEqual(now, [...p.value.data()], `${k} is frozen`);
-      } else if (now.some((v, i) => v !== p.value.data()[i])) decChanged++;
+        assert.deepEqual(now, [...p.value.readSync()], `${k} is frozen`);
+      } else if (now.some((v, i) => v !== p.value.readSync()[i])) decChanged++;
     }
     assert.ok(enc > 0 && decChanged > 0, `encoder tensors ${enc}, decoder tensors changed ${decChanged}`);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'none'), { steps: 1, holdout: 0, trainOnly: 'no-such-parameter' })), /matches none/);
@@ -256,7 +257,7 @@ test('resume is exact: a run killed after a checkpoint and resumed ends bit-iden
     const cb = loadSafetensors(join(out, 'b', 'checkpoint.safetensors'));
     assert.deepEqual([...cb.tensors.keys()].sort(), [...ca.tensors.keys()].sort());
     assert.ok([...ca.tensors.keys()].some((k) => k.startsWith('disc_adam_m.')));
-    for (const [k, t] of ca.tensors) assert.deepEqual([...cb.tensors.get(k)!.data()], [...t.data()], k);
+    for (const [k, t] of ca.tensors) assert.deepEqual([...cb.tensors.get(k)!.readSync()], [...t.readSync()], k);
     // a finished run refuses to resume without more steps; a fresh run refuses an occupied folder
     await assert.rejects(trainAE({ out: join(out, 'a'), resume: true } as TrainAEOptions & { resume: boolean }), /already finished/);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'a'))), /already holds a training run/);

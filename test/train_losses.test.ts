@@ -35,7 +35,7 @@ function smoothVideo(T_: number, H: number, W: number, seed: number, noise = 0.0
 /** Quantises a [-1, 1] video to uint8 levels v and returns both the frames (HxWx3 RGB) and v / 127.5 - 1. */
 function quantise(x: Tensor): { frames: Uint8Array[]; tensor: Tensor } {
   const [, C, T_, H, W] = x.shape as [number, number, number, number, number];
-  const d = x.data();
+  const d = x.readSync();
   const frames = Array.from({ length: T_ }, () => new Uint8Array(H * W * 3));
   const out = new Float32Array(d.length);
   for (let c = 0; c < C; c++)
@@ -132,7 +132,7 @@ for (const be of testBackends()) {
             const at = (s: number) =>
               T.noGrad(() => ssimLoss(p === x ? T.add(x.detach(), T.mul(d, s)) : x.detach(), p === y ? T.add(y.detach(), T.mul(d, s)) : y.detach()).item());
             const fd = (at(eps) - at(-eps)) / (2 * eps);
-            const an = dot(p.grad!.data(), d.data());
+            const an = dot(p.grad!.readSync(), d.readSync());
             const err = Math.abs(fd - an) / Math.max(Math.abs(an), Math.abs(fd));
             assert.ok(Math.abs(an) > 1e-3, `${name}: directional derivative ${an} too small to test`);
             assert.ok(err < 5e-3, `${name} direction ${k}: analytic ${an} vs finite difference ${fd} (rel err ${err.toExponential(2)})`);
@@ -160,8 +160,8 @@ describe('ssimLoss vs the PyTorch twin (bench/torch_train_ae.py)', { skip: torch
   const loss = ssimLoss(x, y);
   loss.backward();
   const ours = loss.item();
-  const gx = x.grad!.data();
-  const gy = y.grad!.data();
+  const gx = x.grad!.readSync();
+  const gy = y.grad!.readSync();
 
   for (const [dtype, impl, tolLoss, tolGrad] of [
     ['float64', 'conv', 1e-6, 1e-4],
@@ -171,8 +171,8 @@ describe('ssimLoss vs the PyTorch twin (bench/torch_train_ae.py)', { skip: torch
     it(`value and gradients agree with torch (${dtype}, ${impl} blur)`, () => {
       const dir = mkdtempSync(join(tmpdir(), 'dcvg-ssim-'));
       try {
-        writeFileSync(join(dir, 'x.f32'), x.data());
-        writeFileSync(join(dir, 'y.f32'), y.data());
+        writeFileSync(join(dir, 'x.f32'), x.readSync());
+        writeFileSync(join(dir, 'y.f32'), y.readSync());
         const r = spawnSync(
           PY,
           [TWIN, 'ssim', '--shape', shape.join(','), '--x', join(dir, 'x.f32'), '--y', join(dir, 'y.f32'), '--grad-out', join(dir, 'g.f32'), '--dtype', dtype, '--ssim-impl', impl],
@@ -202,21 +202,21 @@ describe('hinge losses', () => {
     const d = hingeDLoss(real, fake);
     assert.ok(Math.abs(d.item() - 1.625) < 1e-7, `D loss ${d.item()}`);
     d.backward();
-    assert.deepEqual([...real.grad!.data()], [0, -0.25, -0.25, -0.25]);
-    assert.deepEqual([...fake.grad!.data()], [0, 0.25, 0.25, 0.25]);
+    assert.deepEqual([...real.grad!.readSync()], [0, -0.25, -0.25, -0.25]);
+    assert.deepEqual([...fake.grad!.readSync()], [0, 0.25, 0.25, 0.25]);
     fake.grad = null;
     const g = hingeGLoss(fake);
     assert.ok(Math.abs(g.item() - 0.5) < 1e-7, `G loss ${g.item()}`);
     g.backward();
-    assert.deepEqual([...fake.grad!.data()], [-0.25, -0.25, -0.25, -0.25]);
+    assert.deepEqual([...fake.grad!.readSync()], [-0.25, -0.25, -0.25, -0.25]);
   });
 
   it('leakyRelu is max(x, 0.2 x) with slope 0.2 below zero', () => {
     const x = T.parameter(T.tensor([-2, -0.5, 0.5, 3]));
     const y = leakyRelu(x, 0.2);
-    assert.deepEqual([...y.data()].map((v) => +v.toFixed(6)), [-0.4, -0.1, 0.5, 3]);
+    assert.deepEqual([...y.readSync()].map((v) => +v.toFixed(6)), [-0.4, -0.1, 0.5, 3]);
     T.sum(y).backward();
-    assert.deepEqual([...x.grad!.data()].map((v) => +v.toFixed(6)), [0.2, 0.2, 1, 1]);
+    assert.deepEqual([...x.grad!.readSync()].map((v) => +v.toFixed(6)), [0.2, 0.2, 1, 1]);
   });
 });
 
@@ -228,12 +228,12 @@ describe('PatchDiscriminator', () => {
       ['convs.0.weight:8x3x1x4x4', 'convs.0.bias:8', 'convs.1.weight:16x8x1x4x4', 'convs.1.bias:16', 'convs.2.weight:32x16x1x4x4', 'convs.2.bias:32', 'out.weight:1x32x1x3x3', 'out.bias:1'],
     );
     D.init(3);
-    const w0 = D.convs[0]!.weight.value.data();
+    const w0 = D.convs[0]!.weight.value.readSync();
     let ss = 0;
     for (const v of w0) ss += v * v;
     const std = Math.sqrt(ss / w0.length);
     assert.ok(std > 0.012 && std < 0.028, `init std ${std}`);
-    assert.ok(D.out.bias.value.data().every((v) => v === 0));
+    assert.ok(D.out.bias.value.readSync().every((v) => v === 0));
     const x = T.parameter(smoothVideo(2, 32, 48, 9));
     const logits = D.forward(x);
     assert.deepEqual(logits.shape, [1, 1, 2, 4, 6]);
@@ -241,14 +241,18 @@ describe('PatchDiscriminator', () => {
     for (const [k, p] of D.namedParams()) {
       const g = p.value.grad;
       assert.ok(g, `${k}: no gradient`);
-      assert.ok(g.data().some((v) => v !== 0), `${k}: zero gradient`);
+      assert.ok(g.readSync().some((v) => v !== 0), `${k}: zero gradient`);
     }
-    assert.ok(x.grad && x.grad.data().some((v) => v !== 0), 'no gradient reaches the input');
+    assert.ok(x.grad && x.grad.readSync().some((v) => v !== 0), 'no gradient reaches the input');
     // frames are independent: changing frame 1 leaves frame 0's logits alone
     const x2 = x.detach().clone();
-    x2.data().fill(0.3, 32 * 48, 2 * 32 * 48); // channel 0, frame 1
+    {
+      const h = x2.readSync();
+      h.fill(0.3, 32 * 48, 2 * 32 * 48); // channel 0, frame 1
+      x2.write(h);
+    }
     const l2 = T.noGrad(() => D.forward(x2));
-    assert.deepEqual([...T.slice(l2, 2, 0, 1).contiguous().data()], [...T.slice(logits, 2, 0, 1).contiguous().data()]);
+    assert.deepEqual([...T.slice(l2, 2, 0, 1).contiguous().readSync()], [...T.slice(logits, 2, 0, 1).contiguous().readSync()]);
     assert.throws(() => D.forward(T.zeros([1, 4, 1, 32, 32])), T.ShapeError);
   });
 });

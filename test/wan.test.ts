@@ -96,7 +96,7 @@ describe('Wan-2.1 DiT fixtures (official wan/modules/model.py)', { skip }, () =>
             const io = fixtureIo(name);
             const out = T.noGrad(() => m.forward(io.x, io.t, io.context, { y: io.y, clipFea: io.clip }));
             const ref = io.file.tensor('out');
-            t.diagnostic(`max rel err ${relErr(out.data(), ref.data()).toExponential(2)}`);
+            t.diagnostic(`max rel err ${relErr(out.readSync(), ref.readSync()).toExponential(2)}`);
             assertClose(out, ref, FWD_TOL, `${name} out`);
             io.file.close();
           });
@@ -116,7 +116,7 @@ describe('Wan-2.1 DiT fixtures (official wan/modules/model.py)', { skip }, () =>
           const check = (key: string, g: Tensor | null) => {
             assert.ok(g, `${key}: no gradient`);
             const ref = io.file.tensor(`grad.${key}`);
-            const e = relErr(g.data(), ref.data());
+            const e = relErr(g.readSync(), ref.readSync());
             if (e > worst) [worst, worstKey] = [e, key];
             assertClose(g, ref, GRAD_TOL, `grad.${key}`);
           };
@@ -140,13 +140,13 @@ describe('Wan-2.1 DiT fixtures (official wan/modules/model.py)', { skip }, () =>
     const clip = T.parameter(io.clip!);
     const out = m.forward(x, io.t, io.context, { y, clipFea: clip });
     out.backward(io.file.tensor('out'));
-    for (const [k, p] of m.namedParams()) assert.ok(p.value.grad && p.value.grad.data().some((v) => v !== 0), `${k} has no gradient`);
+    for (const [k, p] of m.namedParams()) assert.ok(p.value.grad && p.value.grad.readSync().some((v) => v !== 0), `${k} has no gradient`);
     for (const [k, v] of [
       ['x', x],
       ['y', y],
       ['clip_fea', clip],
     ] as const)
-      assert.ok(v.grad && v.grad.data().some((g) => g !== 0), `${k} has no gradient`);
+      assert.ok(v.grad && v.grad.readSync().some((g) => g !== 0), `${k} has no gradient`);
     io.file.close();
   });
 
@@ -344,8 +344,8 @@ describe('Wan configs and presets', () => {
       ...Array.from({ length: 5 }, (_, i) => 2 * Math.pow(10000, (-2 * i) / 10)),
       ...Array.from({ length: 5 }, (_, i) => 3 * Math.pow(10000, (-2 * i) / 10)),
     ];
-    const c = cos.data();
-    const s = sin.data();
+    const c = cos.readSync();
+    const s = sin.readSync();
     want.forEach((a, i) => {
       assert.ok(Math.abs(c[n * 16 + i]! - Math.cos(a)) < 1e-7);
       assert.ok(Math.abs(s[n * 16 + i]! - Math.sin(a)) < 1e-7);
