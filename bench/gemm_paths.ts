@@ -3,7 +3,7 @@
  * the models run, interleaved rep by rep in one process (setGemmPath between calls) so both see the same machine
  * state. What the CPU table in native/src/blas_conv.cc (gemm_auto_path) is decided from; results in docs/gemm-paths.md.
  *
- *   node dist/bench/gemm_paths.js [--reps 7] [--quick] [--json]
+ *   node dist/bench/gemm_paths.js [--reps 7] [--threads 2] [--quick] [--settle-ms 150] [--json]
  *   ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell node dist/bench/gemm_paths.js   (AVX2 row)
  *   OPENBLAS_CORETYPE=SkylakeX node dist/bench/gemm_paths.js    (OpenBLAS's AVX-512 kernels, where it does not pick them)
  *
@@ -13,17 +13,17 @@
  * OpenBLAS's pthread pool keeps spinning after a call and competes with the OpenMP threads of the next kernel, which a
  * gemm timed alone does not show. Times are medians over --reps reps (>= 5); each rep repeats the call enough times to
  * last >= 20 ms, and starts --settle-ms (150) after the other library's last call, once its idle threads have stopped
- * spinning. 2 threads.
+ * spinning. 2 threads unless --threads.
  */
 import { execFileSync } from 'node:child_process';
 import { getNativeAddon } from '../src/backend/index.js';
 import { cliArgs, median } from './profile.js';
 
-const { flag, opt } = cliArgs('usage: node dist/bench/gemm_paths.js [--reps N] [--quick] [--settle-ms 150] [--json]');
+const { flag, opt } = cliArgs('usage: node dist/bench/gemm_paths.js [--reps N] [--threads 2] [--quick] [--settle-ms 150] [--json]');
 const REPS = Math.max(5, Number(opt('--reps', '7')));
 const QUICK = flag('--quick');
 const asJson = flag('--json');
-const THREADS = 2;
+const THREADS = Math.max(1, Number(opt('--threads', '2')));
 
 interface Shape {
   name: string;
