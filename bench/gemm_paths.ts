@@ -113,9 +113,12 @@ interface Row {
   name: string;
   gflop: number;
   ms: Record<Path, number>;
+  /** process CPU time (user + system) per call: robust to other work on a shared machine when --threads 1 */
+  cpuMs: Record<Path, number>;
   gflops: Record<Path, number>;
   faster: Path;
   ratio: number; // openblas time / onednn time
+  cpuRatio: number; // the same with CPU times
 }
 
 // After a switch, wait until the other library's threads have gone to sleep: OpenBLAS's pthread workers spin for
@@ -148,14 +151,18 @@ for (const s of shapes()) {
   const one = Math.max(performance.now() - t0, 1e-3);
   const inner = Math.max(1, Math.min(2000, Math.ceil(20 / one)));
   const times: Record<Path, number[]> = { onednn: [], openblas: [] };
+  const cpu: Record<Path, number[]> = { onednn: [], openblas: [] };
   for (let r = 0; r < REPS; r++) {
     // Alternate which path goes first, so neither always runs right after the other's pool went idle.
     for (const p of r % 2 ? [...PATHS].reverse() : PATHS) {
       switchTo(p);
       call();
+      const c0 = process.cpuUsage();
       const t = performance.now();
       for (let i = 0; i < inner; i++) call();
       times[p].push((performance.now() - t) / inner);
+      const c = process.cpuUsage(c0);
+      cpu[p].push((c.user + c.system) / 1e3 / inner);
     }
   }
   const gflop = (2 * s.batch * s.M * s.N * s.K) / 1e9;
@@ -164,9 +171,11 @@ for (const s of shapes()) {
     name: s.name,
     gflop,
     ms,
+    cpuMs: { onednn: median(cpu.onednn), openblas: median(cpu.openblas) },
     gflops: { onednn: gflop / (ms.onednn / 1e3), openblas: gflop / (ms.openblas / 1e3) },
     faster: ms.openblas < ms.onednn ? 'openblas' : 'onednn',
     ratio: ms.openblas / ms.onednn,
+    cpuRatio: median(cpu.openblas) / median(cpu.onednn),
   };
   rows.push(row);
   if (!asJson) process.stderr.write(`  ${s.name}: done\n`);
@@ -175,6 +184,7 @@ addon.setGemmPath('auto');
 const v = addon.versions();
 // Geometric mean of the time ratios: > 1 means OpenBLAS is slower overall.
 const geo = Math.exp(rows.reduce((a, r) => a + Math.log(r.ratio), 0) / rows.length);
+const geoCpu = Math.exp(rows.reduce((a, r) => a + Math.log(r.cpuRatio), 0) / rows.length);
 const info = {
   cpu: cpuName(),
   threads: THREADS,
@@ -190,20 +200,20 @@ const info = {
   ),
 };
 if (asJson) {
-  process.stdout.write(JSON.stringify({ ...info, rows, geomeanRatio: geo }, null, 2) + '\n');
+  process.stdout.write(JSON.stringify({ ...info, rows, geomeanRatio: geo, geomeanCpuRatio: geoCpu }, null, 2) + '\n');
 } else {
   const w = Math.max(...rows.map((r) => r.name.length));
   const out: string[] = [];
   out.push(`CPU: ${info.cpu}; ${THREADS} threads; medians of ${REPS} reps`);
   out.push(`oneDNN ${info.dnnl} (${info.dnnlIsa}); ${info.openblas.split(' ').slice(0, 2).join(' ')} (core ${info.openblasCore})` +
     (Object.keys(info.env).length ? `; env ${JSON.stringify(info.env)}` : ''));
-  out.push(`${'shape (M x N <- K)'.padEnd(w)}  ${'GFLOP'.padStart(7)}  ${'oneDNN ms'.padStart(10)} ${'GF/s'.padStart(6)}  ${'OpenBLAS ms'.padStart(11)} ${'GF/s'.padStart(6)}  ${'OB/DNNL'.padStart(7)}`);
+  out.push(`${'shape (M x N <- K)'.padEnd(w)}  ${'GFLOP'.padStart(7)}  ${'oneDNN ms'.padStart(10)} ${'GF/s'.padStart(6)}  ${'OpenBLAS ms'.padStart(11)} ${'GF/s'.padStart(6)}  ${'OB/DNNL'.padStart(7)}  ${'CPU OB/DNNL'.padStart(11)}`);
   for (const r of rows) {
     out.push(
       `${r.name.padEnd(w)}  ${r.gflop.toFixed(3).padStart(7)}  ${r.ms.onednn.toFixed(3).padStart(10)} ${r.gflops.onednn.toFixed(0).padStart(6)}  ` +
-        `${r.ms.openblas.toFixed(3).padStart(11)} ${r.gflops.openblas.toFixed(0).padStart(6)}  ${r.ratio.toFixed(2).padStart(7)}`,
+        `${r.ms.openblas.toFixed(3).padStart(11)} ${r.gflops.openblas.toFixed(0).padStart(6)}  ${r.ratio.toFixed(2).padStart(7)}  ${r.cpuRatio.toFixed(2).padStart(11)}`,
     );
   }
-  out.push(`geometric mean of OpenBLAS/oneDNN time: ${geo.toFixed(2)} (> 1: oneDNN faster); the CPU table picks ${info.gemmAuto} here`);
+  out.push(`geometric mean of OpenBLAS/oneDNN time: ${geo.toFixed(2)} wall, ${geoCpu.toFixed(2)} CPU (> 1: oneDNN faster); the CPU table picks ${info.gemmAuto} here`);
   process.stdout.write(out.join('\n') + '\n');
 }
