@@ -153,6 +153,24 @@ describe('DCVG_GEMM', { skip: noAddon }, () => {
     });
   }
 
+  // The CPU table, row by row: oneDNN's ISA capped at run time (the cap only lowers it, so on an older CPU a row reads
+  // as the CPU's own). AVX without AVX2 is the one row that gets OpenBLAS (docs/gemm-paths.md).
+  for (const cap of ['SSE41', 'AVX', 'AVX2', '']) {
+    it(`the table's pick follows oneDNN's ISA${cap ? ` capped at ${cap}` : ''}`, () => {
+      const env: NodeJS.ProcessEnv = { ...process.env };
+      delete env.NODE_TEST_CONTEXT;
+      delete env.DCVG_GEMM;
+      delete env.ONEDNN_MAX_CPU_ISA;
+      delete env.DNNL_MAX_CPU_ISA;
+      if (cap) env.ONEDNN_MAX_CPU_ISA = env.DNNL_MAX_CPU_ISA = cap;
+      const r = spawnSync(process.execPath, [bin, 'env', '--json'], { encoding: 'utf8', env, cwd: repoRoot });
+      assert.equal(r.status, 0, r.stderr);
+      const n = (JSON.parse(r.stdout) as { native: { dnnlIsa: string; gemmPath: string; gemmAuto: string } }).native;
+      assert.equal(n.gemmAuto, n.dnnlIsa === 'avx' ? 'openblas' : 'onednn', `oneDNN ISA ${n.dnnlIsa}`);
+      assert.equal(n.gemmPath, n.gemmAuto);
+    });
+  }
+
   for (const bad of ['mkl', 'onednn,openblas', '1']) {
     it(`${JSON.stringify(bad)} is refused in one line naming the variable, exit 1`, () => {
       const r = child([bin, 'env', '--json'], bad);

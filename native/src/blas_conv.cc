@@ -93,21 +93,16 @@ const char* gemm_path_name(int p) { return p == kGemmOpenBlas ? "openblas" : "on
 
 // The table: which library runs `gemm` on this CPU, decided by the instruction set oneDNN dispatches to here (which
 // follows the CPU, capped by ONEDNN_MAX_CPU_ISA, so the AVX2 emulation of scripts/test-avx2.sh gets the AVX2 row).
-// Measured with bench/gemm_paths.ts on the model's shapes (docs/gemm-paths.md):
-//   AVX-512 (avx512_core and up)   oneDNN: its JIT kernels use AVX-512, while OpenBLAS 0.3.21 (Debian 12) runs its
-//                                  Haswell AVX2 kernels on CPUs it does not know (Zen 4/5) - about half the speed
-//   AVX2 (Haswell .. Zen 3)        oneDNN too: on the Wan/DC-AE-V shapes it is on par with or ahead of OpenBLAS's
-//                                  Haswell kernels, and it shares the OpenMP pool with our other kernels
-//   older (AVX, SSE4.1)            OpenBLAS: oneDNN's gemm has no JIT kernels below AVX2 and falls back to reference C
+// Measured with bench/gemm_paths.ts on the models' GEMM shapes, one core, CPU time (docs/gemm-paths.md); the figure is
+// the geometric mean of OpenBLAS time / oneDNN time:
+//   AVX-512 (avx512_core and up)   oneDNN: 1.13 against OpenBLAS's AVX-512 (Cooperlake) kernels, 1.90 against its
+//                                  Haswell (AVX2) kernels, which OPENBLAS_CORETYPE=Haswell pins it to
+//   AVX2 (Haswell .. Zen 3)        oneDNN: 1.04 (a tie on large shapes, 2.7 on one-row products), and it shares the
+//                                  OpenMP pool with our other kernels instead of spinning pthreads beside them
+//   AVX (Sandy/Ivy Bridge)         OpenBLAS: 0.85 (faster on every shape but one-row products)
+//   SSE4.1                         oneDNN: 1.15
 int gemm_auto_path() {
-  const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-  switch (isa) {
-    case dnnl_cpu_isa_sse41:
-    case dnnl_cpu_isa_avx:
-      return kGemmOpenBlas;
-    default:
-      return kGemmOneDnn;
-  }
+  return dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx ? kGemmOpenBlas : kGemmOneDnn;
 }
 
 // -1 until first use (then the table's choice) or until setGemmPath.
