@@ -9,6 +9,8 @@
 # back to back, so both meet the same machine state, and prints the ours/PyTorch ratios side by side with the CPU
 # name. Ratios < 1 mean ours is faster than PyTorch. The JSON of every run stays in the output folder it names
 # (DCVG_BENCH_OUT to choose one). The benchmarks take ~15-30 minutes together on 2 cores; the machine should be idle.
+# The exported tree stays in /tmp/dcvg-bench-before-<commit> for the next run against the same revision (its build is
+# then reused); delete it when done.
 #
 # Extra arguments for one benchmark: DCVG_BENCH_ARGS_KERNELS, DCVG_BENCH_ARGS_DCAEV, DCVG_BENCH_ARGS_TRAIN_AE
 # (e.g. DCVG_BENCH_ARGS_DCAEV="--frames 80 --reps 3"), passed to both sides.
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.."
 after=$(pwd)
 
 if [ $# -lt 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   [ $# -lt 1 ] && exit 2 || exit 0
 fi
 rev=$1
