@@ -50,8 +50,10 @@ fi
 ln -sfn "$after/node_modules" "$before/node_modules"
 # Shared test data sits beside the checkout (../shared); the exported tree sees the same one.
 [ -e "$after/../shared" ] && [ ! -e "$before/../shared" ] && echo "bench-compare: note: $before/../shared does not exist; benchmarks that read shared clips fall back to synthetic input" >&2
-echo "bench-compare: building BEFORE (native addon, TypeScript)"
-(cd "$before" && node scripts/build-native.mjs >"$out/build-native-before.log" 2>&1) || { echo "bench-compare: BEFORE's native build failed, see $out/build-native-before.log" >&2; exit 1; }
+echo "bench-compare: building BEFORE ($([ -f "$before/native/build/Release/dcvg_native.node" ] && echo 'native addon already built, ')TypeScript)"
+if [ ! -f "$before/native/build/Release/dcvg_native.node" ]; then
+  (cd "$before" && node scripts/build-native.mjs >"$out/build-native-before.log" 2>&1) || { echo "bench-compare: BEFORE's native build failed, see $out/build-native-before.log" >&2; exit 1; }
+fi
 (cd "$before" && npx tsc -p tsconfig.json) || { echo "bench-compare: BEFORE's TypeScript build failed" >&2; exit 1; }
 
 # ---- the AFTER tree (this checkout) ---------------------------------------------------------------------------------
