@@ -40,6 +40,7 @@ import { saveSafetensors } from '../src/io/safetensors.js';
 import { getNativeAddon, setBackend, backendByName } from '../src/backend/index.js';
 import type { Backend } from '../src/backend/backend.js';
 import { profiledBackend, tally, type ProfRow, median, cliArgs } from './profile.js';
+import { findTorch, procStatusMb, readF32, relErr, resetPeakRss } from './torch.js';
 import { configFromReference, type ReferenceConfigJson } from '../src/models/dcaev/config.js';
 import { DCAEV, StreamingDecoder, StreamingEncoder, geometry, loadWeights } from '../src/models/dcaev/autoencoder.js';
 
@@ -153,20 +154,7 @@ function checksum(t: Tensor): [number, number] {
   return [s, a];
 }
 
-function procStatusMb(field: 'VmHWM' | 'VmRSS'): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
-/** Resets VmHWM to the current RSS (Linux >= 4.0, /proc/self/clear_refs "5"); false where not permitted. */
-function resetPeakRss(): boolean {
-  try {
-    writeFileSync('/proc/self/clear_refs', '5');
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 
 // ---- profiling (--profile): time per backend primitive, conv3d split by shape ------------------------------------
@@ -318,12 +306,6 @@ function log(msg: string): void {
 }
 
 
-function findTorch(): { python: string | null; version: string; why: string } {
-  const python = process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3';
-  const r = spawnSync(python, ['-c', 'import torch, numpy; print(torch.__version__)'], { encoding: 'utf8' });
-  if (r.status !== 0) return { python: null, version: '', why: `PyTorch (with numpy) not found via ${python} (apt-get install python3-torch)` };
-  return { python, version: r.stdout.trim(), why: '' };
-}
 
 function runChild(cmd: string, argv: string[]): RunResult {
   const r = spawnSync(cmd, argv, {
@@ -336,21 +318,7 @@ function runChild(cmd: string, argv: string[]): RunResult {
   return JSON.parse(line) as RunResult;
 }
 
-function readF32(path: string): Float32Array {
-  const b = readFileSync(path);
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
 
-function relErr(a: Float32Array, ref: Float32Array): number {
-  if (a.length !== ref.length) return Infinity;
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - ref[i]!));
-    den = Math.max(den, Math.abs(ref[i]!));
-  }
-  return num / Math.max(den, 1e-30);
-}
 
 const relDiff = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-30);
 
@@ -429,7 +397,7 @@ async function parent(): Promise<void> {
   const nParams = model.parameterCount();
   const nEnc = model.encoder.parameterCount();
   weights.clear();
-  const { python, version, why } = findTorch();
+  const { python, version, why } = findTorch({ numpy: true });
   if (!python) log(`PyTorch side skipped: ${why}`);
   const load0 = loadavg();
   log(
@@ -593,7 +561,7 @@ function profileMain(): void {
     const r = runChild(process.execPath, [fileURLToPath(import.meta.url), '--child', '--profile', '--dir', dir, '--frames', T, '--size', size]);
     const total = r.encode_ms + r.decode_ms;
     const inProf = r.profile!.reduce((s, p) => s + p.ms, 0);
-    const { python } = findTorch();
+    const { python } = findTorch({ numpy: true });
     let torchTable = '';
     if (python) {
       const t = spawnSync(

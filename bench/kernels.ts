@@ -7,8 +7,6 @@
  * PyTorch is Debian's python3-torch via /usr/bin/python3 (override with DCVG_TORCH_PYTHON); when it is missing the
  * torch columns are empty and a message says why.
  */
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createInterface, type Interface } from 'node:readline';
 import { cpus, totalmem } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -16,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import * as T from '../src/index.js';
 import { getNativeAddon, setBackend } from '../src/backend/index.js';
 import { cliArgs, median } from './profile.js';
+import { findTorch, TorchWorker } from './torch.js';
 
 const { args } = cliArgs('usage: npm run bench:kernels [-- --json] [-- --reps N]');
 const asJson = args.includes('--json');
@@ -36,52 +35,6 @@ function log(msg: string): void {
   if (!asJson) process.stderr.write(msg + '\n');
 }
 
-
-// ---- torch worker ----------------------------------------------------------------------------------------------
-class TorchWorker {
-  private proc: ChildProcessWithoutNullStreams;
-  private rl: Interface;
-  private waiting: { res: (line: string) => void; rej: (e: Error) => void }[] = [];
-  info: { torch: string; threads: number } | null = null;
-
-  constructor(python: string) {
-    this.proc = spawn(python, [join(root, 'bench', 'torch_worker.py'), String(THREADS)], {
-      env: { ...process.env, OMP_NUM_THREADS: String(THREADS) },
-    });
-    this.rl = createInterface({ input: this.proc.stdout });
-    this.rl.on('line', (l) => this.waiting.shift()?.res(l));
-    this.proc.on('exit', (code) => {
-      for (const w of this.waiting.splice(0)) w.rej(new Error(`torch worker exited (${code})`));
-    });
-    this.proc.stderr.on('data', (d) => log(`[torch] ${String(d).trim()}`));
-  }
-
-  private next(): Promise<string> {
-    return new Promise((res, rej) => this.waiting.push({ res, rej }));
-  }
-
-  async ready(): Promise<void> {
-    const l = JSON.parse(await this.next());
-    this.info = { torch: l.torch, threads: l.threads };
-  }
-
-  async run(name: string): Promise<number> {
-    const p = this.next();
-    this.proc.stdin.write(name + '\n');
-    return JSON.parse(await p).ms as number;
-  }
-
-  close(): void {
-    this.proc.stdin.end();
-  }
-}
-
-function findTorch(): { python: string | null; why: string } {
-  const python = process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3';
-  const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
-  if (r.status !== 0) return { python: null, why: `PyTorch not found via ${python} (apt-get install python3-torch)` };
-  return { python, why: '' };
-}
 
 // ---- our cases ---------------------------------------------------------------------------------------------------
 interface Case {
@@ -175,9 +128,11 @@ async function main(): Promise<void> {
   const peak512 = median([0, 1, 2].map(() => addon.peakGflopsAvx512(THREADS, 0.3)));
   const peak = Number.isFinite(peak512) ? Math.max(peak512, peakAvx2) : peakAvx2;
   const { python, why } = findTorch();
-  const torch = python ? new TorchWorker(python) : null;
-  if (torch) await torch.ready();
-  else log(`PyTorch side skipped: ${why}`);
+  const torch = python
+    ? new TorchWorker(python, [join(root, 'bench', 'torch_worker.py'), String(THREADS)], THREADS, (t) => log(`[torch] ${t}`))
+    : null;
+  const torchInfo = torch ? ((await torch.next()) as { torch: string; threads: number }) : null;
+  if (!torch) log(`PyTorch side skipped: ${why}`);
   const cpu = cpus()[0]?.model ?? 'unknown';
   const machine = {
     cpu,
@@ -185,7 +140,7 @@ async function main(): Promise<void> {
     mem_gib: Math.round(totalmem() / 2 ** 30),
     threads: THREADS,
     node: process.version,
-    torch: torch?.info?.torch ?? null,
+    torch: torchInfo?.torch ?? null,
     ...addon.versions(),
   };
   log(`peak FMA ceiling (${THREADS} threads): ${peak.toFixed(1)} GFLOP/s (AVX2 only: ${peakAvx2.toFixed(1)}); ${REPS} reps, interleaved`);
@@ -193,14 +148,14 @@ async function main(): Promise<void> {
   for (const c of cases()) {
     const fn = c.setup();
     fn(); // warm-up: allocations, primitive caches
-    if (torch) await torch.run(c.torch);
+    if (torch) await torch.request(c.torch);
     const ours: number[] = [];
     const theirs: number[] = [];
     for (let r = 0; r < REPS; r++) {
       const t0 = performance.now();
       fn();
       ours.push(performance.now() - t0);
-      if (torch) theirs.push(await torch.run(c.torch));
+      if (torch) theirs.push((await torch.request(c.torch)).ms as number);
     }
     const om = median(ours);
     const tm = theirs.length ? median(theirs) : null;

@@ -19,8 +19,6 @@ import argparse
 import json
 import math
 import re
-import resource
-import struct
 import sys
 import time
 
@@ -28,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_common import load_safetensors, peak_rss_mb, rel as _rel, reset_peak_rss, vm_hwm_mb  # noqa: E402,F401
 
 # ---------------------------------------------------------------------------------------------------------------
 # config vocabulary (spec §1.5)
@@ -367,46 +367,6 @@ class DCAEV(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# safetensors (numpy only; the `safetensors` package is not assumed)
-
-_DT = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
-
-
-def load_safetensors(path):
-    """name -> float32 tensor; each tensor is read straight into its own buffer (no intermediate copies)."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        base = 8 + n
-        out = {}
-        for k, v in header.items():
-            if k == "__metadata__":
-                continue
-            a, b = v["data_offsets"]
-            f.seek(base + a)
-            buf = bytearray(b - a)
-            f.readinto(buf)
-            if v["dtype"] == "F32":
-                t = torch.frombuffer(buf, dtype=torch.float32) if buf else torch.empty(0)
-            elif v["dtype"] == "BF16":
-                t = torch.frombuffer(buf, dtype=torch.bfloat16).float()
-            else:
-                t = torch.from_numpy(np.frombuffer(buf, dtype=_DT[v["dtype"]]).astype(np.float32))
-            out[k] = t.reshape(v["shape"])
-    return out
-
-
-def reset_peak_rss():
-    """Resets VmHWM (and so ru_maxrss) to the current RSS (Linux >= 4.0); False where not permitted."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # benchmark input and checksums (mirrored in bench/dcaev.ts)
 
 
@@ -425,18 +385,6 @@ def make_frames(t0, n, C, H, W):
 def checksum(y):
     d = y.double()
     return float(d.sum()), float(d.abs().sum())
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def vm_hwm_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -515,10 +463,6 @@ def cmd_run(a):
         "stream_peak_rss_mb": stream_peak if reset_ok else None, "rss_after_load_mb": rss_loaded, "latent_shape": list(z_all.shape), "latent_sum": zc[0], "latent_abs": zc[1],
         "frames_out": frames_out, "out_sum": s_sum, "out_abs": s_abs, "chunk_ms": [round(v) for v in chunk_ms],
     }), flush=True)
-
-
-def _rel(a, b):
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
 def cmd_fixture(a):

@@ -26,8 +26,6 @@ Run modes:
 import argparse
 import json
 import math
-import resource
-import struct
 import sys
 import time
 
@@ -35,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_common import load_safetensors, peak_rss_mb, rel as _rel, save_safetensors  # noqa: E402,F401
 
 # ---------------------------------------------------------------------------------------------------------------
 # model (spec §3.2)
@@ -279,53 +279,7 @@ class UniPC:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# safetensors (numpy only)
-
-_DT = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
-
-
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        base = 8 + n
-        out = {}
-        for k, v in header.items():
-            if k == "__metadata__":
-                continue
-            a, b = v["data_offsets"]
-            f.seek(base + a)
-            buf = bytearray(b - a)
-            f.readinto(buf)
-            if v["dtype"] == "F32":
-                t = torch.frombuffer(buf, dtype=torch.float32) if buf else torch.empty(0)
-            elif v["dtype"] == "BF16":
-                t = torch.frombuffer(buf, dtype=torch.bfloat16).float()
-            else:
-                t = torch.from_numpy(np.frombuffer(buf, dtype=_DT[v["dtype"]]).astype(np.float32))
-            out[k] = t.reshape(v["shape"])
-    return out
-
-
-def save_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for k, t in tensors.items():
-        b = t.detach().contiguous().float().numpy().astype("<f4").tobytes()
-        header[k] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
+# model loading
 
 def load_model(a):
     torch.set_num_threads(a.threads)
@@ -449,10 +403,6 @@ def cmd_sample(a):
         "final_sum": float(d.sum()), "final_abs": float(d.abs().sum()), "timesteps": [int(v) for v in ts],
         "profile": table,
     }), flush=True)
-
-
-def _rel(a, b):
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
 def cmd_fixture(a):

@@ -40,8 +40,7 @@
  * --profile: instead of the comparison, per-primitive times of ours over the timed steps and the torch profiler's
  * table of the same loop (the last --torch-conv variant).
  */
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createInterface, type Interface } from 'node:readline';
+import { spawnSync } from 'node:child_process';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -58,6 +57,7 @@ import { ssimLoss } from '../src/train/losses.js';
 import { readAllFrames } from '../src/io/video.js';
 import { createModel, type DCAEV } from '../src/models/dcaev/autoencoder.js';
 import { profiledBackend, tally, type ProfRow, median, cliArgs } from './profile.js';
+import { findTorch, TorchWorker } from './torch.js';
 
 const SEED = 20261127;
 const LR = 1e-4;
@@ -162,61 +162,6 @@ function countConvFlops(tr: OurTrainer, native: Backend): { step: StepResult; fw
   return { step, ...c };
 }
 
-// ---- torch worker -----------------------------------------------------------------------------------------------
-
-class TorchWorker {
-  private proc: ChildProcessWithoutNullStreams;
-  private rl: Interface;
-  private waiting: { res: (line: string) => void; rej: (e: Error) => void }[] = [];
-  /** lines that arrived while nobody was waiting (e.g. the ready line of a worker not yet awaited) */
-  private pending: string[] = [];
-  private exited: Error | null = null;
-  private stderr = '';
-
-  constructor(python: string, argv: string[]) {
-    this.proc = spawn(python, argv, { env: { ...process.env, OMP_NUM_THREADS: String(THREADS) } });
-    this.rl = createInterface({ input: this.proc.stdout });
-    this.rl.on('line', (l) => {
-      const w = this.waiting.shift();
-      if (w) w.res(l);
-      else this.pending.push(l);
-    });
-    this.proc.on('exit', (code) => {
-      this.exited = new Error(`torch worker exited (${code}): ${this.stderr.trim().split('\n').slice(-5).join('\n')}`);
-      for (const w of this.waiting.splice(0)) w.rej(this.exited);
-    });
-    this.proc.stderr.on('data', (d) => (this.stderr += String(d)));
-  }
-
-  next(): Promise<Record<string, unknown>> {
-    const line = this.pending.shift();
-    const p =
-      line !== undefined
-        ? Promise.resolve(line)
-        : this.exited
-          ? Promise.reject(this.exited)
-          : new Promise<string>((res, rej) => this.waiting.push({ res, rej }));
-    return p.then((l) => JSON.parse(l) as Record<string, unknown>);
-  }
-
-  async step(): Promise<StepResult> {
-    const p = this.next();
-    this.proc.stdin.write('step\n');
-    return (await p) as unknown as StepResult;
-  }
-
-  close(): void {
-    this.proc.stdin.end('quit\n');
-  }
-}
-
-function findTorch(): { python: string | null; version: string; why: string } {
-  const python = process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3';
-  const r = spawnSync(python, ['-c', 'import torch, numpy; print(torch.__version__)'], { encoding: 'utf8' });
-  if (r.status !== 0) return { python: null, version: '', why: `PyTorch (with numpy) not found via ${python} (apt-get install python3-torch)` };
-  return { python, version: r.stdout.trim(), why: '' };
-}
-
 // ---- profile --------------------------------------------------------------------------------------------------------
 
 const prof = new Map<string, ProfRow>();
@@ -263,7 +208,7 @@ async function main(): Promise<void> {
   try {
     saveSafetensors(join(dir, 'weights.safetensors'), model.stateDict());
     writeFileSync(join(dir, 'clip.f32'), x.readSync());
-    const { python, version, why } = findTorch();
+    const { python, version, why } = findTorch({ numpy: true });
     if (!python) log(`PyTorch side skipped: ${why}`);
     const torchArgv = (mode: string) => [
       join(root, 'bench', 'torch_train_ae.py'),
@@ -317,7 +262,7 @@ async function main(): Promise<void> {
     }
 
     const variants = python ? torchVariants : [];
-    const workers = variants.map((v) => new TorchWorker(python!, [...torchArgv('serve'), '--conv-impl', v]));
+    const workers = variants.map((v) => new TorchWorker(python!, [...torchArgv('serve'), '--conv-impl', v], THREADS));
     const infos: Record<string, unknown>[] = [];
     for (const w of workers) infos.push(await w.next());
     const ours: StepResult[] = [];
@@ -329,7 +274,7 @@ async function main(): Promise<void> {
         const sides = [-1, ...variants.map((_, k) => k)];
         const r = i % sides.length;
         for (const side of [...sides.slice(r), ...sides.slice(0, r)]) {
-          if (side >= 0) theirs[side]!.push(await workers[side]!.step());
+          if (side >= 0) theirs[side]!.push((await workers[side]!.request('step')) as unknown as StepResult);
           else if (i === 0) {
             const c = countConvFlops(tr, native);
             flops = { fwd: c.fwd, bwdData: c.bwdData, bwdWeights: c.bwdWeights };
@@ -343,7 +288,7 @@ async function main(): Promise<void> {
         );
       }
     } finally {
-      for (const w of workers) w.close();
+      for (const w of workers) w.close('quit');
     }
     const load1 = loadavg();
 

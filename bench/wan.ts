@@ -28,8 +28,7 @@
  * "outside kernels" = the rest: JS, allocation, GC); torch: the autograd-profiler self-time table. Runs the small
  * training step (5 reps) and one guided sampling step at the first --tokens value.
  */
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createInterface, type Interface } from 'node:readline';
+import { spawnSync } from 'node:child_process';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -40,6 +39,7 @@ import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
 import { backendByName, getNativeAddon, setBackend } from '../src/backend/index.js';
 import type { Backend } from '../src/backend/backend.js';
 import { profiledBackend, tally, type ProfRow, median, cliArgs } from './profile.js';
+import { findTorch, procStatusMb, readF32, relErr, TorchWorker } from './torch.js';
 import { WanModel, parseWanConfig, loadWanWeights, type WanConfig } from '../src/models/wan/index.js';
 import { sample, flowSchedule } from '../src/diffusion/index.js';
 
@@ -104,35 +104,9 @@ const UNCOND_TOKENS = 60;
 // ---- helpers ---------------------------------------------------------------------------------------------------
 
 
-function relErr(a: ArrayLike<number>, ref: ArrayLike<number>): number {
-  if (a.length !== ref.length) return Infinity;
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const d = Math.abs(a[i]! - ref[i]!);
-    if (Number.isNaN(d)) return Infinity;
-    if (d > num) num = d;
-    den = Math.max(den, Math.abs(ref[i]!));
-  }
-  return den === 0 ? num : num / den;
-}
 
-function readF32(path: string): Float32Array {
-  const b = readFileSync(path);
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
 
-function vmHwmMb(): number {
-  const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
-function findTorch(): { python: string | null; version: string; why: string } {
-  const python = process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3';
-  const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
-  if (r.status !== 0) return { python: null, version: '', why: `PyTorch not found via ${python} (apt-get install python3-torch)` };
-  return { python, version: r.stdout.trim(), why: '' };
-}
 
 function useNative(b?: Backend): void {
   const addon = getNativeAddon();
@@ -235,34 +209,10 @@ function gemmTable(totalMs: number, top = 12) {
 
 // ---- torch worker (part a) ---------------------------------------------------------------------------------------
 
-class TorchWorker {
-  private proc: ChildProcessWithoutNullStreams;
-  private rl: Interface;
-  private waiting: { res: (line: string) => void; rej: (e: Error) => void }[] = [];
-
-  constructor(python: string, dir: string) {
-    this.proc = spawn(
-      python,
-      [join(root, 'bench', 'torch_wan.py'), 'worker', '--config', join(dir, 'small.json'), '--weights', join(dir, 'small.safetensors'), '--inputs', join(dir, 'small_io.safetensors'), '--threads', String(THREADS)],
-      { env: { ...process.env, OMP_NUM_THREADS: String(THREADS) } },
-    );
-    this.rl = createInterface({ input: this.proc.stdout });
-    this.rl.on('line', (l) => this.waiting.shift()?.res(l));
-    this.proc.on('exit', (code) => {
-      for (const w of this.waiting.splice(0)) w.rej(new Error(`torch worker exited (${code})`));
-    });
-    this.proc.stderr.on('data', (d) => log(`[torch] ${String(d).trim()}`));
-  }
-
-  async cmd(line: string): Promise<Record<string, unknown>> {
-    const p = new Promise<string>((res, rej) => this.waiting.push({ res, rej }));
-    if (line) this.proc.stdin.write(line + '\n');
-    return JSON.parse(await p) as Record<string, unknown>;
-  }
-
-  close(): void {
-    this.proc.stdin.end('quit\n');
-  }
+/** The torch side of part a: bench/torch_wan.py's worker on the small DiT's files in `dir`. */
+function wanWorker(python: string, dir: string): TorchWorker {
+  const argv = [join(root, 'bench', 'torch_wan.py'), 'worker', '--config', join(dir, 'small.json'), '--weights', join(dir, 'small.safetensors'), '--inputs', join(dir, 'small_io.safetensors'), '--threads', String(THREADS)];
+  return new TorchWorker(python, argv, THREADS, (t) => log(`[torch] ${t}`));
 }
 
 // ---- part a: training step of the small DiT -----------------------------------------------------------------------
@@ -311,12 +261,12 @@ async function partTrain(dir: string, python: string | null, reps: number): Prom
     return out;
   };
   const tokens = SMALL_LATENT.slice(2).reduce((a, b) => a * b, 1);
-  const torch = python ? new TorchWorker(python, dir) : null;
+  const torch = python ? wanWorker(python, dir) : null;
   let parity: TrainResult['parity'] = null;
   if (torch) {
-    await torch.cmd(''); // ready line
+    await torch.next(); // ready line
     const dump = join(dir, 'small_torch_dump.safetensors');
-    await torch.cmd(`dump ${dump}`);
+    await torch.request(`dump ${dump}`);
     const out = fwdbwd();
     const f = SafetensorsFile.open(dump);
     try {
@@ -343,14 +293,14 @@ async function partTrain(dir: string, python: string | null, reps: number): Prom
       const t0 = performance.now();
       fn();
       res[kind].ours.push(performance.now() - t0);
-      if (torch) res[kind].torch.push((await torch.cmd(kind)).ms as number);
+      if (torch) res[kind].torch.push((await torch.request(kind)).ms as number);
       log(
         `small DiT ${kind.padEnd(6)} rep ${r + 1}/${reps}: ours ${res[kind].ours[r]!.toFixed(0).padStart(6)} ms` +
           (torch ? `  torch ${res[kind].torch[r]!.toFixed(0).padStart(6)} ms` : ''),
       );
     }
   }
-  torch?.close();
+  torch?.close('quit');
   const summ = (k: 'fwd' | 'fwdbwd') => {
     const o = median(res[k].ours);
     const tm = res[k].torch.length ? median(res[k].torch) : null;
@@ -421,7 +371,7 @@ function childSample(): void {
   const cond = f.tensor('ctx_cond');
   const uncond = f.tensor('ctx_uncond');
   f.close();
-  const rssLoaded = vmHwmMb();
+  const rssLoaded = procStatusMb('VmHWM');
   const forwardMs: number[] = [];
   const timed = (ctx: Tensor) => (x: Tensor, t: number, _sigma: number, step: number) => {
     const t0 = performance.now();
@@ -448,7 +398,7 @@ function childSample(): void {
     tokens: noise.shape.slice(2).reduce((x, y) => x * y, 1),
     forward_ms: forwardMs,
     total_ms: total,
-    peak_rss_mb: vmHwmMb(),
+    peak_rss_mb: procStatusMb('VmHWM'),
     rss_after_load_mb: rssLoaded,
     final_sum: s,
     final_abs: a,
@@ -615,10 +565,10 @@ async function profileMain(): Promise<void> {
       out.train_ours = { total_ms: total, reps: n, table: profTable(total), gemm: gemmTable(total) };
       md += `\n### small DiT forward+backward, ${n} reps: ours ${total.toFixed(0)} ms (${(total / n).toFixed(0)} ms / step)\n\n${fmtProf(profTable(total))}\n${fmtGemm(gemmTable(total))}`;
       if (python) {
-        const w = new TorchWorker(python, dir);
-        await w.cmd('');
-        const r = (await w.cmd(`profile ${n}`)) as { total_ms: number; table: { op: string; ms: number; calls: number }[] };
-        w.close();
+        const w = wanWorker(python, dir);
+        await w.next();
+        const r = (await w.request(`profile ${n}`)) as { total_ms: number; table: { op: string; ms: number; calls: number }[] };
+        w.close('quit');
         out.train_torch = r;
         md += `\n### small DiT forward+backward, ${n} reps: torch ${r.total_ms.toFixed(0)} ms (${(r.total_ms / n).toFixed(0)} ms / step; profiler on)\n\n${fmtTorch(r.table, r.total_ms)}`;
       }

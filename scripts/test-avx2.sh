@@ -10,6 +10,8 @@
 #                              native/build/ is not touched, so nothing needs restoring afterwards
 #   oneDNN (GEMM, convolution) chosen at run time: ONEDNN_MAX_CPU_ISA=AVX2 (DNNL_ spelling too, for older oneDNN)
 #   OpenBLAS                   chosen at run time: OPENBLAS_CORETYPE=Haswell
+# (which of the two runs `gemm` is then the CPU table's AVX2 row, or DCVG_GEMM=onednn|openblas; gemm_paths.test runs
+# both either way)
 # and the addon is loaded through DCVG_NATIVE_ADDON, which refuses to fall back to another build. Before running
 # anything the script asks the addon what it actually uses (dcvg env) and stops unless all three say AVX2.
 # DCVG_AVX2_NO_BUILD=1 skips rebuilding the addon and the TypeScript when both are already there.
@@ -36,9 +38,9 @@ export ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell
 
 isa=$(node dist/src/cli/main.js env --json | node -e '
   const n = JSON.parse(require("fs").readFileSync(0, "utf8")).native;
-  process.stdout.write(`${n.simd} ${n.dnnlIsa} ${n.openblasCore}`);')
-read -r simd dnnl_isa ob_core <<<"$isa"
-echo "test-avx2: kernels $simd, oneDNN $dnnl_isa, OpenBLAS $ob_core"
+  process.stdout.write(`${n.simd} ${n.dnnlIsa} ${n.openblasCore} ${n.gemmPath ?? "onednn"}`);')
+read -r simd dnnl_isa ob_core gemm_path <<<"$isa"
+echo "test-avx2: kernels $simd, oneDNN $dnnl_isa, OpenBLAS $ob_core, GEMM path $gemm_path (DCVG_GEMM overrides)"
 if [ "$simd" != avx2 ] || [ "$dnnl_isa" != avx2 ] || [ "$ob_core" != Haswell ]; then
   echo "test-avx2: this is not an AVX2-only configuration (this CPU may lack AVX2/FMA); nothing run" >&2
   exit 1
@@ -50,7 +52,7 @@ if [ $# -eq 0 ]; then
     dist/test/tensor.test.js dist/test/dcaev.test.js dist/test/tiling.test.js dist/test/init_ae_linear.test.js \
     dist/test/train_ae.test.js dist/test/train_losses.test.js dist/test/default_model.test.js \
     dist/test/metrics.test.js dist/test/baseline.test.js dist/test/wan.test.js dist/test/wan_train.test.js \
-    dist/test/diffusion.test.js dist/test/train_ae_torch.test.js
+    dist/test/diffusion.test.js dist/test/train_ae_torch.test.js dist/test/gemm_paths.test.js
 fi
 case " $* " in
   *" --test-reporter"*) exec node --test "$@" ;;

@@ -79,7 +79,7 @@ function meanColourPsnr(frames: Uint8Array[]): number {
 
 let scores: Awaited<ReturnType<typeof heldOutScores>> | null = null;
 
-test('default model on each held-out shared clip: far above the mean-colour code, above the spatial-only bicubic baseline', { skip: noClips, timeout: 300_000 }, async () => {
+test('default model on each held-out shared clip: far above the mean-colour code, above the spatial-only bicubic baseline', { skip: noClips }, async () => {
   scores ??= await heldOutScores();
   for (const { name, ours, base, flatPsnr } of scores.per) {
     assert.ok(ours.psnr.mean > flatPsnr + 3, `${name}: default model ${ours.psnr.mean.toFixed(2)} dB vs mean colour ${flatPsnr.toFixed(2)} dB`);
@@ -91,7 +91,7 @@ test('default model on each held-out shared clip: far above the mean-colour code
 // The issue's bar, as the README states it: on the held-out clips (whole, mean over frames) the default model is
 // clearly better than bicubic down/up-sampling that keeps as many values at the model's own temporal factor (4), in
 // PSNR, and better in SSIM too.
-test('default model beats the equal-budget bicubic baseline at its temporal factor on the held-out clips by > 0.5 dB, and in SSIM', { skip: noClips, timeout: 300_000 }, async () => {
+test('default model beats the equal-budget bicubic baseline at its temporal factor on the held-out clips by > 0.5 dB, and in SSIM', { skip: noClips }, async () => {
   scores ??= await heldOutScores();
   const { ours, oursSsim, tf4 } = scores;
   assert.ok(ours > tf4.psnr + 0.5, `default model ${ours.toFixed(2)} dB vs bicubic at tf 4 ${tf4.psnr.toFixed(2)} dB`);
@@ -100,7 +100,7 @@ test('default model beats the equal-budget bicubic baseline at its temporal fact
 
 // Stronger: bicubic at whichever single temporal factor (1 to 32) scores best in PSNR on these very clips; the model
 // is above it in both PSNR and SSIM.
-test('default model beats the equal-budget bicubic baseline at its best single temporal factor on the held-out clips, in PSNR and SSIM', { skip: noClips, timeout: 300_000 }, async () => {
+test('default model beats the equal-budget bicubic baseline at its best single temporal factor on the held-out clips, in PSNR and SSIM', { skip: noClips }, async () => {
   scores ??= await heldOutScores();
   const { ours, oursSsim, fixed } = scores;
   assert.ok(ours > fixed.psnr, `default model ${ours.toFixed(2)} dB vs bicubic at tf ${fixed.tf} ${fixed.psnr.toFixed(2)} dB`);
@@ -108,7 +108,7 @@ test('default model beats the equal-budget bicubic baseline at its best single t
 });
 
 // Strongest: bicubic with the best temporal factor chosen per clip with the original in hand (an oracle choice).
-test('default model beats the equal-budget bicubic baseline with the best temporal factor per clip', { skip: noClips, timeout: 300_000 }, async () => {
+test('default model beats the equal-budget bicubic baseline with the best temporal factor per clip', { skip: noClips }, async () => {
   scores ??= await heldOutScores();
   const { ours, best } = scores;
   assert.ok(ours > best, `default model ${ours.toFixed(2)} dB vs bicubic, best tf per clip ${best.toFixed(2)} dB`);

@@ -37,7 +37,7 @@ function evals(log: string, tag: string): number[] {
     .map((r) => r.eval_psnr!);
 }
 
-test('train_ae_torch.py: pack, train on CPU, weights and held-out PSNR agree with ours, growth keeps the output', { skip, timeout: 300_000 }, async () => {
+test('train_ae_torch.py: pack, train on CPU, weights and held-out PSNR agree with ours, growth keeps the output', { skip }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'dcvg-torch-twin-'));
   try {
     // two clips: 02.mp4 (160 frames) to train on, 06.mp4 (80 frames, the held-out one with --holdout 1)

@@ -1,16 +1,17 @@
 // Dense linear algebra and 3-D convolution for dcvg_native, plus a few runtime utilities:
-//   gemm                    batched row-major sgemm (oneDNN's dnnl_sgemm)
+//   gemm                    batched row-major sgemm: oneDNN's dnnl_sgemm or OpenBLAS's cblas_sgemm (the GEMM path)
 //   conv3dForward           oneDNN convolution_forward, or direct depthwise kernels (see below)
 //   conv3dBackwardData      oneDNN convolution_backward_data, or direct depthwise kernels
 //   conv3dBackwardWeights   oneDNN convolution_backward_weights (with the bias gradient when asked), or depthwise
 //   peakGflops              AVX2 FMA throughput probe
+//   setGemmPath             which library `gemm` runs on ("onednn", "openblas", or "auto": the table below)
 //   setNumThreads / getNumThreads / versions
 //
-// Why dnnl_sgemm rather than cblas_sgemm: on this class of machine OpenBLAS is pinned to its Haswell (AVX2) kernels
-// (OPENBLAS_CORETYPE=Haswell) and reaches ~245 GFLOP/s on 2 cores, while oneDNN's JIT gemm uses AVX-512 and reaches
-// ~480. It also runs on the same OpenMP pool as the convolutions and the other kernels, whereas OpenBLAS's pthread pool
-// spins after each call and competes with OpenMP for the same two cores. OpenBLAS is still linked (versions(),
-// setNumThreads) so that anything else in the process that calls it gets the same thread count.
+// The GEMM path is picked by the CPU at run time (gemm_auto_path, from the measurements in docs/gemm-paths.md,
+// `node dist/bench/gemm_paths.js`); DCVG_GEMM=onednn|openblas overrides it (read and checked in
+// src/backend/native.ts, which calls setGemmPath). The convolutions always run on oneDNN's convolution primitives
+// (or our depthwise kernels): OpenBLAS has no convolution, only the im2col route, which costs a copy of the input
+// times the kernel volume. OpenBLAS stays linked either way so that setNumThreads reaches its thread pool too.
 #include <dnnl.hpp>
 #include <immintrin.h>
 #include <omp.h>
@@ -18,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -30,12 +32,8 @@
 
 #include "napi_util.h"
 
-extern "C" {
-// OpenBLAS extensions (its cblas.h declares them too; nothing else from it is used here).
-void openblas_set_num_threads(int num_threads);
-char* openblas_get_config(void);
-char* openblas_get_corename(void);
-}
+// OpenBLAS's cblas.h (the openblas-pthread include folder, binding.gyp): cblas_sgemm and the openblas_* extensions.
+#include <cblas.h>
 
 namespace {
 
@@ -87,12 +85,54 @@ size_t batched_extent(int64_t batch, int64_t stride, size_t size, const char* fn
 // and transpose the small M x N result into C.
 bool use_swapped(bool tB, int64_t M, int64_t N, int64_t K) { return tB && M <= 128 && N >= 2 * M && N * K >= 65536; }
 
+// ----- The GEMM path --------------------------------------------------------------------------------------------------
+
+enum GemmPath : int { kGemmOneDnn = 0, kGemmOpenBlas = 1 };
+
+const char* gemm_path_name(int p) { return p == kGemmOpenBlas ? "openblas" : "onednn"; }
+
+// The table: which library runs `gemm` on this CPU, decided by the instruction set oneDNN dispatches to here (which
+// follows the CPU, capped by ONEDNN_MAX_CPU_ISA, so the AVX2 emulation of scripts/test-avx2.sh gets the AVX2 row).
+// Measured with bench/gemm_paths.ts on the models' GEMM shapes, one core, CPU time (docs/gemm-paths.md); the figure is
+// the geometric mean of OpenBLAS time / oneDNN time:
+//   AVX-512 (avx512_core and up)   oneDNN: 1.13 against OpenBLAS's AVX-512 (Cooperlake) kernels, 1.90 against its
+//                                  Haswell (AVX2) kernels, which OPENBLAS_CORETYPE=Haswell pins it to
+//   AVX2 (Haswell .. Zen 3)        oneDNN: 1.04 (a tie on large shapes, 2.7 on one-row products), and it shares the
+//                                  OpenMP pool with our other kernels instead of spinning pthreads beside them
+//   AVX (Sandy/Ivy Bridge)         OpenBLAS: 0.85 (faster on every shape but one-row products)
+//   SSE4.1                         oneDNN: 1.15
+int gemm_auto_path() {
+  return dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx ? kGemmOpenBlas : kGemmOneDnn;
+}
+
+// -1 until first use (then the table's choice) or until setGemmPath.
+std::atomic<int> g_gemm_path{-1};
+
+int gemm_path() {
+  int p = g_gemm_path.load(std::memory_order_relaxed);
+  if (p < 0) {
+    p = gemm_auto_path();
+    g_gemm_path.store(p, std::memory_order_relaxed);
+  }
+  return p;
+}
+
+// cblas takes 32-bit sizes in this OpenBLAS build; larger problems stay on oneDNN (64-bit sizes).
+bool fits_blasint(int64_t M, int64_t N, int64_t K) { return M <= INT_MAX && N <= INT_MAX && K <= INT_MAX; }
+
 // One row-major C = alpha op(A) op(B) + beta C. `tmp` is scratch for the swapped form. Safe inside an OpenMP region
-// (dnnl_sgemm then runs on the calling thread only).
-dnnl_status_t sgemm_one(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, const float* B,
-                        float beta, float* C, std::vector<float>& tmp) {
+// (dnnl_sgemm then runs on the calling thread only). `path` is the library to use.
+dnnl_status_t sgemm_one(int path, bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                        const float* B, float beta, float* C, std::vector<float>& tmp) {
   // Densely stored: each leading dimension is the stored row length.
   const dnnl_dim_t lda = tA ? M : K, ldb = tB ? K : N;
+  if (path == kGemmOpenBlas && fits_blasint(M, N, K)) {
+    // OpenBLAS packs both operands itself, so the swapped form below buys nothing here.
+    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+                static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
+                C, static_cast<int>(N));
+    return dnnl_success;
+  }
   if (!use_swapped(tB, M, N, K))
     return dnnl_sgemm(tA ? 'T' : 'N', tB ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, N);
 
@@ -152,9 +192,12 @@ napi_value gemm_impl(napi_env env, napi_callback_info info) {
     // Many independent matrices: one single-threaded gemm per OpenMP thread beats a multi-threaded gemm per matrix
     // for small and medium sizes (measured 1.2-2x), and is on par for large ones when the batch divides evenly.
     // Only when the C matrices do not overlap, since they are then written concurrently.
+    // OpenBLAS (pthreads build) threads each call itself and is not meant to be called from many OpenMP threads at once,
+    // so on that path the batch runs one multi-threaded call after another.
+    const int path = gemm_path();
     const int nthr = omp_get_max_threads();
     const double flops_each = 2.0 * M * N * K;
-    const bool parallel_batch = nthr > 1 && batch >= nthr && static_cast<size_t>(sC) >= mn &&
+    const bool parallel_batch = path == kGemmOneDnn && nthr > 1 && batch >= nthr && static_cast<size_t>(sC) >= mn &&
                                 (batch % nthr == 0 || batch >= 4 * nthr || flops_each < 4e6);
     std::atomic<bool> failed{false};
     if (parallel_batch) {
@@ -163,18 +206,18 @@ napi_value gemm_impl(napi_env env, napi_callback_info info) {
         std::vector<float> tmp;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++)
-          if (sgemm_one(tA, tB, M, N, K, alpha, A.data + b * sA, B.data + b * sB, beta, C.data + b * sC, tmp) !=
+          if (sgemm_one(path, tA, tB, M, N, K, alpha, A.data + b * sA, B.data + b * sB, beta, C.data + b * sC, tmp) !=
               dnnl_success)
             failed = true;
       }
     } else {
       std::vector<float> tmp;
       for (int64_t b = 0; b < batch && !failed; b++)
-        if (sgemm_one(tA, tB, M, N, K, alpha, A.data + b * sA, B.data + b * sB, beta, C.data + b * sC, tmp) !=
+        if (sgemm_one(path, tA, tB, M, N, K, alpha, A.data + b * sA, B.data + b * sB, beta, C.data + b * sC, tmp) !=
             dnnl_success)
           failed = true;
     }
-    if (failed) throw std::runtime_error("gemm: dnnl_sgemm failed");
+    if (failed) throw std::runtime_error("gemm: dnnl_sgemm failed");  // cblas_sgemm reports nothing
     return nullptr;
   });
 }
@@ -1119,6 +1162,22 @@ napi_value set_num_threads_impl(napi_env env, napi_callback_info info) {
   });
 }
 
+napi_value set_gemm_path_impl(napi_env env, napi_callback_info info) {
+  return dcvg::guarded(env, [&]() -> napi_value {
+    Args a(env, info, 1, "setGemmPath");
+    const std::string p = a.str(0, "path");
+    if (p == "onednn")
+      g_gemm_path = kGemmOneDnn;
+    else if (p == "openblas")
+      g_gemm_path = kGemmOpenBlas;
+    else if (p == "auto")
+      g_gemm_path = gemm_auto_path();
+    else
+      range_error("setGemmPath: 'path' must be \"onednn\", \"openblas\" or \"auto\", got \"" + p + "\"");
+    return nullptr;
+  });
+}
+
 napi_value get_num_threads_impl(napi_env env, napi_callback_info info) {
   return dcvg::guarded(env, [&]() -> napi_value {
     Args a(env, info, 0, "getNumThreads");
@@ -1179,6 +1238,12 @@ napi_value versions_impl(napi_env env, napi_callback_info info) {
     napi_set_named_property(env, obj, "simd", s3);
     napi_set_named_property(env, obj, "dnnlIsa", s4);
     napi_set_named_property(env, obj, "openblasCore", s5);
+    // The GEMM path in use and the one the CPU table picks here (they differ only after setGemmPath / DCVG_GEMM).
+    napi_value s6, s7;
+    napi_create_string_utf8(env, gemm_path_name(gemm_path()), NAPI_AUTO_LENGTH, &s6);
+    napi_create_string_utf8(env, gemm_path_name(gemm_auto_path()), NAPI_AUTO_LENGTH, &s7);
+    napi_set_named_property(env, obj, "gemmPath", s6);
+    napi_set_named_property(env, obj, "gemmAuto", s7);
     return obj;
   });
 }
@@ -1194,5 +1259,6 @@ void register_blas_conv(napi_env env, napi_value exports) {
   dcvg::export_fn(env, exports, "peakGflopsAvx512", peak_gflops512_impl);
   dcvg::export_fn(env, exports, "setNumThreads", set_num_threads_impl);
   dcvg::export_fn(env, exports, "getNumThreads", get_num_threads_impl);
+  dcvg::export_fn(env, exports, "setGemmPath", set_gemm_path_impl);
   dcvg::export_fn(env, exports, "versions", versions_impl);
 }

@@ -166,15 +166,29 @@ export interface NativeAddon {
   peakGflops(threads: number, seconds: number): number;
   /** The same with AVX-512 FMAs (NaN where the CPU lacks AVX-512): the fp32 ceiling our AVX-512 kernels run against. */
   peakGflopsAvx512(threads: number, seconds: number): number;
+  /**
+   * Which library runs `gemm`: "onednn" (dnnl_sgemm), "openblas" (cblas_sgemm), or "auto", the addon's table by CPU
+   * (native/src/blas_conv.cc, gemm_auto_path). Set from DCVG_GEMM when the addon loads. Absent in addons built before it.
+   */
+  setGemmPath?(path: 'onednn' | 'openblas' | 'auto'): void;
   /** Threads the addon's own kernels and oneDNN use (OpenMP). */
   setNumThreads(n: number): void;
   getNumThreads(): number;
   /**
    * Library versions and the instruction sets in use, e.g. { dnnl: "2.6.3", openblas: "OpenBLAS 0.3.21 ...",
    * simd: "avx512" (what our own kernels were compiled for), dnnlIsa: "avx512_core_bf16" (what oneDNN dispatches to
-   * here), openblasCore: "Haswell" }.
+   * here), openblasCore: "Haswell", gemmPath: "onednn" (the library `gemm` runs on now), gemmAuto: "onednn" (the
+   * one the CPU table picks here; gemmPath differs from it only under DCVG_GEMM) }.
    */
-  versions(): { dnnl: string; openblas: string; simd: string; dnnlIsa: string; openblasCore: string };
+  versions(): {
+    dnnl: string;
+    openblas: string;
+    simd: string;
+    dnnlIsa: string;
+    openblasCore: string;
+    gemmPath?: string;
+    gemmAuto?: string;
+  };
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -206,6 +220,25 @@ function envAddonPath(): string | null {
   return p;
 }
 
+export const GEMM_PATHS = ['onednn', 'openblas', 'auto'] as const;
+
+/**
+ * Applies DCVG_GEMM (onednn | openblas | auto; unset or empty: auto) to a freshly loaded addon. Anything else is a
+ * ValueError naming the variable, never a silent fallback to the table's choice.
+ */
+function applyGemmEnv(addon: NativeAddon): void {
+  const raw = process.env.DCVG_GEMM;
+  if (raw === undefined || raw === '') return;
+  const v = raw.trim().toLowerCase();
+  if (!(GEMM_PATHS as readonly string[]).includes(v)) {
+    throw new ValueError(`DCVG_GEMM=${raw}: not a GEMM path (expected ${GEMM_PATHS.join(', ')})`);
+  }
+  if (typeof addon.setGemmPath !== 'function') {
+    throw new ValueError(`DCVG_GEMM=${raw}: this native addon predates DCVG_GEMM; rebuild it with "npm run build:native"`);
+  }
+  addon.setGemmPath(v as (typeof GEMM_PATHS)[number]);
+}
+
 let cached: NativeAddon | null | undefined;
 let loadError = '';
 
@@ -218,11 +251,14 @@ export function loadNativeAddon(): NativeAddon | null {
   const require = createRequire(import.meta.url);
   const explicit = envAddonPath();
   if (explicit) {
+    let mod: NativeAddon;
     try {
-      cached = require(explicit) as NativeAddon;
+      mod = require(explicit) as NativeAddon;
     } catch (e) {
       throw new ValueError(`DCVG_NATIVE_ADDON=${process.env.DCVG_NATIVE_ADDON}: cannot load: ${(e as Error).message}`);
     }
+    applyGemmEnv(mod);
+    cached = mod;
     return cached;
   }
   const tried: string[] = [];
@@ -231,12 +267,16 @@ export function loadNativeAddon(): NativeAddon | null {
       tried.push(`${p} (missing)`);
       continue;
     }
+    let mod: NativeAddon;
     try {
-      cached = require(p) as NativeAddon;
-      return cached;
+      mod = require(p) as NativeAddon;
     } catch (e) {
       tried.push(`${p} (${(e as Error).message})`);
+      continue;
     }
+    applyGemmEnv(mod); // a bad DCVG_GEMM is an error, not a reason to try the next build
+    cached = mod;
+    return cached;
   }
   loadError = `native addon not available; build it with "npm run build:native". Tried: ${tried.join('; ')}`;
   cached = null;
