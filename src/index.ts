@@ -15,6 +15,7 @@ export {
   isGradEnabled,
   numelOf,
   fromHostArray,
+  intTensor,
   castTo,
   Storage,
   type GradFn,

@@ -15,7 +15,7 @@ import { openWeights } from '../src/io/weights.js';
 import { loadTorchStateDict } from '../src/io/torch_checkpoint.js';
 import { configFromReference } from '../src/models/dcaev/config.js';
 import { DCAEV } from '../src/models/dcaev/model.js';
-import { Tensor, fromHostArray, tensor } from '../src/tensor/tensor.js';
+import { Tensor, fromHostArray, intTensor, tensor } from '../src/tensor/tensor.js';
 import { WIDEN_BLOCK_BYTES, linear, matmul } from '../src/tensor/ops.js';
 import { embedding } from '../src/tensor/nn_ops.js';
 import { Rng } from '../src/tensor/random.js';
@@ -189,7 +189,7 @@ for (const { name, backend, skip } of testBackends()) {
         const w = tensor([0.5, -2, 3]).to('bf16');
         assert.deepEqual(T.add(w, 1).toArray(), [1.5, -1, 4]);
         assert.deepEqual(T.mul(tensor([1, 1, 1]), w).toArray(), [0.5, -2, 3]);
-        const ids = tensor(Int32Array.of(1, 2));
+        const ids = intTensor(Int32Array.of(1, 2));
         assert.throws(() => linear(tensor([1, 2], [1, 2]), ids.reshape(1, 2)), T.DTypeError);
         assert.throws(() => T.parameter(w), /cannot be trainable/);
         assert.throws(() => embedding(tensor([1]).to('bf16'), randTensor([3, 2], 1)), /ids must be i32/);
@@ -220,7 +220,7 @@ for (const { name, backend, skip } of testBackends()) {
     it('bf16 / f16 embedding widens only the rows picked: equal to the f32 embedding of the rounded table', () => {
       run(() => {
         const wt = randTensor([50, 8], 9);
-        const ids = tensor(Int32Array.of(3, 49, 0, 3), [2, 2]);
+        const ids = intTensor(Int32Array.of(3, 49, 0, 3), [2, 2]);
         for (const half of ['bf16', 'f16'] as const) {
           const wh = wt.to(half);
           assert.deepEqual(embedding(ids, wh).readSync(), embedding(ids, wh.to('f32')).readSync());
@@ -278,7 +278,7 @@ describe('int32 embedding against torch F.embedding (ops fixtures conventions)',
         assert.ok(relErr(weight.grad!.readSync(), ref.grad_weight) <= 1e-3, 'weight gradient');
         // integral f32 ids are accepted and give the same rows
         assert.deepEqual(embedding(ids.to('f32'), weight.detach()).readSync(), out.readSync());
-        assert.throws(() => embedding(tensor(Int32Array.of(V)), weight), /outside the vocabulary/);
+        assert.throws(() => embedding(intTensor(Int32Array.of(V)), weight), /outside the vocabulary/);
       });
     });
   }
@@ -332,7 +332,7 @@ describe('bf16 checkpoints stay bf16 in memory', { skip: skipUnlessFixture(BF16_
       assert.equal(kept.dtype, 'bf16');
       assert.equal(wide.dtype, 'f32');
       assert.deepEqual(kept.readSync(), wide.readSync());
-      const i32 = tensor(Int32Array.of(-5, 0, 2 ** 31 - 1), [3]);
+      const i32 = intTensor(Int32Array.of(-5, 0, 2 ** 31 - 1), [3]);
       const f16 = tensor([0.1, -2, 65504]).to('f16');
       const p = join(dir, 'kept.safetensors');
       saveSafetensors(p, { w: kept, ids: i32, h: f16, x: wide });

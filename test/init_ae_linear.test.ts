@@ -90,7 +90,10 @@ function oneEvaluationError(lengths: number[]): number {
   return lengths.reduce((s, n) => s + lambda * Math.sqrt(n) * u, 0);
 }
 
-const mix = (a: Tensor, b: Tensor, w: number) => tensor(Float32Array.from(a.readSync(), (v, i) => w * v + (1 - w) * b.readSync()[i]!), a.shape);
+const mix = (a: Tensor, b: Tensor, w: number) => {
+  const bd = b.readSync();
+  return tensor(Float32Array.from(a.readSync(), (v, i) => w * v + (1 - w) * bd[i]!), a.shape);
+};
 
 test('init_ae_linear.py: loads into our model, affine encoder and decoder, beats bicubic on the clip it was fitted to; rescale_decoder.py keeps the function', { skip }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'dcvg-linit-'));

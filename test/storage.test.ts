@@ -9,7 +9,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import { withBackend } from '../src/backend/index.js';
-import { Storage, Tensor, fromHostArray, tensor } from '../src/tensor/tensor.js';
+import { Storage, Tensor, fromHostArray, intTensor, tensor } from '../src/tensor/tensor.js';
 import { testBackends } from './helpers.js';
 import { addInto, copyInto, findNonFinite } from '../src/tensor/inplace.js';
 
@@ -56,7 +56,7 @@ describe('opaque storage', () => {
         const marker = 12345.5;
         assertOpaque(tensor([1, marker, 3, 4], [2, 2]), 1, marker);
         assertOpaque(tensor([1, marker, 3, 4], [2, 2]).transpose(0, 1).contiguous(), 2, marker);
-        assertOpaque(tensor(Int32Array.of(7, 4242, 9)), 1, 4242);
+        assertOpaque(intTensor(Int32Array.of(7, 4242, 9)), 1, 4242);
         // bf16 0x4640 = 12288 and f16 0x7000 = 8192, exact in their dtypes
         assertOpaque(fromHostArray(Uint16Array.of(0x3f80, 0x4640), [2], 'bf16'), 1, 12288);
         assertOpaque(fromHostArray(Uint16Array.of(0x3c00, 0x7000), [2], 'f16'), 1, 8192);

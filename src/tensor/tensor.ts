@@ -422,20 +422,42 @@ function flatArgs(a: number[] | [number[]]): number[] {
  * A tensor over `data` (not copied) with `shape` (defaults to 1-D). Accepts a Float32Array or a number array (f32), or
  * an Int32Array (i32, e.g. token ids).
  */
-export function tensor(data: Float32Array | Int32Array | readonly number[], shape?: readonly number[], requiresGrad = false): Tensor {
-  let arr: Float32Array | Int32Array;
-  if (data instanceof Float32Array || data instanceof Int32Array) arr = data;
+export function tensor(data: Float32Array | readonly number[], shape?: readonly number[], requiresGrad = false): Tensor {
+  let arr: Float32Array;
+  if (data instanceof Float32Array) arr = data;
   else if (Array.isArray(data)) {
     for (const v of data) if (typeof v !== 'number') throw new DTypeError(`tensor() data must be numbers, got ${typeof v}`);
     arr = Float32Array.from(data);
   } else {
     const kind = (data as object)?.constructor?.name ?? typeof data;
-    throw new DTypeError(`tensor() needs a Float32Array, Int32Array or number[], got ${kind} (bf16 / f16 data: fromHostArray)`);
+    throw new DTypeError(
+      `tensor() makes float32 tensors from a Float32Array or number[], got ${kind} (int32 ids: intTensor(); bf16 / f16 data: fromHostArray())`,
+    );
   }
   const s = shape ? checkShape(shape) : [arr.length];
   if (numelOf(s) !== arr.length)
     throw new ShapeError(`data of length ${arr.length} does not fill shape ${fmtShape(s)} (${numelOf(s)} elements)`);
   return new Tensor(arr, s, undefined, 0, requiresGrad);
+}
+
+/** An int32 tensor (token ids) over `data` (not copied when an Int32Array); a number[] must hold int32 values. */
+export function intTensor(data: Int32Array | readonly number[], shape?: readonly number[]): Tensor {
+  let arr: Int32Array;
+  if (data instanceof Int32Array) arr = data;
+  else if (Array.isArray(data)) {
+    data.forEach((v, i) => {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < -(2 ** 31) || v >= 2 ** 31)
+        throw new DTypeError(`intTensor() data must be int32 values, got ${String(v)} at index ${i}`);
+    });
+    arr = Int32Array.from(data);
+  } else {
+    const kind = (data as object)?.constructor?.name ?? typeof data;
+    throw new DTypeError(`intTensor() needs an Int32Array or number[], got ${kind}`);
+  }
+  const s = shape ? checkShape(shape) : [arr.length];
+  if (numelOf(s) !== arr.length)
+    throw new ShapeError(`data of length ${arr.length} does not fill shape ${fmtShape(s)} (${numelOf(s)} elements)`);
+  return new Tensor(arr, s);
 }
 
 export function scalar(v: number): Tensor {
