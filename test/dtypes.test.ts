@@ -260,7 +260,7 @@ describe('int32 embedding against torch F.embedding (ops fixtures conventions)',
         const weight = randTensor([V, D], 11).requiresGrad_();
         const idv = Int32Array.from({ length: 2 * 5 }, (_, i) => (i * 17 + 3) % V);
         idv[7] = idv[2]!; // a repeated id: its gradient rows add up
-        const ids = tensor(idv, [2, 5]);
+        const ids = intTensor(idv, [2, 5]);
         assert.equal(ids.dtype, 'i32');
         const gradOut = randTensor([2, 5, D], 12);
         const out = embedding(ids, weight);
