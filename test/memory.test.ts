@@ -22,7 +22,7 @@ describe('attention memory', { skip: nativeSkip }, () => {
       const out = T.attention(q, k, v);
       out.backward(T.ones(out.shape));
       const after = hwm();
-      process.stdout.write(JSON.stringify({ before, after, finite: Number.isFinite(q.grad.data()[0]) }));
+      process.stdout.write(JSON.stringify({ before, after, finite: Number.isFinite(q.grad.readSync()[0]) }));
     `;
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, DCVG_BACKEND: 'native' } });
     assert.equal(r.status, 0, r.stderr);
