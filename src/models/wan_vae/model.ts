@@ -425,6 +425,11 @@ export class WanVaeEncodeStream {
     return this.framesIn;
   }
 
+  /** Bytes of layer state carried to the next piece (bounded: it does not grow with the clip's length). */
+  get cacheBytes(): number {
+    return this.cache.bytes();
+  }
+
   push(x: Tensor): Tensor | null {
     if (this.done) throw new ValueError('Wan VAE encode stream: push after finish');
     this.model.checkVideo(x, 'video piece');
@@ -483,6 +488,11 @@ export class WanVaeDecodeStream {
 
   get latents(): number {
     return this.latentsIn;
+  }
+
+  /** Bytes of layer state carried to the next piece (bounded: it does not grow with the clip's length). */
+  get cacheBytes(): number {
+    return this.cache.bytes();
   }
 
   push(z: Tensor): Tensor {
