@@ -14,7 +14,7 @@ import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
 import { ShapeError, StateDictError, ValueError } from '../src/errors.js';
 import * as ops from '../src/tensor/ops.js';
 import { rand } from '../src/tensor/random.js';
-import { Tensor, noGrad } from '../src/tensor/tensor.js';
+import { type Tensor, noGrad, tensor } from '../src/tensor/tensor.js';
 import {
   WAN21_LATENTS_MEAN,
   WAN21_LATENTS_STD,
@@ -227,7 +227,10 @@ describe('Wan VAE: diffusers keys and checkpoints', { skip }, () => {
       assert.equal(loadWanVaeWeights(m2, diff).format, 'diffusers');
       const back = wanVaeStateDict(m2, 'original');
       for (const [k, t] of m.stateDict()) assert.ok(sameBits(back.get(k)!, t), k);
-      // a diffusers model folder (vae/ of a pipeline uses the same file name)
+      // dcvg info checks a diffusers checkpoint in diffusers' names
+      const info = dcvg('info', '--model', CFG(), '--weights', diff, '--json');
+      assert.equal(info.status, 0, info.stderr);
+      assert.equal(JSON.parse(info.stdout).checkpoint.matches, true);
       // the released checkpoint is a flat torch.save state dict: write one from scratch
       const p = new Pickler().proto().emptyDict().mark();
       const storages: Record<string, Uint8Array> = {};
@@ -326,7 +329,7 @@ describe('Wan VAE: streaming, causality and frame counts', { skip }, () => {
     const d = x.readSync();
     const [, , T, H, W] = x.shape as number[] as [number, number, number, number, number];
     for (let c = 0; c < 3; c++) for (let i = 0; i < H * W; i++) d[(c * T + 5) * H * W + i] = -d[(c * T + 5) * H * W + i]!;
-    const moved = m.encodeMoments(new Tensor(d, x.shape));
+    const moved = m.encodeMoments(tensor(d, x.shape));
     for (let j = 0; j < 4; j++) {
       const a = ops.slice(base, 2, j, j + 1);
       const b = ops.slice(moved, 2, j, j + 1);
@@ -338,7 +341,7 @@ describe('Wan VAE: streaming, causality and frame counts', { skip }, () => {
     const zd = z.readSync();
     const [, Cz, Tz, Hz, Wz] = z.shape as number[] as [number, number, number, number, number];
     for (let c = 0; c < Cz; c++) for (let i = 0; i < Hz * Wz; i++) zd[(c * Tz + 2) * Hz * Wz + i]! += 1;
-    const r1 = m.decodeRaw(new Tensor(zd, z.shape));
+    const r1 = m.decodeRaw(tensor(zd, z.shape));
     // latent 2 decodes to frames 5..8
     assert.ok(sameBits(ops.contiguous(ops.slice(r0, 2, 0, 5)), ops.contiguous(ops.slice(r1, 2, 0, 5))));
     assert.ok(!sameBits(ops.contiguous(ops.slice(r0, 2, 5, 9)), ops.contiguous(ops.slice(r1, 2, 5, 9))));

@@ -407,6 +407,7 @@ function positiveChunk(v: number | undefined, dflt: number, multiple: number, wh
 export class WanVaeEncodeStream {
   private readonly cache = new FeatureCache();
   private pending: Tensor | null = null;
+  private pos = 0;
   private started = false;
   private framesIn = 0;
   private shape: number[] | null = null;
@@ -438,20 +439,26 @@ export class WanVaeEncodeStream {
       throw new ShapeError(`Wan VAE encode stream: piece ${fmtShape(x.shape)} does not match the earlier pieces' batch and size [${this.shape.join(', ')}]`);
     this.shape = [N, H, W];
     this.framesIn += x.shape[2]!;
-    this.pending = this.pending ? ops.cat([this.pending, x], 2) : x;
+    // frames not yet encoded: `pending` from frame `pos` on (views; only a remainder is copied, once per push)
+    if (this.pending && this.pos < frames(this.pending)) this.pending = ops.cat([ops.slice(this.pending, 2, this.pos, frames(this.pending)), x], 2);
+    else this.pending = x;
+    this.pos = 0;
     const f = this.model.factors.temporal;
     const outs: Tensor[] = [];
     noGrad(() => {
-      while (this.pending) {
-        const have = frames(this.pending);
+      const src = this.pending!;
+      const T = frames(src);
+      while (this.pos < T) {
+        const have = T - this.pos;
         const take = !this.started ? 1 : Math.min(this.chunk, Math.floor(have / f) * f);
         if (take < 1) break;
-        const piece = take === have ? this.pending : ops.contiguous(ops.slice(this.pending, 2, 0, take));
-        this.pending = take === have ? null : ops.contiguous(ops.slice(this.pending, 2, take, have));
+        const piece = take === T ? src : ops.contiguous(ops.slice(src, 2, this.pos, this.pos + take));
+        this.pos += take;
         this.started = true;
         outs.push(this.model.encodeChunk(piece, this.cache));
       }
     });
+    if (this.pos >= frames(this.pending)) this.pending = null;
     if (outs.length === 0) return null;
     return outs.length === 1 ? outs[0]! : ops.cat(outs, 2);
   }
@@ -460,7 +467,7 @@ export class WanVaeEncodeStream {
   finish(): void {
     this.done = true;
     this.cache.clear();
-    const left = this.pending ? frames(this.pending) : 0;
+    const left = this.pending ? frames(this.pending) - this.pos : 0;
     this.pending = null;
     if (this.framesIn === 0) throw new ValueError('Wan VAE encode stream: no frames were pushed');
     if (left) this.model.latentFrames(this.framesIn); // throws, naming the valid counts
