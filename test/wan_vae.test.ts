@@ -291,6 +291,16 @@ describe('Wan VAE: streaming, causality and frame counts', { skip }, () => {
     }
   });
 
+  it('one call on the whole clip without a cache is the same whole-sequence computation', () => {
+    const m = tiny();
+    const x = x13();
+    const streamed = m.encodeMoments(x);
+    const once = noGrad(() => m.encodeChunk(x, null));
+    assert.ok(rel(once, streamed) <= STREAM_TOL);
+    const z = ops.contiguous(ops.slice(streamed, 1, 0, 16));
+    assert.ok(rel(noGrad(() => m.decodeChunk(z, null)), m.decodeRaw(z)) <= STREAM_TOL);
+  });
+
   it('decoding pushed in pieces of any size (and any internal chunk) equals the whole clip', () => {
     const m = tiny();
     const z = rand([1, 16, 5, 3, 2], 5, -2, 2);
