@@ -244,6 +244,12 @@ describe('Wan VAE: diffusers keys and checkpoints', { skip }, () => {
       const m3 = new WanVAE(m.config);
       assert.equal(loadWanVaeWeights(m3, pth).format, 'original');
       for (const [k, t] of m.stateDict()) assert.ok(sameBits(m3.stateDict().get(k)!, t), k);
+      // BF16 safetensors load as float32 (each value the bf16 rounding: within 2^-8 relative)
+      const b16 = join(dir, 'bf16.safetensors');
+      saveSafetensors(b16, m.stateDict(), { dtype: 'BF16' });
+      const m5 = new WanVAE(m.config);
+      loadWanVaeWeights(m5, b16);
+      for (const [k, t] of m.stateDict()) assert.ok(rel(m5.stateDict().get(k)!, t) <= 2 ** -8, k);
       // strict: one key short is refused before anything is loaded, naming the key and the file
       const short = new Map(m.stateDict());
       short.delete('decoder.head.2.bias');
