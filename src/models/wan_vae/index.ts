@@ -14,3 +14,5 @@ export {
 export { FeatureCache as WanVaeFeatureCache } from './layers.js';
 export * from './keys.js';
 export * from './run.js';
+export * from './tiling.js';
+export * from './random_init.js';

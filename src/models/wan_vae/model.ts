@@ -24,6 +24,7 @@ import {
   wanVaeParameterCounts,
 } from './config.js';
 import { CausalConv3d, Container, FeatureCache, FrameConv2d, RMSNorm } from './layers.js';
+import { WanVaeStepRunner, type WanVaeTiling, type WanVaeTilingOptions, resolveWanVaeTiling } from './tiling.js';
 
 const frames = (x: Tensor) => x.shape[2]!;
 
@@ -249,13 +250,14 @@ export class Decoder3d extends Module {
   }
 }
 
-export interface WanVaeStreamOptions {
+export interface WanVaeStreamOptions extends WanVaeTilingOptions {
   /**
    * Encoder: frames per internal step after the first frame (a multiple of the temporal factor; default the factor,
    * 4, as the reference). Decoder: latent frames per internal step (default 1, as the reference). Results do not
    * depend on it beyond float rounding; memory grows with it.
    */
   chunk?: number;
+  // tile / overlap / memoryBudgetBytes: spatial tiling (tiling.ts), resolved when the first piece gives the frame size
 }
 
 /** The whole VAE: `encoder`, `conv1`, `conv2`, `decoder` (the reference's registration and state-dict order). */
@@ -405,7 +407,7 @@ function positiveChunk(v: number | undefined, dflt: number, multiple: number, wh
  * (null when none). finish() checks that the frames added up to 1 + 4k. Equal to the whole-clip pass.
  */
 export class WanVaeEncodeStream {
-  private readonly cache = new FeatureCache();
+  private runner: WanVaeStepRunner | null = null;
   private pending: Tensor | null = null;
   private pos = 0;
   private started = false;
@@ -416,7 +418,7 @@ export class WanVaeEncodeStream {
 
   constructor(
     readonly model: WanVAE,
-    opts: WanVaeStreamOptions = {},
+    private readonly opts: WanVaeStreamOptions = {},
   ) {
     const f = model.factors.temporal;
     this.chunk = positiveChunk(opts.chunk, f, f, 'Wan VAE encode chunk (frames)');
@@ -426,9 +428,14 @@ export class WanVaeEncodeStream {
     return this.framesIn;
   }
 
-  /** Bytes of layer state carried to the next piece (bounded: it does not grow with the clip's length). */
+  /** Bytes of layer state carried to the next piece, all tiles together (bounded: it does not grow with length). */
   get cacheBytes(): number {
-    return this.cache.bytes();
+    return this.runner?.bytes() ?? 0;
+  }
+
+  /** The spatial tiling in use (null: untiled), known after the first push. */
+  get tiling(): WanVaeTiling | null {
+    return this.runner?.tiling ?? null;
   }
 
   push(x: Tensor): Tensor | null {
@@ -438,6 +445,12 @@ export class WanVaeEncodeStream {
     if (this.shape && (this.shape[0] !== N || this.shape[1] !== H || this.shape[2] !== W))
       throw new ShapeError(`Wan VAE encode stream: piece ${fmtShape(x.shape)} does not match the earlier pieces' batch and size [${this.shape.join(', ')}]`);
     this.shape = [N, H, W];
+    this.runner ??= new WanVaeStepRunner(
+      (p, c) => this.model.encodeChunk(p, c),
+      'encode',
+      this.model.factors.spatial,
+      resolveWanVaeTiling(this.model.config, 'encode', H, W, this.chunk, this.opts),
+    );
     this.framesIn += x.shape[2]!;
     // frames not yet encoded: `pending` from frame `pos` on (views; only a remainder is copied, once per push)
     if (this.pending && this.pos < frames(this.pending)) this.pending = ops.cat([ops.slice(this.pending, 2, this.pos, frames(this.pending)), x], 2);
@@ -455,7 +468,7 @@ export class WanVaeEncodeStream {
         const piece = take === T ? src : ops.contiguous(ops.slice(src, 2, this.pos, this.pos + take));
         this.pos += take;
         this.started = true;
-        outs.push(this.model.encodeChunk(piece, this.cache));
+        outs.push(this.runner!.run(piece));
       }
     });
     if (this.pos >= frames(this.pending)) this.pending = null;
@@ -466,7 +479,7 @@ export class WanVaeEncodeStream {
   /** Checks the frame count (1 + 4k) and releases the caches. */
   finish(): void {
     this.done = true;
-    this.cache.clear();
+    this.runner?.clear();
     const left = this.pending ? frames(this.pending) - this.pos : 0;
     this.pending = null;
     if (this.framesIn === 0) throw new ValueError('Wan VAE encode stream: no frames were pushed');
@@ -480,7 +493,7 @@ export class WanVaeEncodeStream {
  * one 4). Equal to the whole-clip pass.
  */
 export class WanVaeDecodeStream {
-  private readonly cache = new FeatureCache();
+  private runner: WanVaeStepRunner | null = null;
   private readonly chunk: number;
   private shape: number[] | null = null;
   private latentsIn = 0;
@@ -488,7 +501,7 @@ export class WanVaeDecodeStream {
 
   constructor(
     readonly model: WanVAE,
-    opts: WanVaeStreamOptions = {},
+    private readonly opts: WanVaeStreamOptions = {},
   ) {
     this.chunk = positiveChunk(opts.chunk, 1, 1, 'Wan VAE decode chunk (latent frames)');
   }
@@ -497,9 +510,14 @@ export class WanVaeDecodeStream {
     return this.latentsIn;
   }
 
-  /** Bytes of layer state carried to the next piece (bounded: it does not grow with the clip's length). */
+  /** Bytes of layer state carried to the next piece, all tiles together (bounded: it does not grow with length). */
   get cacheBytes(): number {
-    return this.cache.bytes();
+    return this.runner?.bytes() ?? 0;
+  }
+
+  /** The spatial tiling in use (null: untiled; tile size in output pixels), known after the first push. */
+  get tiling(): WanVaeTiling | null {
+    return this.runner?.tiling ?? null;
   }
 
   push(z: Tensor): Tensor {
@@ -509,13 +527,20 @@ export class WanVaeDecodeStream {
     if (this.shape && (this.shape[0] !== N || this.shape[1] !== H || this.shape[2] !== W))
       throw new ShapeError(`Wan VAE decode stream: piece ${fmtShape(z.shape)} does not match the earlier pieces' batch and size [${this.shape.join(', ')}]`);
     this.shape = [N, H, W];
+    const s = this.model.factors.spatial;
+    this.runner ??= new WanVaeStepRunner(
+      (p, c) => this.model.decodeChunk(p, c),
+      'decode',
+      s,
+      resolveWanVaeTiling(this.model.config, 'decode', H * s, W * s, this.chunk * this.model.factors.decoderTemporal, this.opts),
+    );
     this.latentsIn += T;
     const outs: Tensor[] = [];
     noGrad(() => {
       for (let t = 0; t < T; t += this.chunk) {
         const e = Math.min(T, t + this.chunk);
         const piece = t === 0 && e === T ? z : ops.contiguous(ops.slice(z, 2, t, e));
-        outs.push(this.model.decodeChunk(piece, this.cache));
+        outs.push(this.runner!.run(piece));
       }
     });
     return outs.length === 1 ? outs[0]! : ops.cat(outs, 2);
@@ -523,6 +548,6 @@ export class WanVaeDecodeStream {
 
   finish(): void {
     this.done = true;
-    this.cache.clear();
+    this.runner?.clear();
   }
 }
