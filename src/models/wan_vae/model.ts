@@ -24,7 +24,7 @@ import {
   wanVaeParameterCounts,
 } from './config.js';
 import { CausalConv3d, Container, FeatureCache, FrameConv2d, RMSNorm } from './layers.js';
-import { WanVaeStepRunner, type WanVaeTiling, type WanVaeTilingOptions, resolveWanVaeTiling } from './tiling.js';
+import { WanVaeStepRunner, type WanVaeTiling, type WanVaeTilingOptions, resolveWanVaeTiling, wholeClipTiled } from './tiling.js';
 
 const frames = (x: Tensor) => x.shape[2]!;
 
@@ -337,6 +337,10 @@ export class WanVAE extends Module {
   encodeMoments(x: Tensor, opts: WanVaeStreamOptions = {}): Tensor {
     this.checkVideo(x);
     this.latentFrames(x.shape[2]!);
+    // Tiled, the whole clip goes tile by tile (each tile streamed over all its frames with one cache, then dropped):
+    // the same numbers as the tiled stream, with one tile's state alive instead of every tile's.
+    const tiling = resolveWanVaeTiling(this.config, 'encode', x.shape[3]!, x.shape[4]!, opts.chunk ?? this.factors.temporal, opts);
+    if (tiling) return wholeClipTiled('encode', x, tiling, this.factors.spatial, (xt) => this.encodeMoments(xt, { chunk: opts.chunk }));
     const s = new WanVaeEncodeStream(this, opts);
     const out = s.push(x);
     s.finish();
@@ -370,6 +374,9 @@ export class WanVAE extends Module {
   /** Decoder output for raw latents (not normalised), unclamped: `WanVAE_.decode(z)`. */
   decodeRaw(z: Tensor, opts: WanVaeStreamOptions = {}): Tensor {
     this.checkLatent(z);
+    const f = this.factors;
+    const tiling = resolveWanVaeTiling(this.config, 'decode', z.shape[3]! * f.spatial, z.shape[4]! * f.spatial, (opts.chunk ?? 1) * f.decoderTemporal, opts);
+    if (tiling) return wholeClipTiled('decode', z, tiling, f.spatial, (zt) => this.decodeRaw(zt, { chunk: opts.chunk }));
     const s = new WanVaeDecodeStream(this, opts);
     const out = s.push(z);
     s.finish();

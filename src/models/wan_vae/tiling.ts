@@ -5,11 +5,15 @@
  * The cutting, blending and stitching are DC-AE-V's model-independent `tiledEncode` / `tiledDecode` / `chooseTile`
  * (src/models/dcaev/tiling.ts: square pixel tiles every round((1 - overlap) * tile) pixels, linear ramps over the
  * overlap, the top-left stride x stride block of every tile kept). What is Wan-specific lives here:
- * - Every spatial tile has its own FeatureCache, and each stream step (frame 0, then every group of 4 frames; one
- *   latent at a time in the decoder) runs all tiles of that step, tile k with cache k. That is the whole-clip
- *   computation of each tile column (its own causal history over time) evaluated step by step, so a tiled stream in
- *   pieces of any size equals tiling the whole clip at once, and the memory of one step is one tile's activations
- *   plus the step's stitched output and the blend strips.
+ * - Streams: every spatial tile has its own FeatureCache, and each stream step (frame 0, then every group of 4
+ *   frames; one latent at a time in the decoder) runs all tiles of that step, tile k with cache k. That is the
+ *   whole-clip computation of each tile column (its own causal history over time) evaluated step by step, so a tiled
+ *   stream in pieces of any size equals tiling the whole clip at once. Alive: one tile's activations, the step's
+ *   stitched output, the blend strips, and every tile's carried state (two frames of each causal conv's input, over
+ *   the frame area times (tile / stride)^2: it is the frame-sized part that time-streaming cannot drop).
+ * - Whole clips (encodeMoments / decodeRaw / encode / decode with a tile): tile-outer, each tile streamed over the
+ *   whole clip with one cache that is dropped before the next tile (wholeClipTiled), so only one tile's activations
+ *   and state are alive besides the clip's output. Same numbers as the stream.
  * - Encode tiles are cut in pixel space and the moments (mu and log_var) blended in latent space; decode tiles are cut
  *   in latent space (tile / 8 latents) and the pixels blended. The tile size is always given in pixels.
  * - The memory estimate for 'auto' (wanVaePeakBytesPerPixelFrame) follows the config's layer plan.
@@ -140,6 +144,17 @@ export function resolveWanVaeTiling(
   if (typeof t !== 'number') throw new ValueError(`${where}: tile must be a number of pixels, 'auto' or null, got ${String(t)}`);
   tileGeometry(where, { tile: t, overlap, factor });
   return { size: t, overlap };
+}
+
+/**
+ * A whole clip tiled tile by tile: `run` (the untiled whole-clip encode or decode, itself streamed over time) on each
+ * tile in turn, results blended as in the streams. Blending acts on each (channel, frame) plane separately, so this
+ * equals the tiled stream (step-outer) up to float rounding; but only one tile's activations and carried state are
+ * alive at a time, besides the clip's output and the blend strips.
+ */
+export function wholeClipTiled(side: 'encode' | 'decode', x: Tensor, tiling: WanVaeTiling, factor: number, run: (t: Tensor) => Tensor): Tensor {
+  const o = { tile: tiling.size, overlap: tiling.overlap, factor };
+  return side === 'encode' ? tiledEncode(run, x, o) : tiledDecode(run, x, o);
 }
 
 /**
