@@ -17,6 +17,7 @@ import {
   resolveWanVaeTiling,
   wan21VaeConfig,
   wanVaeConfigToJson,
+  wanVaeCacheBytesPerPixel,
   wanVaePeakBytesPerPixelFrame,
   wanVaeRandomInit,
 } from '../src/models/wan_vae/index.js';
@@ -247,12 +248,17 @@ describe('Wan VAE: spatial tiling', () => {
 
   it("'auto' tiles only past the memory budget, with the largest tile that fits", () => {
     const c = wan21VaeConfig();
-    // Hand count for the released config (3072 / 6144 = 4 bytes * 8 live tensors * the densest layer): the encoder's
-    // densest maps are 96 channels at full resolution; the decoder's is the last 2-D upsample's nearest-doubled
-    // input, 192 channels at full resolution and full frame rate.
-    assert.equal(wanVaePeakBytesPerPixelFrame(c, 'encode'), 96 * 32);
-    assert.equal(wanVaePeakBytesPerPixelFrame(c, 'decode'), 192 * 32);
-    const per = 192 * 32 * (4 + 2); // decode, one latent per step: 4 frames + the 2 cached ones
+    // Hand count for the released config (4 bytes * 10 live tensors * the densest layer): the encoder's densest maps
+    // are 96 channels at full resolution; the decoder's is the last 2-D upsample's nearest-doubled input, 192
+    // channels at full resolution and full frame rate.
+    assert.equal(wanVaePeakBytesPerPixelFrame(c, 'encode'), 96 * 40);
+    assert.equal(wanVaePeakBytesPerPixelFrame(c, 'decode'), 192 * 40);
+    // Carried state, 2 frames of each causal conv's input, 4 bytes, per pixel: decoder conv1 16 and middle 4 x 384 at
+    // 1/64; stage 0: 3 blocks (384 + 384) at 1/64, time_conv 384 at 1/64; stage 1: (192 + 384) + 2 x (384 + 384) at
+    // 1/16, time_conv 384 at 1/16; stage 2: 3 x (192 + 192) at 1/4; stage 3: 3 x (96 + 96) and head 96 at 1.
+    const dec = 2 * 4 * ((16 + 4 * 384 + 3 * 768 + 384) / 64 + (576 + 2 * 768 + 384) / 16 + (3 * 384) / 4 + 3 * 192 + 96);
+    assert.equal(wanVaeCacheBytesPerPixel(c, 'decode'), Math.ceil(dec));
+    const per = 192 * 40 * (4 + 2) + dec; // decode, one latent per step: 4 frames + the 2 cached ones, one tile's state
     assert.equal(resolveWanVaeTiling(c, 'decode', 480, 832, 4, { tile: 'auto', memoryBudgetBytes: 480 * 832 * per }), null);
     const budget = 1e9;
     const t = resolveWanVaeTiling(c, 'decode', 480, 832, 4, { tile: 'auto', memoryBudgetBytes: budget })!;

@@ -43,7 +43,10 @@ export interface WanVaeTilingOptions {
   tile?: number | 'auto' | null;
   /** Fraction of a tile shared with its neighbour, in [0, 1) (default 0.25, as DC-AE-V and diffusers' Wan VAE). */
   overlap?: number;
-  /** Budget for one step's activations under 'auto' (default: half of the free memory when the stream starts). */
+  /**
+   * Budget for one step's activations plus one tile's carried state under 'auto' (default: half of the free memory
+   * when the stream starts). A tiled *stream* also carries every other tile's state (wanVaeCacheBytesPerPixel).
+   */
   memoryBudgetBytes?: number;
 }
 
@@ -52,10 +55,11 @@ export const WAN_VAE_DEFAULT_OVERLAP = 0.25;
 /**
  * Tensors of the widest layer alive at once during one step, counted in units of that layer's activation: the block
  * input (kept for the residual), the RMS-norm and SiLU outputs, the conv input with the two cached frames in front,
- * the conv output, and the conv library's blocked-layout copies of its input and output (oneDNN reorders), plus one
- * for the allocator's slack. Checked against measured peak RSS in docs/wan-vae.md.
+ * the conv output, the conv library's blocked-layout copies of its input and output (oneDNN reorders), the residual
+ * sum, and allowance for the allocator keeping freed blocks. Checked against measured peak RSS in docs/wan-vae.md
+ * (the encoder needed more than 8).
  */
-const LIVE_TENSORS = 8;
+const LIVE_TENSORS = 10;
 
 /**
  * Peak live activation bytes per pixel per frame of one step, for the encoder or the decoder: the widest feature map
@@ -110,6 +114,52 @@ export function wanVaePeakBytesPerPixelFrame(config: WanVaeConfig, side: 'encode
 }
 
 /**
+ * Bytes per pixel of the state a stream carries between steps (FeatureCache: two frames of every causal conv's input,
+ * the temporal resamplers' pending frames), independent of the step's length. A tiled stream holds this for every
+ * tile, over the frame area times about (tile / stride)^2; a tiled whole-clip call for one tile at a time.
+ */
+export function wanVaeCacheBytesPerPixel(config: WanVaeConfig, side: 'encode' | 'decode'): number {
+  const dims = stageDims(config);
+  const f = wanVaeFactors(config);
+  let ch = 0; // cached channel-frames per pixel
+  const conv = (cin: number, area: number) => {
+    ch += (2 * cin) / area;
+  };
+  if (side === 'encode') {
+    let area = 1;
+    conv(3, area);
+    for (const e of encoderPlan(config)) {
+      const b = e.block;
+      if (b.kind === 'res') {
+        conv(b.cin, area);
+        conv(b.cout, area);
+      } else if (b.kind === 'resample') {
+        area *= 4;
+        if (b.mode === 'downsample3d') conv(b.c, area);
+      }
+    }
+    const top = dims.enc[dims.enc.length - 1]!;
+    for (let i = 0; i < 5; i++) conv(top, area); // middle: two residual blocks; head
+  } else {
+    let area = f.spatial * f.spatial;
+    conv(config.z_dim, area);
+    for (let i = 0; i < 4; i++) conv(dims.dec[0]!, area); // middle
+    for (const e of decoderPlan(config)) {
+      const b = e.block;
+      if (b.kind === 'res') {
+        conv(b.cin, area);
+        conv(b.cout, area);
+      } else if (b.kind === 'resample') {
+        if (b.mode === 'upsample3d') conv(b.c, area);
+        area /= 4;
+      }
+    }
+    conv(dims.dec[dims.dec.length - 1]!, area); // head
+  }
+  return Math.ceil(ch * 4);
+}
+
+/**
  * Resolves tiling options for a stream side and a frame of height x width pixels whose steps take `stepFrames` pixel
  * frames (encode: the chunk; decode: decoderTemporal * latent chunk). null = untiled. Invalid tile / overlap values
  * get the geometry's errors (which name the valid choices).
@@ -129,13 +179,15 @@ export function resolveWanVaeTiling(
   const where = `Wan VAE ${side} tiling`;
   if (t === 'auto') {
     const budget = opts.memoryBudgetBytes ?? Math.floor(freemem() / 2);
-    // + 2: the cached frames every causal conv puts in front of the step
+    // + 2: the cached frames every causal conv puts in front of the step. The carried state of one tile is spread
+    // over the step's frames so that chooseTile's tile^2 * frames * perPixelFrame counts it once.
+    const frames = stepFrames + 2;
     const size = chooseTile({
       height,
       width,
-      frames: stepFrames + 2,
+      frames,
       factor,
-      peakBytesPerPixelFrame: wanVaePeakBytesPerPixelFrame(config, side),
+      peakBytesPerPixelFrame: wanVaePeakBytesPerPixelFrame(config, side) + wanVaeCacheBytesPerPixel(config, side) / frames,
       budgetBytes: budget,
       overlap,
     });
