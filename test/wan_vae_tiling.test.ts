@@ -11,6 +11,7 @@ import { ValueError } from '../src/errors.js';
 import * as ops from '../src/tensor/ops.js';
 import { type Tensor, tensor } from '../src/tensor/tensor.js';
 import {
+  WAN_VAE_FIXED_OVERHEAD_BYTES,
   WanVAE,
   createWanVae,
   parseWanVaeConfig,
@@ -259,18 +260,21 @@ describe('Wan VAE: spatial tiling', () => {
     const dec = 2 * 4 * ((16 + 4 * 384 + 3 * 768 + 384) / 64 + (576 + 2 * 768 + 384) / 16 + (3 * 384) / 4 + 3 * 192 + 96);
     assert.equal(wanVaeCacheBytesPerPixel(c, 'decode'), Math.ceil(dec));
     const per = 192 * 40 * (4 + 2) + dec; // decode, one latent per step: 4 frames + the 2 cached ones, one tile's state
-    assert.equal(resolveWanVaeTiling(c, 'decode', 480, 832, 4, { tile: 'auto', memoryBudgetBytes: 480 * 832 * per }), null);
+    const fixed = WAN_VAE_FIXED_OVERHEAD_BYTES;
+    assert.equal(resolveWanVaeTiling(c, 'decode', 480, 832, 4, { tile: 'auto', memoryBudgetBytes: 480 * 832 * per + fixed }), null);
+    assert.ok(resolveWanVaeTiling(c, 'decode', 480, 832, 4, { tile: 'auto', memoryBudgetBytes: 480 * 832 * per + fixed - 1 }));
     const budget = 1e9;
-    const t = resolveWanVaeTiling(c, 'decode', 480, 832, 4, { tile: 'auto', memoryBudgetBytes: budget })!;
+    const t = resolveWanVaeTiling(c, 'decode', 480, 832, 4, { tile: 'auto', memoryBudgetBytes: budget + fixed })!;
     assert.ok(t && t.size % 8 === 0 && t.size * t.size * per <= budget, JSON.stringify(t));
     // with overlap 0.25 the valid tiles are the multiples of 32 (stride 0.75 * tile must be a multiple of 8)
     assert.ok((t.size + 32) * (t.size + 32) * per > budget, `a larger tile would fit: ${t.size}`);
     assert.equal(t.overlap, 0.25);
-    assert.throws(() => resolveWanVaeTiling(c, 'decode', 480, 832, 4, { tile: 'auto', memoryBudgetBytes: 1e6 }), ValueError);
+    assert.throws(() => resolveWanVaeTiling(c, 'decode', 480, 832, 4, { tile: 'auto', memoryBudgetBytes: 1e6 + fixed }), ValueError);
+    assert.throws(() => resolveWanVaeTiling(c, 'decode', 480, 832, 4, { tile: 'auto', memoryBudgetBytes: 1e6 }), /fixed overhead/);
     // the stream resolves it from its first piece
     const m = random();
     const s = m.decodeStream({ tile: 'auto', memoryBudgetBytes: 1 });
-    assert.throws(() => s.push(m.splitMoments(m.encodeMoments(smoothVideo(1, 16, 16))).mu), /budget 1 bytes is too small/);
+    assert.throws(() => s.push(m.splitMoments(m.encodeMoments(smoothVideo(1, 16, 16))).mu), /memory budget 1 bytes is too small/);
   });
 
   it('bad tiles are refused naming valid ones', () => {

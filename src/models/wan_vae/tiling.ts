@@ -53,6 +53,13 @@ export interface WanVaeTilingOptions {
 export const WAN_VAE_DEFAULT_OVERLAP = 0.25;
 
 /**
+ * Taken off the budget before choosing a tile: what does not scale with the tile (the conv library's workspaces and
+ * blocked copies, the clip's input and output, blend strips, allocator slack). Measured 100-200 MB above the per-tile
+ * estimate on the released config (docs/wan-vae.md).
+ */
+export const WAN_VAE_FIXED_OVERHEAD_BYTES = 256 * 2 ** 20;
+
+/**
  * Tensors of the widest layer alive at once during one step, counted in units of that layer's activation: the block
  * input (kept for the residual), the RMS-norm and SiLU outputs, the conv input with the two cached frames in front,
  * the conv output, the conv library's blocked-layout copies of its input and output (oneDNN reorders), the residual
@@ -178,7 +185,12 @@ export function resolveWanVaeTiling(
   const factor = wanVaeFactors(config).spatial;
   const where = `Wan VAE ${side} tiling`;
   if (t === 'auto') {
-    const budget = opts.memoryBudgetBytes ?? Math.floor(freemem() / 2);
+    const total = opts.memoryBudgetBytes ?? Math.floor(freemem() / 2);
+    if (!(typeof total === 'number' && total > WAN_VAE_FIXED_OVERHEAD_BYTES))
+      throw new ValueError(
+        `${where}: memory budget ${String(total)} bytes is too small: at least the fixed overhead of ${WAN_VAE_FIXED_OVERHEAD_BYTES} bytes plus one tile's activations is needed`,
+      );
+    const budget = total - WAN_VAE_FIXED_OVERHEAD_BYTES;
     // + 2: the cached frames every causal conv puts in front of the step. The carried state of one tile is spread
     // over the step's frames so that chooseTile's tile^2 * frames * perPixelFrame counts it once.
     const frames = stepFrames + 2;
