@@ -208,6 +208,11 @@ function main(): void {
       process.exit(2);
     }
   const reps = Number(opt('--reps', '3'));
+  for (const [name, v] of [['--reps', reps], ['--threads', THREADS]] as const)
+    if (!Number.isInteger(v) || v < 1) {
+      process.stderr.write(`bench:wan-vae: ${name} must be a positive integer, got ${v}\n${USAGE}\n`);
+      process.exit(2);
+    }
   const asJson = flag('--json');
   const log = (s: string) => process.stderr.write(s + '\n');
   const dir = mkdtempSync(join(tmpdir(), 'dcvg-bench-wanvae-'));
