@@ -42,6 +42,7 @@ export { SafetensorsFile, loadSafetensors, saveSafetensors } from './io/safetens
 export { Module, Param, formatLoadReport, type LoadReport, type TensorSource } from './nn/module.js';
 export { TorchCheckpoint, loadTorchStateDict, readTorchCheckpointInfo } from './io/torch_checkpoint.js';
 export * from './models/wan/index.js';
+export * from './models/wan_vae/index.js';
 export * from './diffusion/index.js';
 export * as video from './io/video.js';
 export * as metrics from './metrics/metrics.js';

@@ -2,10 +2,14 @@
  * `dcvg info --model <preset|config.json> [--weights file] [--json] [--keys]`: architecture summary, parameter counts,
  * keys and shapes (shape-only: presets are never allocated), and checkpoint inspection against the model.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { openWeights, type WeightsFile } from '../io/weights.js';
 import { DCAEV, geometry, resolveConfig } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
 import { ValueError } from '../errors.js';
+import { isWanVaePresetName, resolveWanVaeConfig, wanVaeConfigToJson, wanVaeFactors } from '../models/wan_vae/config.js';
+import { detectWanVaeKeyFormat, wanVaeKeyMap } from '../models/wan_vae/keys.js';
+import { WanVAE } from '../models/wan_vae/model.js';
 
 interface CheckpointSummary {
   path: string;
@@ -62,6 +66,7 @@ export function cmdInfo(args: string[], out: (s: string) => void): number {
   if (!modelSpec) throw new ValueError('info needs --model <preset name | config.json> (presets: dc-ae-v-f32t4c32-1.0, ...)');
   const weights = opt('--weights');
   const json = args.includes('--json');
+  if (isWanVaeSpec(modelSpec)) return infoWanVae(modelSpec, weights, json, args.includes('--keys'), out);
   const cfg = resolveConfig(modelSpec);
   const m = new DCAEV(cfg); // shape only: no parameter is allocated
   const g = geometry(m);
@@ -94,6 +99,81 @@ export function cmdInfo(args: string[], out: (s: string) => void): number {
     out(`  parameters ${fmt(enc + dec)} (encoder ${fmt(enc)}, decoder ${fmt(dec)}) in ${shapes.size} tensors\n`);
     const list = [...shapes.entries()];
     const show = args.includes('--keys') ? list : list.slice(0, 6);
+    for (const [k, s] of show) out(`  ${k} [${s.join(', ')}]\n`);
+    if (show.length < list.length) out(`  ... ${list.length - show.length} more (--keys lists all, --json gives everything)\n`);
+    if (ckpt) {
+      out(`checkpoint ${ckpt.path}: ${ckpt.format}, ${ckpt.source}, ${ckpt.tensors} tensors (${Object.entries(ckpt.dtypes).map(([d, n]) => `${n} ${d}`).join(', ')})\n`);
+      if (ckpt.matches) out('  matches the model: every key and shape\n');
+      else {
+        if (ckpt.missing.length) out(`  missing ${ckpt.missing.length}: ${ckpt.missing.slice(0, 5).join(', ')}${ckpt.missing.length > 5 ? ', ...' : ''}\n`);
+        if (ckpt.unexpected.length) out(`  unexpected ${ckpt.unexpected.length}: ${ckpt.unexpected.slice(0, 5).join(', ')}${ckpt.unexpected.length > 5 ? ', ...' : ''}\n`);
+        for (const mm of ckpt.mismatched.slice(0, 5)) out(`  shape mismatch ${mm.key}: model [${mm.model.join(', ')}], checkpoint [${mm.checkpoint.join(', ')}]\n`);
+      }
+    }
+  }
+  return ckpt && !ckpt.matches ? 3 : 0;
+}
+
+/** `--model wan2.1-vae` (any spelling of the preset), or a config JSON in the Wan VAE vocabulary (z_dim, dim_mult). */
+function isWanVaeSpec(spec: string): boolean {
+  if (isWanVaePresetName(spec)) return true;
+  const hash = spec.lastIndexOf('#');
+  const path = hash > 0 ? spec.slice(0, hash) : spec;
+  if (!/\.json$/i.test(path) || !existsSync(path)) return false;
+  try {
+    let j = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    if (hash > 0) j = (j?.[spec.slice(hash + 1)] ?? {}) as Record<string, unknown>;
+    const c = (j?.config ?? j) as Record<string, unknown>;
+    return typeof c === 'object' && c !== null && 'z_dim' in c && ('dim_mult' in c || 'base_dim' in c);
+  } catch {
+    return false;
+  }
+}
+
+function infoWanVae(spec: string, weights: string | undefined, json: boolean, allKeys: boolean, out: (s: string) => void): number {
+  const cfg = resolveWanVaeConfig(spec);
+  const m = new WanVAE(cfg); // shape only
+  const shapes = m.shapes();
+  const counts = m.parameterCounts();
+  const f = wanVaeFactors(cfg);
+  let ckpt: CheckpointSummary | null = null;
+  if (weights) {
+    // a diffusers checkpoint is compared in diffusers' names
+    const w = openWeights(weights, { component: 'vae' });
+    let diffusers: boolean;
+    try {
+      diffusers = detectWanVaeKeyFormat(w.tensors.keys()) === 'diffusers';
+    } finally {
+      w.close();
+    }
+    const map = diffusers ? wanVaeKeyMap(m).toDiffusers : null;
+    ckpt = inspectCheckpoint(weights, map ? new Map([...shapes].map(([k, s]) => [map.get(k)!, s])) : shapes);
+  }
+  const result = {
+    model: cfg.name,
+    family: 'wan-vae',
+    latent_channels: cfg.z_dim,
+    spatial_compression: f.spatial,
+    temporal_compression: f.temporal,
+    frames: `1 + ${f.temporal}k`,
+    compression_ratio: (3 * f.spatial * f.spatial * f.temporal) / cfg.z_dim,
+    num_params: counts.total,
+    num_params_encoder: counts.encoder,
+    num_params_decoder: counts.decoder,
+    num_params_conv1: counts.conv1,
+    num_params_conv2: counts.conv2,
+    num_tensors: shapes.size,
+    config: wanVaeConfigToJson(cfg),
+    keys: Object.fromEntries(shapes),
+    ...(ckpt ? { checkpoint: ckpt } : {}),
+  };
+  if (json) out(JSON.stringify(result, null, 1) + '\n');
+  else {
+    const fmt = (n: number) => n.toLocaleString('en-US');
+    out(`${cfg.name}: Wan-2.1 VAE, f${f.spatial}t${f.temporal}c${cfg.z_dim} (compression ${result.compression_ratio}x), clips of 1 + ${f.temporal}k frames\n`);
+    out(`  parameters ${fmt(counts.total)} (encoder ${fmt(counts.encoder)}, decoder ${fmt(counts.decoder)}, conv1 ${fmt(counts.conv1)}, conv2 ${fmt(counts.conv2)}) in ${shapes.size} tensors\n`);
+    const list = [...shapes.entries()];
+    const show = allKeys ? list : list.slice(0, 6);
     for (const [k, s] of show) out(`  ${k} [${s.join(', ')}]\n`);
     if (show.length < list.length) out(`  ... ${list.length - show.length} more (--keys lists all, --json gives everything)\n`);
     if (ckpt) {

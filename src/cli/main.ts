@@ -32,7 +32,7 @@ function packageVersion(): string {
 const HELP = `dcvg ${packageVersion()} — DC-VideoGen in TypeScript
 
 Usage:
-  dcvg info --model <preset|config.json> [--weights file] [--keys] [--json]
+  dcvg info --model <preset|config.json|wan2.1-vae> [--weights file] [--keys] [--json]
                          architecture, parameter counts, keys and shapes (without allocating weights);
                          with --weights, checks a .safetensors or torch .pt checkpoint against the model
                          (exit code 3 when it does not match)
@@ -68,6 +68,9 @@ Usage:
   dcvg run wan --config cfg.json[#entry] --weights w.safetensors --inputs io.safetensors -o out.safetensors
                          run the Wan DiT on tensors named x, t, context0..N (and y, clip_fea for I2V); writes "out"
                          (the config is one entry of wan_fixtures.json's shape, or a bare Wan config)
+  dcvg run wan-vae --config <wan2.1-vae | cfg.json[#entry]> --weights W --inputs io.safetensors -o out.safetensors
+                         run the Wan-2.1 VAE on "input" (and input2, ...: NCTHW in [-1, 1], 1 + 4k frames); writes
+                         moments, mu, latent (normalised), reconstruction_raw and reconstruction (+ suffix 2, ...)
   dcvg shapes render --output <video | dir/> [--seed N] [--count K] [--held-out exclude|include|only]
               [--captions captions.json] [--json]
                          videos of the shapes world (16 frames of 128x128 each, one after another, 8 fps) and
