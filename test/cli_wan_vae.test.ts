@@ -144,6 +144,23 @@ describe('dcvg with the Wan-2.1 VAE (tiny fixture weights)', { skip }, () => {
     fails(['reconstruct', clip, '-o', out, ...tiny(), '--resize', '64x64', '--frames', '6'], /1 \+ 4k frames.*got 6/, [out]);
   });
 
+  it('eval-ae: the Wan VAE on the held-out clips, 6 frames padded to 9 (the padded latent is the budget)', { skip: skipVideo }, () => {
+    const clips = join(sharedDir, 'data', 'clips128');
+    const r = dcvg('eval-ae', '--data', clips, ...tiny(), '--frames', '6', '--baseline-tf', '1,2', '--json');
+    assert.equal(r.status, 0, r.stderr);
+    const j = JSON.parse(r.stdout) as { modelName: string; family: string; frames: number; clips: { frames: number; budget: number; model: { psnr: number } }[] };
+    assert.equal(j.modelName, 'wan_vae_tiny');
+    assert.equal(j.family, 'wan-vae');
+    assert.ok(j.clips.length > 0);
+    for (const c of j.clips) {
+      assert.equal(c.frames, 6, 'scored on the 6 original frames (the padding cropped back)');
+      // 6 frames -> 1 + 4k = 9 encoded -> 3 latents of 16 channels at 128/8 x 128/8
+      assert.equal(c.budget, 16 * 3 * 16 * 16);
+      assert.ok(Number.isFinite(c.model.psnr));
+    }
+    assert.equal(j.frames, 6 * j.clips.length);
+  });
+
   it('compare-ae: the default DC-AE-V and the tiny Wan VAE on the same frames, text and JSON', { skip: skipVideo }, () => {
     const cmp = ['compare-ae', clip, ...small, '--compare-model', `${F('wan_vae.json')}#wan_vae_tiny`, '--compare-weights', F('wan_vae_tiny.weights.safetensors')];
     const r = dcvg(...cmp, '--json');
