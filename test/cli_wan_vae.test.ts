@@ -6,12 +6,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as T from '../src/index.js';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
-import { createWanVae } from '../src/models/wan_vae/run.js';
+import { createWanVae, wanVaeStateDict } from '../src/models/wan_vae/run.js';
 import { assertClose, fixturePath, repoRoot, sharedDir, skipUnlessFixture } from './helpers.js';
 
 const bin = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
@@ -61,6 +61,36 @@ describe('dcvg with the Wan-2.1 VAE (tiny fixture weights)', { skip }, () => {
     const z = vae.encode(x);
     assertClose(got.tensor('latent'), z, 1e-6, 'CLI latent vs API encode');
     assertClose(y, vae.decode(z), 1e-6, 'CLI reconstruction vs API decode');
+  });
+
+  it('a diffusers vae/ folder as --model (its own weights, diffusers names) gives the fixture latent', () => {
+    const fx = JSON.parse(readFileSync(F('wan_vae.json'), 'utf8')) as { wan_vae_tiny: { config: Record<string, unknown>; mean: number[]; std: number[] } };
+    const c = fx.wan_vae_tiny.config;
+    const folder = join(dir, 'pipe', 'vae');
+    mkdirSync(folder, { recursive: true });
+    const diffusersConfig = {
+      _class_name: 'AutoencoderKLWan',
+      base_dim: c.dim,
+      z_dim: c.z_dim,
+      dim_mult: c.dim_mult,
+      num_res_blocks: c.num_res_blocks,
+      attn_scales: c.attn_scales,
+      temperal_downsample: c.temperal_downsample,
+      dropout: c.dropout,
+      latents_mean: fx.wan_vae_tiny.mean,
+      latents_std: fx.wan_vae_tiny.std,
+    };
+    writeFileSync(join(folder, 'config.json'), JSON.stringify(diffusersConfig));
+    const vae = createWanVae(`${F('wan_vae.json')}#wan_vae_tiny`, F('wan_vae_tiny.weights.safetensors'));
+    saveSafetensors(join(folder, 'diffusion_pytorch_model.safetensors'), wanVaeStateDict(vae, 'diffusers'));
+    const lat = join(dir, 'folder.lat.safetensors');
+    const e = dcvg('encode', F('wan_vae_tiny.io.safetensors'), '-o', lat, '--model', folder);
+    assert.equal(e.status, 0, e.stderr);
+    assertClose(SafetensorsFile.open(lat).tensor('latent'), SafetensorsFile.open(F('wan_vae_tiny.io.safetensors')).tensor('latent'), 1e-4, 'latent via folder');
+    // the pipeline folder above it works too, and info describes it
+    const i = dcvg('info', '--model', join(dir, 'pipe'), '--json');
+    assert.equal(i.status, 0, i.stderr);
+    assert.equal(JSON.parse(i.stdout).family, 'wan-vae');
   });
 
   it('a video: encode 5 frames of 64x64, decode to PNGs; reconstruct writes the video and the metrics', { skip: skipVideo }, () => {
