@@ -9,11 +9,10 @@ import { extname } from 'node:path';
 import { assertOutputsSafe } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors } from '../io/safetensors.js';
 import { openWeights } from '../io/weights.js';
-import { DCAEV, decodeVideo, encodeVideo, geometry, type VideoOptions } from '../models/dcaev/autoencoder.js';
-import { configToReference } from '../models/dcaev/config.js';
+import { checkLatentProvenance, type AutoencoderOptions, type VideoAutoencoder } from '../pipelines/autoencoder.js';
 import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
-import { MODEL_OPTIONS, READ_OPTIONS, checkFinite, checkLatentFinite, loadModelFromArgs, modelInputs, parse, videoOptions, type Out } from './common.js';
+import { MODEL_OPTIONS, READ_OPTIONS, checkFinite, checkLatentFinite, loadAutoencoder, modelInputs, parse, videoOptions, type Out } from './common.js';
 import { Progress } from './progress.js';
 
 function readTensorKey(path: string, key: string, what: string): { t: Tensor; meta: Record<string, string> } {
@@ -24,16 +23,6 @@ function readTensorKey(path: string, key: string, what: string): { t: Tensor; me
   } finally {
     f.close();
   }
-}
-
-function modelMeta(m: DCAEV): Record<string, string> {
-  return {
-    format: 'dcvideogen-latent',
-    model: m.config.name,
-    config: JSON.stringify(configToReference(m.config)),
-    scaling_factor: String(m.config.scalingFactor ?? ''),
-    latent_scaled: 'false',
-  };
 }
 
 export interface EncodeSummary {
@@ -48,21 +37,23 @@ export interface EncodeSummary {
 }
 
 /** Encodes a tensor already in memory and writes the latent file. */
-export function encodeTensorToFile(m: DCAEV, x: Tensor, output: string, opts: VideoOptions, extraMeta: Record<string, string>, label: string): EncodeSummary & { latent: Tensor } {
+export function encodeTensorToFile(m: VideoAutoencoder, x: Tensor, output: string, opts: AutoencoderOptions, extraMeta: Record<string, string>, label: string): EncodeSummary & { latent: Tensor } {
   checkFinite(x, 'input tensor');
+  m.checkPixels(x, opts);
+  m.encodedFrames(x.shape[2]!, opts); // a frame count the model refuses fails before any work
   const prog = new Progress('encode', x.shape[2]!);
   const t0 = performance.now();
-  const r = encodeVideo(m, x, { ...opts, onProgress: (d) => prog.update(d) });
+  const r = m.encodeClip(x, { ...opts, onProgress: (d) => prog.update(d) });
   prog.done();
   const secs = (performance.now() - t0) / 1000;
   checkLatentFinite(r.latent);
   saveSafetensors(output, { latent: r.latent }, {
-    metadata: { ...modelMeta(m), num_frames: String(r.numFrames), height: String(r.height), width: String(r.width), ...extraMeta },
+    metadata: { ...m.latentMetadata(), num_frames: String(r.numFrames), height: String(r.height), width: String(r.width), ...extraMeta },
   });
   return {
     input: label,
     output,
-    model: m.config.name,
+    model: m.name,
     input_shape: [...x.shape],
     latent_shape: [...r.latent.shape],
     num_frames: r.numFrames,
@@ -72,7 +63,7 @@ export function encodeTensorToFile(m: DCAEV, x: Tensor, output: string, opts: Vi
   };
 }
 
-export function cmdEncode(args: string[], out: Out, videoEncode?: (m: DCAEV, input: string, v: Record<string, unknown>) => Promise<EncodeSummary>): Promise<number> | number {
+export function cmdEncode(args: string[], out: Out, videoEncode?: (m: VideoAutoencoder, input: string, v: Record<string, unknown>) => Promise<EncodeSummary>): Promise<number> | number {
   const { values: v, positionals } = parse(args, { ...MODEL_OPTIONS, ...READ_OPTIONS, 'input-key': { type: 'string' } }, 'encode');
   const input = positionals[0];
   if (!input || positionals.length > 1) throw new ValueError('encode needs exactly one input (a video or a .safetensors tensor file)');
@@ -80,8 +71,8 @@ export function cmdEncode(args: string[], out: Out, videoEncode?: (m: DCAEV, inp
   if (extname(v.output) !== '.safetensors') throw new ValueError(`encode writes a .safetensors latent file, got -o ${v.output}`);
   if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
   assertOutputsSafe({ '-o': v.output }, modelInputs(v, input));
-  const m = loadModelFromArgs(v, 'encode');
   const opts = videoOptions(v);
+  const m = loadAutoencoder(v, 'encode');
   const report = (s: EncodeSummary) => {
     if (v.json) out(JSON.stringify(s, null, 1) + '\n');
     else
@@ -93,10 +84,8 @@ export function cmdEncode(args: string[], out: Out, videoEncode?: (m: DCAEV, inp
   if (extname(input) === '.safetensors') {
     const key = v['input-key'] ?? 'input';
     const { t } = readTensorKey(input, key, '--input-key');
-    const g = geometry(m);
-    if (t.ndim !== 5 || t.shape[1] !== m.config.inChannels)
-      throw new ShapeError(`${input}: tensor "${key}" must be (B, ${m.config.inChannels}, T, H, W) in [-1, 1], got ${fmtShape(t.shape)}`);
-    void g;
+    if (t.ndim !== 5 || t.shape[1] !== m.inChannels)
+      throw new ShapeError(`${input}: tensor "${key}" must be (B, ${m.inChannels}, T, H, W) in [-1, 1], got ${fmtShape(t.shape)}`);
     const { latent: _l, ...s } = encodeTensorToFile(m, t, v.output, opts, { source: input, source_key: key }, `${input}:${key}`);
     void _l;
     return report(s);
@@ -116,11 +105,11 @@ export interface DecodeSummary {
 }
 
 export type VideoDecodeFn = (
-  m: DCAEV,
+  m: VideoAutoencoder,
   z: Tensor,
   output: string,
   fps: number,
-  opts: VideoOptions & { numFrames?: number; height?: number; width?: number },
+  opts: AutoencoderOptions & { numFrames?: number; height?: number; width?: number },
 ) => Promise<number[]>;
 
 export function cmdDecode(args: string[], out: Out, videoDecode?: VideoDecodeFn): Promise<number> | number {
@@ -131,16 +120,16 @@ export function cmdDecode(args: string[], out: Out, videoDecode?: VideoDecodeFn)
   if (!existsSync(input)) throw new ValueError(`input not found: ${input}`);
   // A video output may be a folder (a PNG sequence); a tensor output is a file.
   assertOutputsSafe({ '-o': v.output }, modelInputs(v, input), { directoryOk: extname(v.output) === '.safetensors' ? [] : ['-o'] });
-  const m = loadModelFromArgs(v, 'decode');
+  const m = loadAutoencoder(v, 'decode');
   const key = v['latent-key'] ?? 'latent';
   const { t: z, meta } = readTensorKey(input, key, '--latent-key');
-  if (z.ndim !== 5 || z.shape[1] !== m.config.latentChannels)
-    throw new ShapeError(`${input}: tensor "${key}" must be latents (B, ${m.config.latentChannels}, t, h, w) for ${m.config.name}, got ${fmtShape(z.shape)}`);
+  checkLatentProvenance(meta, m, input);
+  if (z.ndim !== 5 || z.shape[1] !== m.latentChannels)
+    throw new ShapeError(`${input}: tensor "${key}" must be latents (B, ${m.latentChannels}, t, h, w) for ${m.name}, got ${fmtShape(z.shape)}`);
   checkFinite(z, `latent "${key}"`);
   if (meta.latent_scaled === 'true') throw new ValueError(`${input}: the latent is marked as scaled; divide by scaling_factor first`);
   const num = (s: string | undefined) => (s !== undefined && s !== '' && Number.isFinite(Number(s)) ? Number(s) : undefined);
   const opts = { ...videoOptions(v), numFrames: num(meta.num_frames), height: num(meta.height), width: num(meta.width) };
-  const g = geometry(m);
   const t0 = performance.now();
   const output = v.output;
   const report = (shape: number[]) => {
@@ -148,21 +137,21 @@ export function cmdDecode(args: string[], out: Out, videoDecode?: VideoDecodeFn)
     const summary: DecodeSummary = {
       input,
       output,
-      model: m.config.name,
+      model: m.name,
       latent_shape: [...z.shape],
       output_shape: shape,
       seconds: +secs.toFixed(3),
       frames_per_second: +(shape[2]! / secs).toFixed(2),
     };
     if (v.json) out(JSON.stringify(summary, null, 1) + '\n');
-    else out(`decoded ${input} ${fmtShape(z.shape)} -> ${output} ${fmtShape(shape)} with ${m.config.name} in ${summary.seconds}s\n`);
+    else out(`decoded ${input} ${fmtShape(z.shape)} -> ${output} ${fmtShape(shape)} with ${m.name} in ${summary.seconds}s\n`);
     return 0;
   };
   if (extname(output) === '.safetensors') {
-    const prog = new Progress('decode', z.shape[2]! * g.temporal);
-    const y = decodeVideo(m, z, { ...opts, onProgress: (d) => prog.update(d * g.temporal) });
+    const prog = new Progress('decode', z.shape[2]! * m.temporal);
+    const y = m.decodeClip(z, { numFrames: opts.numFrames, height: opts.height, width: opts.width }, { ...opts, onProgress: (d) => prog.update(d * m.temporal) });
     prog.done();
-    saveSafetensors(output, { reconstruction: y }, { metadata: { ...modelMeta(m), source: input } });
+    saveSafetensors(output, { reconstruction: y }, { metadata: { ...m.latentMetadata(), source: input } });
     return report([...y.shape]);
   }
   if (!videoDecode) throw new ValueError(`cannot write ${output}: video output needs the video module`);

@@ -10,6 +10,8 @@ import { loadDefaultModel, embeddedConfig } from '../models/dcaev/default_model.
 import { ValueError, fmtShape } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { findNonFinite } from '../tensor/inplace.js';
+import type { AutoencoderOptions } from '../pipelines/autoencoder.js';
+export { loadAutoencoder } from '../pipelines/autoencoder.js';
 
 export type Out = (s: string) => void;
 
@@ -22,11 +24,12 @@ export const MODEL_OPTIONS = {
   stream: { type: 'boolean' },
   whole: { type: 'boolean' },
   pad: { type: 'boolean' },
+  'pad-frames': { type: 'boolean' },
   output: { type: 'string', short: 'o' },
 } as const;
 
 /** Commands with a help text of their own (`dcvg <cmd> --help`); the others are described by `dcvg --help`. */
-const OWN_HELP = new Set(['train-ae', 'train-dit', 'eval-ae', 'study']);
+const OWN_HELP = new Set(['train-ae', 'train-dit', 'eval-ae', 'study', 'compare-ae']);
 
 /** parseArgs (strict) with its error turned into one ValueError line pointing at the help that describes `cmd`. */
 export function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(
@@ -63,8 +66,8 @@ export function loadModelFromArgs(v: { model?: string; weights?: string }, cmd: 
   return createModel(v.model, v.weights);
 }
 
-export function videoOptions(v: { tile?: string; overlap?: string; whole?: boolean; pad?: boolean }): VideoOptions {
-  const o: VideoOptions = { mode: v.whole ? 'whole' : 'stream', padSpatial: !!v.pad };
+export function videoOptions(v: { tile?: string; overlap?: string; whole?: boolean; pad?: boolean; 'pad-frames'?: boolean }): VideoOptions & AutoencoderOptions {
+  const o: VideoOptions & AutoencoderOptions = { mode: v.whole ? 'whole' : 'stream', padSpatial: !!v.pad, padFrames: !!v['pad-frames'] };
   if (v.tile !== undefined) {
     if (v.tile === 'auto') o.tile = 'auto';
     else {

@@ -2,12 +2,13 @@
  * `dcvg info --model <preset|config.json> [--weights file] [--json] [--keys]`: architecture summary, parameter counts,
  * keys and shapes (shape-only: presets are never allocated), and checkpoint inspection against the model.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { isWanVaeSpec, wanVaeFolderConfig } from '../pipelines/autoencoder.js';
 import { openWeights, type WeightsFile } from '../io/weights.js';
 import { DCAEV, geometry, resolveConfig } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
 import { ValueError } from '../errors.js';
-import { isWanVaePresetName, resolveWanVaeConfig, wanVaeConfigToJson, wanVaeFactors } from '../models/wan_vae/config.js';
+import { resolveWanVaeConfig, wanVaeConfigToJson, wanVaeFactors } from '../models/wan_vae/config.js';
 import { detectWanVaeKeyFormat, wanVaeKeyMap } from '../models/wan_vae/keys.js';
 import { WanVAE } from '../models/wan_vae/model.js';
 
@@ -66,7 +67,11 @@ export function cmdInfo(args: string[], out: (s: string) => void): number {
   if (!modelSpec) throw new ValueError('info needs --model <preset name | config.json> (presets: dc-ae-v-f32t4c32-1.0, ...)');
   const weights = opt('--weights');
   const json = args.includes('--json');
-  if (isWanVaeSpec(modelSpec)) return infoWanVae(modelSpec, weights, json, args.includes('--keys'), out);
+  if (isWanVaeSpec(modelSpec)) {
+    // a diffusers folder is described by its config.json
+    const folder = existsSync(modelSpec) && statSync(modelSpec).isDirectory() ? wanVaeFolderConfig(modelSpec) : null;
+    return infoWanVae(folder ?? modelSpec, weights, json, args.includes('--keys'), out);
+  }
   const cfg = resolveConfig(modelSpec);
   const m = new DCAEV(cfg); // shape only: no parameter is allocated
   const g = geometry(m);
@@ -112,22 +117,6 @@ export function cmdInfo(args: string[], out: (s: string) => void): number {
     }
   }
   return ckpt && !ckpt.matches ? 3 : 0;
-}
-
-/** `--model wan2.1-vae` (any spelling of the preset), or a config JSON in the Wan VAE vocabulary (z_dim, dim_mult). */
-function isWanVaeSpec(spec: string): boolean {
-  if (isWanVaePresetName(spec)) return true;
-  const hash = spec.lastIndexOf('#');
-  const path = hash > 0 ? spec.slice(0, hash) : spec;
-  if (!/\.json$/i.test(path) || !existsSync(path)) return false;
-  try {
-    let j = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-    if (hash > 0) j = (j?.[spec.slice(hash + 1)] ?? {}) as Record<string, unknown>;
-    const c = (j?.config ?? j) as Record<string, unknown>;
-    return typeof c === 'object' && c !== null && 'z_dim' in c && ('dim_mult' in c || 'base_dim' in c);
-  } catch {
-    return false;
-  }
 }
 
 function infoWanVae(spec: string, weights: string | undefined, json: boolean, allKeys: boolean, out: (s: string) => void): number {

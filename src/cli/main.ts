@@ -13,6 +13,7 @@ import { cmdInfo } from './info.js';
 import { cmdConvert, cmdDecode, cmdEncode } from './ae_cmds.js';
 import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds.js';
 import { cmdRun } from './wan_cmds.js';
+import { cmdCompareAE } from './compare_cmds.js';
 import { cmdShapes } from './shapes_cmds.js';
 import { cmdEvalAE, cmdStudy, cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 
@@ -37,7 +38,7 @@ Usage:
                          with --weights, checks a .safetensors or torch .pt checkpoint against the model
                          (exit code 3 when it does not match)
   dcvg encode <video | input.safetensors> -o latent.safetensors [--model M --weights W]
-              [--input-key input] [--stream | --whole] [--tile N|auto] [--overlap F] [--pad]
+              [--input-key input] [--stream | --whole] [--tile N|auto] [--overlap F] [--pad] [--pad-frames]
               [--resize WxH [--crop cover|stretch]] [--start N] [--frames N] [--fps F] [--json]
                          encode a video (any format ffmpeg reads, or a PNG sequence) or a raw NCTHW tensor in
                          [-1, 1] (key "input"); writes key "latent" (unscaled) with metadata (model, scaling factor,
@@ -47,9 +48,14 @@ Usage:
                          decode to a video (.mp4 H.264 yuv420p, .gif, .y4m lossless, dir/ or %05d.png for PNGs) or
                          to key "reconstruction", cropped to the encoded frame count and size
   dcvg reconstruct <video> -o <video> [--model M --weights W] [--metrics m.json] [--plot psnr.png]
-              [--resize WxH] [--start N] [--frames N] [--tile ...] [--pad] [--crf N] [--json]
+              [--resize WxH] [--start N] [--frames N] [--tile ...] [--pad] [--pad-frames] [--crf N] [--json]
                          encode + decode chunk by chunk and score: PSNR / SSIM per frame and overall (uint8 RGB,
-                         the reference protocol), temporal error, and a per-frame PSNR plot with chunk boundaries
+                         the reference protocol), temporal error, and a per-frame PSNR plot with chunk boundaries;
+                         --json adds latent values per frame, frames/s and peak memory (maxrss)
+  dcvg compare-ae <video> [--model A --weights WA] --compare-model B [--compare-weights WB] [--frames N]
+              [--resize WxH] [--pad-frames] [--json]
+                         both autoencoders on the same frames, one row each: PSNR, SSIM, latent values per frame,
+                         frames/s, peak memory (each model in a child process); dcvg compare-ae --help
   dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [--steps --batch --frames --crop
               --lr --seed --resume ...]
                          train a DC-AE-V (L1 + SSIM, optional adversarial stage, AdamW warmup + cosine, EMA,
@@ -82,6 +88,14 @@ Usage:
                          the compute backend in use, library versions, threads (and measured FMA peak)
   dcvg --version         print the version
   dcvg --help            this text
+
+Wan-2.1 VAE: encode, decode, reconstruct, eval-ae, compare-ae and info take --model wan2.1-vae --weights
+Wan2.1_VAE.pth (or .safetensors in the original or diffusers names), a Wan VAE config .json (reference or diffusers
+vocabulary; file.json#entry picks one entry) with --weights, or a diffusers vae/ folder (its own weights). It takes
+1 + 4k frames: other counts are refused with the counts to crop (--frames N) or pad to; --pad-frames repeats the last
+frame up to the next 1 + 4k and decode / reconstruct crop back. Latent files record the model that wrote them, and
+decode refuses another model (DC-AE-V vs Wan VAE, or another architecture). Wan latents are normalised
+((mu - mean) / std, what the Wan DiT takes); decoded pixels are clamped to [-1, 1].
 
 Models: --model (preset or config.json) with --weights: a .safetensors file, a sharded *.safetensors.index.json, a
 torch .pt/.pth, or a model folder (diffusers / Wan layout, a train-ae run folder); --weights alone for files (or run
@@ -138,6 +152,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'encode') return await cmdEncode(rest, out, encodeVideoFile);
     if (cmd === 'decode') return await cmdDecode(rest, out, decodeToVideoFile);
     if (cmd === 'reconstruct') return await cmdReconstruct(rest, out);
+    if (cmd === 'compare-ae') return await cmdCompareAE(rest, out);
     if (cmd === 'run') return cmdRun(rest, out);
     if (cmd === 'train-ae') return await cmdTrainAE(rest, out);
     if (cmd === 'train-dit') return await cmdTrainDiT(rest, out);

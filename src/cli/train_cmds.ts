@@ -10,7 +10,7 @@ import { listMedia, loadClipSet } from '../train/data.js';
 import { DIT_DEFAULTS, trainDiT, type TrainDiTOptions } from '../train/dit_trainer.js';
 import { ValueError } from '../errors.js';
 import { Progress, fmtSecs } from './progress.js';
-import { loadModelFromArgs, parseValues, type Out } from './common.js';
+import { loadAutoencoder, parseValues, type Out } from './common.js';
 
 export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [options]
   --steps N          optimizer steps in all (default ${TRAIN_DEFAULTS.steps})
@@ -280,7 +280,9 @@ export const EVAL_HELP = `dcvg eval-ae --data <dir> [--model M --weights W] [--s
   equal-budget bicubic baseline (the same number of values per clip as the latent: per-clip best temporal factor,
   antialiased bicubic down, linear in time, bicubic up), and prints PSNR / SSIM per clip and the means over frames,
   then the baseline's means with one temporal factor for all clips (each factor, and the best).
-  The split is the one train-ae uses (same --holdout).`;
+  The split is the one train-ae uses (same --holdout). --model wan2.1-vae --weights Wan2.1_VAE.pth (or any Wan VAE
+  config / diffusers vae/ folder) evaluates the Wan-2.1 VAE; clips whose length is not 1 + 4k are padded by repeating
+  the last frame and cropped back (the padded latent counts in the budget).`;
 
 export async function cmdEvalAE(args: string[], out: Out): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
@@ -302,16 +304,16 @@ export async function cmdEvalAE(args: string[], out: Out): Promise<number> {
   if (holdout !== undefined && holdout < 0) throw new ValueError(`--holdout must be an integer >= 0, got "${s('holdout')}"`);
   const maxFrames = positiveInt(s('frames'), 'frames');
   listMedia(s('data')!); // the folder exists and has clips
-  const model = loadModelFromArgs({ model: s('model'), weights: s('weights') }, 'eval-ae');
+  const model = loadAutoencoder({ model: s('model'), weights: s('weights') }, 'eval-ae');
   const set = await loadClipSet(s('data')!, { holdout, maxFrames });
   const clips = (split === 'held-out' ? set.heldOut : split === 'train' ? set.train : [...set.train, ...set.heldOut]).filter((c) => !c.still);
   if (!clips.length) throw new ValueError(`eval-ae: no clips in the ${split} split of ${s('data')} (holdout ${set.heldOut.length})`);
   const r = evaluateWithBaseline(model, clips, tfs, (name) => process.stderr.write(`eval-ae: ${name}\n`));
   if (v.json) {
-    out(JSON.stringify({ modelName: model.config.name, split, ...r }) + '\n');
+    out(JSON.stringify({ modelName: model.name, family: model.family, split, ...r }) + '\n');
     return 0;
   }
-  out(`model ${model.config.name}; ${split} clips: ${clips.map((c) => c.name).join(', ')}\n`);
+  out(`model ${model.name}; ${split} clips: ${clips.map((c) => c.name).join(', ')}\n`);
   out('| clip | frames | latent values | model PSNR | model SSIM | bicubic PSNR | bicubic SSIM | bicubic kept (tf, h x w) |\n|---|---:|---:|---:|---:|---:|---:|---|\n');
   for (const c of r.clips)
     out(`| ${c.name} | ${c.frames} | ${c.budget} | ${c.model.psnr.toFixed(2)} | ${c.model.ssim.toFixed(4)} | ${c.baseline.psnr.toFixed(2)} | ${c.baseline.ssim.toFixed(4)} | ${c.baseline.tf}, ${c.baseline.h}x${c.baseline.w} |\n`);

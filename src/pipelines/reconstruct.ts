@@ -9,13 +9,20 @@ import { ValueError } from '../errors.js';
 import { openVideoReader, openVideoWriter, framesToTensor, type ReadOptions } from '../io/video.js';
 import { quantizeClip } from '../io/video/frames.js';
 import { MetricsAccumulator, type MetricsResult } from '../metrics/metrics.js';
-import { DCAEV, StreamingDecoder, StreamingEncoder, geometry, resolveTiling, type VideoOptions } from '../models/dcaev/autoencoder.js';
+import type { DCAEV, VideoOptions } from '../models/dcaev/autoencoder.js';
+import type { WanVAE } from '../models/wan_vae/model.js';
+import { asAutoencoder, type VideoAutoencoder } from './autoencoder.js';
+
+// the model-agnostic autoencoder interface travels with the pipelines ('dcvideogen/pipelines')
+export * from './autoencoder.js';
 import * as ops from '../tensor/ops.js';
 import { noGrad, type Tensor } from '../tensor/tensor.js';
 
 export interface ReconstructOptions {
   /** replicate the bottom/right edge up to the spatial factor and crop it back (sizes not divisible by 32 / 64) */
   padSpatial?: boolean;
+  /** Wan VAE: repeat the last frame up to 1 + 4k and crop back (otherwise other counts are refused at the end) */
+  padFrames?: boolean;
   tile?: VideoOptions['tile'];
   overlap?: number;
   /** called after each chunk with the frames read so far */
@@ -34,8 +41,11 @@ export interface ReconstructResult {
   frames: number;
   height: number;
   width: number;
-  /** frames per temporal chunk of the model */
+  /** frames per read of the model's stream (DC-AE-V: its temporal chunk) */
   chunkFrames: number;
+  /** shape of the whole latent (batch 1), and its number of values */
+  latentShape: number[];
+  latentValues: number;
   seconds: number;
   metrics: MetricsResult;
 }
@@ -45,19 +55,28 @@ export interface ReconstructResult {
  * item); `sink` receives the reconstructed frames in order, as many as were read (the padded tail is cropped).
  */
 export async function reconstructFrames(
-  model: DCAEV,
+  model: DCAEV | WanVAE | VideoAutoencoder,
   source: AsyncIterable<Uint8Array>,
   size: { height: number; width: number },
   sink: (frames: Uint8Array) => Promise<void> | void,
   opts: ReconstructOptions = {},
 ): Promise<ReconstructResult> {
-  const g = geometry(model);
-  if (g.chunk === null) throw new ValueError(`reconstruction streams chunk by chunk; model ${model.config.name} has no temporal chunks`);
+  const ae = asAutoencoder(model);
+  if (ae.readFrames === null) throw new ValueError(`reconstruction streams chunk by chunk; model ${ae.name} has no temporal chunks`);
   const { height: H, width: W } = size;
   const t0 = performance.now();
-  const tile = resolveTiling(model, H, W, { tile: opts.tile, overlap: opts.overlap, padSpatial: opts.padSpatial });
-  const enc = new StreamingEncoder(model, { padSpatial: opts.padSpatial, tile });
-  const dec = new StreamingDecoder(model, null, opts.padSpatial ? [H, W] : null, tile);
+  const aeOpts = { tile: opts.tile, overlap: opts.overlap, padSpatial: opts.padSpatial, padFrames: opts.padFrames };
+  const enc = ae.encodeStream(aeOpts);
+  const dec = ae.decodeStream(opts.padSpatial ? { height: H, width: W } : {}, aeOpts);
+  let latentShape: number[] = [];
+  let latentFrames = 0;
+  const latents = (z: Tensor | null) => {
+    if (z) {
+      latentFrames += z.shape[2]!;
+      latentShape = [z.shape[0]!, z.shape[1]!, latentFrames, z.shape[3]!, z.shape[4]!];
+    }
+    return z;
+  };
   const acc = new MetricsAccumulator({ height: H, width: W });
   const frameBytes = H * W * 3;
   const depth = opts.inFlight ?? 2;
@@ -96,17 +115,18 @@ export async function reconstructFrames(
     if (!raw.length) continue;
     frames += raw.length / frameBytes;
     pending.push(raw);
-    const z = enc.push(framesToTensor(raw, H, W));
+    const z = latents(enc.push(framesToTensor(raw, H, W)));
     if (z) await consume(noGrad(() => dec.push(z)));
     opts.onProgress?.(frames);
   }
   if (!frames) throw new ValueError('reconstructFrames: no frames to reconstruct');
-  const tail = enc.finish();
+  const tail = latents(enc.finish());
   if (tail) await consume(noGrad(() => dec.push(tail)));
   await consume(noGrad(() => dec.finish()));
   while (outstanding.length) await outstanding.shift();
   await acc.settled();
-  return { frames, height: H, width: W, chunkFrames: g.chunk, seconds: (performance.now() - t0) / 1000, metrics: acc.result() };
+  const latentValues = latentShape.reduce((a, b) => a * b, 1);
+  return { frames, height: H, width: W, chunkFrames: ae.readFrames, latentShape, latentValues, seconds: (performance.now() - t0) / 1000, metrics: acc.result() };
 }
 
 /**
@@ -114,7 +134,7 @@ export async function reconstructFrames(
  * `output` on failure). Frames stream a chunk at a time from reader to writer.
  */
 export async function reconstructVideo(
-  model: DCAEV,
+  model: DCAEV | WanVAE | VideoAutoencoder,
   input: string,
   output: string,
   opts: ReconstructOptions & {
@@ -124,8 +144,8 @@ export async function reconstructVideo(
     onStart?: (info: { expectedFrames: number; fps: number; width: number; height: number }) => void;
   } = {},
 ): Promise<ReconstructResult & { fps: number }> {
-  const g = geometry(model);
-  if (g.chunk === null) throw new ValueError(`reconstruction streams chunk by chunk; model ${model.config.name} has no temporal chunks`);
+  const ae = asAutoencoder(model);
+  if (ae.readFrames === null) throw new ValueError(`reconstruction streams chunk by chunk; model ${ae.name} has no temporal chunks`);
   const reader = await openVideoReader(input, opts.read ?? {});
   const info = reader.info; // probed when the reader opened
   const fps = reader.fps || info.fps || 16;
@@ -136,12 +156,12 @@ export async function reconstructVideo(
     try {
       const chunks = { [Symbol.asyncIterator]: async function* () {
         for (;;) {
-          const raw = await reader.readFrames(g.chunk!);
+          const raw = await reader.readFrames(ae.readFrames!);
           if (!raw) return;
           yield raw;
         }
       } };
-      const r = await reconstructFrames(model, chunks, { height: reader.height, width: reader.width }, (f) => writer.write(f), opts);
+      const r = await reconstructFrames(ae, chunks, { height: reader.height, width: reader.width }, (f) => writer.write(f), opts);
       await writer.close();
       return { ...r, fps };
     } catch (e) {

@@ -35,6 +35,7 @@ import { NewRunGuard, checkNewRunFolder, runLoop, scheduledLr } from './loop.js'
 import { anyInt, badOptionOf, expected, nonNeg, nonNegInt, nullable, oneOf, optional, posInt, positive, regex, shown, text, unit, unitOpen, type Check } from './options.js';
 import { checkSampling, clipTensor, loadClipSet, sampleBatch, type Clip, type ClipSet, type SampleOptions } from './data.js';
 import { Ema } from './ema.js';
+import type { VideoAutoencoder } from '../pipelines/autoencoder.js';
 import { initForTraining } from './init.js';
 import { PatchDiscriminator, hingeDLoss, hingeGLoss, ssimLoss } from './losses.js';
 import { AdamW, clipGradNorm } from './optim.js';
@@ -312,6 +313,15 @@ function reconstructClip(model: DCAEV, x: Tensor): { y: Tensor; latentSize: numb
   });
 }
 
+/** reconstructClip through the VideoAutoencoder interface (frame counts padded to what the model takes, cropped back). */
+function reconstructClipWith(ae: VideoAutoencoder, x: Tensor): { y: Tensor; latentSize: number } {
+  const padSpatial = x.shape[3]! % ae.spatial !== 0 || x.shape[4]! % ae.spatial !== 0;
+  return noGrad(() => {
+    const e = ae.encodeClip(x, { padSpatial, padFrames: true });
+    return { y: ae.decodeClip(e.latent, { numFrames: e.numFrames, height: e.height, width: e.width }), latentSize: e.latent.size };
+  });
+}
+
 /** Reconstructs held-out clips (whole clips, streamed for chunk-causal models) and measures PSNR / SSIM. */
 export function evaluateClips(model: DCAEV, clips: readonly Clip[], frames = 0): { psnr: number; ssim: number; frames: number } {
   let psnrSum = 0;
@@ -340,17 +350,21 @@ export interface ClipScore {
  * The model against the equal-budget bicubic baseline on whole clips: per clip, the baseline keeps at most as many
  * values as the latent (best temporal factor for that clip among `temporalFactors`). Means are over all frames.
  */
-export function evaluateWithBaseline(model: DCAEV, clips: readonly Clip[], temporalFactors: number[], onClip?: (name: string) => void) {
-  const { spatial, temporal } = compressionFactors(model.config);
-  const L = chunkFrames(model.config);
+export function evaluateWithBaseline(ae: DCAEV | VideoAutoencoder, clips: readonly Clip[], temporalFactors: number[], onClip?: (name: string) => void) {
+  // a DC-AE-V runs exactly as before (its latent size checked against latentBudget); any other autoencoder through the
+  // VideoAutoencoder interface, with the frame count padded to what it takes (padFrames) and cropped back
+  const model = ae instanceof DCAEV ? ae : ae.model instanceof DCAEV ? ae.model : null;
+  const other = model ? null : (ae as VideoAutoencoder);
+  const { spatial, temporal } = model ? compressionFactors(model.config) : { spatial: other!.spatial, temporal: other!.temporal };
+  const L = model ? chunkFrames(model.config) : null;
   const out: ClipScore[] = [];
   const sum = { mp: 0, ms: 0, bp: 0, bs: 0, n: 0 };
   const perTf = new Map<number, { p: number; s: number; n: number }>();
   for (const c of clips) {
     onClip?.(c.name);
     const x = clipTensor(c);
-    const { y, latentSize: budget } = reconstructClip(model, x);
-    if (budget !== latentBudget(c.frames, c.height, c.width, spatial, temporal, model.config.latentChannels, L)) throw new TrainingError('latent size disagrees with latentBudget');
+    const { y, latentSize: budget } = model ? reconstructClip(model, x) : reconstructClipWith(other!, x);
+    if (model && budget !== latentBudget(c.frames, c.height, c.width, spatial, temporal, model.config.latentChannels, L)) throw new TrainingError('latent size disagrees with latentBudget');
     const m = videoMetrics(x, y);
     const frames = tensorToUint8Frames(x)[0]!;
     const b = equalBudgetBaseline(frames, c.height, c.width, budget, { temporalFactors, keepFrames: false });
