@@ -21,14 +21,13 @@ import importlib.util
 import json
 import os
 import re
-import resource
-import struct
 import sys
 import time
 import types
 
-import numpy as np
 import torch
+
+from torch_common import load_safetensors, peak_rss_mb, save_safetensors
 
 
 def install_einops_stub():
@@ -84,46 +83,6 @@ def load_official(root):
     return mod, path
 
 
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        base = 8 + n
-        out = {}
-        for k, v in header.items():
-            if k == "__metadata__":
-                continue
-            if v["dtype"] != "F32":
-                sys.exit(f"torch_wan_vae.py: {path}: {k} is {v['dtype']}, expected F32")
-            a, b = v["data_offsets"]
-            f.seek(base + a)
-            buf = bytearray(b - a)
-            f.readinto(buf)
-            t = torch.frombuffer(buf, dtype=torch.float32) if buf else torch.empty(0)
-            out[k] = t.reshape(v["shape"])
-    return out
-
-
-def save_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for k, t in tensors.items():
-        b = t.detach().contiguous().float().numpy().astype("<f4").tobytes()
-        header[k] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--official", required=True)
@@ -148,7 +107,7 @@ def main():
     mean = torch.tensor(stats["latents_mean"], dtype=torch.float32)
     scale = [mean, 1.0 / torch.tensor(stats["latents_std"], dtype=torch.float32)]
     x = load_safetensors(a.input)["input"]
-    after_load = rss_mb()
+    after_load = peak_rss_mb()
     enc, dec = [], []
     with torch.no_grad():
         for r in range(a.reps):
@@ -168,7 +127,7 @@ def main():
                 "encode_ms": enc,
                 "decode_ms": dec,
                 "rss_after_load_mb": after_load,
-                "peak_rss_mb": rss_mb(),
+                "peak_rss_mb": peak_rss_mb(),
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
                 "official": path,
