@@ -87,6 +87,33 @@ function positiveInt(v: string | undefined, name: string): number | undefined {
   return x;
 }
 
+/**
+ * What train-ae and train-dit share on the command line: every flag in `strOpts` as a string plus --resume / --json,
+ * --out always required, --model and --data unless resuming, and on --resume nothing but --steps / --log-every / --json
+ * (the run's settings come from its checkpoint). Returns the parsed values and an options object to fill with `set`.
+ */
+function parseTrainArgs<O>(args: string[], cmd: 'train-ae' | 'train-dit', strOpts: readonly string[], dataWhat: string) {
+  const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(strOpts.map((k) => [k, { type: 'string' as const }]));
+  options.resume = { type: 'boolean' };
+  options.json = { type: 'boolean' };
+  const v = parseValues(args, options, cmd, false);
+  const s = (k: string) => v[k] as string | undefined;
+  if (!s('out')) throw new ValueError(`${cmd} needs --out <run dir>`);
+  const resume = !!v.resume;
+  if (!resume && !s('model')) throw new ValueError(`${cmd} needs --model <preset | config.json> (or --resume)`);
+  if (!resume && !s('data')) throw new ValueError(`${cmd} needs --data <${dataWhat}>`);
+  if (resume) {
+    const allowed = new Set(['out', 'steps', 'resume', 'json', 'log-every']);
+    const extra = Object.keys(v).filter((k) => v[k] !== undefined && !allowed.has(k));
+    if (extra.length) throw new ValueError(`--resume takes the run's own settings from its checkpoint; only --steps may change (got --${extra.join(', --')})`);
+  }
+  const o: Record<string, unknown> = { out: s('out')!, resume };
+  const set = (k: keyof O & string, val: unknown) => {
+    if (val !== undefined) o[k] = val;
+  };
+  return { v, s, o, set };
+}
+
 export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
     out(TRAIN_HELP + '\n');
@@ -97,24 +124,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
       'ssim-weight', 'loss', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
       'init', 'seed', 'log-every', 'residual-init', 'train-only',
     ];
-  const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(strOpts.map((k) => [k, { type: 'string' as const }]));
-  options.resume = { type: 'boolean' };
-  options.json = { type: 'boolean' };
-  const v = parseValues(args, options, 'train-ae', false);
-  const s = (k: string) => v[k] as string | undefined;
-  if (!s('out')) throw new ValueError('train-ae needs --out <run dir>');
-  const resume = !!v.resume;
-  if (!resume && !s('model')) throw new ValueError('train-ae needs --model <preset | config.json> (or --resume)');
-  if (!resume && !s('data')) throw new ValueError('train-ae needs --data <folder of clips>');
-  if (resume) {
-    const allowed = new Set(['out', 'steps', 'resume', 'json', 'log-every']);
-    const extra = Object.keys(v).filter((k) => v[k] !== undefined && !allowed.has(k));
-    if (extra.length) throw new ValueError(`--resume takes the run's own settings from its checkpoint; only --steps may change (got --${extra.join(', --')})`);
-  }
-  const o: Record<string, unknown> = { out: s('out')!, resume };
-  const set = (k: keyof TrainAEOptions, val: unknown) => {
-    if (val !== undefined) o[k] = val;
-  };
+  const { v, s, o, set } = parseTrainArgs<TrainAEOptions>(args, 'train-ae', strOpts, 'folder of clips');
   set('model', s('model'));
   set('data', s('data'));
   set('steps', num(s('steps'), 'steps', true));
@@ -349,24 +359,7 @@ export async function cmdTrainDiT(args: string[], out: Out): Promise<number> {
     return 0;
   }
   const strOpts = ['model', 'data', 'out', 'init', 'steps', 'batch', 'lr', 'warmup', 'schedule', 'min-lr-ratio', 'weight-decay', 'beta1', 'beta2', 'clip', 'ema', 'shift', 'text-drop', 'train-only', 'ckpt-every', 'seed', 'log-every'];
-  const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(strOpts.map((k) => [k, { type: 'string' as const }]));
-  options.resume = { type: 'boolean' };
-  options.json = { type: 'boolean' };
-  const v = parseValues(args, options, 'train-dit', false);
-  const s = (k: string) => v[k] as string | undefined;
-  if (!s('out')) throw new ValueError('train-dit needs --out <run dir>');
-  const resume = !!v.resume;
-  if (!resume && !s('model')) throw new ValueError('train-dit needs --model <preset | config.json> (or --resume)');
-  if (!resume && !s('data')) throw new ValueError('train-dit needs --data <latent folder>');
-  if (resume) {
-    const allowed = new Set(['out', 'steps', 'resume', 'json', 'log-every']);
-    const extra = Object.keys(v).filter((k) => v[k] !== undefined && !allowed.has(k));
-    if (extra.length) throw new ValueError(`--resume takes the run's own settings from its checkpoint; only --steps may change (got --${extra.join(', --')})`);
-  }
-  const o: Record<string, unknown> = { out: s('out')!, resume };
-  const set = (k: keyof TrainDiTOptions, val: unknown) => {
-    if (val !== undefined) o[k] = val;
-  };
+  const { v, s, o, set } = parseTrainArgs<TrainDiTOptions>(args, 'train-dit', strOpts, 'latent folder');
   set('model', s('model'));
   set('data', s('data'));
   set('init', s('init'));
