@@ -102,19 +102,7 @@ export function cmdInfo(args: string[], out: (s: string) => void): number {
     out(`${cfg.name}: DC-AE-V, f${g.spatial}t${g.temporal}c${cfg.latentChannels} (compression ${result.compression_ratio}x)\n`);
     out(`  chunk ${g.chunk ?? 'none'} frames, scaling factor ${cfg.scalingFactor ?? 'unknown'}\n`);
     out(`  parameters ${fmt(enc + dec)} (encoder ${fmt(enc)}, decoder ${fmt(dec)}) in ${shapes.size} tensors\n`);
-    const list = [...shapes.entries()];
-    const show = args.includes('--keys') ? list : list.slice(0, 6);
-    for (const [k, s] of show) out(`  ${k} [${s.join(', ')}]\n`);
-    if (show.length < list.length) out(`  ... ${list.length - show.length} more (--keys lists all, --json gives everything)\n`);
-    if (ckpt) {
-      out(`checkpoint ${ckpt.path}: ${ckpt.format}, ${ckpt.source}, ${ckpt.tensors} tensors (${Object.entries(ckpt.dtypes).map(([d, n]) => `${n} ${d}`).join(', ')})\n`);
-      if (ckpt.matches) out('  matches the model: every key and shape\n');
-      else {
-        if (ckpt.missing.length) out(`  missing ${ckpt.missing.length}: ${ckpt.missing.slice(0, 5).join(', ')}${ckpt.missing.length > 5 ? ', ...' : ''}\n`);
-        if (ckpt.unexpected.length) out(`  unexpected ${ckpt.unexpected.length}: ${ckpt.unexpected.slice(0, 5).join(', ')}${ckpt.unexpected.length > 5 ? ', ...' : ''}\n`);
-        for (const mm of ckpt.mismatched.slice(0, 5)) out(`  shape mismatch ${mm.key}: model [${mm.model.join(', ')}], checkpoint [${mm.checkpoint.join(', ')}]\n`);
-      }
-    }
+    printKeysAndCheckpoint(out, shapes, args.includes('--keys'), ckpt);
   }
   return ckpt && !ckpt.matches ? 3 : 0;
 }
@@ -161,19 +149,24 @@ function infoWanVae(spec: string, weights: string | undefined, json: boolean, al
     const fmt = (n: number) => n.toLocaleString('en-US');
     out(`${cfg.name}: Wan-2.1 VAE, f${f.spatial}t${f.temporal}c${cfg.z_dim} (compression ${result.compression_ratio}x), clips of 1 + ${f.temporal}k frames\n`);
     out(`  parameters ${fmt(counts.total)} (encoder ${fmt(counts.encoder)}, decoder ${fmt(counts.decoder)}, conv1 ${fmt(counts.conv1)}, conv2 ${fmt(counts.conv2)}) in ${shapes.size} tensors\n`);
-    const list = [...shapes.entries()];
-    const show = allKeys ? list : list.slice(0, 6);
-    for (const [k, s] of show) out(`  ${k} [${s.join(', ')}]\n`);
-    if (show.length < list.length) out(`  ... ${list.length - show.length} more (--keys lists all, --json gives everything)\n`);
-    if (ckpt) {
-      out(`checkpoint ${ckpt.path}: ${ckpt.format}, ${ckpt.source}, ${ckpt.tensors} tensors (${Object.entries(ckpt.dtypes).map(([d, n]) => `${n} ${d}`).join(', ')})\n`);
-      if (ckpt.matches) out('  matches the model: every key and shape\n');
-      else {
-        if (ckpt.missing.length) out(`  missing ${ckpt.missing.length}: ${ckpt.missing.slice(0, 5).join(', ')}${ckpt.missing.length > 5 ? ', ...' : ''}\n`);
-        if (ckpt.unexpected.length) out(`  unexpected ${ckpt.unexpected.length}: ${ckpt.unexpected.slice(0, 5).join(', ')}${ckpt.unexpected.length > 5 ? ', ...' : ''}\n`);
-        for (const mm of ckpt.mismatched.slice(0, 5)) out(`  shape mismatch ${mm.key}: model [${mm.model.join(', ')}], checkpoint [${mm.checkpoint.join(', ')}]\n`);
-      }
-    }
+    printKeysAndCheckpoint(out, shapes, allKeys, ckpt);
   }
   return ckpt && !ckpt.matches ? 3 : 0;
+}
+
+/** The key listing (the first 6, or all with --keys) and, when a checkpoint was given, how it matches the model. */
+function printKeysAndCheckpoint(out: (s: string) => void, shapes: ReadonlyMap<string, readonly number[]>, allKeys: boolean, ckpt: CheckpointSummary | null): void {
+  const list = [...shapes.entries()];
+  const show = allKeys ? list : list.slice(0, 6);
+  for (const [k, s] of show) out(`  ${k} [${s.join(', ')}]\n`);
+  if (show.length < list.length) out(`  ... ${list.length - show.length} more (--keys lists all, --json gives everything)\n`);
+  if (!ckpt) return;
+  out(`checkpoint ${ckpt.path}: ${ckpt.format}, ${ckpt.source}, ${ckpt.tensors} tensors (${Object.entries(ckpt.dtypes).map(([d, n]) => `${n} ${d}`).join(', ')})\n`);
+  if (ckpt.matches) {
+    out('  matches the model: every key and shape\n');
+    return;
+  }
+  if (ckpt.missing.length) out(`  missing ${ckpt.missing.length}: ${ckpt.missing.slice(0, 5).join(', ')}${ckpt.missing.length > 5 ? ', ...' : ''}\n`);
+  if (ckpt.unexpected.length) out(`  unexpected ${ckpt.unexpected.length}: ${ckpt.unexpected.slice(0, 5).join(', ')}${ckpt.unexpected.length > 5 ? ', ...' : ''}\n`);
+  for (const mm of ckpt.mismatched.slice(0, 5)) out(`  shape mismatch ${mm.key}: model [${mm.model.join(', ')}], checkpoint [${mm.checkpoint.join(', ')}]\n`);
 }
