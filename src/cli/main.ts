@@ -77,6 +77,12 @@ Usage:
   dcvg run wan-vae --config <wan2.1-vae | cfg.json[#entry]> --weights W --inputs io.safetensors -o out.safetensors
                          run the Wan-2.1 VAE on "input" (and input2, ...: NCTHW in [-1, 1], 1 + 4k frames); writes
                          moments, mu, latent (normalised), reconstruction_raw and reconstruction (+ suffix 2, ...)
+  dcvg run clip [--config <open-clip-xlm-roberta-large-vit-huge-14 | cfg.json[#entry]>] --weights W
+              --inputs io.safetensors -o out.safetensors [--all-blocks]
+                         Wan's CLIP image encoder (models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth; the text
+                         tower is never read) on "pixel_values" (B, 3, S, S) or images "image0..N" (3, H, W) in
+                         [-1, 1]; writes "features" (the penultimate block's tokens), its own "pixel_values" for
+                         images, and with --all-blocks "features_all_blocks"
   dcvg shapes render --output <video | dir/> [--seed N] [--count K] [--held-out exclude|include|only]
               [--captions captions.json] [--json]
                          videos of the shapes world (16 frames of 128x128 each, one after another, 8 fps) and

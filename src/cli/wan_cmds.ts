@@ -12,10 +12,12 @@ import { isWanVaePresetName } from '../models/wan_vae/config.js';
 import { runWanVae } from '../models/wan_vae/run.js';
 import { ValueError, fmtShape } from '../errors.js';
 import { parse, type Out } from './common.js';
+import { cmdRunClip } from './clip_cmds.js';
 
 export function cmdRun(args: string[], out: Out): number {
   const [what, ...rest] = args;
-  if (what !== 'wan' && what !== 'wan-vae') throw new ValueError(`run: unknown model family "${what ?? ''}" (available: wan, wan-vae)`);
+  if (what === 'clip') return cmdRunClip(rest, out);
+  if (what !== 'wan' && what !== 'wan-vae') throw new ValueError(`run: unknown model family "${what ?? ''}" (available: wan, wan-vae, clip)`);
   const options = {
     config: { type: 'string' },
     weights: { type: 'string' },
