@@ -161,7 +161,7 @@ export function clipRandomState(config: ClipConfig, seed: number, opts: { textua
 export interface ClipInputs {
   /** `image0`, `image1`, ... (3, H, W) in [-1, 1], in order */
   images: Tensor[];
-  /** `pixel_values` (B, 3, S, S), when present */
+  /** `pixel_values` (B, 3, S, S), when present and no images are given */
   pixelValues: Tensor | null;
 }
 
@@ -184,7 +184,8 @@ export function readClipInputs(path: string, config: ClipConfig): ClipInputs {
       return x;
     });
     let pixelValues: Tensor | null = null;
-    if (f.has('pixel_values')) {
+    // given images, pixel_values are ours to compute: a file's own (e.g. the fixture's) is not read
+    if (!images.length && f.has('pixel_values')) {
       const x = f.tensor('pixel_values');
       const S = config.image_size;
       if (x.ndim !== 4 || x.shape[1] !== 3 || x.shape[2] !== S || x.shape[3] !== S || x.shape[0]! < 1)
