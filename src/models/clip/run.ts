@@ -132,7 +132,7 @@ export function loadClipVisual(path: string, opts: ClipLoadOptions & { config?: 
 }
 
 /**
- * Random weights in the whole checkpoint layout (log_scale, visual, and textual unless `textual: false`), for tests
+ * Random weights in the whole checkpoint layout (log_scale, visual, textual; the visual keys only with `textual: false`), for tests
  * and benchmarks: matrices N(0, 1 / fan_in), LayerNorm weights 1 + N(0, 0.1^2), biases N(0, 0.02^2), cls / pos
  * embeddings and head N(0, 1 / dim) (the reference's initial gain), log_scale log(1 / 0.07).
  */
@@ -140,7 +140,7 @@ export function clipRandomState(config: ClipConfig, seed: number, opts: { textua
   const rng = new Rng(seed);
   const out = new Map<string, Tensor>();
   for (const [k, shape] of clipCheckpointKeyShapes(config)) {
-    if (opts.textual === false && k.startsWith('textual.')) continue;
+    if (opts.textual === false && !k.startsWith('visual.')) continue;
     const n = shape.reduce((a, b) => a * b, 1);
     const d = new Float32Array(n);
     if (k === 'log_scale') d[0] = Math.log(1 / 0.07);
