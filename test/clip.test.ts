@@ -13,7 +13,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withBackend } from '../src/backend/index.js';
@@ -32,8 +32,8 @@ import {
   resolveClipConfig,
 } from '../src/models/clip/index.js';
 import { StateDictError, ShapeError, ValueError, FormatError } from '../src/errors.js';
-import { type Tensor, tensor } from '../src/tensor/tensor.js';
-import { slice } from '../src/tensor/ops.js';
+import { type Tensor, intTensor, tensor } from '../src/tensor/tensor.js';
+import { contiguous, reshape, slice, transpose } from '../src/tensor/ops.js';
 import { assertClose, fixturePath, relErr, requireBackend, skipUnlessFixture, testBackends } from './helpers.js';
 import { Pickler, writeCheckpoint } from './torch_zip.js';
 
@@ -264,6 +264,67 @@ describe('CLIP loading reads only what the features use', { skip }, () => {
     assert.throws(() => loadClipVisual(shape, { config: CFG() }), /textual\.norm\.weight \(model \[32\], checkpoint \[2\]\)/);
     // the released layout against the tiny weights: every shape named, nothing read
     assert.throws(() => loadClipVisual(F('clip_tiny.weights.safetensors')), StateDictError);
+  });
+
+  it("transformers' CLIPVisionModel names (a diffusers image_encoder/ folder, bf16) give the fixture features", () => {
+    // the fixture's weights renamed by hand to transformers' layout: to_qkv split into q/k/v rows, embeddings un-batched
+    const sd = fixtureWeights();
+    const cf = c();
+    const hf = new Map<string, Tensor>();
+    const v = 'vision_model.';
+    hf.set(`${v}embeddings.class_embedding`, reshape(sd.get('visual.cls_embedding')!, [cf.vision_dim]));
+    hf.set(`${v}embeddings.position_embedding.weight`, reshape(sd.get('visual.pos_embedding')!, [17, cf.vision_dim]));
+    hf.set(`${v}embeddings.patch_embedding.weight`, sd.get('visual.patch_embedding.weight')!);
+    hf.set(`${v}embeddings.position_ids`, intTensor(Array.from({ length: 17 }, (_, i) => i), [1, 17]));
+    for (const p of ['weight', 'bias']) {
+      hf.set(`${v}pre_layrnorm.${p}`, sd.get(`visual.pre_norm.${p}`)!);
+      for (let i = 0; i < cf.vision_layers; i++) {
+        const o = `visual.transformer.${i}.`;
+        const h = `${v}encoder.layers.${i}.`;
+        const qkv = sd.get(`${o}attn.to_qkv.${p}`)!;
+        ['q', 'k', 'v'].forEach((n, j) => hf.set(`${h}self_attn.${n}_proj.${p}`, contiguous(slice(qkv, 0, j * 32, (j + 1) * 32))));
+        hf.set(`${h}self_attn.out_proj.${p}`, sd.get(`${o}attn.proj.${p}`)!);
+        hf.set(`${h}layer_norm1.${p}`, sd.get(`${o}norm1.${p}`)!);
+        hf.set(`${h}layer_norm2.${p}`, sd.get(`${o}norm2.${p}`)!);
+        hf.set(`${h}mlp.fc1.${p}`, sd.get(`${o}mlp.0.${p}`)!);
+        hf.set(`${h}mlp.fc2.${p}`, sd.get(`${o}mlp.2.${p}`)!);
+      }
+      hf.set(`${v}post_layernorm.${p}`, sd.get(`visual.post_norm.${p}`)!);
+    }
+    hf.set('visual_projection.weight', contiguous(transpose(sd.get('visual.head')!, 0, 1)));
+    const pipe = join(dir, 'pipe');
+    mkdirSync(join(pipe, 'image_encoder'), { recursive: true });
+    writeFileSync(join(pipe, 'model_index.json'), JSON.stringify({ _class_name: 'WanImageToVideoPipeline', image_encoder: ['transformers', 'CLIPVisionModel'] }));
+    writeFileSync(
+      join(pipe, 'image_encoder', 'config.json'),
+      JSON.stringify({ architectures: ['CLIPVisionModelWithProjection'], model_type: 'clip_vision_model', hidden_act: 'gelu', hidden_size: 32, image_size: 56, intermediate_size: 128, layer_norm_eps: 1e-5, num_attention_heads: 4, num_channels: 3, num_hidden_layers: 3, patch_size: 14, projection_dim: 16 }),
+    );
+    saveSafetensors(join(pipe, 'image_encoder', 'model.safetensors'), hf);
+    const pv = io().tensor('pixel_values');
+    for (const p of [pipe, join(pipe, 'image_encoder')]) {
+      const m = new ClipVisual(c());
+      const r = loadClipVisualWeights(m, p, { blocks: 'all' });
+      assert.equal(r.format, 'transformers');
+      assert.ok(r.skipped.includes('vision_model.embeddings.position_ids') && r.skipped.includes('visual.head'));
+      assertClose(m.features(pv), io().tensor('features'), TOL, `features (${p})`);
+      assertClose(m.featuresAllBlocks(pv), io().tensor('features_all_blocks'), TOL, `all blocks (${p})`);
+      // the folder's config.json is the config
+      assertClose(loadClipVisual(p).features(pv), io().tensor('features'), TOL, `config from ${p}`);
+    }
+    // bf16: q/k/v fused in bf16 (exactly the bf16 rows), the same features as the official names in bf16
+    const b16 = join(dir, 'hf_bf16.safetensors');
+    saveSafetensors(b16, hf, { dtype: 'BF16' });
+    const ob16 = join(dir, 'official_bf16.safetensors');
+    saveSafetensors(ob16, sd, { dtype: 'BF16' });
+    const a = loadClipVisual(b16, { config: CFG() });
+    const b = loadClipVisual(ob16, { config: CFG() });
+    assert.equal(a.getParam('visual.transformer.1.attn.to_qkv.weight').value.dtype, 'bf16');
+    for (const k of ['visual.transformer.1.attn.to_qkv.weight', 'visual.transformer.0.attn.to_qkv.bias', 'visual.cls_embedding'])
+      assert.deepEqual(a.getParam(k).value.readSync(), b.getParam(k).value.readSync(), k);
+    // a missing q/k/v part is named in transformers' names
+    saveSafetensors(join(dir, 'hf_missing.safetensors'), new Map([...hf].filter(([k]) => k !== `${v}encoder.layers.1.self_attn.k_proj.weight`)));
+    assert.throws(() => loadClipVisual(join(dir, 'hf_missing.safetensors'), { config: CFG() }), /layers\.1\.self_attn\.k_proj\.weight is missing/);
+    assert.throws(() => parseClipConfig({ hidden_size: 32, num_hidden_layers: 2, hidden_act: 'quick_gelu' }), /hidden_act "quick_gelu" is not supported/);
   });
 
   it('random weights in the whole layout load and run', () => {

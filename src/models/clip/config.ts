@@ -199,6 +199,8 @@ const FIXED: [string, unknown, string][] = [
 export function parseClipConfig(json: unknown, name?: string, source?: string): ClipConfig {
   const at = source ? `CLIP config ${source}` : 'CLIP config';
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ValueError(`${at} must be a JSON object (vision_dim, vision_layers, ...), got ${show(json)}`);
+  const hf = fromTransformers(json as Record<string, unknown>, at);
+  if (hf) return parseClipConfig(hf, name ?? hf.name as string, source);
   const outer = json as Record<string, unknown>;
   let o = outer;
   if (outer.config !== undefined) {
@@ -230,6 +232,34 @@ export function parseClipConfig(json: unknown, name?: string, source?: string): 
     std: pick('std'),
   };
   return validateClipConfig(c, source);
+}
+
+/**
+ * transformers' `CLIPVisionConfig` (a diffusers `image_encoder/config.json`: hidden_size, num_hidden_layers, ...; or a
+ * `CLIPConfig` with it under vision_config) in XLMRobertaCLIP's vocabulary; null for other JSON. The text fields keep
+ * the released model's values (transformers' vision checkpoints have no text tower).
+ */
+function fromTransformers(o: Record<string, unknown>, at: string): Record<string, unknown> | null {
+  const v = (typeof o.vision_config === 'object' && o.vision_config !== null ? o.vision_config : o) as Record<string, unknown>;
+  if (v.hidden_size === undefined || v.num_hidden_layers === undefined) return null;
+  if (v.hidden_act !== undefined && v.hidden_act !== 'gelu')
+    throw new ValueError(`${at}: hidden_act ${show(v.hidden_act)} is not supported (Wan's CLIP has "gelu", exact erf)`);
+  if (v.num_channels !== undefined && v.num_channels !== 3) throw new ValueError(`${at}: num_channels ${show(v.num_channels)} is not supported (RGB: 3)`);
+  const dim = v.hidden_size;
+  const inter = v.intermediate_size ?? (typeof dim === 'number' ? 4 * dim : undefined);
+  const ratio = typeof dim === 'number' && typeof inter === 'number' && dim > 0 ? inter / dim : NaN;
+  if (!Number.isInteger(ratio)) throw new ValueError(`${at}: intermediate_size ${show(inter)} is not a whole multiple of hidden_size ${show(dim)}`);
+  return {
+    name: typeof o._name_or_path === 'string' && o._name_or_path ? o._name_or_path : 'clip-vision',
+    embed_dim: v.projection_dim ?? o.projection_dim ?? 1024,
+    image_size: v.image_size ?? 224,
+    patch_size: v.patch_size ?? 14,
+    vision_dim: dim,
+    vision_mlp_ratio: ratio,
+    vision_heads: v.num_attention_heads ?? 16,
+    vision_layers: v.num_hidden_layers,
+    norm_eps: v.layer_norm_eps ?? 1e-5,
+  };
 }
 
 const CONFIG_MAX_BYTES = 16 * 1024 * 1024;

@@ -64,3 +64,55 @@ export function clipKeysRead(c: ClipConfig, blocks: ClipBlocksMode = 'penultimat
 export function clipFeatureShape(c: ClipConfig, batch: number): [number, number, number] {
   return [batch, clipTokens(c), c.vision_dim];
 }
+
+/**
+ * HuggingFace transformers' `CLIPVisionModel` / `CLIPVisionModelWithProjection` names (a diffusers image-to-video
+ * pipeline's `image_encoder/`), for the same tower: `vision_model.embeddings.{class_embedding, patch_embedding,
+ * position_embedding}`, `vision_model.pre_layrnorm`, `vision_model.encoder.layers.N.{layer_norm1, self_attn.{q,k,v,
+ * out}_proj, layer_norm2, mlp.fc1, mlp.fc2}`, `vision_model.post_layernorm`, `visual_projection` (no bias; the head
+ * transposed). q/k/v are separate there: to_qkv is their concatenation along the output rows, in that order.
+ * `hidden_states[-2]` of CLIPVisionModel is our `features` (the penultimate block's tokens).
+ */
+export type ClipKeyFormat = 'official' | 'transformers';
+
+/** One official key's source in transformers' names: one tensor (reshaped or transposed), or q/k/v to concatenate. */
+export type ClipHfSource =
+  | { kind: 'same'; key: string }
+  | { kind: 'reshape'; key: string }
+  | { kind: 'transpose'; key: string }
+  | { kind: 'qkv'; keys: [string, string, string] };
+
+/** transformers keys that carry nothing for the visual tower (a position-id buffer, a whole CLIPModel's text side). */
+export function isClipHfIgnoredKey(k: string): boolean {
+  return k === 'vision_model.embeddings.position_ids' || k.startsWith('text_model.') || k === 'logit_scale' || k === 'text_projection.weight';
+}
+
+export function detectClipKeyFormat(keys: Iterable<string>): ClipKeyFormat {
+  for (const k of keys) if (k.startsWith('vision_model.')) return 'transformers';
+  return 'official';
+}
+
+/** Official visual key -> where transformers stores it, for every visual key of the config. */
+export function clipHfSources(c: ClipConfig): Map<string, ClipHfSource> {
+  const v = 'vision_model.';
+  const m = new Map<string, ClipHfSource>();
+  m.set('visual.cls_embedding', { kind: 'reshape', key: `${v}embeddings.class_embedding` });
+  m.set('visual.pos_embedding', { kind: 'reshape', key: `${v}embeddings.position_embedding.weight` });
+  m.set('visual.head', { kind: 'transpose', key: 'visual_projection.weight' });
+  m.set('visual.patch_embedding.weight', { kind: 'same', key: `${v}embeddings.patch_embedding.weight` });
+  for (const p of ['weight', 'bias']) {
+    m.set(`visual.pre_norm.${p}`, { kind: 'same', key: `${v}pre_layrnorm.${p}` });
+    for (let i = 0; i < c.vision_layers; i++) {
+      const o = `visual.transformer.${i}.`;
+      const h = `${v}encoder.layers.${i}.`;
+      m.set(`${o}norm1.${p}`, { kind: 'same', key: `${h}layer_norm1.${p}` });
+      m.set(`${o}attn.to_qkv.${p}`, { kind: 'qkv', keys: [`${h}self_attn.q_proj.${p}`, `${h}self_attn.k_proj.${p}`, `${h}self_attn.v_proj.${p}`] });
+      m.set(`${o}attn.proj.${p}`, { kind: 'same', key: `${h}self_attn.out_proj.${p}` });
+      m.set(`${o}norm2.${p}`, { kind: 'same', key: `${h}layer_norm2.${p}` });
+      m.set(`${o}mlp.0.${p}`, { kind: 'same', key: `${h}mlp.fc1.${p}` });
+      m.set(`${o}mlp.2.${p}`, { kind: 'same', key: `${h}mlp.fc2.${p}` });
+    }
+    m.set(`visual.post_norm.${p}`, { kind: 'same', key: `${v}post_layernorm.${p}` });
+  }
+  return m;
+}

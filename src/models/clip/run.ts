@@ -8,17 +8,19 @@
  * memory. bf16 / f16 tensors stay in their dtype.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DTypeError, ShapeError, StateDictError, ValueError, fmtShape, type LoadReport } from '../../errors.js';
 import { SafetensorsFile } from '../../io/safetensors.js';
 import { inWeightsFile, openWeights } from '../../io/weights.js';
-import { formatLoadReport } from '../../nn/module.js';
+import { formatLoadReport, type TensorSource } from '../../nn/module.js';
 import { dtypeBytes } from '../../tensor/dtype.js';
 import { Rng } from '../../tensor/random.js';
-import { type Tensor, firstNonFinite, tensor } from '../../tensor/tensor.js';
-import { resolveClipConfig, type ClipConfig } from './config.js';
-import { clipCheckpointKeyShapes, clipKeysRead } from './keys.js';
+import { type Tensor, empty, firstNonFinite, tensor } from '../../tensor/tensor.js';
+import { copyInto } from '../../tensor/inplace.js';
+import * as ops from '../../tensor/ops.js';
+import { parseClipConfig, resolveClipConfig, type ClipConfig } from './config.js';
+import { clipCheckpointKeyShapes, clipHfSources, clipKeysRead, detectClipKeyFormat, isClipHfIgnoredKey, type ClipHfSource, type ClipKeyFormat } from './keys.js';
 import { ClipVisual, type ClipBlocksMode } from './model.js';
 import { checkClipImage } from './preprocess.js';
 
@@ -35,14 +37,81 @@ export interface ClipLoadOptions {
 export interface ClipLoadResult {
   /** the file (and state dict) the weights came from */
   source: string;
+  /** the checkpoint's key names: Wan's official ones, or transformers' CLIPVisionModel (diffusers `image_encoder/`) */
+  format: ClipKeyFormat;
   /** keys whose data was read, in state-dict order */
   read: string[];
   /** keys of the file that were left unread (text tower, log_scale, unused visual keys) */
   skipped: string[];
   /** bytes of tensor data read (as stored: 2 per bf16 / f16 value) */
   bytesRead: number;
-  /** stored dtype -> number of tensors read */
+  /** dtype in memory (f32, bf16, f16) -> number of tensors read */
   dtypes: Record<string, number>;
+}
+
+function shapeEq(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/**
+ * A transformers CLIPVisionModel state dict seen in the official names (q/k/v concatenated into to_qkv as they are
+ * read, in their stored dtype); keys it cannot place keep their own names so the strict check reports them.
+ */
+function officialView(c: ClipConfig, raw: TensorSource): { src: TensorSource; format: ClipKeyFormat; ignored: string[] } {
+  const keys = [...raw.keys()];
+  const format = detectClipKeyFormat(keys);
+  if (format === 'official') return { src: raw, format, ignored: [] };
+  const layout = clipCheckpointKeyShapes(c);
+  const have = new Set(keys);
+  const placed = new Map<string, ClipHfSource>();
+  const used = new Set<string>();
+  for (const [k, s] of clipHfSources(c)) {
+    const parts = s.kind === 'qkv' ? s.keys : [s.key];
+    const present = parts.filter((p) => have.has(p));
+    if (present.length === parts.length) {
+      placed.set(k, s);
+      for (const p of parts) used.add(p);
+    } else if (present.length)
+      throw new StateDictError(`${k} is stored as ${parts.join(' + ')} in transformers' names, but ${parts.filter((p) => !have.has(p)).join(', ')} is missing`, {
+        missing: parts.filter((p) => !have.has(p)),
+        unexpected: [],
+        mismatched: [],
+      });
+  }
+  const ignored = keys.filter((k) => !used.has(k) && isClipHfIgnoredKey(k));
+  const unknown = keys.filter((k) => !used.has(k) && !isClipHfIgnoredKey(k));
+  const shape = (k: string): readonly number[] => {
+    const s = placed.get(k);
+    if (!s) return raw.shape(k);
+    const want = layout.get(k)!;
+    if (s.kind === 'same') return raw.shape(s.key);
+    if (s.kind === 'reshape') {
+      const got = raw.shape(s.key);
+      return shapeEq(got, want.slice(want.length - got.length)) && want.slice(0, want.length - got.length).every((d) => d === 1) ? want : got;
+    }
+    if (s.kind === 'transpose') return [...raw.shape(s.key)].reverse();
+    const [q, kk, v] = s.keys.map((x) => raw.shape(x)) as [readonly number[], readonly number[], readonly number[]];
+    return shapeEq(q, kk) && shapeEq(q, v) && q.length ? [3 * q[0]!, ...q.slice(1)] : q;
+  };
+  const get = (k: string): Tensor => {
+    const s = placed.get(k);
+    if (!s) return raw.get(k);
+    if (s.kind === 'same') return raw.get(s.key);
+    if (s.kind === 'reshape') return ops.reshape(raw.get(s.key), layout.get(k)!);
+    if (s.kind === 'transpose') {
+      // the head: never read by the features; widened to f32 if ever asked for
+      const t = raw.get(s.key);
+      return ops.contiguous(ops.transpose(t.dtype === 'f32' ? t : tensor(t.readSync(), t.shape), 0, 1));
+    }
+    const parts = s.keys.map((x) => raw.get(x));
+    const dtype = parts.every((t) => t.dtype === parts[0]!.dtype) ? parts[0]!.dtype : 'f32';
+    const n = parts[0]!.shape[0]!;
+    const out = empty([3 * n, ...parts[0]!.shape.slice(1)], dtype);
+    // values of the stored dtype written back to it: exact
+    parts.forEach((t, i) => copyInto(ops.slice(out, 0, i * n, (i + 1) * n), t));
+    return out;
+  };
+  return { src: { keys: () => [...placed.keys(), ...unknown], shape, get }, format, ignored };
 }
 
 /** A Wan model folder holds the CLIP checkpoint beside the DiT, T5 and VAE files: pick it by its released name. */
@@ -79,11 +148,13 @@ export function clipWeightsFingerprint(file: string): string {
 export function loadClipVisualWeights(model: ClipVisual, path: string, opts: ClipLoadOptions = {}): ClipLoadResult {
   const blocks = opts.blocks ?? 'penultimate';
   if (blocks !== 'penultimate' && blocks !== 'all') throw new ValueError(`CLIP: blocks must be 'penultimate' or 'all', got ${JSON.stringify(blocks)}`);
-  const w = openWeights(resolveClipPath(path), { dtype: opts.dtype ?? 'keep' });
+  const w = openWeights(resolveClipPath(path), { dtype: opts.dtype ?? 'keep', component: 'image_encoder' });
   try {
     const layout = clipCheckpointKeyShapes(model.config);
     const want = clipKeysRead(model.config, blocks);
-    const have = [...w.tensors.keys()];
+    const view = officialView(model.config, w.tensors);
+    const src = view.src;
+    const have = [...src.keys()];
     const haveSet = new Set(have);
     const report: LoadReport = { missing: [], unexpected: [], mismatched: [] };
     for (const k of have) {
@@ -92,28 +163,31 @@ export function loadClipVisualWeights(model: ClipVisual, path: string, opts: Cli
         report.unexpected.push(k);
         continue;
       }
-      const got = w.tensors.shape(k);
+      const got = src.shape(k);
       if (got.length !== s.length || got.some((d, i) => d !== s[i])) report.mismatched.push({ key: k, expected: [...s], got: [...got] });
     }
     for (const k of want) if (!haveSet.has(k)) report.missing.push(k);
     if (report.missing.length + report.unexpected.length + report.mismatched.length)
-      throw new StateDictError(`${w.source}: not a checkpoint of CLIP "${model.config.name}" (XLMRobertaCLIP keys): ${formatLoadReport(report)}`, report);
+      throw new StateDictError(
+        `${w.source}: not a checkpoint of CLIP "${model.config.name}" (${view.format === 'official' ? 'XLMRobertaCLIP keys' : "transformers' CLIPVisionModel keys, shown in the official names"}): ${formatLoadReport(report)}`,
+        report,
+      );
     // Read every tensor before assigning any, so a bad tensor late in the file leaves the model as it was.
     const staged: [string, Tensor][] = [];
     let bytesRead = 0;
     const dtypes: Record<string, number> = {};
     for (const k of want) {
-      const t = w.tensors.get(k);
-      if (t.dtype === 'i32') throw new DTypeError(`${w.source}: "${k}" holds integers (${w.dtype(k)}); CLIP weights are floating point`);
+      const t = src.get(k);
+      if (t.dtype === 'i32') throw new DTypeError(`${w.source}: "${k}" holds integers; CLIP weights are floating point`);
       bytesRead += t.size * dtypeBytes(t.dtype);
-      const d = w.dtype(k);
+      const d = t.dtype;
       dtypes[d] = (dtypes[d] ?? 0) + 1;
       staged.push([k, t]);
     }
     for (const [k, t] of staged) model.getParam(k).set(t, k);
     const wantSet = new Set(want);
     model.fingerprint = `${clipWeightsFingerprint(w.file)}:${blocks}`;
-    return { source: w.source, read: want, skipped: have.filter((k) => !wantSet.has(k)), bytesRead, dtypes };
+    return { source: w.source, format: view.format, read: want, skipped: [...have.filter((k) => !wantSet.has(k)), ...view.ignored], bytesRead, dtypes };
   } catch (e) {
     throw inWeightsFile(e, w.source);
   } finally {
@@ -121,12 +195,30 @@ export function loadClipVisualWeights(model: ClipVisual, path: string, opts: Cli
   }
 }
 
+/** The transformers config.json of a diffusers `image_encoder/` folder (or of a pipeline folder's), if there is one. */
+function folderConfig(path: string): ClipConfig | null {
+  if (!existsSync(path) || !statSync(path).isDirectory()) return null;
+  for (const p of [join(path, 'config.json'), join(path, 'image_encoder', 'config.json')])
+    if (existsSync(p) && (existsSync(join(path, 'model_index.json')) || p === join(path, 'config.json'))) {
+      let json: unknown;
+      try {
+        json = JSON.parse(readFileSync(p, 'utf8'));
+      } catch (e) {
+        throw new ValueError(`CLIP config ${p}: not valid JSON (${(e as Error).message})`);
+      }
+      return parseClipConfig(json, undefined, p);
+    }
+  return null;
+}
+
 /**
  * The image encoder of image-to-video from Wan's CLIP checkpoint (`.pth`, `.safetensors`, or a Wan model folder
- * holding `models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth`). `config` defaults to the released ViT-H/14.
+ * holding `models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth`), or from transformers' CLIPVisionModel weights
+ * (a diffusers `image_encoder/` folder, or a pipeline folder holding one; its config.json is the config). `config`
+ * defaults to that config.json, else the released ViT-H/14.
  */
 export function loadClipVisual(path: string, opts: ClipLoadOptions & { config?: string | object } = {}): ClipVisual {
-  const m = new ClipVisual(resolveClipConfig(opts.config ?? 'open-clip-xlm-roberta-large-vit-huge-14'));
+  const m = new ClipVisual(opts.config !== undefined ? resolveClipConfig(opts.config) : (folderConfig(path) ?? resolveClipConfig('open-clip-xlm-roberta-large-vit-huge-14')));
   loadClipVisualWeights(m, path, opts);
   return m;
 }
