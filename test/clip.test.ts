@@ -241,8 +241,9 @@ describe('CLIP loading reads only what the features use', { skip }, () => {
     assert.equal(kept.getParam('visual.patch_embedding.weight').value.dtype, 'bf16');
     assert.equal(wide.getParam('visual.transformer.0.attn.to_qkv.weight').value.dtype, 'f32');
     const pv = io().tensor('pixel_values');
-    // same values, only the storage differs: the kernels widen bf16 exactly, so only the GEMM blocking may differ
-    assertClose(kept.features(pv), wide.features(pv), 1e-5, 'bf16 kept vs widened');
+    // same values, only the storage differs: the kernels widen bf16 exactly, so only the order of float32 rounding
+    // may differ (the GEMM blocking of widened row blocks): within the header's bound
+    assertClose(kept.features(pv), wide.features(pv), TOL, 'bf16 kept vs widened');
     // and the bf16 rounding of the weights (2^-9 relative each) moves the features by well under 5%
     assertClose(kept.features(pv), io().tensor('features'), 5e-2, 'bf16 vs fp32 fixture');
     assert.notEqual(kept.fingerprint, loadClipVisual(F('clip_tiny.weights.safetensors'), { config: CFG() }).fingerprint);
