@@ -180,9 +180,9 @@ describe('CLIP against the fixture (official wan/modules/clip.py)', { skip }, ()
         assertClose(m.lastBlock(y), f.tensor('features_all_blocks'), TOL, 'lastBlock(features)');
         // images -> features in one call
         assertClose(m.encodeImages([f.tensor('image0'), f.tensor('image1')]), f.tensor('features'), TOL, 'encodeImages');
-        // a batch of one gives the same rows
+        // a batch of one gives the same rows (the GEMMs may block a different row count differently: same bound)
         const one = m.features(slice(pv, 0, 1, 2));
-        assert.ok(relErr(one.readSync(), y.readSync().subarray(17 * 32)) < 1e-6);
+        assert.ok(relErr(one.readSync(), y.readSync().subarray(17 * 32)) <= TOL);
       });
     });
   }
@@ -232,7 +232,7 @@ describe('CLIP loading reads only what the features use', { skip }, () => {
     assertClose(m.features(io().tensor('pixel_values')), io().tensor('features'), TOL, 'features');
   });
 
-  it('bf16 weights stay bf16 in memory and give the features of the same weights widened to f32', () => {
+  it('bf16 / f16 weights stay so in memory and give the features of the same weights widened to f32', () => {
     const p = join(dir, 'bf16.safetensors');
     saveSafetensors(p, fixtureWeights(), { dtype: 'BF16' });
     const kept = loadClipVisual(p, { config: CFG() });
@@ -247,6 +247,12 @@ describe('CLIP loading reads only what the features use', { skip }, () => {
     // and the bf16 rounding of the weights (2^-9 relative each) moves the features by well under 5%
     assertClose(kept.features(pv), io().tensor('features'), 5e-2, 'bf16 vs fp32 fixture');
     assert.notEqual(kept.fingerprint, loadClipVisual(F('clip_tiny.weights.safetensors'), { config: CFG() }).fingerprint);
+    // f16 likewise
+    const p16 = join(dir, 'f16.safetensors');
+    saveSafetensors(p16, fixtureWeights(), { dtype: 'F16' });
+    const h = loadClipVisual(p16, { config: CFG() });
+    assert.equal(h.getParam('visual.transformer.1.mlp.2.weight').value.dtype, 'f16');
+    assertClose(h.features(pv), loadClipVisual(p16, { config: CFG(), dtype: 'f32' }).features(pv), TOL, 'f16 kept vs widened');
   });
 
   it('refuses checkpoints that do not match: a missing visual key, a foreign key, a wrong shape (named with the file)', () => {
