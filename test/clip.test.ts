@@ -222,6 +222,12 @@ describe('CLIP loading reads only what the features use', { skip }, () => {
     assert.equal(r.read.length, clipKeysRead(c(), 'all').length);
     assertClose(m.features(io().tensor('pixel_values')), io().tensor('features'), TOL, 'features from .pth');
     assertClose(m.featuresAllBlocks(io().tensor('pixel_values')), io().tensor('features_all_blocks'), TOL, 'all blocks from .pth');
+    // a Wan model folder: the checkpoint is found by its released name among the other weights files
+    const wan = join(dir, 'Wan2.1-I2V');
+    mkdirSync(wan);
+    writePth(wan, 'models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth', sd, textual);
+    saveSafetensors(join(wan, 'Wan2.1_VAE.safetensors'), { x: tensor([1], [1]) });
+    assertClose(loadClipVisual(wan, { config: CFG() }).features(io().tensor('pixel_values')), io().tensor('features'), TOL, 'features from a Wan folder');
   });
 
   it('a visual-only safetensors file (no text tower) loads', () => {

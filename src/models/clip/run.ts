@@ -169,7 +169,7 @@ export function loadClipVisualWeights(model: ClipVisual, path: string, opts: Cli
     for (const k of want) if (!haveSet.has(k)) report.missing.push(k);
     if (report.missing.length + report.unexpected.length + report.mismatched.length)
       throw new StateDictError(
-        `${w.source}: not a checkpoint of CLIP "${model.config.name}" (${view.format === 'official' ? 'XLMRobertaCLIP keys' : "transformers' CLIPVisionModel keys, shown in the official names"}): ${formatLoadReport(report)}`,
+        `not a checkpoint of CLIP "${model.config.name}" (${view.format === 'official' ? 'XLMRobertaCLIP keys' : "transformers' CLIPVisionModel keys, shown in the official names"}): ${formatLoadReport(report)}`,
         report,
       );
     // Read every tensor before assigning any, so a bad tensor late in the file leaves the model as it was.
