@@ -11,7 +11,9 @@
  * the last, as image-to-video does), random weights written once by ours (visual keys, f32) and loaded strictly by
  * both; one random pixel_values batch. Each side runs in a fresh child process (ours first, then the official) that
  * loads the weights and times --reps calls of the features, reporting the median, and its peak RSS. Accuracy: max|ours
- * - official| / max|official| of the features. Ratio = ours / official (below 1: ours is faster).
+ * - official| / max|official| of the features. Ratio = ours / official (below 1: ours is faster). Each side's process CPU
+ * time per call is reported too (all threads, spin-waiting included): on a machine shared with other work it moves less
+ * than wall time.
  */
 import { spawnSync } from 'node:child_process';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -45,6 +47,8 @@ function useNative(): void {
 
 interface SideRun {
   features_ms: number[];
+  /** process CPU time (all threads, spin-waiting included) per rep */
+  cpu_ms: number[];
   rss_after_load_mb: number;
   peak_rss_mb: number;
   [k: string]: unknown;
@@ -60,13 +64,17 @@ function childOurs(): void {
   const out = opt('--out', '');
   const afterLoad = vmHwmMb();
   const ms: number[] = [];
+  const cpu: number[] = [];
   for (let r = 0; r < reps; r++) {
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     const y = model.features(x);
     ms.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1000);
     if (r === 0 && out) saveSafetensors(out, { features: y });
   }
-  process.stdout.write(JSON.stringify({ features_ms: ms, rss_after_load_mb: afterLoad, peak_rss_mb: vmHwmMb(), threads: THREADS }) + '\n');
+  process.stdout.write(JSON.stringify({ features_ms: ms, cpu_ms: cpu, rss_after_load_mb: afterLoad, peak_rss_mb: vmHwmMb(), threads: THREADS }) + '\n');
 }
 
 function runChild(cmd: string, argv: string[]): SideRun | { error: string } {
@@ -171,6 +179,11 @@ function main(): void {
     ours,
     official: off,
     features_ms: ok ? { ours: +o.toFixed(1), official: +t.toFixed(1), ratio: +(o / t).toFixed(3) } : null,
+    cpu_ms: ok ? (() => {
+      const a = median((ours as SideRun).cpu_ms);
+      const b = median((off as SideRun).cpu_ms);
+      return { ours: +a.toFixed(1), official: +b.toFixed(1), ratio: +(a / b).toFixed(3) };
+    })() : null,
     peak_rss_mb: ok ? { ours: Math.round((ours as SideRun).peak_rss_mb), official: Math.round((off as SideRun).peak_rss_mb) } : null,
     rel_err: err,
   };
@@ -190,6 +203,7 @@ function main(): void {
   else
     lines.push(
       `features: ours ${result.features_ms!.ours} ms, official ${result.features_ms!.official} ms, ratio ${result.features_ms!.ratio.toFixed(2)}; ` +
+        `CPU time ${result.cpu_ms!.ours} / ${result.cpu_ms!.official} ms (ratio ${result.cpu_ms!.ratio.toFixed(2)}); ` +
         `peak RSS ${result.peak_rss_mb!.ours} / ${result.peak_rss_mb!.official} MB; rel err ${err.toExponential(1)}`,
     );
   process.stdout.write(lines.join('\n') + '\n');

@@ -14,7 +14,7 @@ package whose other members are minimal stand-ins for what clip.py imports but t
 
 Builds `VisionTransformer` exactly as `XLMRobertaCLIP` does for its `visual` (pool 'token', pre_norm, gelu), loads
 the `visual.*` weights strictly, and for each rep times `visual(pixel_values, use_31_block=True)` in fp32 without
-grad; prints one JSON line: features_ms (list), rss_after_load_mb, peak_rss_mb, versions. --out writes the first
+grad; prints one JSON line: features_ms and cpu_ms (process CPU time; lists), rss_after_load_mb, peak_rss_mb, versions. --out writes the first
 rep's `features` for the accuracy check.
 """
 import argparse
@@ -118,17 +118,20 @@ def main():
     del sd
     x = load_safetensors(a.input)["pixel_values"]
     after_load = peak_rss_mb()
-    times = []
+    times, cpu = [], []
     with torch.no_grad():
         for r in range(a.reps):
             t0 = time.perf_counter()
+            c0 = time.process_time()
             y = visual(x, use_31_block=True)
             times.append((time.perf_counter() - t0) * 1e3)
+            cpu.append((time.process_time() - c0) * 1e3)
             if r == 0 and a.out:
                 save_safetensors(a.out, {"features": y})
             del y
     print(json.dumps({
         "features_ms": times,
+        "cpu_ms": cpu,
         "rss_after_load_mb": after_load,
         "peak_rss_mb": peak_rss_mb(),
         "torch": torch.__version__,

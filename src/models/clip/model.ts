@@ -106,7 +106,11 @@ export class ClipVisionTransformer extends Module {
     const B = pixelValues.shape[0]!;
     const D = c.vision_dim;
     const g = S / c.patch_size;
-    const patches = ops.permute(ops.reshape(this.patch_embedding.forward(pixelValues), [B, D, g * g]), [0, 2, 1]);
+    // The patch conv (kernel = stride, no padding, no bias) as one GEMM over the patches laid out (B, g*g, 3*P*P) in
+    // the weight's (channel, row, column) order: the same sums as Conv2d, 2-3x faster than a 14x14 strided conv here.
+    const P = c.patch_size;
+    const cols = ops.reshape(ops.permute(ops.reshape(pixelValues, [B, 3, g, P, g, P]), [0, 2, 4, 1, 3, 5]), [B, g * g, 3 * P * P]);
+    const patches = ops.linear(cols, ops.reshape(this.patch_embedding.weight.value, [D, 3 * P * P]));
     const cls = ops.expand(this.cls_embedding.value, [B, 1, D]);
     let x = this.pre_norm.forward(ops.add(ops.cat([cls, patches], 1), this.pos_embedding.value));
     for (let i = 0; i < blocks; i++) x = this.transformer.at(i).forward(x);
