@@ -94,12 +94,12 @@ function ftfyUnescapeHtml(text: string): string {
  */
 const MOJIBAKE_RE = new RegExp(`[\\u00c2-\\u00f4][${CP1252_HIGH}\\u0080-\\u00bf]`, 'u');
 
-/** Encode with sloppy windows-1252 (which covers latin-1's printable range); null if a character is outside it. */
-function encodeSloppy1252(text: string): Uint8Array | null {
+/** Encode as latin-1 (`sloppy` false) or sloppy windows-1252; null if a character has no byte there. */
+function encodeSingleByte(text: string, sloppy: boolean): Uint8Array | null {
   const out = new Uint8Array(text.length);
   let i = 0;
   for (const ch of text) {
-    const b = SLOPPY_1252_ENCODE.get(ch);
+    const b = sloppy ? SLOPPY_1252_ENCODE.get(ch) : ch.charCodeAt(0) < 256 ? ch.charCodeAt(0) : undefined;
     if (b === undefined) return null;
     out[i++] = b;
   }
@@ -110,22 +110,26 @@ const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * ftfy's fix_encoding, the one case prompts meet: text that was UTF-8, decoded as latin-1 / windows-1252 ("cafÃ©").
- * If every character has a windows-1252 byte (latin-1 control characters included), the text shows a mojibake pair,
- * and the bytes are valid UTF-8, the text is re-decoded; repeated while that changes it (double mojibake).
+ * If the text shows a mojibake pair and its latin-1 bytes, or else its (sloppy) windows-1252 bytes, are valid UTF-8,
+ * the text is re-decoded from them; repeated while that changes it (double mojibake).
  * C1 controls left over are read as windows-1252 (ftfy's fix_c1_controls).
  */
 function fixEncoding(text: string): string {
   for (let guard = 0; guard < 8; guard++) {
     if (!MOJIBAKE_RE.test(text)) break;
-    const bytes = encodeSloppy1252(text);
-    if (!bytes) break;
-    let fixed: string;
-    try {
-      fixed = STRICT_UTF8.decode(bytes);
-    } catch {
-      break;
+    // ftfy tries its single-byte encodings in order, latin-1 first, and keeps the first whose bytes are UTF-8
+    let fixed: string | null = null;
+    for (const sloppy of [false, true]) {
+      const bytes = encodeSingleByte(text, sloppy);
+      if (!bytes) continue;
+      try {
+        fixed = STRICT_UTF8.decode(bytes);
+        break;
+      } catch {
+        /* not UTF-8 this way */
+      }
     }
-    if (fixed === text) break;
+    if (fixed === null || fixed === text) break;
     text = fixed;
   }
   return text;

@@ -39,7 +39,7 @@ class Reader {
     this.pos = start;
   }
   fail(msg: string): never {
-    throw new FormatError(`${this.what}: not a SentencePiece model (${msg} at byte ${this.pos})`);
+    throw new FormatError(`${this.what}: not a SentencePiece model, or a corrupt one (${msg} at byte ${this.pos})`);
   }
   /** A varint: `lo` is its low 32 bits exactly (int32 / enum / bool fields), `value` the whole as a double. */
   varint(): { lo: number; value: number } {
