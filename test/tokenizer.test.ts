@@ -296,6 +296,7 @@ describe('cleaning', () => {
     for (const [i, s] of inputs.entries()) assert.equal(htmlUnescape(s), want[i], JSON.stringify(s));
   });
 
+  // expected values: ftfy 6.3.1's fix_text on the same inputs
   test('the ftfy subset: mojibake, quotes, ligatures, width, line breaks, controls, NFC', () => {
     const cases: [string, string][] = [
       ['caf\u00c3\u00a9', 'caf\u00e9'], // UTF-8 read as latin-1
@@ -311,6 +312,9 @@ describe('cleaning', () => {
       ['cafe\u0301', 'caf\u00e9'],
       ['&lt;b&gt; &amp;amp;', '<b> &'], // complete references, once per pass, passes repeated until stable (the '<' check is made before)
       ['<b> &amp;', '<b> &amp;'], // a line with '<' is left as HTML
+      ['&NTILDE; &eacute;', '\u00d1 \u00e9'], // upper-cased names of lower-case entities
+      ['line1 &amp;\n<b>x</b> &amp;', 'line1 &\n<b>x</b> &amp;'], // once a line holds '<', later lines stay HTML
+      ['a\u0085b', 'a\u2026b'], // a C1 control read as windows-1252 (before line breaks)
       ['plain ascii', 'plain ascii'],
       ['na\u00efve caf\u00e9 \u00a9', 'na\u00efve caf\u00e9 \u00a9'], // legitimate latin-1 text is left alone
     ];
