@@ -165,6 +165,21 @@ describe('tokenizer.json (converted from the fixture spiece.model)', { skip }, (
     assert.notEqual(hf.fingerprint, ref.fingerprint, 'byte fallback changes ids, so it changes the fingerprint');
   });
 
+  test("special added tokens past the vocabulary (umT5's <extra_id_N>) extend it and change no ids", async () => {
+    const c = cases();
+    const model = parseSentencePieceModel(new Uint8Array(readFileSync(spm)), spm);
+    const j = toTokenizerJson(model) as { added_tokens: { id: number; content: string; special: boolean }[] };
+    for (let i = 0; i < 3; i++) j.added_tokens.push({ id: c.vocab_size + i, content: `<extra_id_${2 - i}>`, special: true });
+    const f = join(tmp, 'extra.tokenizer.json');
+    writeFileSync(f, JSON.stringify(j));
+    const tok = await loadTokenizer(f);
+    assert.equal(tok.vocabSize, c.vocab_size + 3);
+    for (const k of all(c)) assert.deepEqual(tok.tokenize(k.text, c.text_len).inputIds, k.input_ids_without_byte_fallback ?? k.input_ids, k.name);
+    j.added_tokens.push({ id: c.vocab_size + 5, content: '<gap>', special: true });
+    writeFileSync(f, JSON.stringify(j));
+    assert.throws(() => loadTokenizerSync(f), new RegExp(`has id ${c.vocab_size + 5}, leaving a gap after the ${c.vocab_size + 3} ids before it`));
+  });
+
   test('unsupported or malformed tokenizer.json files are refused by name', () => {
     const model = parseSentencePieceModel(new Uint8Array(readFileSync(spm)), spm);
     const good = toTokenizerJson(model) as Record<string, any>;
