@@ -37,6 +37,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Tensor, noGrad } from '../src/tensor/tensor.js';
 import * as ops from '../src/tensor/ops.js';
@@ -52,7 +53,8 @@ import { cliArgs, median } from './profile.js';
 import { procStatusMb } from './torch.js';
 
 const USAGE = `usage: npm run bench:generate -- [--sizes 480x832,720x1280] [--layers 1] [--steps 1] [--guidance 5] [--reps 1]
-       [--frames 81] [--decode-size 128x256|same] [--no-decode] [--no-dit] [--threads 2] [--json] [--tiny]`;
+       [--frames 81] [--decode-size 64x64|same] [--no-decode] [--no-dit] [--timeout-s 0] [--threads 2] [--json]
+       [--json-out FILE] [--tiny]`;
 const { flag, opt } = cliArgs(USAGE);
 const SEED = 1919;
 const TINY = flag('--tiny');
@@ -131,20 +133,29 @@ export function forwardFlops(c: WanConfig, N: number): { linear: number; attenti
 // ---- random weights ------------------------------------------------------------------------------------------------
 
 /**
- * Random weights for the parameters of `m` (only those; a DC-AE-V encoder left shape-only stays unallocated): weights
- * of rank > 1 N(0, 1/fan_in), norm weights / gammas 1, other rank-1 parameters 0.02 N(0, 1). Values do not change the
- * cost of any kernel here; they keep activations finite and of order one.
+ * Random weights for the parameters of `m` that `keep` selects (the rest stay shape-only and unallocated, e.g. the VAE
+ * encoders): weights of rank > 1 with variance 1/fan_in, norm weights / gammas 1, other rank-1 parameters with standard
+ * deviation 0.02. Values do not change the cost of any kernel here; they keep activations finite and of order one.
  */
-function randomInit(m: Module, seed: number, prefix = ''): number {
-  const rng = new Rng(seed);
+function randomInit(m: Module, seed: number, prefix = '', keep: (key: string) => boolean = () => true): number {
+  // xorshift32 uniforms with the same variance as N(0, std^2) (a normal draw per weight would take a minute in JS for
+  // the 1.2 B decoder weights of DC-AE-V)
+  let x = seed >>> 0 || 1;
+  const u = () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296 - 0.5;
+  };
   let n = 0;
   for (const [key, p] of m.namedParams(prefix)) {
+    if (!keep(key)) continue;
     const d = new Float32Array(p.size);
     if (p.shape.length > 1) {
-      const std = 1 / Math.sqrt(p.size / p.shape[0]!);
-      for (let i = 0; i < d.length; i++) d[i] = std * rng.normal();
+      const a = 2 * Math.sqrt(3) / Math.sqrt(p.size / p.shape[0]!);
+      for (let i = 0; i < d.length; i++) d[i] = a * u();
     } else if (/(norm[^.]*\.weight|gamma)$/.test(key)) d.fill(1);
-    else for (let i = 0; i < d.length; i++) d[i] = 0.02 * rng.normal();
+    else for (let i = 0; i < d.length; i++) d[i] = 0.04 * Math.sqrt(3) * u();
     p.set(new Tensor(d, p.shape), key);
     n += p.size;
   }
@@ -240,7 +251,8 @@ function decoderModel(side: Side): { ae: VideoAutoencoder; params: number; confi
   }
   const cfg: WanVaeConfig = TINY ? parseWanVaeConfig({ ...wanVaeConfigToJson(wan21VaeConfig()), dim: 8 }, 'tiny-wan-vae') : wan21VaeConfig();
   const m = new WanVAE(cfg);
-  const params = randomInit(m, SEED + 5);
+  // the decoder and the post-quant conv (conv2); the encoder and conv1 stay unallocated
+  const params = randomInit(m, SEED + 5, '', (k) => k.startsWith('decoder.') || k.startsWith('conv2.'));
   return { ae: new WanVaeAutoencoder(m), params, config: cfg.name };
 }
 
@@ -285,12 +297,18 @@ function childDecode(): void {
 
 // ---- parent --------------------------------------------------------------------------------------------------------
 
-function runChild<T>(argv: string[], log: (s: string) => void): T | { error: string } {
+function runChild<T>(argv: string[], log: (s: string) => void, timeoutS: number): T | { error: string } {
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...argv], {
     encoding: 'utf8',
     maxBuffer: 1 << 26,
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(timeoutS > 0 ? { timeout: timeoutS * 1000, killSignal: 'SIGKILL' as const } : {}),
   });
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') {
+    const e = { error: `not run to the end here: stopped at the --timeout-s limit of ${timeoutS} s` };
+    log(`  ${e.error}`);
+    return e;
+  }
   if (r.status !== 0) {
     const why = r.signal ? `killed by ${r.signal}${r.signal === 'SIGKILL' ? ' (out of memory?)' : ''}` : `exit ${r.status}`;
     const e = { error: `${why}: ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' | ')}` };
@@ -328,7 +346,11 @@ interface DitSide {
   frames: number;
   params: number;
   forward_ms: number | null;
+  /** one measured denoising step (null with --guidance 1) */
   step_ms: number | null;
+  /** a step with CFG: the measured step, or 2 x forward (computed) with --guidance 1 */
+  step_cfg_ms: number | null;
+  step_cfg_computed: boolean;
   peak_rss_mb: number | null;
   rss_after_load_mb: number | null;
   gflop_forward: number;
@@ -358,7 +380,9 @@ async function parent(): Promise<void> {
   const reps = posInt('--reps', '1');
   const guidance = Number(opt('--guidance', '5'));
   if (!Number.isFinite(guidance)) usageError(`--guidance must be a number`);
-  const decodeSizeOpt = opt('--decode-size', TINY ? 'same' : '128x256');
+  const timeoutS = Number(opt('--timeout-s', '0'));
+  if (!Number.isFinite(timeoutS) || timeoutS < 0) usageError(`--timeout-s must be a number of seconds >= 0 (0: no limit)`);
+  const decodeSizeOpt = opt('--decode-size', TINY ? 'same' : '64x64');
   const decodeSize = decodeSizeOpt === 'same' ? null : parseSize(decodeSizeOpt, '--decode-size');
   const fwdPerStep = guidance === 1 ? 1 : 2;
   useNative();
@@ -380,7 +404,7 @@ async function parent(): Promise<void> {
         const order: Side[] = r % 2 === 0 ? ['dc', 'base'] : ['base', 'dc'];
         for (const side of order) {
           log(`${H}x${W} DiT ${side} (${geo[side].tokens} tokens, ${layers} block${layers > 1 ? 's' : ''}, ${steps} step${steps > 1 ? 's' : ''} x ${fwdPerStep} forwards), rep ${r + 1}/${reps} ...`);
-          const res = runChild<DitRun>(['--child-dit', '--side', side, '--size', `${H}x${W}`, '--layers', String(layers), '--steps', String(steps), '--guidance', String(guidance), ...common], log);
+          const res = runChild<DitRun>(['--child-dit', '--side', side, '--size', `${H}x${W}`, '--layers', String(layers), '--steps', String(steps), '--guidance', String(guidance), ...common], log, timeoutS);
           if (isErr(res)) errors[side] = res.error;
           else {
             runs[side].push(res);
@@ -400,7 +424,9 @@ async function parent(): Promise<void> {
           frames: g.frames,
           params: new WanModel(cfg).parameterCount(),
           forward_ms: rs.length ? round(median(rs.flatMap((x) => x.forward_ms))) : null,
-          step_ms: rs.length ? round(median(rs.flatMap((x) => x.step_ms))) : null,
+          step_ms: rs.length && fwdPerStep === 2 ? round(median(rs.flatMap((x) => x.step_ms))) : null,
+          step_cfg_ms: rs.length ? round(fwdPerStep === 2 ? median(rs.flatMap((x) => x.step_ms)) : 2 * median(rs.flatMap((x) => x.forward_ms))) : null,
+          step_cfg_computed: fwdPerStep === 1,
           peak_rss_mb: rs.length ? round(median(rs.map((x) => x.peak_rss_mb))) : null,
           rss_after_load_mb: rs.length ? round(median(rs.map((x) => x.rss_after_load_mb))) : null,
           gflop_forward: round(forwardFlops(cfg, g.tokens).total / 1e9, 1),
@@ -414,7 +440,7 @@ async function parent(): Promise<void> {
       ? null
       : {
           ...ditSides,
-          speedup_step: ditSides.dc.step_ms && ditSides.base.step_ms ? round(ditSides.base.step_ms / ditSides.dc.step_ms, 2) : null,
+          speedup_step: ditSides.dc.step_cfg_ms && ditSides.base.step_cfg_ms ? round(ditSides.base.step_cfg_ms / ditSides.dc.step_cfg_ms, 2) : null,
           speedup_forward: ditSides.dc.forward_ms && ditSides.base.forward_ms ? round(ditSides.base.forward_ms / ditSides.dc.forward_ms, 2) : null,
         };
     rows.push({
@@ -429,6 +455,7 @@ async function parent(): Promise<void> {
       },
       dit,
       decode: null,
+      pipeline_estimate: null,
     });
   }
 
@@ -444,7 +471,7 @@ async function parent(): Promise<void> {
           const runs: DecodeRun[] = [];
           let err: { error: string } | null = null;
           for (let r = 0; r < reps; r++) {
-            const res = runChild<DecodeRun>(['--child-decode', '--side', side, '--size', key, ...common], log);
+            const res = runChild<DecodeRun>(['--child-decode', '--side', side, '--size', key, ...common], log, timeoutS);
             if (isErr(res)) err = res;
             else {
               runs.push(res);
@@ -483,6 +510,7 @@ async function parent(): Promise<void> {
       row.decode = dec;
     }
   }
+  if (!TINY) for (const row of rows) row.pipeline_estimate = pipelineEstimate(row, layers);
 
   const load1 = loadavg();
   const machine = {
@@ -509,8 +537,11 @@ async function parent(): Promise<void> {
     decode_size: decodeSize ? `${decodeSize[0]}x${decodeSize[1]}` : 'same',
     command: `npm run bench:generate -- ${process.argv.slice(2).join(' ')}`.trim(),
   };
+  const json = JSON.stringify({ machine, config, rows }, null, 1) + '\n';
+  const jsonOut = opt('--json-out', '');
+  if (jsonOut) writeFileSync(jsonOut, json);
   if (asJson) {
-    process.stdout.write(JSON.stringify({ machine, config, rows }, null, 1) + '\n');
+    process.stdout.write(json);
     return;
   }
   process.stdout.write(markdown(machine, config, rows));
@@ -522,20 +553,39 @@ interface Row {
   bounds: { tokens_dc: number; tokens_base: number; token_bound: number; attention_bound: number; flop_bound: number };
   dit: (Record<Side, DitSide> & { speedup_step: number | null; speedup_forward: number | null }) | null;
   decode: Record<Side, DecodeSide | { error: string }> | null;
+  /** an extrapolation, not a measurement: see pipelineEstimate */
+  pipeline_estimate: { steps: number; blocks: number; dc_min: number; base_min: number; speedup: number } | null;
+}
+
+/**
+ * The whole T2V generation extrapolated from the measured slice: `steps` denoising steps with CFG of the full
+ * `blocks`-block DiT (the measured step scaled by blocks / layers, which also scales the small patch-embedding, text-
+ * embedding and head cost, a slight overestimate for both sides) plus the decode. An estimate, labelled as such.
+ */
+function pipelineEstimate(row: Row, layers: number, steps = 50, blocks = 30): Row['pipeline_estimate'] {
+  const d = row.dit;
+  const dec = row.decode;
+  if (!d?.dc.step_cfg_ms || !d.base.step_cfg_ms || !dec || isErr(dec.dc) || isErr(dec.base)) return null;
+  const min = (step: number, decode: number) => (steps * step * (blocks / layers) + decode) / 60000;
+  const dcMin = min(d.dc.step_cfg_ms, dec.dc.decode_ms);
+  const baseMin = min(d.base.step_cfg_ms, dec.base.decode_ms);
+  return { steps, blocks, dc_min: round(dcMin, 1), base_min: round(baseMin, 1), speedup: round(baseMin / dcMin, 2) };
 }
 
 function markdown(machine: Record<string, unknown>, config: Record<string, unknown>, rows: Row[]): string {
   const f = (v: number | null | undefined, unit = '') => (v === null || v === undefined ? '-' : `${v.toLocaleString('en-US')}${unit}`);
   const s = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : ms >= 10000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`);
-  let md = `\nDC-VideoGen vs base Wan-2.1, ${config.layers}-block slice of the 1.3B width, ${config.forwards_per_step} forward${config.forwards_per_step === 1 ? '' : 's'} per step (${config.forwards_per_step === 2 ? 'CFG' : 'no CFG'})\n\n`;
-  md += `| size | side | latent (C x F x H x W) | patch | tokens | step | forward | DiT peak RSS | speed-up (step) | token bound | FLOP bound | attention bound |\n`;
+  const width = config.tiny ? 'the tiny (64-wide) DiT' : 'the 1.3B width';
+  const timed = config.forwards_per_step === 2 ? 'each step timed with CFG (2 forwards)' : 'one forward timed per step; a step with CFG is 2 forwards (2 x forward, computed)';
+  let md = `\nDC-VideoGen vs base Wan-2.1, ${config.layers}-block slice of ${width}; ${timed}\n\n`;
+  md += `| size | side | latent (C x F x H x W) | patch | tokens | step with CFG | forward | DiT peak RSS | speed-up (step) | token bound | FLOP bound | attention bound |\n`;
   md += `|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n`;
   for (const r of rows) {
     for (const side of ['dc', 'base'] as Side[]) {
       const d = r.dit?.[side];
       const g = geometries(r.frames_requested, ...(r.size.split('x').map(Number) as [number, number]))[side];
       const first = side === 'dc';
-      md += `| ${first ? r.size : ''} | ${side === 'dc' ? `DC-VideoGen (${g.frames}x${g.height}x${g.width})` : `base Wan (${g.frames}x${g.height}x${g.width})`} | ${g.latent.join('x')} | ${g.patch.join('x')} | ${g.tokens.toLocaleString('en-US')} | ${d?.error ? `failed: ${d.error}` : s(d?.step_ms)} | ${s(d?.forward_ms)} | ${f(d?.peak_rss_mb, ' MB')} | ${first ? (r.dit?.speedup_step ? `**${r.dit.speedup_step}x**` : '-') : ''} | ${first ? `${r.bounds.token_bound}x` : ''} | ${first ? `${r.bounds.flop_bound}x` : ''} | ${first ? `${r.bounds.attention_bound}x` : ''} |\n`;
+      md += `| ${first ? r.size : ''} | ${side === 'dc' ? `DC-VideoGen (${g.frames}x${g.height}x${g.width})` : `base Wan (${g.frames}x${g.height}x${g.width})`} | ${g.latent.join('x')} | ${g.patch.join('x')} | ${g.tokens.toLocaleString('en-US')} | ${d?.error ? `failed: ${d.error}` : `${s(d?.step_cfg_ms)}${d?.step_cfg_computed && d.step_cfg_ms ? ' (2 x forward)' : ''}`} | ${s(d?.forward_ms)} | ${f(d?.peak_rss_mb, ' MB')} | ${first ? (r.dit?.speedup_step ? `**${r.dit.speedup_step}x**` : '-') : ''} | ${first ? `${r.bounds.token_bound}x` : ''} | ${first ? `${r.bounds.flop_bound}x` : ''} | ${first ? `${r.bounds.attention_bound}x` : ''} |\n`;
     }
   }
   if (rows.some((r) => r.decode)) {
@@ -553,9 +603,18 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
       }
     }
   }
+  if (rows.some((r) => r.pipeline_estimate)) {
+    md += `\nEstimate, not a measurement: a whole generation (50 UniPC steps with CFG, all 30 blocks of the 1.3B, then the decode), scaled from the rows above\n\n`;
+    md += `| size | DC-VideoGen | base Wan | speed-up | paper (H100, whole pipeline) |\n|---|---:|---:|---:|---:|\n`;
+    const paper: Record<string, string> = { '480x832': '6.2x (0.24 vs 1.49 min)', '720x1280': '8.2x (0.70 vs 5.76 min)' };
+    for (const r of rows) {
+      const e = r.pipeline_estimate;
+      if (e) md += `| ${r.size} | ${e.dc_min} min | ${e.base_min} min | ${e.speedup}x | ${paper[r.size] ?? '-'} |\n`;
+    }
+  }
   md += `\ncommand: \`${config.command}\`\n`;
   md += `machine: ${machine.cpu} (${machine.cores} cores, ${machine.mem_gib} GiB), ${machine.threads} threads per side, node ${machine.node}; load average ${(machine.load_avg_start as number[]).join(' ')} at start, ${(machine.load_avg_end as number[]).join(' ')} at end; wall ${machine.wall_s} s\n`;
-  md += `medians of ${config.reps} run(s) per side (each a fresh child process), ${config.steps} UniPC step(s) per run; step = ${config.forwards_per_step} forward(s) + CFG + solver update\n`;
+  md += `medians of ${config.reps} run(s) per side (each a fresh child process), ${config.steps} UniPC step(s) per run, ${config.forwards_per_step} forward(s) per step; token bound = tokens_base / tokens_dc, attention bound = its square, FLOP bound = the FLOP model's ratio (linears + attention) for this slice\n`;
   return md;
 }
 
