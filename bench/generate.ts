@@ -38,6 +38,7 @@
 import { spawnSync } from 'node:child_process';
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tensor, noGrad } from '../src/tensor/tensor.js';
 import * as ops from '../src/tensor/ops.js';
@@ -382,6 +383,12 @@ async function parent(): Promise<void> {
   if (!Number.isFinite(guidance)) usageError(`--guidance must be a number`);
   const timeoutS = Number(opt('--timeout-s', '0'));
   if (!Number.isFinite(timeoutS) || timeoutS < 0) usageError(`--timeout-s must be a number of seconds >= 0 (0: no limit)`);
+  for (const [H, W] of sizes)
+    try {
+      geometries(frames, H, W);
+    } catch (e) {
+      usageError((e as Error).message);
+    }
   const decodeSizeOpt = opt('--decode-size', TINY ? 'same' : '64x64');
   const decodeSize = decodeSizeOpt === 'same' ? null : parseSize(decodeSizeOpt, '--decode-size');
   const fwdPerStep = guidance === 1 ? 1 : 2;
@@ -429,7 +436,7 @@ async function parent(): Promise<void> {
           step_cfg_computed: fwdPerStep === 1,
           peak_rss_mb: rs.length ? round(median(rs.map((x) => x.peak_rss_mb))) : null,
           rss_after_load_mb: rs.length ? round(median(rs.map((x) => x.rss_after_load_mb))) : null,
-          gflop_forward: round(forwardFlops(cfg, g.tokens).total / 1e9, 1),
+          gflop_forward: round(forwardFlops(cfg, g.tokens).total / 1e9, 3),
           ...(errors[side] && !rs.length ? { error: errors[side] } : {}),
         };
       }
@@ -618,8 +625,11 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
   return md;
 }
 
-const main = flag('--child-dit') ? async () => childDit() : flag('--child-decode') ? async () => childDecode() : parent;
-main().catch((e) => {
-  process.stderr.write(`bench:generate failed: ${(e as Error).stack ?? (e as Error).message}\n`);
-  process.exit(1);
-});
+// run only as a script (the smoke test imports geometries / forwardFlops)
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const main = flag('--child-dit') ? async () => childDit() : flag('--child-decode') ? async () => childDecode() : parent;
+  main().catch((e) => {
+    process.stderr.write(`bench:generate failed: ${(e as Error).stack ?? (e as Error).message}\n`);
+    process.exit(1);
+  });
+}
