@@ -176,6 +176,8 @@ function textContext(c: WanConfig, valid: number, rng: Rng): Tensor {
   return new Tensor(d, [1, c.text_len, c.text_dim]);
 }
 
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
+
 function useNative(): void {
   const addon = getNativeAddon();
   if (!addon) throw new Error('native addon not built: run "npm run build:native" first');
@@ -190,6 +192,8 @@ interface DitRun {
   tokens: number;
   params: number;
   forward_ms: number[];
+  /** CPU time (user + system, all threads) of each forward: much less disturbed by other work than wall time */
+  forward_cpu_ms: number[];
   step_ms: number[];
   rss_after_load_mb: number;
   peak_rss_mb: number;
@@ -213,11 +217,14 @@ function childDit(): void {
   const uncond = textContext(cfg, UNCOND_ROWS, rng);
   const afterLoad = procStatusMb('VmHWM');
   const forwardMs: number[] = [];
+  const forwardCpuMs: number[] = [];
   const stepMs: number[] = [];
   const timed = (ctx: Tensor) => (x: Tensor, t: number) => {
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     const v = noGrad(() => model.forward(x, [t], ctx));
     forwardMs.push(performance.now() - t0);
+    forwardCpuMs.push(cpuMs(process.cpuUsage(c0)));
     return v;
   };
   let last = performance.now();
@@ -236,7 +243,7 @@ function childDit(): void {
   const d = out.readSync();
   let a = 0;
   for (let i = 0; i < d.length; i++) a += Math.abs(d[i]!);
-  const r: DitRun = { side, tokens: g.tokens, params, forward_ms: forwardMs, step_ms: stepMs, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM'), final_abs_mean: a / d.length };
+  const r: DitRun = { side, tokens: g.tokens, params, forward_ms: forwardMs, forward_cpu_ms: forwardCpuMs, step_ms: stepMs, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM'), final_abs_mean: a / d.length };
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
@@ -266,6 +273,7 @@ interface DecodeRun {
   height: number;
   width: number;
   decode_ms: number;
+  decode_cpu_ms: number;
   rss_after_load_mb: number;
   peak_rss_mb: number;
 }
@@ -283,6 +291,7 @@ function childDecode(): void {
   const afterLoad = procStatusMb('VmHWM');
   const piece = side === 'dc' ? 10 : 1;
   let frames = 0;
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   const s = ae.decodeStream({ numFrames: g.frames });
   for (let f = 0; f < F; f += piece) {
@@ -292,7 +301,8 @@ function childDecode(): void {
   const tail = s.finish();
   if (tail) frames += tail.shape[2]!;
   const ms = performance.now() - t0;
-  const r: DecodeRun = { side, config, params, latent: z.shape.slice(1), out_frames: frames, height: g.height, width: g.width, decode_ms: ms, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM') };
+  const cpu = cpuMs(process.cpuUsage(c0));
+  const r: DecodeRun = { side, config, params, latent: z.shape.slice(1), out_frames: frames, height: g.height, width: g.width, decode_ms: ms, decode_cpu_ms: cpu, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM') };
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
@@ -347,6 +357,7 @@ interface DitSide {
   frames: number;
   params: number;
   forward_ms: number | null;
+  forward_cpu_ms: number | null;
   /** one measured denoising step (null with --guidance 1) */
   step_ms: number | null;
   /** a step with CFG: the measured step, or 2 x forward (computed) with --guidance 1 */
@@ -364,6 +375,7 @@ interface DecodeSide {
   measured_at: string;
   frames: number;
   decode_ms_measured: number;
+  decode_cpu_ms_measured: number;
   decode_ms: number;
   extrapolated: boolean;
   peak_rss_mb: number;
@@ -415,7 +427,7 @@ async function parent(): Promise<void> {
           if (isErr(res)) errors[side] = res.error;
           else {
             runs[side].push(res);
-            log(`  forwards ${res.forward_ms.map((v) => v.toFixed(0)).join(' / ')} ms, step ${res.step_ms.map((v) => v.toFixed(0)).join(' / ')} ms, peak RSS ${res.peak_rss_mb.toFixed(0)} MB`);
+            log(`  forwards ${res.forward_ms.map((v) => v.toFixed(0)).join(' / ')} ms (CPU ${res.forward_cpu_ms.map((v) => v.toFixed(0)).join(' / ')} ms), step ${res.step_ms.map((v) => v.toFixed(0)).join(' / ')} ms, peak RSS ${res.peak_rss_mb.toFixed(0)} MB`);
           }
         }
       }
@@ -431,6 +443,7 @@ async function parent(): Promise<void> {
           frames: g.frames,
           params: new WanModel(cfg).parameterCount(),
           forward_ms: rs.length ? round(median(rs.flatMap((x) => x.forward_ms))) : null,
+          forward_cpu_ms: rs.length ? round(median(rs.flatMap((x) => x.forward_cpu_ms))) : null,
           step_ms: rs.length && fwdPerStep === 2 ? round(median(rs.flatMap((x) => x.step_ms))) : null,
           step_cfg_ms: rs.length ? round(fwdPerStep === 2 ? median(rs.flatMap((x) => x.step_ms)) : 2 * median(rs.flatMap((x) => x.forward_ms))) : null,
           step_cfg_computed: fwdPerStep === 1,
@@ -449,6 +462,7 @@ async function parent(): Promise<void> {
           ...ditSides,
           speedup_step: ditSides.dc.step_cfg_ms && ditSides.base.step_cfg_ms ? round(ditSides.base.step_cfg_ms / ditSides.dc.step_cfg_ms, 2) : null,
           speedup_forward: ditSides.dc.forward_ms && ditSides.base.forward_ms ? round(ditSides.base.forward_ms / ditSides.dc.forward_ms, 2) : null,
+          speedup_forward_cpu: ditSides.dc.forward_cpu_ms && ditSides.base.forward_cpu_ms ? round(ditSides.base.forward_cpu_ms / ditSides.dc.forward_cpu_ms, 2) : null,
         };
     rows.push({
       size: `${H}x${W}`,
@@ -482,10 +496,10 @@ async function parent(): Promise<void> {
             if (isErr(res)) err = res;
             else {
               runs.push(res);
-              log(`  ${res.out_frames} frames of ${res.height}x${res.width} in ${res.decode_ms.toFixed(0)} ms, peak RSS ${res.peak_rss_mb.toFixed(0)} MB`);
+              log(`  ${res.out_frames} frames of ${res.height}x${res.width} in ${res.decode_ms.toFixed(0)} ms (CPU ${res.decode_cpu_ms.toFixed(0)} ms), peak RSS ${res.peak_rss_mb.toFixed(0)} MB`);
             }
           }
-          got[side] = runs.length ? { ...runs[0]!, decode_ms: median(runs.map((x) => x.decode_ms)), peak_rss_mb: median(runs.map((x) => x.peak_rss_mb)) } : err!;
+          got[side] = runs.length ? { ...runs[0]!, decode_ms: median(runs.map((x) => x.decode_ms)), decode_cpu_ms: median(runs.map((x) => x.decode_cpu_ms)), peak_rss_mb: median(runs.map((x) => x.peak_rss_mb)) } : err!;
         }
         measured.set(key, got);
       }
@@ -509,6 +523,7 @@ async function parent(): Promise<void> {
           measured_at: `${r.out_frames}x${r.height}x${r.width}`,
           frames: r.out_frames,
           decode_ms_measured: round(r.decode_ms),
+          decode_cpu_ms_measured: round(r.decode_cpu_ms),
           decode_ms: round(r.decode_ms * scale),
           extrapolated: scale !== 1,
           peak_rss_mb: round(r.peak_rss_mb),
@@ -558,7 +573,7 @@ interface Row {
   size: string;
   frames_requested: number;
   bounds: { tokens_dc: number; tokens_base: number; token_bound: number; attention_bound: number; flop_bound: number };
-  dit: (Record<Side, DitSide> & { speedup_step: number | null; speedup_forward: number | null }) | null;
+  dit: (Record<Side, DitSide> & { speedup_step: number | null; speedup_forward: number | null; speedup_forward_cpu: number | null }) | null;
   decode: Record<Side, DecodeSide | { error: string }> | null;
   /** an extrapolation, not a measurement: see pipelineEstimate */
   pipeline_estimate: { steps: number; blocks: number; dc_min: number; base_min: number; speedup: number } | null;
@@ -585,19 +600,19 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
   const width = config.tiny ? 'the tiny (64-wide) DiT' : 'the 1.3B width';
   const timed = config.forwards_per_step === 2 ? 'each step timed with CFG (2 forwards)' : 'one forward timed per step; a step with CFG is 2 forwards (2 x forward, computed)';
   let md = `\nDC-VideoGen vs base Wan-2.1, ${config.layers}-block slice of ${width}; ${timed}\n\n`;
-  md += `| size | side | latent (C x F x H x W) | patch | tokens | step with CFG | forward | DiT peak RSS | speed-up (step) | token bound | FLOP bound | attention bound |\n`;
-  md += `|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n`;
+  md += `| size | side | latent (C x F x H x W) | patch | tokens | step with CFG | forward | forward CPU time | DiT peak RSS | speed-up (wall) | speed-up (CPU time) | token bound | FLOP bound | attention bound |\n`;
+  md += `|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n`;
   for (const r of rows) {
     for (const side of ['dc', 'base'] as Side[]) {
       const d = r.dit?.[side];
       const g = geometries(r.frames_requested, ...(r.size.split('x').map(Number) as [number, number]))[side];
       const first = side === 'dc';
-      md += `| ${first ? r.size : ''} | ${side === 'dc' ? `DC-VideoGen (${g.frames}x${g.height}x${g.width})` : `base Wan (${g.frames}x${g.height}x${g.width})`} | ${g.latent.join('x')} | ${g.patch.join('x')} | ${g.tokens.toLocaleString('en-US')} | ${d?.error ? `failed: ${d.error}` : `${s(d?.step_cfg_ms)}${d?.step_cfg_computed && d.step_cfg_ms ? ' (2 x forward)' : ''}`} | ${s(d?.forward_ms)} | ${f(d?.peak_rss_mb, ' MB')} | ${first ? (r.dit?.speedup_step ? `**${r.dit.speedup_step}x**` : '-') : ''} | ${first ? `${r.bounds.token_bound}x` : ''} | ${first ? `${r.bounds.flop_bound}x` : ''} | ${first ? `${r.bounds.attention_bound}x` : ''} |\n`;
+      md += `| ${first ? r.size : ''} | ${side === 'dc' ? `DC-VideoGen (${g.frames}x${g.height}x${g.width})` : `base Wan (${g.frames}x${g.height}x${g.width})`} | ${g.latent.join('x')} | ${g.patch.join('x')} | ${g.tokens.toLocaleString('en-US')} | ${d?.error ? `failed: ${d.error}` : `${s(d?.step_cfg_ms)}${d?.step_cfg_computed && d.step_cfg_ms ? ' (2 x forward)' : ''}`} | ${s(d?.forward_ms)} | ${s(d?.forward_cpu_ms)} | ${f(d?.peak_rss_mb, ' MB')} | ${first ? (r.dit?.speedup_step ? `**${r.dit.speedup_step}x**` : '-') : ''} | ${first ? (r.dit?.speedup_forward_cpu ? `**${r.dit.speedup_forward_cpu}x**` : '-') : ''} | ${first ? `${r.bounds.token_bound}x` : ''} | ${first ? `${r.bounds.flop_bound}x` : ''} | ${first ? `${r.bounds.attention_bound}x` : ''} |\n`;
     }
   }
   if (rows.some((r) => r.decode)) {
     md += `\nStreaming decode of the same clip (random weights: DC-AE-V f32t4c32 official topology, Wan-2.1 VAE official config)\n\n`;
-    md += `| size | VAE | decoder params | measured at (frames x H x W) | decode, measured | decode at the size | decode peak RSS (at the measured size) | speed-up |\n|---|---|---:|---|---:|---:|---:|---:|\n`;
+    md += `| size | VAE | decoder params | measured at (frames x H x W) | decode, measured (CPU time) | decode at the size | decode peak RSS (at the measured size) | speed-up |\n|---|---|---:|---|---:|---:|---:|---:|\n`;
     for (const r of rows) {
       const d = r.decode;
       if (!d) continue;
@@ -606,7 +621,7 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
         const name = side === 'dc' ? 'DC-AE-V f32t4c32' : 'Wan-2.1 VAE f8t4c16';
         const sp = !isErr(d.dc) && !isErr(d.base) ? `${round(d.base.decode_ms / d.dc.decode_ms, 2)}x` : '-';
         if (isErr(x)) md += `| ${side === 'dc' ? r.size : ''} | ${name} | - | - | failed: ${x.error} | - | - | ${side === 'dc' ? sp : ''} |\n`;
-        else md += `| ${side === 'dc' ? r.size : ''} | ${name} | ${(x.params / 1e6).toFixed(1)} M | ${x.measured_at} | ${s(x.decode_ms_measured)} | ${s(x.decode_ms)}${x.extrapolated ? ' (extrapolated)' : ''} | ${f(x.peak_rss_mb, ' MB')} | ${side === 'dc' ? sp : ''} |\n`;
+        else md += `| ${side === 'dc' ? r.size : ''} | ${name} | ${(x.params / 1e6).toFixed(1)} M | ${x.measured_at} | ${s(x.decode_ms_measured)} (${s(x.decode_cpu_ms_measured)}) | ${s(x.decode_ms)}${x.extrapolated ? ' (extrapolated)' : ''} | ${f(x.peak_rss_mb, ' MB')} | ${side === 'dc' ? sp : ''} |\n`;
       }
     }
   }
