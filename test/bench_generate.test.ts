@@ -86,12 +86,12 @@ describe('bench:generate', () => {
       const d = row.dit[side]!;
       assert.equal(d.tokens, side === 'dc' ? 8 : 48);
       assert.deepEqual(d.patch, side === 'dc' ? [1, 1, 1] : [1, 2, 2]);
-      for (const k of ['forward_ms', 'step_ms', 'step_cfg_ms', 'peak_rss_mb', 'params', 'gflop_forward']) positive(d[k], `${side}.${k}`);
+      for (const k of ['forward_ms', 'forward_cpu_ms', 'step_ms', 'step_cfg_ms', 'peak_rss_mb', 'params', 'gflop_forward']) positive(d[k], `${side}.${k}`);
       assert.equal(d.step_cfg_computed, false);
       const dec = row.decode[side]!;
       assert.equal(dec.frames, side === 'dc' ? 8 : 9);
       assert.equal(dec.extrapolated, false);
-      for (const k of ['decode_ms', 'peak_rss_mb', 'params']) positive(dec[k], `decode ${side}.${k}`);
+      for (const k of ['decode_ms', 'decode_cpu_ms_measured', 'peak_rss_mb', 'params']) positive(dec[k], `decode ${side}.${k}`);
     }
     const dc = row.dit.dc!;
     const base = row.dit.base!;
