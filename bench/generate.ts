@@ -4,11 +4,11 @@
  * machine, with the same number of DiT blocks; plus the streaming decode of each VAE.
  *
  *   npm run bench:generate [-- --sizes 480x832,720x1280] [-- --layers 1] [-- --steps 1] [-- --guidance 5]
- *                          [-- --reps 1] [-- --frames 81] [-- --decode-size 128x256] [-- --no-decode] [-- --no-dit]
- *                          [-- --threads 2] [-- --json] [-- --tiny]
+ *                          [-- --reps 1] [-- --frames 81] [-- --decode-size 64x64] [-- --no-decode] [-- --no-dit]
+ *                          [-- --timeout-s 0] [-- --threads 2] [-- --json] [-- --json-out FILE] [-- --tiny]
  *
  * DiT: a slice of `--layers` blocks of the 1.3B width (dim 1536, 12 heads, FFN 8960, umT5 context 512 x 4096), random
- * weights (linear weights N(0, 1/fan_in), norm weights 1, biases 0.02 N(0, 1)), the same for both sides except the
+ * weights (variance 1/fan_in; norm weights 1; see randomInit), the same for both sides except the
  * patch embedding / head shapes the latent layouts require. For `--frames` requested frames (81) at H x W:
  *   - DC-VideoGen: DC-AE-V floors the frames to a multiple of 4 (80) and H, W to multiples of 32 (720 -> 704, spec
  *     §4.6), latent 32 x 20 x H/32 x W/32, patch 1: one token per latent pixel;
@@ -17,7 +17,9 @@
  * text context is padded to 512 rows either way, so both cost the same), then the CFG combination and the solver
  * update. `--guidance 1` times one forward per step instead. Each side runs in its own child process, so each peak RSS
  * (VmHWM: weights, inputs and the forwards' activations) is that side's own; `--reps` children per side, alternating
- * which side goes first, medians reported.
+ * which side goes first, medians reported. Each forward's CPU time (user + system, all threads) is reported next to
+ * its wall time: on a machine shared with other work it is far less disturbed, and the table gives the speed-up both
+ * ways. A child that fails or runs past `--timeout-s` is reported in the table as not run here.
  *
  * Bounds: the token-count bound is tokens_base / tokens_dc (the speed-up if the cost were linear in tokens: linears,
  * norms, FFN); the attention-cost bound is its square (self-attention cost is quadratic in tokens). The FLOP model of
@@ -27,17 +29,19 @@
  * Decode: the random-weight DC-AE-V decoder of the official f32t4c32 topology (dc-ae-v-f32t4c32-1.0; only the
  * decoder's weights are allocated) and the Wan-2.1 VAE decoder of the official config (dim 96), streaming: DC-AE-V one
  * 10-latent chunk at a time with its feature cache, the Wan VAE one latent at a time with its causal cache. The full
- * decode of 81 frames at 480x832 takes hours on 2 cores (about 0.5 PFLOP for the DC-AE-V decoder), so the decode is
- * measured on all the clip's frames at a smaller frame size (`--decode-size`, default 128x256) and extrapolated to
+ * decode of 81 frames at 480x832 takes hours on 2 cores (roughly 1 PFLOP for the DC-AE-V decoder, a few hundred TFLOP for the Wan VAE's), so the decode is
+ * measured on all the clip's frames at a smaller frame size (`--decode-size`, default 64x64) and extrapolated to
  * each benchmark size by output pixel count (convolution cost is linear in pixels); the table marks those figures as
  * extrapolated. `--decode-size same` decodes at the benchmark sizes themselves. Decode peak RSS is as measured (at the
  * decode size).
+ *
+ * `--render FILE` prints the markdown of a saved `--json-out` result without running anything.
  *
  * `--tiny`: a 64-wide DiT and tiny VAEs at 64x64 / 9 frames, for the smoke test (seconds).
  */
 import { spawnSync } from 'node:child_process';
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tensor, noGrad } from '../src/tensor/tensor.js';
@@ -55,7 +59,8 @@ import { procStatusMb } from './torch.js';
 
 const USAGE = `usage: npm run bench:generate -- [--sizes 480x832,720x1280] [--layers 1] [--steps 1] [--guidance 5] [--reps 1]
        [--frames 81] [--decode-size 64x64|same] [--no-decode] [--no-dit] [--timeout-s 0] [--threads 2] [--json]
-       [--json-out FILE] [--tiny]`;
+       [--json-out FILE] [--tiny]
+       npm run bench:generate -- --render FILE   (the markdown of a saved --json-out result)`;
 const { flag, opt } = cliArgs(USAGE);
 const SEED = 1919;
 const TINY = flag('--tiny');
@@ -381,7 +386,15 @@ interface DecodeSide {
   peak_rss_mb: number;
 }
 
+/** `--render FILE`: the markdown of a saved --json / --json-out result (estimates recomputed), without running anything. */
+function render(path: string): void {
+  const saved = JSON.parse(readFileSync(path, 'utf8')) as { machine: Record<string, unknown>; config: Record<string, unknown>; rows: Row[] };
+  if (!saved.config.tiny) for (const row of saved.rows) row.pipeline_estimate = pipelineEstimate(row, saved.config.layers as number);
+  process.stdout.write(markdown(saved.machine, saved.config, saved.rows));
+}
+
 async function parent(): Promise<void> {
+  if (opt('--render', '')) return render(opt('--render', ''));
   const asJson = flag('--json');
   const log = (s: string) => process.stderr.write(s + '\n');
   const sizes = opt('--sizes', TINY ? '64x64' : '480x832,720x1280')
@@ -576,7 +589,7 @@ interface Row {
   dit: (Record<Side, DitSide> & { speedup_step: number | null; speedup_forward: number | null; speedup_forward_cpu: number | null }) | null;
   decode: Record<Side, DecodeSide | { error: string }> | null;
   /** an extrapolation, not a measurement: see pipelineEstimate */
-  pipeline_estimate: { steps: number; blocks: number; dc_min: number; base_min: number; speedup: number } | null;
+  pipeline_estimate: { steps: number; blocks: number; dc_min: number; base_min: number; speedup: number; speedup_cpu: number | null } | null;
 }
 
 /**
@@ -591,12 +604,24 @@ function pipelineEstimate(row: Row, layers: number, steps = 50, blocks = 30): Ro
   const min = (step: number, decode: number) => (steps * step * (blocks / layers) + decode) / 60000;
   const dcMin = min(d.dc.step_cfg_ms, dec.dc.decode_ms);
   const baseMin = min(d.base.step_cfg_ms, dec.base.decode_ms);
-  return { steps, blocks, dc_min: round(dcMin, 1), base_min: round(baseMin, 1), speedup: round(baseMin / dcMin, 2) };
+  // the same from CPU times: a CFG step = 2 forwards' CPU time, the decode's CPU time scaled as its wall time
+  const cpu = (x: DitSide, y: DecodeSide) => (x.forward_cpu_ms ? min(2 * x.forward_cpu_ms, (y.decode_cpu_ms_measured * y.decode_ms) / y.decode_ms_measured) : null);
+  const [dcCpu, baseCpu] = [cpu(d.dc, dec.dc), cpu(d.base, dec.base)];
+  return { steps, blocks, dc_min: round(dcMin, 1), base_min: round(baseMin, 1), speedup: round(baseMin / dcMin, 2), speedup_cpu: dcCpu && baseCpu ? round(baseCpu / dcCpu, 2) : null };
 }
 
 function markdown(machine: Record<string, unknown>, config: Record<string, unknown>, rows: Row[]): string {
   const f = (v: number | null | undefined, unit = '') => (v === null || v === undefined ? '-' : `${v.toLocaleString('en-US')}${unit}`);
-  const s = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : ms >= 10000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`);
+  const s = (ms: number | null | undefined) =>
+    ms === null || ms === undefined
+      ? '-'
+      : ms >= 2 * 3600e3
+        ? `${(ms / 3600e3).toFixed(1)} h`
+        : ms >= 600e3
+          ? `${(ms / 60e3).toFixed(1)} min`
+          : ms >= 10000
+            ? `${(ms / 1000).toFixed(1)} s`
+            : `${Math.round(ms)} ms`;
   const width = config.tiny ? 'the tiny (64-wide) DiT' : 'the 1.3B width';
   const timed = config.forwards_per_step === 2 ? 'each step timed with CFG (2 forwards)' : 'one forward timed per step; a step with CFG is 2 forwards (2 x forward, computed)';
   let md = `\nDC-VideoGen vs base Wan-2.1, ${config.layers}-block slice of ${width}; ${timed}\n\n`;
@@ -627,11 +652,11 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
   }
   if (rows.some((r) => r.pipeline_estimate)) {
     md += `\nEstimate, not a measurement: a whole generation (50 UniPC steps with CFG, all 30 blocks of the 1.3B, then the decode), scaled from the rows above\n\n`;
-    md += `| size | DC-VideoGen | base Wan | speed-up | paper (H100, whole pipeline) |\n|---|---:|---:|---:|---:|\n`;
+    md += `| size | DC-VideoGen (wall) | base Wan (wall) | speed-up (wall) | speed-up (CPU time) | paper (H100, whole pipeline) |\n|---|---:|---:|---:|---:|---:|\n`;
     const paper: Record<string, string> = { '480x832': '6.2x (0.24 vs 1.49 min)', '720x1280': '8.2x (0.70 vs 5.76 min)' };
     for (const r of rows) {
       const e = r.pipeline_estimate;
-      if (e) md += `| ${r.size} | ${e.dc_min} min | ${e.base_min} min | ${e.speedup}x | ${paper[r.size] ?? '-'} |\n`;
+      if (e) md += `| ${r.size} | ${s(e.dc_min * 60000)} | ${s(e.base_min * 60000)} | ${e.speedup}x | ${e.speedup_cpu ?? '-'}x | ${paper[r.size] ?? '-'} |\n`;
     }
   }
   md += `\ncommand: \`${config.command}\`\n`;

@@ -7,7 +7,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { getNativeAddon } from '../src/backend/index.js';
 import { repoRoot } from './helpers.js';
 import { ditConfig, forwardFlops, geometries } from '../bench/generate.js';
@@ -55,8 +57,15 @@ describe('bench:generate', () => {
   });
 
   it('--tiny --json: the JSON shape, the token counts and the bounds', { skip }, () => {
-    const r = run(['--tiny', '--json']);
+    const saved = join(mkdtempSync(join(tmpdir(), 'dcvg-bench-generate-')), 'out.json');
+    const r = run(['--tiny', '--json', '--json-out', saved]);
     assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(readFileSync(saved, 'utf8')), JSON.parse(r.stdout));
+    // --render reprints the tables of a saved result without running anything
+    const md = run(['--render', saved]);
+    assert.equal(md.status, 0, md.stderr);
+    assert.match(md.stdout, /\| 64x64 \| DC-VideoGen \(8x64x64\) \| 32x2x2x2 \| 1x1x1 \| 8 \|/);
+    rmSync(dirname(saved), { recursive: true, force: true });
     const out = JSON.parse(r.stdout) as {
       machine: Record<string, unknown>;
       config: Record<string, unknown>;
