@@ -16,7 +16,7 @@
  * dropped); metadata format, config (Wan config JSON), step, phase, and for phase 3 lora_rank, lora_alpha,
  * lora_targets (JSON list of layer paths).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/safetensors.js';
@@ -99,6 +99,10 @@ export function flowMatchObjective(
 /** The Wan config of a phase: --model, else the `config` metadata of the --init file. */
 export function phaseConfig(model: string | null, init: string): WanConfig {
   if (model) return resolveWanConfig(model);
+  if (existsSync(init) && statSync(init).isDirectory()) {
+    if (!existsSync(join(init, 'config.json'))) throw new ValueError(`${init} has no config.json; pass --model <preset | config.json>`);
+    return resolveWanConfig(join(init, 'config.json'));
+  }
   let raw: string | undefined;
   try {
     const f = SafetensorsFile.open(init);
@@ -126,7 +130,7 @@ const TUNE_CHECKS: readonly (readonly [keyof LoraPhaseOptions, string, Check])[]
 const LORA_CHECKS: readonly (readonly [keyof LoraPhaseOptions, string, Check])[] = [...TUNE_CHECKS, ['rank', '--rank', posInt], ['alpha', '--alpha', positive], ['loraTargets', '--lora-targets', regex]];
 
 /** Builds the DiT of phase 2 or 3 with its trainable set, data and objective. */
-function buildDiT(o: TuneOptions & Partial<LoraPhaseOptions>, phase: 'tune' | 'lora'): { model: PhaseModel; samples: number } {
+export function buildAdaptDiT(o: TuneOptions & Partial<LoraPhaseOptions>, phase: 'tune' | 'lora'): { model: PhaseModel; samples: number } {
   const cfg = phaseConfig(o.model, o.init);
   if (cfg.model_type !== 't2v') throw new ValueError(`adapt ${phase}: ${cfg.name} is ${cfg.model_type}; image-to-video training needs the I2V conditioning in the latent folder, which dcvg latents does not write yet`);
   const data = loadAdaptSet(o.data, { context: true });
@@ -174,17 +178,28 @@ function buildDiT(o: TuneOptions & Partial<LoraPhaseOptions>, phase: 'tune' | 'l
   return {
     samples: data.dc.length,
     model: {
+      module: model,
       trainable,
       paramCount: named.reduce((s, [, p]) => s + p.size, 0),
       files: ['model.safetensors', 'config.json'],
       meta: { config: configJson, lora: phase === 'lora' ? { rank: o.rank, alpha: o.alpha, targets: loraTargets } : null },
       micro(ids, rng) {
-        const { x0, ctx } = stackIds(ids);
-        const t = sampleTrainingTimesteps(ids.length, rng, grid.numTrainTimesteps);
-        const drop = dropTextContext(ctx, nullPadded, o.textDrop, rng);
-        const noise = randn(x0.shape, rng);
-        const { loss } = flowMatchObjective(fwd, x0, drop.contexts, noise, t, grid);
-        return { loss, record: { t, dropped: drop.dropped.filter(Boolean).length } };
+        // the random draws go sample by sample (t, text dropout, noise), so a batch of N and N micro-batches of 1
+        // (gradient accumulation) see the same numbers
+        const t: number[] = [];
+        const ctxs: Tensor[] = [];
+        const noises: Tensor[] = [];
+        let dropped = 0;
+        for (const i of ids) {
+          t.push(sampleTrainingTimesteps(1, rng, grid.numTrainTimesteps)[0]!);
+          const d = dropTextContext(ops.unsqueeze(data.contexts![i]!, 0), nullPadded, o.textDrop, rng);
+          ctxs.push(d.contexts);
+          if (d.dropped[0]) dropped++;
+          noises.push(randn([1, ...data.dc[i]!.shape], rng));
+        }
+        const x0 = ops.stack(ids.map((i) => data.dc[i]!), 0);
+        const { loss } = flowMatchObjective(fwd, x0, ops.cat(ctxs, 0), ops.cat(noises, 0), t, grid);
+        return { loss, record: { t, dropped } };
       },
       evaluate(ids) {
         // fixed noise and timesteps (spread over the grid), no text dropout: comparable from one evaluation to the next
@@ -232,7 +247,7 @@ export const TUNE_SPEC: PhaseSpec<TuneOptions> = {
   defaults: TUNE_DEFAULTS,
   checks: TUNE_CHECKS as readonly (readonly [keyof TuneOptions, string, Check])[],
   pathKeys: ['init'],
-  build: (o) => buildDiT(o, 'tune'),
+  build: (o) => buildAdaptDiT(o, 'tune'),
 };
 
 export const LORA_SPEC: PhaseSpec<LoraPhaseOptions> = {
@@ -241,7 +256,7 @@ export const LORA_SPEC: PhaseSpec<LoraPhaseOptions> = {
   defaults: LORA_DEFAULTS,
   checks: LORA_CHECKS,
   pathKeys: ['init'],
-  build: (o) => buildDiT(o, 'lora'),
+  build: (o) => buildAdaptDiT(o, 'lora'),
 };
 
 export function trainTune(opts: Partial<TuneOptions> & { out: string; resume?: boolean }, cb: PhaseCallbacks = {}) {

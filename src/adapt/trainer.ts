@@ -15,6 +15,7 @@ import { TrainingError, ValueError } from '../errors.js';
 import * as ops from '../tensor/ops.js';
 import { Rng } from '../tensor/random.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { Module } from '../nn/module.js';
 import { CKPT, loadState, readCheckpointJson, rngStateProblem, stateTensors, writeCheckpoint } from '../train/checkpoint.js';
 import { heldOutIndices } from '../train/data.js';
 import { Ema } from '../train/ema.js';
@@ -76,6 +77,8 @@ export function defaultHoldout(n: number): number {
 
 /** What a phase provides to the runner (built after the options are settled, before any state is loaded). */
 export interface PhaseModel {
+  /** the model (phases 2 and 3), for inspection */
+  module?: Module;
   /** the tensors the optimiser updates, by their reference key */
   trainable: [string, Tensor][];
   /** all parameters of the model (for the counts) */
