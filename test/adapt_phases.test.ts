@@ -279,3 +279,41 @@ describe('adapt: phases 1-3 end to end from the CLI on tiny models', () => {
     assert.equal(readPhaseLog(lora).steps.length, 2);
   });
 });
+
+describe('adapt: phase weights go to PyTorch and come back unchanged', () => {
+  const torchSkip = (() => {
+    const r = spawnSync(process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3', ['-c', 'import torch, numpy'], { encoding: 'utf8' });
+    return r.status === 0 ? false : 'torch not importable by /usr/bin/python3: the PyTorch round trip is not run';
+  })();
+  it('phase 2 model.safetensors -> torch state dict -> safetensors -> --init of phase 3', { skip: torchSkip }, async () => {
+    const tune = tmp('tune-rt');
+    await trainTune({ data, out: tune, init: dit, steps: 1, holdout: 0 });
+    const back = tmp('from-torch') + '.safetensors';
+    const py = `
+import sys; sys.path.insert(0, ${JSON.stringify(join(repoRoot, 'bench'))})
+import torch
+from torch_common import load_safetensors, save_safetensors
+sd = load_safetensors(sys.argv[1])
+nul = sd.pop('null_embedding')
+# what a torch trainer does with it: a module's state dict, a step of nothing, the state dict saved again
+m = torch.nn.ParameterDict({k.replace('.', '__'): torch.nn.Parameter(v) for k, v in sd.items()})
+out = {k.replace('__', '.'): p.detach() for k, p in m.items()}
+out['null_embedding'] = nul
+save_safetensors(sys.argv[2], out)
+`;
+    const r = spawnSync(process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3', ['-c', py, join(tune, 'model.safetensors'), back], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const a = SafetensorsFile.open(join(tune, 'model.safetensors'));
+    const b = SafetensorsFile.open(back);
+    assert.deepEqual(b.keys().sort(), a.keys().sort());
+    for (const k of a.keys()) assert.deepEqual(b.tensor(k).readSync(), a.tensor(k).readSync(), k);
+    a.close();
+    b.close();
+    // the file torch wrote carries no config metadata: --model gives it
+    const cfgPath = tmp('cfg') + '.json';
+    writeFileSync(cfgPath, JSON.stringify({ name: 'tiny_dc4', ...CFG }));
+    const lora = tmp('lora-rt');
+    await trainLora({ data, out: lora, init: back, model: cfgPath, steps: 1, rank: 2, alpha: 4, holdout: 0 });
+    assert.ok(existsSync(join(lora, 'model.safetensors')));
+  });
+});
