@@ -11,6 +11,7 @@ import { after, describe, it } from 'node:test';
 import { trainAlign } from '../src/adapt/align.js';
 import { buildAdaptDiT, flowMatchObjective, LORA_DEFAULTS, TUNE_DEFAULTS, trainLora, trainTune, type LoraPhaseOptions } from '../src/adapt/phases.js';
 import { readPhaseLog } from '../src/adapt/trainer.js';
+import { clipCaption, encoderEmbedder, readCaptionsTsv } from '../src/adapt/latents.js';
 import { initFromScratch } from '../src/train/dit_trainer.js';
 import { trainingGrid } from '../src/diffusion/flow_matching.js';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
@@ -315,5 +316,50 @@ save_safetensors(sys.argv[2], out)
     const lora = tmp('lora-rt');
     await trainLora({ data, out: lora, init: back, model: cfgPath, steps: 1, rank: 2, alpha: 4, holdout: 0 });
     assert.ok(existsSync(join(lora, 'model.safetensors')));
+  });
+});
+
+describe('adapt latents: captions and the injected text encoder', () => {
+  it('captions: .txt sidecar, then .json (extended_prompt > prompt > caption), then captions.tsv', () => {
+    const dir = tmp('caps');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'a.txt'), ' a cat \n');
+    writeFileSync(join(dir, 'b.json'), JSON.stringify({ prompt: 'short', extended_prompt: 'a long prompt' }));
+    writeFileSync(join(dir, 'captions.tsv'), 'file\tcaption\nc.mp4\ta dog\n');
+    const tsv = readCaptionsTsv(dir);
+    assert.equal(clipCaption(dir, 'a.mp4', tsv), 'a cat');
+    assert.equal(clipCaption(dir, 'b.mp4', tsv), 'a long prompt');
+    assert.equal(clipCaption(dir, 'c.mp4', tsv), 'a dog');
+    assert.equal(clipCaption(dir, 'd.mp4', tsv), '');
+  });
+
+  it('encoderEmbedder: tokenised ids and mask go to the encoder; the null embedding is the negative prompt', () => {
+    const calls: { ids: number[]; mask: number[] }[] = [];
+    const tok = {
+      fingerprint: 'tok',
+      padId: 0,
+      eosId: 1,
+      vocabSize: 100,
+      tokenize: (text: string, L: number) => {
+        const ids = [...text].map((c) => 2 + (c.charCodeAt(0) % 90)).slice(0, L - 1).concat(1);
+        return { cleaned: text, pieces: [...text], ids, inputIds: ids.concat(new Array(L - ids.length).fill(0)), attentionMask: ids.map(() => 1).concat(new Array(L - ids.length).fill(0)) };
+      },
+    };
+    const enc = {
+      fingerprint: 'enc',
+      dim: 3,
+      encode: (ids: Tensor, mask: Tensor) => {
+        calls.push({ ids: Array.from(ids.readSync()), mask: Array.from(mask.readSync()) });
+        const n = Array.from(mask.readSync()).filter((v) => v === 1).length;
+        return [tensor(new Float32Array(n * 3).fill(n), [n, 3])];
+      },
+    };
+    const e = encoderEmbedder(tok, enc, 8, 'no');
+    const c = e.embed('abc', 'x.mp4');
+    assert.deepEqual(c.shape, [4, 3], 'three characters and eos');
+    assert.deepEqual(calls[0]!.mask, [1, 1, 1, 1, 0, 0, 0, 0]);
+    assert.equal(calls[0]!.ids.length, 8);
+    assert.deepEqual(e.nullEmbedding()!.shape, [3, 3]);
+    assert.equal(e.dim, 3);
   });
 });
