@@ -27,10 +27,6 @@ import { text, type Check } from '../train/options.js';
 import { loadAdaptSet } from './latents.js';
 import { runPhase, type CommonOptions, type PhaseCallbacks, type PhaseSpec } from './trainer.js';
 
-export interface AlignModel {
-  teacher: { weight: Tensor; bias: Tensor };
-}
-
 export interface AlignOptions extends CommonOptions {
   /** the base DiT checkpoint (Wan or diffusers keys); only patch_embedding.{weight,bias} are read */
   teacher: string;
@@ -174,7 +170,6 @@ export const ALIGN_SPEC: PhaseSpec<AlignOptions> = {
     return {
       samples: data.dc.length,
       model: {
-        teacher,
         trainable,
         paramCount: weight.size + bias.size,
         files: [PATCH_EMBEDDING_FILE],
