@@ -17,6 +17,7 @@ import { cmdCompareAE } from './compare_cmds.js';
 import { cmdShapes } from './shapes_cmds.js';
 import { cmdTokenize } from './text_cmds.js';
 import { cmdEvalAE, cmdStudy, cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
+import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -64,6 +65,13 @@ Usage:
   dcvg train-dit --model <preset|config.json> --data <latent dir> --out <run dir> [--init W --steps --lr ...]
                          flow-matching training of a Wan T2V DiT on precomputed latents + text embeddings
                          (exact --resume); dcvg train-dit --help for all options
+  dcvg latents --videos <dir> --out <dir> --size WxH [--dc-ae M:W] [--wan-vae W] [--text-encoder P --tokenizer T
+              | --embeddings DIR]
+                         AE-Adapt-V latent dataset: both autoencoders on the same latent frames, caption embeddings,
+                         sharded and resumable; dcvg latents --help
+  dcvg adapt align|tune|lora --data <latent dir> --out <run dir> [...]
+                         AE-Adapt-V training phases (embedding alignment, patch+head tuning, LoRA) with exact
+                         --resume, held-out evaluation and --accum; dcvg adapt <sub> --help
   dcvg eval-ae --data <dir> [--model M --weights W] [--split held-out|train|all] [--json]
                          PSNR / SSIM of a model (default: the shipped one) and of the equal-budget bicubic
                          baseline on whole clips of the train-ae split
@@ -169,6 +177,8 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'train-ae') return await cmdTrainAE(rest, out);
     if (cmd === 'train-dit') return await cmdTrainDiT(rest, out);
     if (cmd === 'study') return await cmdStudy(rest, out);
+    if (cmd === 'latents') return await cmdLatents(rest, out);
+    if (cmd === 'adapt') return await cmdAdapt(rest, out);
     if (cmd === 'eval-ae') return await cmdEvalAE(rest, out);
     if (cmd === 'convert') return cmdConvert(rest, out);
     if (cmd === 'shapes') return await cmdShapes(rest, out);

@@ -53,7 +53,7 @@ const SIGNAL_NUMBER: Record<string, number> = { SIGINT: 2, SIGTERM: 15 };
  * steps (JS runs no handler inside a step, so never in the middle of a checkpoint write); the last checkpoint stays
  * valid, and a new run without one removes what it wrote (see NewRunGuard in src/train/loop.ts).
  */
-function stopOnSignals(cmd: string): { stopped: () => boolean; exitCode: () => number; release: () => void } {
+export function stopOnSignals(cmd: string): { stopped: () => boolean; exitCode: () => number; release: () => void } {
   let stopSignal: NodeJS.Signals | null = null;
   const onSignal = (sig: NodeJS.Signals) => {
     if (stopSignal) process.exit(128 + SIGNAL_NUMBER[sig]!);
