@@ -98,12 +98,12 @@ export function assembleDcDiT(base: WanModel | { config: WanConfig; weights: Rea
   weights.set('head.head.bias', zeros([config.out_dim]));
   // the result must be exactly a WanModel of the new config: every key, every shape (strict load)
   const check = new WanModel(config);
-  const need = check.stateDict();
+  const need = check.shapes();
   const missing = [...need.keys()].filter((k) => !weights.has(k));
   if (missing.length) throw new ValueError(`assemble: the base lacks ${missing.length} keys the DiT needs (${missing.slice(0, 5).join(', ')})`);
-  for (const [k, t] of need) {
+  for (const [k, want] of need) {
     const s = weights.get(k)!.shape;
-    if (s.length !== t.shape.length || s.some((d, i) => d !== t.shape[i])) throw new ShapeError(`assemble: ${k} is ${fmtShape(s)} in the base but the DiT needs ${fmtShape(t.shape)}`);
+    if (s.length !== want.length || s.some((d, i) => d !== want[i])) throw new ShapeError(`assemble: ${k} is ${fmtShape(s)} in the base but the DiT needs ${fmtShape(want)}`);
   }
   return { config, weights, copied };
 }
