@@ -228,6 +228,27 @@ describe('phase-3 merge and export', () => {
     });
   });
 
+  it('a dcvg adapt lora run folder: model.safetensors is merged (a checkpoint of the trained tensors alone is refused)', () => {
+    withTmp((dir) => {
+      const sd = model.stateDict();
+      const nul = randn([6, 12], 77);
+      // what `dcvg adapt lora` writes: model.safetensors (all weights, adapters, null_embedding, lora metadata),
+      // config.json, and a checkpoint holding only the trained tensors
+      saveSafetensors(join(dir, 'model.safetensors'), new Map([...sd, ['null_embedding', nul]]), { metadata: { config: cfgJson, lora_rank: '4', lora_alpha: '8' } });
+      const trained = new Map([...sd].filter(([k]) => /lora_|^patch_embedding|^head\./.test(k)).map(([k, v]) => [`model.${k}`, v]));
+      saveSafetensors(join(dir, 'checkpoint.safetensors'), trained, { metadata: { dcvg_train: JSON.stringify({ lora: { rank: 4, alpha: 8 } }) } });
+      const out = join(dir, 'merged.safetensors');
+      mergePhase3(dir, out);
+      const m = new WanModel(cfg);
+      const r = loadWanWeights(m, out);
+      sameBits(r.nullEmbedding!, nul, 'null_embedding');
+      const want = mergeLoraWeights(baseWeights(model), entries, 1);
+      for (const [k, v] of want) sameBits(m.stateDict().get(k)!, v, k);
+      assert.throws(() => mergePhase3(join(dir, 'checkpoint.safetensors'), join(dir, 'x.safetensors')), /holds the adapters but not the base weights .*model\.safetensors/);
+      assert.ok(!existsSync(join(dir, 'x.safetensors')));
+    });
+  });
+
   it('refuses to guess alpha when a phase-3 state dict does not give it', () => {
     withTmp((dir) => {
       const p = join(dir, 'phase3.safetensors');

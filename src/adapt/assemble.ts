@@ -8,11 +8,14 @@
  * - from phase 1: `patch_embedding.weight` [D, Cin, 1, 1, 1] and `patch_embedding.bias` [D];
  * - `head.head.weight` [out_dim, D] and `head.head.bias` zeros (f32), so the model starts at v = 0.
  *
- * Phase-1 output format (what `dcvg adapt align` writes and this reads): a safetensors file holding the student
- * embedder as `patch_embedding.weight` / `patch_embedding.bias` (also accepted: bare `weight` / `bias`, or the same
+ * Phase-1 output format (what `dcvg adapt align` writes as `patch_embedding.safetensors` in its run folder, and what
+ * this reads from that folder or file): the student embedder as `patch_embedding.weight` [D, C, 1, 1, 1] /
+ * `patch_embedding.bias` [D] (also accepted: bare `weight` / `bias`, or the same
  * keys under a `0.` prefix, or a training checkpoint with `model.patch_embedding.*` / `ema.patch_embedding.*`, the EMA
  * taken when present). The weight may be [D, Cin] (a Linear) or [D, Cin, 1, 1, 1].
  */
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import { openWeights } from '../io/weights.js';
 import type { WritableTensor } from '../io/safetensors.js';
@@ -54,7 +57,9 @@ function copiedFromBase(key: string, i2v: boolean): boolean {
 
 /** Reads the phase-1 embedder from a file (see the format above). */
 export function readAlignedPatch(path: string): AlignedPatch {
-  const w = openWeights(path);
+  // a `dcvg adapt align` run folder holds it as patch_embedding.safetensors
+  const inRun = join(path, 'patch_embedding.safetensors');
+  const w = openWeights(existsSync(path) && statSync(path).isDirectory() && existsSync(inRun) ? inRun : path);
   try {
     const keys = new Set(w.tensors.keys());
     for (const pre of ['ema.patch_embedding.', 'patch_embedding.', '0.patch_embedding.', 'model.patch_embedding.', '']) {

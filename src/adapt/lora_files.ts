@@ -121,7 +121,7 @@ export function detectLoraLayout(keys: Iterable<string>): LoraLayout {
 type Part = 'A' | 'B' | 'alpha' | 'base';
 
 /** Splits a key into (layer path as written, part, param) for a layout; null for a non-LoRA key. */
-function splitKey(key: string, layout: LoraLayout): { path: string; part: Part; param?: string } | null {
+function splitKey(key: string, layout: LoraLayout): { path: string; part: Part; baseKey?: string } | null {
   let k = key;
   const prefix = { comfy: 'diffusion_model.', diffusers: 'transformer.', kohya: 'lora_unet_', peft: 'base_model.model.', dcvg: '' }[layout];
   if (prefix && k.startsWith(prefix)) k = k.slice(prefix.length);
@@ -133,8 +133,8 @@ function splitKey(key: string, layout: LoraLayout): { path: string; part: Part; 
   m = /^(.+)\.alpha$/.exec(k);
   if (m) return { path: m[1]!, part: 'alpha' };
   m = /^(.+)\.base_layer\.(weight|bias)$/.exec(k);
-  if (m) return { path: m[1]!, part: 'base', param: m[2]! };
-  if (layout === 'peft' || layout === 'dcvg') return { path: k.replace(/\.(weight|bias)$/, ''), part: 'base', param: k };
+  if (m) return { path: m[1]!, part: 'base', baseKey: `${m[1]}.${m[2]}` };
+  if (layout === 'peft' || layout === 'dcvg') return { path: k, part: 'base', baseKey: k };
   throw new ValueError(`LoRA key "${key}" is neither lora_A/lora_down, lora_B/lora_up nor alpha`);
 }
 
@@ -200,9 +200,8 @@ export function parseLora(
     const s = splitKey(key, layout);
     if (!s) continue;
     if (s.part === 'base') {
-      const p = s.param!.includes('.') ? s.param! : `${s.path}.${s.param}`;
-      const inner = p.startsWith('base_model.model.') ? p.slice('base_model.model.'.length) : p;
-      base.set(inner, get(key0));
+      const p = s.baseKey!;
+      base.set(p.startsWith('base_model.model.') ? p.slice('base_model.model.'.length) : p, get(key0));
       continue;
     }
     const path = toWanPath(s.path, layout, key0);

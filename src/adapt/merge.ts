@@ -7,8 +7,10 @@
  * f32. Weights without an adapter, and every weight when s = 0, are the base's tensors, written bit for bit.
  *
  * Inputs of a phase-3 merge (mergePhase3):
- * - a run folder (`checkpoint.safetensors`: `model.<key>` all parameters, `ema.<key>` the EMA of the trained ones;
- *   `model.safetensors`: the EMA weights already chosen) or either file;
+ * - a `dcvg adapt lora` run folder: its `model.safetensors` (every weight in Wan keys, EMA values where trained, the
+ *   adapters `<layer>.lora_A.weight` / `.lora_B.weight`, `null_embedding`; metadata config, lora_rank, lora_alpha), or
+ *   that file; a training checkpoint with `model.<key>` for every parameter and `ema.<key>` EMA shadows (the
+ *   `dcvg train-dit` layout; one holding only the trained tensors is refused, naming what is missing);
  * - a plain state dict (safetensors or .pt) with the base weights and LoRA keys in src/nn/lora.ts's names
  *   (`<layer>.lora_A.weight`, `.lora_B.weight`) or peft's (`.base_layer.weight`, `.lora_A.default.weight`, the
  *   reference's `ema_model_state_dict`, optional `0.` prefix).
@@ -128,9 +130,11 @@ export interface Phase3Weights {
 export function readPhase3(path: string, opts: { alpha?: number } = {}): Phase3Weights {
   let file = path;
   if (existsSync(path) && statSync(path).isDirectory()) {
+    // model.safetensors: every weight (EMA where trained) + adapters + lora_alpha metadata (`dcvg adapt lora`);
+    // checkpoint.safetensors only when there is none (it may hold the trained tensors alone)
     const ck = join(path, 'checkpoint.safetensors');
     const ms = join(path, 'model.safetensors');
-    file = existsSync(ck) ? ck : existsSync(ms) ? ms : path;
+    file = existsSync(ms) ? ms : existsSync(ck) ? ck : path;
   }
   const w = openWeights(file);
   try {
@@ -149,6 +153,9 @@ export function readPhase3(path: string, opts: { alpha?: number } = {}): Phase3W
     let base = set.base;
     const baseKeys = [...base.keys()].filter((k) => !WAN_ONLY_KEYS.includes(k));
     if (baseKeys.length && detectWanKeyFormat(baseKeys) === 'diffusers') base = new Map([...base].map(([k, t]) => [WAN_ONLY_KEYS.includes(k) ? k : diffusersKeyToWan(k), t]));
+    const noBase = [...set.layers.keys()].filter((p) => !base.has(`${p}.weight`));
+    if (noBase.length && base.size < set.layers.size * 2)
+      throw new ValueError(`${w.source}: holds the adapters but not the base weights (e.g. ${noBase[0]}.weight): a training checkpoint of the trained tensors alone; merge the run folder's model.safetensors, or use --base DIT --lora`);
     const alpha = opts.alpha ?? alphaFromMetadata(w.metadata);
     for (const [path2, e] of set.layers) {
       if (opts.alpha !== undefined) e.alpha = opts.alpha;
