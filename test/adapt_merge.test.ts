@@ -11,6 +11,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +24,41 @@ import { loraLayers, mergeLora } from '../src/nn/index.js';
 import { randn } from '../src/tensor/random.js';
 import { Tensor, noGrad } from '../src/tensor/tensor.js';
 import { sameBits, tinyDcConfig, tinyLoraModel } from './adapt_helpers.js';
+import { repoRoot, torchPython } from './helpers.js';
+
+function torchSkip(): string | false {
+  if (!existsSync(torchPython)) return `${torchPython} missing: the PyTorch merge of ComfyUI / kohya files is not tested`;
+  const r = spawnSync(torchPython, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
+  return r.status === 0 ? false : `torch not importable by ${torchPython}: the PyTorch merge of ComfyUI / kohya files is not tested`;
+}
+
+/**
+ * The merge as ComfyUI (comfy/lora.py) and kohya's tools apply a file, written independently in PyTorch: for each
+ * layer, scale = alpha / lora_down.shape[0] (1.0 without an .alpha key), W + strength * scale * (up @ down).
+ */
+const TORCH_MERGE = `
+import sys, re, torch
+sys.path.insert(0, sys.argv[1] + '/bench')
+from torch_common import load_safetensors, save_safetensors
+base = load_safetensors(sys.argv[2]); lora = load_safetensors(sys.argv[3]); s = float(sys.argv[5])
+out = dict(base)
+for k in lora:
+    m = re.match(r'^(?:diffusion_model\.)?(.+)\.(lora_A|lora_down)\.weight$', k)
+    if not m: continue
+    name, kind = m.group(1), m.group(2)
+    up_k = k.replace('lora_A', 'lora_B') if kind == 'lora_A' else k.replace('lora_down', 'lora_up')
+    down, up = lora[k], lora[up_k]
+    a = lora.get(k[: -len('.' + kind + '.weight')] + '.alpha')
+    scale = a.item() / down.shape[0] if a is not None else 1.0
+    if name.startswith('lora_unet_'):
+        target = [w for w in base if w.endswith('.weight') and w[:-7].replace('.', '_') == name[len('lora_unet_'):]]
+        assert len(target) == 1, name
+        wk = target[0]
+    else:
+        wk = name + '.weight'
+    out[wk] = base[wk] + (up @ down) * (s * scale)
+save_safetensors(sys.argv[4], out)
+`;
 
 const x = randn([1, 32, 2, 3, 3], 31);
 const ctx = [randn([5, 12], 32)];
@@ -139,6 +175,41 @@ describe('merging LoRA adapters into a DiT', () => {
       });
     });
   }
+
+  it('matches an independent PyTorch merge of the comfy and kohya files (ComfyUI semantics), within f32 rounding', { skip: torchSkip() }, () => {
+    withTmp((dir) => {
+      const bp = join(dir, 'base.safetensors');
+      saveSafetensors(bp, base);
+      for (const layout of ['comfy', 'kohya'] as const) {
+        const lp = join(dir, `l_${layout}.safetensors`);
+        writeLoraFile(lp, entries, layout);
+        const s = 0.8;
+        const tp = join(dir, `torch_${layout}.safetensors`);
+        const r = spawnSync(torchPython, ['-c', TORCH_MERGE, repoRoot, bp, lp, tp, String(s)], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
+        assert.equal(r.status, 0, r.stderr);
+        const theirs = readDiTWeights(tp).weights;
+        const ours = mergeLoraWeights(base, entries, s);
+        for (const [k, v] of ours) {
+          const a = v.readSync();
+          const b = theirs.get(k)!.readSync();
+          const p = k.slice(0, -'.weight'.length);
+          const e = entries.get(p);
+          // both sides: a rank-4 f32 product (any order: gamma_4 of the |terms|, bounded by 4 |B|max |A|max), one
+          // scaling and one sum, each rounded once: |diff| <= 2 (gamma_4 s c 4 |B|max |A|max + 2 u |W + delta|)
+          let bound = 0;
+          if (e) {
+            const mb = Math.max(...e.B.readSync().map(Math.abs));
+            const ma = Math.max(...e.A.readSync().map(Math.abs));
+            bound = 2 * ((4 * 2 ** -24) / (1 - 4 * 2 ** -24)) * s * 2 * 4 * mb * ma;
+          }
+          for (let i = 0; i < a.length; i++) {
+            const tol = bound + 4 * 2 ** -24 * Math.abs(b[i]!);
+            if (!(Math.abs(a[i]! - b[i]!) <= tol)) assert.fail(`${layout} ${k}[${i}]: ours ${a[i]} torch ${b[i]} (tolerance ${tol})`);
+          }
+        }
+      }
+    });
+  });
 
   it('a bf16 base is merged in f32 and written back as bf16 (one rounding of the f32 sum)', () => {
     const W = base.get('blocks.0.self_attn.q.weight')!.to('bf16');
