@@ -19,7 +19,7 @@ import { LORA_LAYOUTS, loraEntriesOfModel, readLoraFile, writeLoraFile } from '.
 import { mergeAdapterIntoBase, mergeLoraWeights, mergePhase3, mergedWeight, readDiTWeights, wanConfigToDiffusers } from '../src/adapt/merge.js';
 import { adaptMergeMain } from '../src/cli/adapt_merge_cmds.js';
 import { saveSafetensors } from '../src/io/safetensors.js';
-import { WanModel, loadWanWeights, parseWanConfig, wanConfigToJson } from '../src/models/wan/index.js';
+import { WanModel, loadWanWeights, parseWanConfig, runWan, wanConfigToJson } from '../src/models/wan/index.js';
 import { loraLayers, mergeLora } from '../src/nn/index.js';
 import { randn } from '../src/tensor/random.js';
 import { Tensor, noGrad } from '../src/tensor/tensor.js';
@@ -318,6 +318,29 @@ describe('phase-3 merge and export', () => {
       assert.throws(() => mergePhase3(join(dir, 'checkpoint.safetensors'), join(dir, 'x.safetensors')), /holds the adapters but not the base weights .*model\.safetensors/);
       assert.ok(!existsSync(join(dir, 'x.safetensors')));
     });
+  });
+
+  it('the merged folder runs with dcvg run wan (runWan: config.json + weights folder + inputs file)', () => {
+    withTmp((dir) => {
+      const p = join(dir, 'phase3.safetensors');
+      saveSafetensors(p, model.stateDict(), { metadata: { config: cfgJson, lora_alpha: '8' } });
+      const out = join(dir, 'merged');
+      mergePhase3(p, out);
+      const inp = join(dir, 'inputs.safetensors');
+      saveSafetensors(inp, { x, t: new Tensor(Float32Array.of(500), [1]), context0: ctx[0]! });
+      const y = runWan(join(out, 'config.json'), out, inp).readSync();
+      const r = relDiff(y, forward(model));
+      assert.ok(r <= 1e-5, `dcvg run wan on the merged model vs the adapters: ${r}`);
+    });
+  });
+
+  it('merges into a 1x1x1 conv weight [out, in, 1, 1, 1] (an adapter on the patch embedder)', () => {
+    const W = randn([32, 32, 1, 1, 1], 41);
+    const e = { A: randn([2, 32, 1, 1, 1], 42), B: randn([32, 2, 1, 1, 1], 43), alpha: 4 };
+    const m = mergeLoraWeights(new Map([['patch_embedding.weight', W]]), new Map([['patch_embedding', e]]), 1).get('patch_embedding.weight')!;
+    assert.deepEqual([...m.shape], [32, 32, 1, 1, 1]);
+    const flat = mergedWeight(W.reshape([32, 32]), { ...e, A: e.A.reshape([2, 32]), B: e.B.reshape([32, 2]) }, 1);
+    sameBits(m.reshape([32, 32]).contiguous(), flat, 'conv vs linear merge');
   });
 
   it('refuses to guess alpha when a phase-3 state dict does not give it', () => {
