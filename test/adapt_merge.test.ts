@@ -343,6 +343,56 @@ describe('phase-3 merge and export', () => {
     sameBits(m.reshape([32, 32]).contiguous(), flat, 'conv vs linear merge');
   });
 
+  it("merges the reference's own checkpoint: torch .pt, ema_model_state_dict, `0.` prefix, peft .base_layer / .lora_A.default keys", { skip: torchSkip() }, () => {
+    withTmp((dir) => {
+      // PyTorch writes the checkpoint as [562] does, and its own merge W + (alpha/r) B A (convert_lora_into_base.py)
+      const py = `
+import sys, torch
+sys.path.insert(0, sys.argv[1] + '/bench')
+from torch_common import save_safetensors
+g = torch.Generator().manual_seed(0)
+r, alpha = 4, 8
+sd, ema, want = {}, {}, {}
+for name, (o, i) in {'blocks.0.self_attn.q': (32, 32), 'blocks.0.ffn.0': (48, 32), 'time_projection.1': (192, 32)}.items():
+    W = torch.randn(o, i, generator=g); b = torch.randn(o, generator=g)
+    A = torch.randn(r, i, generator=g); B = torch.randn(o, r, generator=g)
+    for d, s in ((sd, 1.0), (ema, 0.5)):
+        d['0.' + name + '.base_layer.weight'] = W; d['0.' + name + '.base_layer.bias'] = b
+        d['0.' + name + '.lora_A.default.weight'] = A * s; d['0.' + name + '.lora_B.default.weight'] = B
+    want[name + '.weight'] = W + (alpha / r) * (B @ (A * 0.5)); want[name + '.bias'] = b
+    want['mag.' + name] = (alpha / r) * (B.abs() @ (A * 0.5).abs())
+n = torch.randn(32, generator=g)
+sd['0.blocks.0.norm3.weight'] = n; ema['0.blocks.0.norm3.weight'] = n; want['blocks.0.norm3.weight'] = n
+torch.save({'ema_model_state_dict': {0.9999: ema}, 'model_state_dict': sd}, sys.argv[2])
+save_safetensors(sys.argv[3], want)
+`;
+      const pt = join(dir, 'step_8000.pt');
+      const wp = join(dir, 'want.safetensors');
+      const r = spawnSync(torchPython, ['-c', py, repoRoot, pt, wp], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
+      assert.equal(r.status, 0, r.stderr);
+      const out = join(dir, 'merged.safetensors');
+      const res = mergePhase3(pt, out, { alpha: 8 });
+      assert.match(res.source, /ema_model_state_dict\[0\.9999\]/);
+      assert.equal(res.layers, 3);
+      const got = readDiTWeights(out).weights;
+      const want = readDiTWeights(wp).weights;
+      const wantKeys = [...want.keys()].filter((k) => !k.startsWith('mag.'));
+      assert.deepEqual([...got.keys()].sort(), wantKeys.sort());
+      const u = 2 ** -24;
+      for (const k of wantKeys) {
+        const a = got.get(k)!.readSync();
+        const b = want.get(k)!.readSync();
+        const mag = want.get(`mag.${k.replace(/\.weight$/, '')}`)?.readSync();
+        // each side: the rank-4 f32 sum (gamma_4 of (alpha/r) sum|B_ik A_kj| = mag), the scaling and the addition
+        // (one rounding each): |ours - torch| <= 2 (gamma_4 mag + 2 u |W + delta|)
+        for (let i = 0; i < a.length; i++) {
+          const tol = 2 * (((4 * u) / (1 - 4 * u)) * (mag ? mag[i]! : 0) + 2 * u * Math.abs(b[i]!));
+          assert.ok(Math.abs(a[i]! - b[i]!) <= tol, `${k}[${i}]: ${a[i]} vs ${b[i]} (tolerance ${tol})`);
+        }
+      }
+    });
+  });
+
   it('refuses to guess alpha when a phase-3 state dict does not give it', () => {
     withTmp((dir) => {
       const p = join(dir, 'phase3.safetensors');

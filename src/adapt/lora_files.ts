@@ -177,7 +177,17 @@ function metadataAlpha(meta: Record<string, string>, extraConfig: Record<string,
     if (!Number.isFinite(a)) throw new ValueError(`LoRA metadata "lora_alpha" = "${meta.lora_alpha}" is not a number`);
     global = a;
   }
-  if (meta.lora_alphas) pattern = { ...pattern, ...(JSON.parse(meta.lora_alphas) as Record<string, number>) };
+  if (meta.lora_alphas) {
+    let o: unknown;
+    try {
+      o = JSON.parse(meta.lora_alphas);
+    } catch {
+      throw new ValueError(`LoRA metadata "lora_alphas" is not valid JSON`);
+    }
+    if (typeof o !== 'object' || o === null || Object.values(o).some((v) => typeof v !== 'number' || !Number.isFinite(v)))
+      throw new ValueError(`LoRA metadata "lora_alphas" must map layer paths to finite numbers`);
+    pattern = { ...pattern, ...(o as Record<string, number>) };
+  }
   return { global, pattern };
 }
 
