@@ -159,6 +159,9 @@ describe('LoRA files in the ecosystem layouts', () => {
     assert.throws(() => parseLora(ko.keys(), get(ko)), /"blocks_0_self_attn_x" is not a Wan layer/);
     assert.throws(() => detectLoraLayout(['diffusion_model.a.lora_A.weight', 'lora_unet_a.lora_down.weight']), /mix layouts \(kohya, comfy\)|mix layouts \(comfy, kohya\)/);
     assert.throws(() => detectLoraLayout(['blocks.0.self_attn.q.weight']), /no LoRA keys found/);
+    // adapter kinds we do not merge are named, not skipped
+    const diff = new Map([...rk, ['diffusion_model.blocks.0.self_attn.q.lora_B.weight', B], ['diffusion_model.blocks.0.norm3.diff', randn([32], 5)]]);
+    assert.throws(() => parseLora(diff.keys(), get(diff)), /LoRA key "diffusion_model\.blocks\.0\.norm3\.diff" is neither/);
   });
 
   it('writes alpha as an f32 scalar in comfy files (what ComfyUI reads with .item())', () => {
