@@ -1,0 +1,31 @@
+/** Shared by the test/adapt_*.test.ts files: a tiny DC DiT with phase-3 LoRA adapters, and a bitwise compare. */
+import assert from 'node:assert/strict';
+import { WanModel, parseWanConfig } from '../src/models/wan/index.js';
+import { applyLora, loadLoraStateDict, loraStateDict } from '../src/nn/index.js';
+import { Rng, randn } from '../src/tensor/random.js';
+import type { Tensor } from '../src/tensor/tensor.js';
+
+export const PHASE3_TARGETS = /^(blocks\.\d+\.(self_attn\.(q|k|v|o)|ffn\.(0|2))|time_embedding\.(0|2)|time_projection\.1)$/;
+
+export function tinyDcConfig(modelType: 't2v' | 'i2v' = 't2v') {
+  return parseWanConfig({ model_type: modelType, patch_size: [1, 1, 1], text_len: 6, in_dim: modelType === 'i2v' ? 68 : 32, dim: 32, ffn_dim: 48, freq_dim: 16, text_dim: 12, out_dim: 32, num_heads: 2, num_layers: 2, image_dim: 8 });
+}
+
+/** A tiny DC DiT with random weights and random phase-3 adapters (rank 4, alpha 8: scale 2 as the reference). */
+export function tinyLoraModel(seed = 1): WanModel {
+  const m = new WanModel(tinyDcConfig());
+  m.initRandom(seed, 0.1);
+  applyLora(m, PHASE3_TARGETS, { rank: 4, alpha: 8, seed: seed + 1 });
+  const rng = new Rng(seed + 2);
+  loadLoraStateDict(m, new Map([...loraStateDict(m)].map(([k, v]) => [k, randn([...v.shape], rng, 0.2)])));
+  return m;
+}
+
+export function sameBits(a: Tensor, b: Tensor, what: string): void {
+  assert.equal(a.dtype, b.dtype, `${what}: dtype`);
+  assert.deepEqual([...a.shape], [...b.shape], `${what}: shape`);
+  const x = a.readStoredSync();
+  const y = b.readStoredSync();
+  for (let i = 0; i < x.length; i++) if (!Object.is(x[i], y[i])) assert.fail(`${what}: element ${i} differs (${x[i]} vs ${y[i]})`);
+}
+
