@@ -13,6 +13,7 @@ import { LORA_DEFAULTS, TUNE_DEFAULTS, trainLora, trainTune, type LoraPhaseOptio
 import type { CommonOptions, PhaseCallbacks } from '../adapt/trainer.js';
 import { Progress, fmtSecs } from './progress.js';
 import { parseValues, type Out } from './common.js';
+import { adaptAssembleMain, adaptMergeMain } from './adapt_merge_cmds.js';
 import { stopOnSignals } from './train_cmds.js';
 
 function num(v: string | undefined, name: string, int = false): number | undefined {
@@ -266,10 +267,12 @@ export const ADAPT_SUBCOMMANDS: Record<string, (args: string[], out: Out) => Pro
   tune: (a, out) => runPhaseCmd('tune', a, out, TUNE_HELP, ['init', 'model', 'shift', 'text-drop', 'train-only'], ['init'], trainTune as unknown as Trainer, 'model.safetensors'),
   lora: (a, out) =>
     runPhaseCmd('lora', a, out, LORA_HELP, ['init', 'model', 'shift', 'text-drop', 'train-only', 'rank', 'alpha', 'lora-targets'], ['init'], trainLora as unknown as Trainer, 'model.safetensors'),
+  assemble: (a, out) => adaptAssembleMain(a, out),
+  merge: (a, out) => adaptMergeMain(a, out),
 };
 
-export const ADAPT_HELP = `dcvg adapt <align | tune | lora | ...> [options]   (dcvg adapt <sub> --help)
-  AE-Adapt-V (spec §5): align (phase 1), tune (phase 2), lora (phase 3); data from dcvg latents.`;
+export const ADAPT_HELP = `dcvg adapt <align | assemble | tune | lora | merge> [options]   (dcvg adapt <sub> --help)
+  AE-Adapt-V (spec §5): align (phase 1), assemble, tune (phase 2), lora (phase 3), merge; data from dcvg latents.`;
 
 export async function cmdAdapt(args: string[], out: Out): Promise<number> {
   const [sub, ...rest] = args;
