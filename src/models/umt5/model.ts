@@ -116,15 +116,36 @@ export class Umt5Attention extends Module {
     this.o = this.module('o', new Linear(dimAttn, dim, { bias: false }));
   }
 
+  /** Attention of q, k, v (B, L, dim_attn) with an additive bias (1 or B, heads, L, L) -> (B, L, dim_attn). */
+  private attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor): Tensor {
+    const n = this.numHeads;
+    // T5 does not scale the logits
+    const s = ops.add(ops.matmul(splitHeads(q, n), ops.transpose(splitHeads(k, n), -1, -2)), bias);
+    return mergeHeads(ops.matmul(softmax(s, -1), splitHeads(v, n)));
+  }
+
   /** x (B, L, dim), bias (1 or B, heads, L, L) -> (B, L, dim). */
   forward(x: Tensor, bias: Tensor): Tensor {
-    const n = this.numHeads;
-    const q = splitHeads(this.q.forward(x), n);
-    const k = splitHeads(this.k.forward(x), n);
-    const v = splitHeads(this.v.forward(x), n);
-    // T5 does not scale the logits
-    const p = softmax(ops.add(ops.matmul(q, ops.transpose(k, -1, -2)), bias), -1);
-    return this.o.forward(mergeHeads(ops.matmul(p, v)));
+    return this.o.forward(this.attend(this.q.forward(x), this.k.forward(x), this.v.forward(x), bias));
+  }
+
+  /**
+   * Several sequences packed along the token axis, x (1, sum L_i, dim): the projections run once over all tokens (one
+   * pass over the weights), attention within each sequence alone (bias_i (1, heads, L_i, L_i)).
+   */
+  forwardPacked(x: Tensor, lens: readonly number[], biases: readonly Tensor[]): Tensor {
+    if (lens.length === 1) return this.forward(x, biases[0]!);
+    const q = this.q.forward(x);
+    const k = this.k.forward(x);
+    const v = this.v.forward(x);
+    const parts: Tensor[] = [];
+    let off = 0;
+    for (const [i, L] of lens.entries()) {
+      const cut = (t: Tensor) => ops.slice(t, 1, off, off + L);
+      parts.push(this.attend(cut(q), cut(k), cut(v), biases[i]!));
+      off += L;
+    }
+    return this.o.forward(ops.cat(parts, 1));
   }
 }
 
@@ -161,6 +182,11 @@ export class Umt5Block extends Module {
   }
   forward(x: Tensor, bias: Tensor): Tensor {
     x = ops.add(x, this.attn.forward(this.norm1.forward(x), bias));
+    return ops.add(x, this.ffn.forward(this.norm2.forward(x)));
+  }
+  /** Packed sequences (see Umt5Attention.forwardPacked): every step but attention is per token. */
+  forwardPacked(x: Tensor, lens: readonly number[], biases: readonly Tensor[]): Tensor {
+    x = ops.add(x, this.attn.forwardPacked(this.norm1.forward(x), lens, biases));
     return ops.add(x, this.ffn.forward(this.norm2.forward(x)));
   }
 }
@@ -222,5 +248,37 @@ export class Umt5Model extends Module {
     const shared = this.pos_embedding ? this.pos_embedding.bias(L, m, B) : null;
     for (const blk of this.blocks) x = blk.forward(x, shared ?? blk.pos_embedding!.bias(L, m, B));
     return this.norm.forward(x);
+  }
+
+  /**
+   * The hidden states (L_i, dim) of several token sequences, each attending only within itself: the same as
+   * forward() on each sequence alone, with the tokens of all sequences packed into one (1, sum L_i) row so that every
+   * weight is read (and, for bf16, widened) once per call instead of once per sequence. No padding is computed.
+   */
+  forwardSequences(seqs: readonly Int32Array[]): Tensor[] {
+    if (seqs.length === 0) return [];
+    const lens = seqs.map((s) => s.length);
+    if (lens.some((n) => n < 1)) throw new ShapeError('forwardSequences: every sequence needs at least one token');
+    const all = new Int32Array(lens.reduce((a, b) => a + b, 0));
+    let off = 0;
+    for (const s of seqs) {
+      all.set(s, off);
+      off += s.length;
+    }
+    const tok = this.checkIds(intTensor(all, [1, all.length]));
+    let x = this.token_embedding.forward(tok);
+    const biasesOf = (pe: Umt5RelativeEmbedding) => {
+      const byLen = new Map<number, Tensor>();
+      return lens.map((L) => {
+        let b = byLen.get(L);
+        if (!b) byLen.set(L, (b = pe.bias(L)));
+        return b;
+      });
+    };
+    const shared = this.pos_embedding ? biasesOf(this.pos_embedding) : null;
+    for (const blk of this.blocks) x = blk.forwardPacked(x, lens, shared ?? biasesOf(blk.pos_embedding!));
+    const h = ops.squeeze(this.norm.forward(x), 0);
+    if (seqs.length === 1) return [h];
+    return ops.split(h, lens, 0).map((t) => ops.contiguous(t));
   }
 }

@@ -210,18 +210,18 @@ export class Umt5Encoder implements TextEncoder {
     const [B, L] = ids.shape as [number, number];
     const lens = Umt5Encoder.realLengths(mask, B, L);
     const all = ids.readSync();
-    return noGrad(() =>
-      lens.map((n, b) => {
-        const row = new Int32Array(n);
-        for (let i = 0; i < n; i++) {
-          const v = all[b * L + i]!;
-          if (!Number.isInteger(v) || v < 0 || v >= this.model.config.vocab)
-            throw new ValueError(`ids[${b}, ${i}] is ${v}, not a token id in [0, ${this.model.config.vocab})`);
-          row[i] = v;
-        }
-        return ops.squeeze(this.model.forward(intTensor(row, [1, n])), 0);
-      }),
-    );
+    const seqs = lens.map((n, b) => {
+      const row = new Int32Array(n);
+      for (let i = 0; i < n; i++) {
+        const v = all[b * L + i]!;
+        if (!Number.isInteger(v) || v < 0 || v >= this.model.config.vocab)
+          throw new ValueError(`ids[${b}, ${i}] is ${v}, not a token id in [0, ${this.model.config.vocab})`);
+        row[i] = v;
+      }
+      return row;
+    });
+    // all prompts in one pass over the weights, each attending only within itself
+    return noGrad(() => this.model.forwardSequences(seqs));
   }
 }
 
