@@ -4,7 +4,8 @@
  * which imports the file from the user's checkout as it is (with a stub for its tokenizer import).
  *
  *   npm run bench:umt5 -- --official DIR     (or WAN_REPO=DIR; DIR is a checkout of github.com/Wan-Video/Wan2.1)
- *       [--layers 2] [--tokens 100] [--text-len 512] [--reps 3] [--threads 2] [--torch-dtype f32|bf16] [--json]
+ *       [--layers 2] [--tokens 100] [--text-len 512] [--reps 3] [--threads 2] [--torch-dtype f32|bf16]
+ *       [--ours-dtype bf16|f32] [--json]
  *
  * No official code is part of this repository; without a checkout the benchmark says what is missing and exits 2.
  *
@@ -13,7 +14,7 @@
  * add 2 GB to write). Random weights in the reference's init scales, stored as bf16 in the official key names (as the
  * released checkpoint), loaded by both: ours keeps them bf16 (as it runs the real model), the official module gets
  * them widened to float32 (torch's fastest CPU path; `--torch-dtype bf16` runs it in bf16 as T5EncoderModel does on
- * GPU). Each side runs in a fresh child process (alternating which goes first) that loads the weights and times --reps
+ * GPU; `--ours-dtype f32` gives ours the same widened float32 weights, for a like-for-like kernel comparison). Each side runs in a fresh child process (alternating which goes first) that loads the weights and times --reps
  * forwards, reporting medians and its peak RSS (VmHWM / ru_maxrss).
  *
  * Two cases, one prompt of --tokens real tokens (the last one eos):
@@ -38,7 +39,7 @@ const SEED = 1919;
 const here = dirname(fileURLToPath(import.meta.url));
 const root = [resolve(here, '..'), resolve(here, '..', '..')].find((p) => existsSync(join(p, 'package.json')))!;
 const USAGE = `usage: npm run bench:umt5 -- --official DIR (or WAN_REPO=DIR) [--layers 2] [--tokens 100] [--text-len 512]
-       [--reps 3] [--threads 2] [--torch-dtype f32|bf16] [--json]`;
+       [--reps 3] [--threads 2] [--torch-dtype f32|bf16] [--ours-dtype bf16|f32] [--json]`;
 const { flag, opt } = cliArgs(USAGE);
 const THREADS = Number(opt('--threads', '2'));
 
@@ -157,6 +158,7 @@ function main(): void {
   const textLen = intOpt('--text-len', '512');
   const reps = intOpt('--reps', '3');
   const torchDtype = opt('--torch-dtype', 'f32');
+  const oursDtype = opt('--ours-dtype', 'bf16');
   if (tokens > textLen) {
     process.stderr.write(`bench:umt5: --tokens ${tokens} exceeds --text-len ${textLen}\n`);
     process.exit(2);
@@ -168,7 +170,11 @@ function main(): void {
   const dir = mkdtempSync(join(tmpdir(), 'dcvg-bench-umt5-'));
   try {
     const weights = join(dir, 'w.safetensors');
-    saveSafetensors(weights, umt5RandomState(cfg, SEED, { dtype: 'bf16' }));
+    const state = umt5RandomState(cfg, SEED, { dtype: 'bf16' });
+    saveSafetensors(weights, state);
+    // ours may instead load the same values widened to float32
+    const oursWeights = oursDtype === 'f32' ? join(dir, 'w32.safetensors') : weights;
+    if (oursDtype === 'f32') saveSafetensors(oursWeights, state, { dtype: 'F32' });
     const cfgPath = join(dir, 'cfg.json');
     const { max_dist: _m, eps: _e, bidirectional: _b, ...ctor } = umt5ConfigToJson(cfg);
     writeFileSync(cfgPath, JSON.stringify(ctor));
@@ -182,7 +188,7 @@ function main(): void {
     ];
     log(
       `umT5 ${cfg.name}: ${(umt5ParameterCount(cfg) / 1e6).toFixed(0)} M parameters (bf16 on disk), prompt of ${tokens} tokens; ` +
-        `torch ${torch.version} (${torchDtype}), ${THREADS} threads, ${cpus()[0]?.model ?? '?'} x${cpus().length}, ` +
+        `ours ${oursDtype} weights, torch ${torch.version} (${torchDtype}), ${THREADS} threads, ${cpus()[0]?.model ?? '?'} x${cpus().length}, ` +
         `load ${loadavg()[0]!.toFixed(2)}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
     );
     const rows: Record<string, unknown>[] = [];
@@ -196,7 +202,7 @@ function main(): void {
       const oursOut = join(dir, `ours${ci}.safetensors`);
       const offOut = join(dir, `off${ci}.safetensors`);
       const runOurs = () =>
-        runChild(process.execPath, [fileURLToPath(import.meta.url), '--child-ours', '--config', ourCfg, '--weights', weights, '--inputs', inputs, '--reps', String(reps), '--out', oursOut, '--threads', String(THREADS)]);
+        runChild(process.execPath, [fileURLToPath(import.meta.url), '--child-ours', '--config', ourCfg, '--weights', oursWeights, '--inputs', inputs, '--reps', String(reps), '--out', oursOut, '--threads', String(THREADS)]);
       const runOff = () =>
         runChild(torch.python, [join(root, 'bench', 'torch_umt5.py'), '--official', official, '--config', cfgPath, '--weights', weights, '--inputs', inputs, '--reps', String(reps), '--threads', String(THREADS), '--dtype', torchDtype, '--out', offOut]);
       let ours: SideRun | { error: string };
