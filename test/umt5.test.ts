@@ -286,6 +286,10 @@ describe('umT5 checkpoints', { skip }, () => {
       const pth = writePth(dir, 'models_t5_umt5-xxl-enc-bf16.pth', bf);
       const e4 = loadUmt5(pth);
       for (const [k, p] of e4.model.namedParams()) assert.equal(p.value.dtype, 'bf16', k);
+      // the Wan release folder: the .pth found beside the DiT's own config.json and weights
+      writeFileSync(join(dir, 'config.json'), JSON.stringify({ dim: 1536, num_heads: 12 }));
+      writeFileSync(join(dir, 'diffusion_pytorch_model.safetensors'), 'not read');
+      assert.equal(loadUmt5(dir).fingerprint, e4.fingerprint);
       // against the float32 model on the same bf16-rounded weights: identical maths on identical values, so only GEMM
       // blocking differs (the bf16 weight is widened per block of rows): the SAME_MATH bound
       const e5 = new Umt5Model(tiny().config);
