@@ -296,6 +296,12 @@ describe('umT5 checkpoints', { skip }, () => {
       e5.loadStateDict(new Map([...bf].map(([k, t]) => [k, t.to('f32')])));
       const r5 = noGrad(() => e5.forward(ids, mask));
       e4.encode(ids, mask).forEach((c, i) => assert.ok(rel(c, rows(r5, i, c.shape[0]!)) <= SAME_MATH_TOL, `bf16 ${i}`));
+      // the widening scratch (each bf16 weight widened whole into a reused float32 buffer) against widening block by
+      // block inside each linear: the same values, only the GEMM blocking differs
+      const viaScratch = e4.encode(ids, mask);
+      e4.model.widenScratch = null;
+      e4.encode(ids, mask).forEach((c, i) => assert.ok(rel(c, viaScratch[i]!) <= SAME_MATH_TOL, `scratch ${i}`));
+      for (const [k, p] of e4.model.namedParams()) assert.equal(p.value.dtype, 'bf16', k);
       // and the bf16 rounding of the weights stays near the fixture (2^-8 relative per weight, through 3 blocks)
       e4.encode(ids, mask).forEach((c, i) => assert.ok(rel(c, f.tensor(`context${i}`)) < 0.05, `bf16 vs fixture ${i}`));
       // strict: a missing key is named with the file, before anything is loaded
