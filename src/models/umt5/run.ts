@@ -184,6 +184,12 @@ export class Umt5Encoder implements TextEncoder {
     return this.model.config;
   }
 
+  /** Drops the weights and scratch buffers (the pipelines free the encoder before the DiT runs); encode() then throws. */
+  dispose(): void {
+    for (const [, p] of this.model.namedParams()) p.clear();
+    this.model.widenScratch?.clear();
+  }
+
   /** Real lengths of each row of a mask (B, L): 1s first, then 0s; anything else is refused. */
   static realLengths(mask: Tensor, B: number, L: number): number[] {
     if (mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== L) throw new ShapeError(`mask must be (${B}, ${L}) like ids, got ${fmtShape(mask.shape)}`);
