@@ -92,6 +92,9 @@ Usage:
                          tower is never read) on "pixel_values" (B, 3, S, S) or images "image0..N" (3, H, W) in
                          [-1, 1]; writes "features" (the penultimate block's tokens), its own "pixel_values" for
                          images, and with --all-blocks "features_all_blocks"
+  dcvg run umt5 --config <umt5-xxl | cfg.json[#entry]> --weights <.pth|.safetensors|text_encoder/> --inputs io.safetensors -o out.safetensors
+                         run the umT5 text encoder on "ids" and "mask" (B, L; I64 / I32); writes hidden_states (B, L, dim)
+                         at every position and context0..B-1, each prompt's real-token rows
   dcvg shapes render --output <video | dir/> [--seed N] [--count K] [--held-out exclude|include|only]
               [--captions captions.json] [--json]
                          videos of the shapes world (16 frames of 128x128 each, one after another, 8 fps) and
