@@ -16,7 +16,7 @@ import { wanConfigToJson } from '../src/models/wan/config.js';
 import { wanKeyToDiffusers } from '../src/models/wan/keys.js';
 import { wanVaeKeyMap } from '../src/models/wan_vae/keys.js';
 import { tensor, type Tensor } from '../src/tensor/tensor.js';
-import { TINY_DCAEV_JSON, TINY_WAN_VAE_JSON, TEXT_DIM, tinyDcaev, tinyDit, tinyDitConfig, tinyWanVae } from './generate_models.js';
+import { TINY_DCAEV_JSON, TINY_WAN_VAE_JSON, TEXT_DIM, tinyDcaev, tinyDit, tinyDitConfig, tinyWanVae, type EncoderDims } from './generate_models.js';
 
 export type Layout = 'diffusers' | 'wan';
 export type Family = 'dc' | 'wan';
@@ -46,8 +46,8 @@ function placeholderEncoders(dir: string, layout: Layout, mode: 't2v' | 'i2v'): 
 }
 
 /** The diffusers WanTransformer3DModel config of a tiny DiT. */
-function diffusersDitConfig(family: Family, mode: 't2v' | 'i2v'): Record<string, unknown> {
-  const c = tinyDitConfig(family, mode);
+function diffusersDitConfig(family: Family, mode: 't2v' | 'i2v', dims: EncoderDims): Record<string, unknown> {
+  const c = tinyDitConfig(family, mode, dims);
   return {
     _class_name: 'WanTransformer3DModel',
     patch_size: [...c.patch_size],
@@ -87,13 +87,16 @@ export interface FolderOptions {
   family: Family;
   mode: 't2v' | 'i2v';
   writeEncoders?: EncoderWriter | null;
+  /** the DiT's text / image widths (default: the fakes'); text_len only applies to the Wan layout (diffusers: 512) */
+  dims?: EncoderDims;
   /** diffusers: scheduler_config.json contents (default UniPC with flow_shift 3) */
   scheduler?: Record<string, unknown> | null;
 }
 
 /** Builds a tiny random model folder in `dir` (which must exist). */
 export function writeModelFolder(dir: string, o: FolderOptions): void {
-  const dit = tinyDit(o.family, o.mode);
+  const dims = o.dims ?? {};
+  const dit = tinyDit(o.family, o.mode, 3, o.layout === 'diffusers' ? { ...dims, textLen: 512 } : dims);
   const ditSd = dit.stateDict();
   if (o.layout === 'diffusers') {
     const index: Record<string, unknown> = {
@@ -107,7 +110,7 @@ export function writeModelFolder(dir: string, o: FolderOptions): void {
     };
     writeFileSync(join(dir, 'model_index.json'), JSON.stringify(index));
     mkdirSync(join(dir, 'transformer'));
-    writeFileSync(join(dir, 'transformer', 'config.json'), JSON.stringify(diffusersDitConfig(o.family, o.mode)));
+    writeFileSync(join(dir, 'transformer', 'config.json'), JSON.stringify(diffusersDitConfig(o.family, o.mode, dims)));
     saveSharded(join(dir, 'transformer'), 'diffusion_pytorch_model', new Map([...ditSd].map(([k, v]) => [wanKeyToDiffusers(k)!, v])));
     mkdirSync(join(dir, 'vae'));
     if (o.family === 'wan') {

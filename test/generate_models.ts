@@ -88,31 +88,37 @@ export const IMAGE_DIM = 10;
 export const TEXT_LEN = 16;
 
 /** A tiny Wan DiT config (Wan vocabulary) for the DC latents (patch 1) or the Wan VAE latents (patch 1x2x2). */
-export function tinyDitJson(family: 'dc' | 'wan', mode: 't2v' | 'i2v'): Record<string, unknown> {
+export interface EncoderDims {
+  textDim?: number;
+  imageDim?: number;
+  textLen?: number;
+}
+
+export function tinyDitJson(family: 'dc' | 'wan', mode: 't2v' | 'i2v', dims: EncoderDims = {}): Record<string, unknown> {
   const C = 4;
   return {
     model_type: mode,
     patch_size: family === 'dc' ? [1, 1, 1] : [1, 2, 2],
-    text_len: TEXT_LEN,
+    text_len: dims.textLen ?? TEXT_LEN,
     in_dim: mode === 'i2v' ? 2 * C + 4 : C,
     dim: 16,
     ffn_dim: 24,
     freq_dim: 8,
-    text_dim: TEXT_DIM,
+    text_dim: dims.textDim ?? TEXT_DIM,
     out_dim: C,
     num_heads: 2,
     num_layers: 2,
     eps: 1e-6,
-    image_dim: IMAGE_DIM,
+    image_dim: dims.imageDim ?? IMAGE_DIM,
   };
 }
 
-export function tinyDitConfig(family: 'dc' | 'wan', mode: 't2v' | 'i2v'): WanConfig {
-  return parseWanConfig(tinyDitJson(family, mode), `tiny-${family}-${mode}`);
+export function tinyDitConfig(family: 'dc' | 'wan', mode: 't2v' | 'i2v', dims: EncoderDims = {}): WanConfig {
+  return parseWanConfig(tinyDitJson(family, mode, dims), `tiny-${family}-${mode}`);
 }
 
-export function tinyDit(family: 'dc' | 'wan', mode: 't2v' | 'i2v', seed = 3): WanModel {
-  const m = new WanModel(tinyDitConfig(family, mode));
+export function tinyDit(family: 'dc' | 'wan', mode: 't2v' | 'i2v', seed = 3, dims: EncoderDims = {}): WanModel {
+  const m = new WanModel(tinyDitConfig(family, mode, dims));
   randomInit(m, seed);
   return m;
 }

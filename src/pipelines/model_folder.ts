@@ -194,7 +194,8 @@ function resolveDiffusers(dir: string): ModelFolder {
   const edir = need('text_encoder', 'text encoder');
   const ecfg = join(edir, 'config.json');
   const ej = readJsonFile(ecfg, 'text_encoder');
-  const textEncoder = { path: edir, config: ecfg, dim: typeof ej.d_model === 'number' ? ej.d_model : undefined };
+  // the loader reads the folder's config.json itself
+  const textEncoder = { path: edir, dim: typeof ej.d_model === 'number' ? ej.d_model : undefined };
   weightsOf(edir, 'text_encoder');
 
   const tokenizer = checkTokenizer(need('tokenizer', 'tokenizer'), 'tokenizer');
@@ -210,7 +211,8 @@ function resolveDiffusers(dir: string): ModelFolder {
   let imageEncoder: FolderPart | undefined;
   if (mode === 'i2v') {
     const idir = need('image_encoder', 'image encoder (CLIP, needed by an i2v transformer)');
-    imageEncoder = { path: weightsOf(idir, 'image_encoder'), ...(existsSync(join(idir, 'config.json')) ? { config: join(idir, 'config.json') } : {}) };
+    weightsOf(idir, 'image_encoder');
+    imageEncoder = { path: idir }; // the loader reads the folder's config.json (transformers' CLIPVisionConfig) itself
   }
   const scheduler = isDir(join(dir, 'scheduler')) ? schedulerDefaults(join(dir, 'scheduler')) : undefined;
   return { dir, layout: 'diffusers', mode, dit, vae, textEncoder, tokenizer, ...(imageEncoder ? { imageEncoder } : {}), ...(scheduler ? { scheduler } : {}) };
@@ -359,7 +361,7 @@ export function resolveModelFolder(dir: string): ModelFolder {
   if (f.dit.parsed.out_dim !== g.channels)
     throw new ValueError(`${f.dit.config}: the DiT predicts ${f.dit.parsed.out_dim} latent channels, but the autoencoder ${f.vae.config ?? f.vae.path} has ${g.channels}; they are not a pair`);
   if (f.textEncoder.dim !== undefined && f.textEncoder.dim !== f.dit.parsed.text_dim)
-    throw new ValueError(`${f.textEncoder.config}: the text encoder's width d_model ${f.textEncoder.dim} differs from the DiT's text_dim ${f.dit.parsed.text_dim} (${f.dit.config})`);
+    throw new ValueError(`${join(f.textEncoder.path, 'config.json')}: the text encoder's width d_model ${f.textEncoder.dim} differs from the DiT's text_dim ${f.dit.parsed.text_dim} (${f.dit.config})`);
   checkDitWeights(f);
   weightKeys(f.vae.path, 'autoencoder weights');
   return f;
