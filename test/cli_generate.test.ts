@@ -172,6 +172,15 @@ describe('dcvg generate on tiny random model folders', () => {
     assert.ok(!readdirSync(root).includes('never.mp4'));
   });
 
+  it('without --json: one line naming the output, its frames and size, and the time of each stage', async () => {
+    const dir = folder(root, { layout: 'wan', family: 'dc', mode: 't2v' });
+    const out = join(root, 'human.gif');
+    const r = await generate(['a red circle', '--model', dir, '-o', out, ...SIZE.dc, '--steps', '1', '--no-cache', '--guidance', '1']);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /^generated .*human\.gif \(16 frames, 24x16, 16 fps\) with wan-dc-t2v on dc-ae-v-tiny in [\d.]+s \(text [\d.]+s, denoise [\d.]+s, decode [\d.]+s\)\n$/);
+    assert.equal((await readFrameBytes(out)).frames, 16);
+  });
+
   it('--help prints the usage with the defaults', async () => {
     const r = await generate(['--help']);
     assert.equal(r.code, 0);

@@ -19,8 +19,8 @@ import { textToVideo } from '../pipelines/t2v.js';
 import { Progress } from './progress.js';
 import { parse, type Out } from './common.js';
 
-/** Spec §4.5 / §4.2: 50 UniPC steps, guidance 5, shift 5, seed 42, 81 requested frames (DC-AE-V: 80), 16 fps. */
-export const GENERATE_DEFAULTS = { frames: 81, width: 832, height: 480, steps: 50, guidance: 5, shift: 5, seed: 42, sampler: 'unipc', fps: 16 } as const;
+/** Spec §4.5 / §4.2 / §2.4: 50 UniPC steps, guidance 5, shift 5, seed 42, 81 frames (DC-AE-V: 80, 20 latents), 16 fps. */
+export const GENERATE_DEFAULTS = { frames: 81, framesDc: 80, width: 832, height: 480, steps: 50, guidance: 5, shift: 5, seed: 42, sampler: 'unipc', fps: 16 } as const;
 
 export const GENERATE_HELP = `dcvg generate "PROMPT" --model DIR -o out.mp4 [options]
 dcvg generate --prompt-file prompt.txt --image first.png --model DIR -o out.mp4 [options]
@@ -36,7 +36,8 @@ Options:
   --prompt-file FILE     read the prompt from a UTF-8 text file instead of the command line
   --negative TEXT        negative prompt (default: the DiT checkpoint's null embedding if it has one, else "")
   --image FILE           image-to-video: the first frame (resized to cover --size and center-cropped)
-  --frames N             frames (default ${GENERATE_DEFAULTS.frames}; DC-AE-V makes multiples of 4 (81 -> 80), the Wan VAE 1 + 4k)
+  --frames N             frames (default ${GENERATE_DEFAULTS.framesDc} with DC-AE-V, ${GENERATE_DEFAULTS.frames} with the Wan VAE; DC-AE-V makes
+                         multiples of 4 (81 -> 80), the Wan VAE 1 + 4k; other counts are floored, with a note)
   --size WxH             width x height (default ${GENERATE_DEFAULTS.width}x${GENERATE_DEFAULTS.height}); multiples of 32 for DC-AE-V with a
                          patch-1 DiT, of 16 for the Wan VAE with a 1x2x2 DiT
   --steps N              denoising steps (default ${GENERATE_DEFAULTS.steps})
@@ -142,7 +143,7 @@ export async function cmdGenerate(args: string[], out: Out, loaders: EncoderLoad
   const o: GenerationOptions = {
     prompt,
     negativePrompt: v.negative ?? null,
-    frames: num(v.frames, '--frames', true) ?? GENERATE_DEFAULTS.frames,
+    frames: num(v.frames, '--frames', true) ?? (folder.vae.family === 'dc-ae-v' ? GENERATE_DEFAULTS.framesDc : GENERATE_DEFAULTS.frames),
     ...size,
     steps: num(v.steps, '--steps', true) ?? GENERATE_DEFAULTS.steps,
     guidance: num(v.guidance, '--guidance', false) ?? GENERATE_DEFAULTS.guidance,
