@@ -17,7 +17,10 @@ import { tensor, type Tensor } from '../src/tensor/tensor.js';
 import { textToVideo } from '../src/pipelines/t2v.js';
 import { i2vCondition, imageToVideo, type ConditionImage } from '../src/pipelines/i2v.js';
 import { planGeneration, latentGeometry, type GenerationOptions } from '../src/pipelines/generation.js';
-import { parseWanConfig } from '../src/models/wan/config.js';
+import { parseWanConfig, wanPreset } from '../src/models/wan/config.js';
+import { presetConfig } from '../src/models/dcaev/config.js';
+import { wan21VaeConfig } from '../src/models/wan_vae/config.js';
+import { vaeGeometry } from '../src/pipelines/model_folder.js';
 import { fakeModels, tinyDitJson, TEXT_DIM, TEXT_LEN } from './generate_models.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'dcvg-gen-'));
@@ -243,6 +246,28 @@ describe('generation: cache, negative prompt, plan, errors', () => {
     assert.equal(q.frames, 77);
     assert.equal(q.latentShape[2], 20);
     assert.equal(planGeneration(wan.models.ditConfig, wan.models.aeGeometry, { frames: 81, width: 32, height: 16 }, 't2v').notes.length, 0);
+  });
+
+  it('the released pairs give the latent shapes and DiT token counts of spec §4.6', () => {
+    const dc = vaeGeometry({ family: 'dc-ae-v', path: '', parsed: presetConfig('dc-ae-v-f32t4c32-1.0') });
+    const wan = vaeGeometry({ family: 'wan-vae', path: '', parsed: wan21VaeConfig() });
+    assert.equal(dc.scale, 0.7241);
+    const p1 = planGeneration(wanPreset('DC-VideoGen-Wan2.1-T2V-1.3B'), dc, { frames: 81, width: 832, height: 480 }, 't2v');
+    assert.deepEqual([p1.frames, p1.latentShape, p1.tokens], [80, [1, 32, 20, 15, 26], 7800]);
+    const p2 = planGeneration(wanPreset('Wan2.1-T2V-1.3B'), wan, { frames: 81, width: 832, height: 480 }, 't2v');
+    assert.deepEqual([p2.frames, p2.latentShape, p2.tokens], [81, [1, 16, 21, 60, 104], 32760]);
+    const p3 = planGeneration(wanPreset('Wan2.1-T2V-14B'), wan, { frames: 81, width: 1280, height: 720 }, 't2v');
+    assert.equal(p3.tokens, 75600);
+    const p4 = planGeneration(wanPreset('DC-VideoGen-Wan2.1-T2V-14B'), dc, { frames: 81, width: 1280, height: 704 }, 't2v');
+    assert.equal(p4.tokens, 17600);
+    // 720 is no multiple of 32: refused with the nearest sizes that are
+    assert.throws(() => planGeneration(wanPreset('DC-VideoGen-Wan2.1-T2V-14B'), dc, { frames: 81, width: 1280, height: 720 }, 't2v'), /multiples of 32 .*e\.g\. 1280x7(04|36)/);
+    // I2V: 68 = 32 noisy + 4 mask + 32 condition
+    assert.equal(planGeneration(wanPreset('DC-VideoGen-Wan2.1-I2V-14B'), dc, { frames: 81, width: 832, height: 480 }, 'i2v').tokens, 7800);
+    // and the base: 36 = 16 + 4 + 16
+    assert.equal(planGeneration(wanPreset('Wan2.1-I2V-14B'), wan, { frames: 81, width: 832, height: 480 }, 'i2v').tokens, 32760);
+    // the DC DiT on the Wan VAE is no pair
+    assert.throws(() => planGeneration(wanPreset('DC-VideoGen-Wan2.1-T2V-1.3B'), wan, { frames: 81, width: 832, height: 480 }, 't2v'), /predicts 32 latent channels but .* has 16/);
   });
 
   it('bad requests fail before any model loads and write nothing', async () => {
