@@ -16,6 +16,7 @@ import { cmdRun } from './wan_cmds.js';
 import { cmdGenerate } from './generate_cmds.js';
 import { cmdCompareAE } from './compare_cmds.js';
 import { cmdShapes } from './shapes_cmds.js';
+import { cmdTokenize } from './text_cmds.js';
 import { cmdEvalAE, cmdStudy, cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -91,6 +92,11 @@ Usage:
   dcvg shapes score <video> [--caption "a small red circle moving left on a black background"] [--json]
                          the semantic scorer: background, colour, shape, size and direction read from the pixels,
                          and the attribute accuracy against a caption
+  dcvg tokenize --tokenizer <spiece.model|tokenizer.json|folder> [--text-len N] [--no-byte-fallback] [--json] TEXT...
+                         what umT5 receives for each prompt: Wan's cleaned text, SentencePiece pieces, ids (eos
+                         last), input_ids truncated / padded to --text-len (default 512, Wan's) and the mask; --json
+                         prints one object per text with the keys of the tokenizer fixture's cases;
+                         --no-byte-fallback gives one <unk> per unknown span, as a converted fast tokenizer does
   dcvg env [--json] [--peak]
                          the compute backend in use, library versions, threads (and measured FMA peak)
   dcvg --version         print the version
@@ -168,6 +174,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'eval-ae') return await cmdEvalAE(rest, out);
     if (cmd === 'convert') return cmdConvert(rest, out);
     if (cmd === 'shapes') return await cmdShapes(rest, out);
+    if (cmd === 'tokenize') return await cmdTokenize(rest, out);
     if (cmd === 'env') {
       cmdEnv(rest);
       return 0;
