@@ -43,6 +43,7 @@ export { Module, Param, formatLoadReport, type LoadReport, type TensorSource } f
 export { TorchCheckpoint, loadTorchStateDict, readTorchCheckpointInfo } from './io/torch_checkpoint.js';
 export * from './models/wan/index.js';
 export * from './models/wan_vae/index.js';
+export * from './models/umt5/index.js';
 export * from './diffusion/index.js';
 export * as video from './io/video.js';
 export * as metrics from './metrics/metrics.js';

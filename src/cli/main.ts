@@ -79,6 +79,9 @@ Usage:
   dcvg run wan-vae --config <wan2.1-vae | cfg.json[#entry]> --weights W --inputs io.safetensors -o out.safetensors
                          run the Wan-2.1 VAE on "input" (and input2, ...: NCTHW in [-1, 1], 1 + 4k frames); writes
                          moments, mu, latent (normalised), reconstruction_raw and reconstruction (+ suffix 2, ...)
+  dcvg run umt5 --config <umt5-xxl | cfg.json[#entry]> --weights <.pth|.safetensors|text_encoder/> --inputs io.safetensors -o out.safetensors
+                         run the umT5 text encoder on "ids" and "mask" (B, L; I64 / I32); writes hidden_states (B, L, dim)
+                         at every position and context0..B-1, each prompt's real-token rows
   dcvg generate "PROMPT" --model DIR -o out.mp4 [--image first.png] [--prompt-file F] [--negative TEXT]
               [--frames N] [--size WxH] [--steps N] [--guidance W] [--shift S] [--sampler unipc|euler]
               [--seed N] [--cache-dir DIR | --no-cache] [--json]
