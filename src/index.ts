@@ -44,6 +44,7 @@ export { TorchCheckpoint, loadTorchStateDict, readTorchCheckpointInfo } from './
 export * from './models/wan/index.js';
 export * from './models/wan_vae/index.js';
 export * from './models/umt5/index.js';
+export * from './models/clip/index.js';
 export * from './diffusion/index.js';
 export * as video from './io/video.js';
 export * as metrics from './metrics/metrics.js';

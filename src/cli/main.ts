@@ -82,6 +82,12 @@ Usage:
   dcvg run umt5 --config <umt5-xxl | cfg.json[#entry]> --weights <.pth|.safetensors|text_encoder/> --inputs io.safetensors -o out.safetensors
                          run the umT5 text encoder on "ids" and "mask" (B, L; I64 / I32); writes hidden_states (B, L, dim)
                          at every position and context0..B-1, each prompt's real-token rows
+  dcvg run clip [--config <open-clip-xlm-roberta-large-vit-huge-14 | cfg.json[#entry]>] --weights W
+              --inputs io.safetensors -o out.safetensors [--all-blocks]
+                         Wan's CLIP image encoder (models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth; the text
+                         tower is never read) on "pixel_values" (B, 3, S, S) or images "image0..N" (3, H, W) in
+                         [-1, 1]; writes "features" (the penultimate block's tokens), its own "pixel_values" for
+                         images, and with --all-blocks "features_all_blocks"
   dcvg generate "PROMPT" --model DIR -o out.mp4 [--image first.png] [--prompt-file F] [--negative TEXT]
               [--frames N] [--size WxH] [--steps N] [--guidance W] [--shift S] [--sampler unipc|euler]
               [--seed N] [--cache-dir DIR | --no-cache] [--json]

@@ -14,10 +14,12 @@ import { isUmt5PresetName } from '../models/umt5/config.js';
 import { runUmt5 } from '../models/umt5/run.js';
 import { ValueError, fmtShape } from '../errors.js';
 import { parse, type Out } from './common.js';
+import { cmdRunClip } from './clip_cmds.js';
 
 export function cmdRun(args: string[], out: Out): number {
   const [what, ...rest] = args;
-  if (what !== 'wan' && what !== 'wan-vae' && what !== 'umt5') throw new ValueError(`run: unknown model family "${what ?? ''}" (available: wan, wan-vae, umt5)`);
+  if (what === 'clip') return cmdRunClip(rest, out);
+  if (what !== 'wan' && what !== 'wan-vae' && what !== 'umt5') throw new ValueError(`run: unknown model family "${what ?? ''}" (available: wan, wan-vae, umt5, clip)`);
   const options = {
     config: { type: 'string' },
     weights: { type: 'string' },
