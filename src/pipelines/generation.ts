@@ -24,7 +24,7 @@ import { intTensor, noGrad, type Tensor } from '../tensor/tensor.js';
 import { findNonFinite } from '../tensor/inplace.js';
 import type { VideoAutoencoder } from './autoencoder.js';
 import type { ImageEncoder, PromptTokenizer, TextEncoder } from './components.js';
-import { EmbeddingCache } from './embedding_cache.js';
+import { PromptEmbeddingCache, promptCacheKey } from '../models/umt5/cache.js';
 
 /**
  * The models of a pipeline, each loaded only when the run reaches it (and dropped when it is done with it), so that a
@@ -260,8 +260,10 @@ export async function encodePrompts(
       throw new ShapeError(`tokenizer returned ${t.inputIds.length} ids / ${t.attentionMask.length} mask values (${n} real) for prompt ${i}; expected ${textLen} with at least one real token`);
     return t.inputIds.slice(0, n);
   });
-  const cache = cacheDir && models.textEncoderId ? new EmbeddingCache(cacheDir, models.textEncoderId) : null;
-  const out: (Tensor | null)[] = real.map((ids) => (cache ? cache.get(ids, textDim) : null));
+  // the umT5 prompt-embedding cache (src/models/umt5/cache.ts): keyed by tokenizer, weights, text_len and text
+  const cache = cacheDir && models.textEncoderId ? new PromptEmbeddingCache(cacheDir) : null;
+  const keys = prompts.map((text) => promptCacheKey({ tokenizer: tok.fingerprint, weights: models.textEncoderId ?? '', textLen, text }));
+  const out: (Tensor | null)[] = real.map((ids, i) => (cache ? cache.get(keys[i]!, { length: ids.length, dim: textDim }) : null));
   const missing = out.flatMap((t, i) => (t ? [] : [i]));
   let encoded = 0;
   if (missing.length) {
@@ -285,7 +287,7 @@ export async function encodePrompts(
       const bad = findNonFinite(h);
       if (bad) throw new ValueError(`the text encoder produced ${bad.value} for prompt ${i}; its weights are likely corrupt`);
       out[i] = h;
-      cache?.put(real[i]!, h);
+      cache?.put(keys[i]!, h, { text_len: String(textLen), tokenizer: tok.fingerprint, weights: models.textEncoderId ?? '' });
     });
     encoded = missing.length;
   }

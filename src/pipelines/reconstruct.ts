@@ -21,7 +21,7 @@ export * from './t2v.js';
 export * from './i2v.js';
 export * from './model_folder.js';
 export * from './encoders.js';
-export { EmbeddingCache, weightsIdentity } from './embedding_cache.js';
+export { weightsIdentity } from './embedding_cache.js';
 import * as ops from '../tensor/ops.js';
 import { noGrad, type Tensor } from '../tensor/tensor.js';
 
