@@ -4,67 +4,56 @@
  * spiece.model copied in. Prompt -> video and prompt + image -> video, determinism per seed, the prompt cache (a second
  * run encodes nothing), and a bad image refused with nothing written.
  *
- * Skips, naming what is missing, when ../shared (the spiece.model fixture) or one of the encoder modules is absent.
+ * Skips, naming what is missing, when ../shared (the spiece.model fixture) is absent.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { readFrameBytes, writeVideo } from '../src/io/video.js';
 import { saveSafetensors } from '../src/io/safetensors.js';
-import { tensor, type Tensor } from '../src/tensor/tensor.js';
+import { tensor } from '../src/tensor/tensor.js';
+import { loadTokenizer } from '../src/text/index.js';
+import { resolveUmt5Config, umt5ConfigToHf, umt5RandomState } from '../src/models/umt5/index.js';
+import { clipRandomState, resolveClipConfig } from '../src/models/clip/index.js';
 import { fixturePath, repoRoot } from './helpers.js';
 import { writeModelFolder, type Family, type Layout } from './generate_folders.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const SPIECE = fixturePath('tokenizer/spiece.model');
-const MODULES = { tokenizer: '../src/text/index.js', umt5: '../src/models/umt5/index.js', clip: '../src/models/clip/index.js' } as const;
+const skip = existsSync(SPIECE) ? false : `fixture missing: ${SPIECE} (clone the shared folder beside the repository to run this test)`;
 
-function skipReason(): string | false {
-  if (!existsSync(SPIECE)) return `fixture missing: ${SPIECE} (clone the shared folder beside the repository to run this test)`;
-  for (const [what, rel] of Object.entries(MODULES))
-    if (!existsSync(join(here, rel))) return `the ${what} module (${rel}) is not built into this tree yet: dcvg generate with the real encoders is not tested`;
-  return false;
-}
-const skip = skipReason();
-
-type Any = Record<string, (...a: unknown[]) => unknown>;
 const TEXT_DIM = 16;
 const VISION_DIM = 32;
 
 /** Real tiny encoders in the files each layout expects. */
 async function encoderWriter(): Promise<(dir: string, layout: Layout, mode: 't2v' | 'i2v') => void> {
-  const text = (await import(MODULES.tokenizer)) as Any;
-  const umt5 = (await import(MODULES.umt5)) as Any;
-  const clip = (await import(MODULES.clip)) as Any;
-  const tok = (await text.loadTokenizer!(SPIECE)) as { vocabSize: number };
+  const tok = await loadTokenizer(SPIECE);
   const u = { vocab: tok.vocabSize, dim: TEXT_DIM, dim_attn: TEXT_DIM, dim_ffn: 32, num_heads: 2, num_layers: 2, num_buckets: 8, shared_pos: false, max_dist: 16, eps: 1e-6 };
-  const uc = umt5.resolveUmt5Config!(u);
+  const uc = resolveUmt5Config(u);
   const c = { embed_dim: 8, image_size: 28, patch_size: 14, vision_dim: VISION_DIM, vision_mlp_ratio: 2, vision_heads: 2, vision_layers: 2, vocab_size: 10, max_text_len: 4, text_dim: 8, text_heads: 2, text_layers: 1 };
-  const cc = clip.resolveClipConfig!(c);
+  const cc = resolveClipConfig(c);
   return (dir, layout, mode) => {
     if (layout === 'diffusers') {
       mkdirSync(join(dir, 'text_encoder'));
-      writeFileSync(join(dir, 'text_encoder', 'config.json'), JSON.stringify(umt5.umt5ConfigToHf!(uc)));
-      saveSafetensors(join(dir, 'text_encoder', 'model.safetensors'), umt5.umt5RandomState!(uc, 1, { format: 'hf' }) as Map<string, Tensor>);
+      writeFileSync(join(dir, 'text_encoder', 'config.json'), JSON.stringify(umt5ConfigToHf(uc)));
+      saveSafetensors(join(dir, 'text_encoder', 'model.safetensors'), umt5RandomState(uc, 1, { format: 'hf' }));
       mkdirSync(join(dir, 'tokenizer'));
       copyFileSync(SPIECE, join(dir, 'tokenizer', 'spiece.model'));
       if (mode === 'i2v') {
         mkdirSync(join(dir, 'image_encoder'));
         writeFileSync(join(dir, 'image_encoder', 'config.json'), JSON.stringify(c));
-        saveSafetensors(join(dir, 'image_encoder', 'model.safetensors'), clip.clipRandomState!(cc, 2, { textual: false }) as Map<string, Tensor>);
+        saveSafetensors(join(dir, 'image_encoder', 'model.safetensors'), clipRandomState(cc, 2, { textual: false }));
       }
     } else {
       writeFileSync(join(dir, 'models_t5_umt5-xxl-enc-bf16.json'), JSON.stringify(u));
-      saveSafetensors(join(dir, 'models_t5_umt5-xxl-enc-bf16.safetensors'), umt5.umt5RandomState!(uc, 1, { dtype: 'bf16' }) as Map<string, Tensor>);
+      saveSafetensors(join(dir, 'models_t5_umt5-xxl-enc-bf16.safetensors'), umt5RandomState(uc, 1, { dtype: 'bf16' }));
       mkdirSync(join(dir, 'google', 'umt5-xxl'), { recursive: true });
       copyFileSync(SPIECE, join(dir, 'google', 'umt5-xxl', 'spiece.model'));
       if (mode === 'i2v') {
         writeFileSync(join(dir, 'models_clip_open-clip-xlm-roberta-large-vit-huge-14.json'), JSON.stringify(c));
-        saveSafetensors(join(dir, 'models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors'), clip.clipRandomState!(cc, 2) as Map<string, Tensor>);
+        saveSafetensors(join(dir, 'models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors'), clipRandomState(cc, 2));
       }
     }
   };
