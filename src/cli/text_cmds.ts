@@ -4,7 +4,7 @@
  */
 import { ValueError } from '../errors.js';
 import { ftfyFixText } from '../text/clean.js';
-import { loadTokenizer } from '../text/index.js';
+import { loadTokenizer, Umt5Tokenizer } from '../text/index.js';
 import { parse, type Out } from './common.js';
 
 /** Wan's text length (`text_len` of its configs). */
@@ -26,7 +26,7 @@ export async function cmdTokenize(args: string[], out: Out): Promise<number> {
     if (!/^\d+$/.test(v['text-len']) || !Number.isSafeInteger(textLen) || textLen < 1) throw new ValueError(`--text-len must be a positive integer, got "${v['text-len']}"`);
   }
   const tok = await loadTokenizer(v.tokenizer, v['no-byte-fallback'] ? { byteFallback: false } : {});
-  const noFallback = tok.byteFallback ? await loadTokenizer(v.tokenizer, { byteFallback: false }) : null;
+  const noFallback = tok.byteFallback && v.json ? new Umt5Tokenizer({ ...tok.model, byteFallback: false }, tok.source) : null;
   const same = (a: number[], b: number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
   for (const [k, text] of texts.entries()) {
     const r = tok.tokenize(text, textLen);

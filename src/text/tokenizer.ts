@@ -85,12 +85,14 @@ function modelFingerprint(m: TokenizerModel): string {
   h.update(ALGORITHM + '\n');
   h.update(JSON.stringify([m.unkId, m.eosId, m.padId, m.byteFallback, m.addDummyPrefix, m.removeExtraWhitespaces, m.escapeWhitespaces]) + '\n');
   const scores = new Float32Array(m.pieces.length);
+  const parts: string[] = [];
   for (const [i, p] of m.pieces.entries()) {
     // byte pieces and control pieces never score in a path; the type a file form gives them does not matter
-    const matchable = p.type === PieceType.NORMAL || p.type === PieceType.USER_DEFINED;
-    h.update(`${p.piece}\u0000${matchable && !/^<0x[0-9A-F]{2}>$/.test(p.piece) ? p.type : 0}\u0000`);
+    const matchable = (p.type === PieceType.NORMAL || p.type === PieceType.USER_DEFINED) && !(p.piece.length === 6 && /^<0x[0-9A-F]{2}>$/.test(p.piece));
+    parts.push(p.piece, matchable ? String(p.type) : '0');
     scores[i] = p.score;
   }
+  h.update(parts.join('\u0000'));
   h.update(new Uint8Array(scores.buffer));
   h.update(m.charsmap ?? new Uint8Array(0));
   return 'sha256:' + h.digest('hex');

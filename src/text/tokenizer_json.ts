@@ -39,9 +39,16 @@ export function parseTokenizerJson(text: string, what: string): TokenizerModel {
   pieces[unkId]!.type = PieceType.UNKNOWN;
   const special = new Map<string, number>();
   if (Array.isArray(j.added_tokens)) {
-    for (const t of j.added_tokens) {
-      if (!isObj(t) || typeof t.content !== 'string' || typeof t.id !== 'number') throw new FormatError(`${what}: added_tokens has an entry without content and id`);
-      if (t.id < 0 || t.id >= pieces.length) throw new FormatError(`${what}: added token ${JSON.stringify(t.content)} has id ${t.id} outside the vocabulary (${pieces.length}); added tokens beyond the model are not supported`);
+    const added = [...j.added_tokens];
+    for (const t of added) if (!isObj(t) || typeof t.content !== 'string' || typeof t.id !== 'number' || !Number.isInteger(t.id) || t.id < 0) throw new FormatError(`${what}: added_tokens has an entry without content and a valid id`);
+    added.sort((a, b) => a.id - b.id);
+    for (const t of added) {
+      // special tokens past the model's vocabulary (umT5's 384 <extra_id_N>) extend it: ids the model never emits
+      if (t.id >= pieces.length) {
+        if (t.special !== true) throw new FormatError(`${what}: added token ${JSON.stringify(t.content)} (id ${t.id}) is not special; non-special added tokens are not supported`);
+        if (t.id !== pieces.length) throw new FormatError(`${what}: added token ${JSON.stringify(t.content)} has id ${t.id}, leaving a gap after the ${pieces.length} ids before it`);
+        pieces.push({ piece: t.content, score: 0, type: PieceType.CONTROL });
+      }
       if (t.special === true && t.id !== unkId) {
         special.set(t.content, t.id);
         pieces[t.id]!.type = PieceType.CONTROL;

@@ -2,10 +2,11 @@
  * SentencePiece unigram encoding (unigram_model.cc `EncodeOptimized` + the processor's unknown handling, sentencepiece
  * 0.1.x), on a normalised string:
  * - Viterbi over character positions: every piece (normal, user-defined) that starts at a position is a candidate
- *   edge with its score (user-defined: UTF-8 length * max(FLT_MIN, normal scores) - 0.1); when no piece covers exactly the one
- *   character there, an unknown edge over that character with score min(normal scores) - 10; path scores are summed
- *   in float32 and a later candidate replaces the best only when strictly better (the reference's tie order: start
- *   positions ascending, then lengths ascending);
+ *   edge with its score (user-defined: UTF-8 length * max(FLT_MIN, normal scores) - 0.1); when no piece covers exactly
+ *   the one character there, an unknown edge over that character with score min(normal scores) - 10; a node keeps its
+ *   best path score as a float32, a piece's candidate is summed and compared in double (as the reference's types make
+ *   it), an unknown's in float32, and a later candidate replaces the best only when strictly better (the reference's
+ *   order: start positions ascending, then lengths ascending). These roundings decide near-ties, so they are kept;
  * - consecutive unknown pieces merge into one span; with byte fallback a span becomes its UTF-8 bytes as `<0xXX>`
  *   pieces, without it one unk id.
  * Written by hand: no maintained JavaScript package implements these semantics exactly (docs/tokenizer.md).
@@ -41,7 +42,7 @@ export class UnigramEncoder {
       }
       if ((p.type === PieceType.NORMAL || p.type === PieceType.USER_DEFINED) && p.piece.length > 0 && !this.vocab.has(p.piece)) {
         this.vocab.set(p.piece, id);
-        maxLen = Math.max(maxLen, [...p.piece].length);
+        if (p.piece.length > maxLen) maxLen = Math.max(maxLen, codePoints(p.piece)); // code points <= UTF-16 units
       }
     }
     if (!Number.isFinite(minScore)) minScore = 0;
@@ -49,7 +50,9 @@ export class UnigramEncoder {
     this.maxScore = maxScore;
     this.maxLen = maxLen;
     const byName = new Map<string, number>();
-    for (const [id, p] of pieces.entries()) if (p.type === PieceType.BYTE || /^<0x[0-9A-F]{2}>$/.test(p.piece)) if (!byName.has(p.piece)) byName.set(p.piece, id);
+    for (const [id, p] of pieces.entries()) {
+      if (p.piece.length === 6 && p.piece.startsWith('<0x') && (p.type === PieceType.BYTE || /^<0x[0-9A-F]{2}>$/.test(p.piece)) && !byName.has(p.piece)) byName.set(p.piece, id);
+    }
     for (let b = 0; b < 256; b++) this.byteIds.push(byName.get(byteName(b)) ?? unkId);
   }
 
@@ -72,18 +75,20 @@ export class UnigramEncoder {
         const id = this.vocab.get(key);
         if (id === undefined) continue;
         const p = this.pieces[id]!;
-        const sc = p.type === PieceType.USER_DEFINED ? f32(enc.encode(key).length * this.maxScore - 0.1) : p.score;
-        const cand = f32(sc + base);
+        // the reference's `score` is a double (its conditional mixes float with `... - 0.1`), so the candidate is
+        // summed and compared in double against the float stored at the node, and stored rounded to float
+        const sc = p.type === PieceType.USER_DEFINED ? f32(enc.encode(key).length * this.maxScore) - 0.1 : p.score;
+        const cand = sc + base;
         const e = s + len;
         if (from[e] === -1 || cand > score[e]!) {
-          score[e] = cand;
+          score[e] = f32(cand);
           from[e] = s;
           ids[e] = id;
         }
         if (len === 1) singleFound = true;
       }
       if (!singleFound) {
-        const cand = f32(this.unkScore + base);
+        const cand = f32(this.unkScore + base); // float + float here
         const e = s + 1;
         if (from[e] === -1 || cand > score[e]!) {
           score[e] = cand;
@@ -112,6 +117,12 @@ export class UnigramEncoder {
     }
     return res;
   }
+}
+
+function codePoints(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) if ((s.charCodeAt(i) & 0xfc00) !== 0xdc00) n++;
+  return n;
 }
 
 function byteName(b: number): string {
