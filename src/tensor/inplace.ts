@@ -130,3 +130,15 @@ export function addInto(dst: Tensor, src: Tensor): void {
   const buf = f32Of(dst, 'addInto (destination, updated in place)');
   backend().stridedAccumulate(denseSource(src), dst.shape, { data: buf, offset: dst.offset, strides: dst.strides });
 }
+
+/**
+ * dst <- src widened to float32 without a temporary: dst a contiguous f32 tensor (a reused scratch buffer), src a bf16
+ * or f16 tensor of the same shape (f32 / strided sources are copied through copyInto). Lets a model widen one stored
+ * bf16 weight at a time into the same buffer instead of allocating a float32 copy per use.
+ */
+export function widenInto(dst: Tensor, src: Tensor): void {
+  sameShape('widenInto', dst, src, 'destination', 'source');
+  if ((src.dtype !== 'bf16' && src.dtype !== 'f16') || !src.isContiguous()) return copyInto(dst, src);
+  const d = denseTarget('widenInto', dst, 'destination');
+  if (d.length) backend().widen(src.dtype, denseStored(src) as Uint16Array, d);
+}

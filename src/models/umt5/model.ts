@@ -13,7 +13,8 @@
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import * as ops from '../../tensor/ops.js';
 import { softmax } from '../../tensor/nn_ops.js';
-import { Tensor, intTensor } from '../../tensor/tensor.js';
+import { Tensor, empty, intTensor, isGradEnabled } from '../../tensor/tensor.js';
+import { widenInto } from '../../tensor/inplace.js';
 import { Module } from '../../nn/module.js';
 import { Linear } from '../../nn/linear.js';
 import { Embedding } from '../../nn/embedding.js';
@@ -98,6 +99,33 @@ export class Umt5RelativeEmbedding extends Module {
   }
 }
 
+/**
+ * Float32 scratch buffers, one per weight shape, into which a bf16 / f16 weight is widened whole just before its linear
+ * runs (inference only). The stored weights stay bf16; the scratch costs one float32 copy of each distinct weight shape
+ * (umT5-XXL: 4096^2 + 2 x 10240 x 4096 values, 384 MiB) and turns each linear into one widening and one GEMM instead of
+ * a widening and a GEMM per 4 MiB block of rows (about 190 of each per XXL layer), which dominates at prompt lengths.
+ */
+export class WidenScratch {
+  private readonly bufs = new Map<string, Tensor>();
+  /** x @ layer.weight^T, through the scratch when the weight is half precision and no gradient is recorded. */
+  linear(layer: Linear, x: Tensor): Tensor {
+    const w = layer.weight.value;
+    if (w.dtype === 'f32' || isGradEnabled()) return layer.forward(x);
+    const key = w.shape.join('x');
+    let buf = this.bufs.get(key);
+    if (!buf) this.bufs.set(key, (buf = empty(w.shape)));
+    widenInto(buf, w);
+    return ops.linear(x, buf, layer.bias ? layer.bias.value : null);
+  }
+  /** Frees the buffers (they are made again on the next use). */
+  clear(): void {
+    this.bufs.clear();
+  }
+}
+
+const direct = { linear: (layer: Linear, x: Tensor) => layer.forward(x) };
+type Lin = { linear(layer: Linear, x: Tensor): Tensor };
+
 /** Bias-free q/k/v (dim -> dim_attn) and o (dim_attn -> dim); unscaled attention with an additive bias. */
 export class Umt5Attention extends Module {
   readonly q: Linear;
@@ -125,19 +153,19 @@ export class Umt5Attention extends Module {
   }
 
   /** x (B, L, dim), bias (1 or B, heads, L, L) -> (B, L, dim). */
-  forward(x: Tensor, bias: Tensor): Tensor {
-    return this.o.forward(this.attend(this.q.forward(x), this.k.forward(x), this.v.forward(x), bias));
+  forward(x: Tensor, bias: Tensor, lin: Lin = direct): Tensor {
+    return lin.linear(this.o, this.attend(lin.linear(this.q, x), lin.linear(this.k, x), lin.linear(this.v, x), bias));
   }
 
   /**
    * Several sequences packed along the token axis, x (1, sum L_i, dim): the projections run once over all tokens (one
    * pass over the weights), attention within each sequence alone (bias_i (1, heads, L_i, L_i)).
    */
-  forwardPacked(x: Tensor, lens: readonly number[], biases: readonly Tensor[]): Tensor {
-    if (lens.length === 1) return this.forward(x, biases[0]!);
-    const q = this.q.forward(x);
-    const k = this.k.forward(x);
-    const v = this.v.forward(x);
+  forwardPacked(x: Tensor, lens: readonly number[], biases: readonly Tensor[], lin: Lin = direct): Tensor {
+    if (lens.length === 1) return this.forward(x, biases[0]!, lin);
+    const q = lin.linear(this.q, x);
+    const k = lin.linear(this.k, x);
+    const v = lin.linear(this.v, x);
     const parts: Tensor[] = [];
     let off = 0;
     for (const [i, L] of lens.entries()) {
@@ -145,7 +173,7 @@ export class Umt5Attention extends Module {
       parts.push(this.attend(cut(q), cut(k), cut(v), biases[i]!));
       off += L;
     }
-    return this.o.forward(ops.cat(parts, 1));
+    return lin.linear(this.o, ops.cat(parts, 1));
   }
 }
 
@@ -161,8 +189,8 @@ export class Umt5FeedForward extends Module {
     this.fc1 = this.module('fc1', new Linear(dim, dimFfn, { bias: false }));
     this.fc2 = this.module('fc2', new Linear(dimFfn, dim, { bias: false }));
   }
-  forward(x: Tensor): Tensor {
-    return this.fc2.forward(ops.mul(this.fc1.forward(x), ops.gelu(this.gate.forward(x), 'tanh')));
+  forward(x: Tensor, lin: Lin = direct): Tensor {
+    return lin.linear(this.fc2, ops.mul(lin.linear(this.fc1, x), ops.gelu(lin.linear(this.gate, x), 'tanh')));
   }
 }
 
@@ -180,14 +208,14 @@ export class Umt5Block extends Module {
     this.ffn = this.module('ffn', new Umt5FeedForward(c.dim, c.dim_ffn));
     this.pos_embedding = c.shared_pos ? null : this.module('pos_embedding', new Umt5RelativeEmbedding(c.num_buckets, c.num_heads, c.max_dist));
   }
-  forward(x: Tensor, bias: Tensor): Tensor {
-    x = ops.add(x, this.attn.forward(this.norm1.forward(x), bias));
-    return ops.add(x, this.ffn.forward(this.norm2.forward(x)));
+  forward(x: Tensor, bias: Tensor, lin: Lin = direct): Tensor {
+    x = ops.add(x, this.attn.forward(this.norm1.forward(x), bias, lin));
+    return ops.add(x, this.ffn.forward(this.norm2.forward(x), lin));
   }
   /** Packed sequences (see Umt5Attention.forwardPacked): every step but attention is per token. */
-  forwardPacked(x: Tensor, lens: readonly number[], biases: readonly Tensor[]): Tensor {
-    x = ops.add(x, this.attn.forwardPacked(this.norm1.forward(x), lens, biases));
-    return ops.add(x, this.ffn.forward(this.norm2.forward(x)));
+  forwardPacked(x: Tensor, lens: readonly number[], biases: readonly Tensor[], lin: Lin = direct): Tensor {
+    x = ops.add(x, this.attn.forwardPacked(this.norm1.forward(x), lens, biases, lin));
+    return ops.add(x, this.ffn.forward(this.norm2.forward(x), lin));
   }
 }
 
@@ -207,6 +235,12 @@ export class Umt5Model extends Module {
   readonly pos_embedding: Umt5RelativeEmbedding | null;
   readonly blocks: Umt5Block[];
   readonly norm: RMSNorm;
+  /**
+   * Half-precision weights are widened whole into reused float32 buffers for inference (see WidenScratch); set
+   * `widenScratch = null` to widen block by block inside each linear instead (no extra memory, slower at short
+   * lengths).
+   */
+  widenScratch: WidenScratch | null = new WidenScratch();
 
   constructor(config: Umt5Config) {
     super();
@@ -246,7 +280,8 @@ export class Umt5Model extends Module {
     const m = maskValues(mask, B, L);
     let x = this.token_embedding.forward(tok);
     const shared = this.pos_embedding ? this.pos_embedding.bias(L, m, B) : null;
-    for (const blk of this.blocks) x = blk.forward(x, shared ?? blk.pos_embedding!.bias(L, m, B));
+    const lin = this.widenScratch ?? direct;
+    for (const blk of this.blocks) x = blk.forward(x, shared ?? blk.pos_embedding!.bias(L, m, B), lin);
     return this.norm.forward(x);
   }
 
@@ -276,7 +311,8 @@ export class Umt5Model extends Module {
       });
     };
     const shared = this.pos_embedding ? biasesOf(this.pos_embedding) : null;
-    for (const blk of this.blocks) x = blk.forwardPacked(x, lens, shared ?? biasesOf(blk.pos_embedding!));
+    const lin = this.widenScratch ?? direct;
+    for (const blk of this.blocks) x = blk.forwardPacked(x, lens, shared ?? biasesOf(blk.pos_embedding!), lin);
     const h = ops.squeeze(this.norm.forward(x), 0);
     if (seqs.length === 1) return [h];
     return ops.split(h, lens, 0).map((t) => ops.contiguous(t));

@@ -4,7 +4,7 @@
  * pipelines drive (TextEncoder: real tokens only), random checkpoints for tests, and `dcvg run umt5`.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SafetensorsFile } from '../../io/safetensors.js';
 import { inWeightsFile, openWeights, weightsInFolder } from '../../io/weights.js';
@@ -184,6 +184,12 @@ export class Umt5Encoder implements TextEncoder {
     return this.model.config;
   }
 
+  /** Drops the weights and scratch buffers (the pipelines free the encoder before the DiT runs); encode() then throws. */
+  dispose(): void {
+    for (const [, p] of this.model.namedParams()) p.clear();
+    this.model.widenScratch?.clear();
+  }
+
   /** Real lengths of each row of a mask (B, L): 1s first, then 0s; anything else is refused. */
   static realLengths(mask: Tensor, B: number, L: number): number[] {
     if (mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== L) throw new ShapeError(`mask must be (${B}, ${L}) like ids, got ${fmtShape(mask.shape)}`);
@@ -239,12 +245,21 @@ function folderConfig(path: string): string | null {
   return null;
 }
 
+/** The official Wan release folder (Wan2.1-T2V-14B/ ...) keeps the encoder as `models_t5_*.pth` beside the DiT. */
+function wanLayoutFile(path: string): string | null {
+  if (!statSync(path).isDirectory() || existsSync(join(path, 'model_index.json'))) return null;
+  const t5 = readdirSync(path).filter((n) => /^models_t5_.*\.(pth|pt|safetensors)$/.test(n));
+  if (t5.length > 1) throw new ValueError(`${path} holds several umT5 checkpoints (${t5.join(', ')}); pass the one to load`);
+  return t5.length ? join(path, t5[0]!) : null;
+}
+
 /**
- * The umT5 encoder from Wan's .pth, a safetensors file (official or HuggingFace names) or a `text_encoder/` folder
+ * The umT5 encoder from Wan's .pth (or the Wan release folder holding it), a safetensors file (official or HuggingFace names) or a `text_encoder/` folder
  * (config.json in HuggingFace's vocabulary + sharded safetensors). BF16 weights stay BF16.
  */
-export function loadUmt5(path: string, opts: LoadUmt5Options = {}): Umt5Encoder {
-  if (!existsSync(path)) throw new ValueError(`umT5 weights not found: ${path}`);
+export function loadUmt5(path0: string, opts: LoadUmt5Options = {}): Umt5Encoder {
+  if (!existsSync(path0)) throw new ValueError(`umT5 weights not found: ${path0}`);
+  const path = wanLayoutFile(path0) ?? path0;
   let config: Umt5Config;
   if (opts.config !== undefined) config = resolveUmt5Config(opts.config);
   else {
