@@ -58,7 +58,7 @@ export function adaptAssembleMain(argv: string[], out?: Out): number {
     o(ADAPT_ASSEMBLE_HELP);
     return 0;
   }
-  const v = parse(argv, { base: { type: 'string' }, patch: { type: 'string' }, output: { type: 'string', short: 'o' }, config: { type: 'string' }, 'in-dim': { type: 'string' }, 'out-dim': { type: 'string' }, format: { type: 'string' }, json: { type: 'boolean' } }, 'adapt', false).values;
+  const v = parse(argv, { base: { type: 'string' }, patch: { type: 'string' }, output: { type: 'string', short: 'o' }, config: { type: 'string' }, 'in-dim': { type: 'string' }, 'out-dim': { type: 'string' }, format: { type: 'string' }, json: { type: 'boolean' } }, 'adapt assemble', false).values;
   const output = v.output;
   if (!v.base || !v.patch || !output) throw new ValueError('adapt assemble needs --base DIT, --patch PHASE1_OUT and -o OUT');
   for (const k of ['base', 'patch'] as const) if (!existsSync(v[k] as string)) throw new ValueError(`--${k} not found: ${v[k]}`);
@@ -94,7 +94,7 @@ export function adaptMergeMain(argv: string[], out?: Out): number {
       alpha: { type: 'string' },
       json: { type: 'boolean' },
     },
-    'adapt',
+    'adapt merge',
   );
   const v = parsed.values;
   const positionals = parsed.positionals;

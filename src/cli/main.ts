@@ -13,6 +13,7 @@ import { cmdInfo } from './info.js';
 import { cmdConvert, cmdDecode, cmdEncode } from './ae_cmds.js';
 import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds.js';
 import { cmdRun } from './wan_cmds.js';
+import { cmdGenerate } from './generate_cmds.js';
 import { cmdCompareAE } from './compare_cmds.js';
 import { cmdShapes } from './shapes_cmds.js';
 import { cmdTokenize } from './text_cmds.js';
@@ -95,6 +96,12 @@ Usage:
   dcvg run umt5 --config <umt5-xxl | cfg.json[#entry]> --weights <.pth|.safetensors|text_encoder/> --inputs io.safetensors -o out.safetensors
                          run the umT5 text encoder on "ids" and "mask" (B, L; I64 / I32); writes hidden_states (B, L, dim)
                          at every position and context0..B-1, each prompt's real-token rows
+  dcvg generate "PROMPT" --model DIR -o out.mp4 [--image first.png] [--prompt-file F] [--negative TEXT]
+              [--frames N] [--size WxH] [--steps N] [--guidance W] [--shift S] [--sampler unipc|euler]
+              [--seed N] [--cache-dir DIR | --no-cache] [--json]
+                         text-to-video (image-to-video with --image) with a diffusers- or Wan-layout model folder
+                         (DC-VideoGen on DC-AE-V, or base Wan-2.1 on the Wan VAE); per-step progress with ETA, the
+                         video written atomically; dcvg generate --help and docs/generate.md for the folder files
   dcvg shapes render --output <video | dir/> [--seed N] [--count K] [--held-out exclude|include|only]
               [--captions captions.json] [--json]
                          videos of the shapes world (16 frames of 128x128 each, one after another, 8 fps) and
@@ -177,6 +184,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'reconstruct') return await cmdReconstruct(rest, out);
     if (cmd === 'compare-ae') return await cmdCompareAE(rest, out);
     if (cmd === 'run') return cmdRun(rest, out);
+    if (cmd === 'generate') return await cmdGenerate(rest, out);
     if (cmd === 'train-ae') return await cmdTrainAE(rest, out);
     if (cmd === 'train-dit') return await cmdTrainDiT(rest, out);
     if (cmd === 'study') return await cmdStudy(rest, out);

@@ -13,8 +13,15 @@ import type { DCAEV, VideoOptions } from '../models/dcaev/autoencoder.js';
 import type { WanVAE } from '../models/wan_vae/model.js';
 import { asAutoencoder, type VideoAutoencoder } from './autoencoder.js';
 
-// the model-agnostic autoencoder interface travels with the pipelines ('dcvideogen/pipelines')
+// the model-agnostic autoencoder interface travels with the pipelines ('dcvideogen/pipelines'), and so does generation
 export * from './autoencoder.js';
+export type * from './components.js';
+export * from './generation.js';
+export * from './t2v.js';
+export * from './i2v.js';
+export * from './model_folder.js';
+export * from './encoders.js';
+export { weightsIdentity } from './embedding_cache.js';
 import * as ops from '../tensor/ops.js';
 import { noGrad, type Tensor } from '../tensor/tensor.js';
 

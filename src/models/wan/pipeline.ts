@@ -7,7 +7,7 @@ import { sample, type SolverKind } from '../../diffusion/unipc.js';
 import { ShapeError } from '../../errors.js';
 import { randn } from '../../tensor/random.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
-import type { WanModel } from './model.js';
+import type { WanConditioning, WanModel } from './model.js';
 
 export interface GenerateOptions {
   /** latent shape (B, C, F, H, W) */
@@ -21,6 +21,8 @@ export interface GenerateOptions {
   shift?: number;
   seed?: number;
   solver?: SolverKind;
+  /** i2v: the conditioning channels y and CLIP features, given to both the conditional and unconditional passes */
+  cond?: WanConditioning;
   onStep?: (step: number, total: number) => void;
 }
 
@@ -40,8 +42,8 @@ export function generateLatents(model: WanModel, o: GenerateOptions): Tensor {
       steps,
       shift: o.shift ?? 5,
       solver: o.solver,
-      model: (x, t) => model.forward(x, ts(t), o.context),
-      guidance: w === 1 ? undefined : { scale: w, uncond: (x, t) => model.forward(x, ts(t), o.nullContext!) },
+      model: (x, t) => model.forward(x, ts(t), o.context, o.cond),
+      guidance: w === 1 ? undefined : { scale: w, uncond: (x, t) => model.forward(x, ts(t), o.nullContext!, o.cond) },
       onStep: o.onStep ? ({ step }) => o.onStep!(step + 1, steps) : undefined,
     }),
   );
