@@ -24,10 +24,10 @@
  */
 import { freemem } from 'node:os';
 import { ValueError } from '../../errors.js';
+import { type FeatureCache, featureCacheBytes } from '../../nn/conv.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { chooseTile, tileGeometry, tiledDecode, tiledEncode } from '../dcaev/tiling.js';
 import { type WanVaeConfig, decoderPlan, encoderPlan, stageDims, wanVaeFactors } from './config.js';
-import { FeatureCache } from './layers.js';
 
 /** A resolved spatial tiling: pixel tile size (a multiple of 8) and overlap fraction (default 0.25). */
 export interface WanVaeTiling {
@@ -249,7 +249,7 @@ export class WanVaeStepRunner {
   }
 
   bytes(): number {
-    return this.caches.reduce((n, c) => n + c.bytes(), 0);
+    return this.caches.reduce((n, c) => n + featureCacheBytes(c), 0);
   }
 
   clear(): void {
@@ -258,6 +258,6 @@ export class WanVaeStepRunner {
   }
 
   private cache(k: number): FeatureCache {
-    return (this.caches[k] ??= new FeatureCache());
+    return (this.caches[k] ??= new Map());
   }
 }
