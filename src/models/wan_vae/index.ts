@@ -11,7 +11,7 @@ export {
   WanVaeDecodeStream,
   type WanVaeStreamOptions,
 } from './model.js';
-export { FeatureCache as WanVaeFeatureCache } from './layers.js';
+export type { FeatureCache as WanVaeFeatureCache } from '../../nn/conv.js';
 export * from './keys.js';
 export * from './run.js';
 export * from './tiling.js';

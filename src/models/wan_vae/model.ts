@@ -9,7 +9,10 @@
  * WanVaeDecodeStream) carry each layer's state between pieces in a FeatureCache, so memory does not grow with length.
  */
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
+import { Container } from '../../nn/container.js';
+import { Conv2d, Conv3d, type FeatureCache } from '../../nn/conv.js';
 import { Module } from '../../nn/module.js';
+import { RMSNorm3d } from '../../nn/norm.js';
 import * as ops from '../../tensor/ops.js';
 import { attention, upsampleNearest3d } from '../../tensor/nn_ops.js';
 import { Tensor, noGrad, tensor } from '../../tensor/tensor.js';
@@ -23,28 +26,45 @@ import {
   wanVaeFactors,
   wanVaeParameterCounts,
 } from './config.js';
-import { CausalConv3d, Container, FeatureCache, FrameConv2d, RMSNorm } from './layers.js';
 import { WanVaeStepRunner, type WanVaeTiling, type WanVaeTilingOptions, resolveWanVaeTiling, wholeClipTiled } from './tiling.js';
 
 const frames = (x: Tensor) => x.shape[2]!;
 
+/*
+ * The reference's layers, as src/nn layers with the reference's keys and shapes:
+ * - CausalConv3d(cin, cout, 3, padding=1): two zero frames before the clip, one pixel around each frame: a 'causal'
+ *   Conv3d, whose FeatureCache entry carries the last two input frames from one piece to the next. With padding 0
+ *   (1x1x1 shortcuts, conv1 / conv2) a plain Conv3d; the temporal downsample's time_conv is a 'valid' one.
+ * - RMS_norm(dim, images): F.normalize over channels * sqrt(C) * gamma, no bias: an RMSNorm3d with key `gamma` of
+ *   shape (C, 1, 1, 1) ((C, 1, 1) when images=True) and eps 1e-12 on the norm.
+ * - nn.Conv2d on the frames folded into the batch: a Conv2d on (N, C, T, H, W).
+ */
+const causalConv3 = (cin: number, cout: number) => new Conv3d(cin, cout, 3, { temporalPadding: 'causal' });
+const pointConv = (cin: number, cout: number) => new Conv3d(cin, cout, 1);
+const rmsNorm = (dim: number, images = false) => new RMSNorm3d(dim, 1e-12, { bias: false, scaleKey: 'gamma', trailingAxes: images ? 2 : 3, epsOn: 'norm' });
+
+/** Gives every layer that keeps state in a FeatureCache (the convs, the temporal resamplers) its key path. */
+function keyFeatureCache(root: Module): void {
+  for (const [path, m] of root.namedModules()) if (m instanceof Conv3d || m instanceof Resample) m.cacheKey = `${path}.`;
+}
+
 export class ResidualBlock extends Module {
   readonly residual: Container;
-  readonly norm1: RMSNorm;
-  readonly conv1: CausalConv3d;
-  readonly norm2: RMSNorm;
-  readonly conv2: CausalConv3d;
-  readonly shortcut: CausalConv3d | null;
+  readonly norm1: RMSNorm3d;
+  readonly conv1: Conv3d;
+  readonly norm2: RMSNorm3d;
+  readonly conv2: Conv3d;
+  readonly shortcut: Conv3d | null;
 
   constructor(cin: number, cout: number) {
     super();
     // indices of the reference's nn.Sequential: 0 RMS_norm, 1 SiLU, 2 conv, 3 RMS_norm, 4 SiLU, 5 Dropout, 6 conv
     this.residual = this.module('residual', new Container());
-    this.norm1 = this.residual.add(0, new RMSNorm(cin, false));
-    this.conv1 = this.residual.add(2, new CausalConv3d(cin, cout, [3, 3, 3], [1, 1, 1]));
-    this.norm2 = this.residual.add(3, new RMSNorm(cout, false));
-    this.conv2 = this.residual.add(6, new CausalConv3d(cout, cout, [3, 3, 3], [1, 1, 1]));
-    this.shortcut = cin !== cout ? this.module('shortcut', new CausalConv3d(cin, cout, [1, 1, 1])) : null;
+    this.norm1 = this.residual.add('0', rmsNorm(cin));
+    this.conv1 = this.residual.add('2', causalConv3(cin, cout));
+    this.norm2 = this.residual.add('3', rmsNorm(cout));
+    this.conv2 = this.residual.add('6', causalConv3(cout, cout));
+    this.shortcut = cin !== cout ? this.module('shortcut', pointConv(cin, cout)) : null;
   }
 
   forward(x: Tensor, cache: FeatureCache | null): Tensor {
@@ -57,15 +77,15 @@ export class ResidualBlock extends Module {
 
 /** Single-head self-attention over the H*W positions of each frame, on RMS-normalised input, plus the input. */
 export class AttentionBlock extends Module {
-  readonly norm: RMSNorm;
-  readonly to_qkv: FrameConv2d;
-  readonly proj: FrameConv2d;
+  readonly norm: RMSNorm3d;
+  readonly to_qkv: Conv2d;
+  readonly proj: Conv2d;
 
   constructor(readonly dim: number) {
     super();
-    this.norm = this.module('norm', new RMSNorm(dim, true));
-    this.to_qkv = this.module('to_qkv', new FrameConv2d(dim, 3 * dim, 1));
-    this.proj = this.module('proj', new FrameConv2d(dim, dim, 1));
+    this.norm = this.module('norm', rmsNorm(dim, true));
+    this.to_qkv = this.module('to_qkv', new Conv2d(dim, 3 * dim, 1));
+    this.proj = this.module('proj', new Conv2d(dim, dim, 1));
   }
 
   forward(x: Tensor): Tensor {
@@ -82,17 +102,17 @@ export class AttentionBlock extends Module {
   }
 }
 
-interface DownState {
-  seenFirst: boolean;
-  /** frames after the last window's first frame, not yet consumed (starts with the last window's end) */
-  tail: Tensor | null;
-}
-
-/** Spatial (2d) or spatio-temporal (3d) resampling, with the reference's `resample.1` conv and `time_conv`. */
+/**
+ * Spatial (2d) or spatio-temporal (3d) resampling, with the reference's `resample.1` conv and `time_conv`. In a stream
+ * the temporal downsample's carried frames are its time_conv's FeatureCache entry (whose presence also says frame 0
+ * has passed), the temporal upsample marks its own entry 'started' once frame 0 has passed.
+ */
 export class Resample extends Module {
   readonly resample: Container;
-  readonly conv: FrameConv2d;
-  readonly time_conv: CausalConv3d | null;
+  readonly conv: Conv2d;
+  readonly time_conv: Conv3d | null;
+  /** This layer's key in a FeatureCache (set by the model to its path). */
+  cacheKey = '';
 
   constructor(
     readonly dim: number,
@@ -101,10 +121,10 @@ export class Resample extends Module {
     super();
     this.resample = this.module('resample', new Container());
     const up = mode.startsWith('up');
-    // Sequential index 0 is the parameter-free ZeroPad2d / Upsample
-    this.conv = this.resample.add(1, up ? new FrameConv2d(dim, dim / 2, 3, 1, [1, 1, 1, 1]) : new FrameConv2d(dim, dim, 3, 2, [0, 1, 0, 1]));
-    if (mode === 'downsample3d') this.time_conv = this.module('time_conv', new CausalConv3d(dim, dim, [3, 1, 1], [0, 0, 0], [2, 1, 1]));
-    else if (mode === 'upsample3d') this.time_conv = this.module('time_conv', new CausalConv3d(dim, 2 * dim, [3, 1, 1], [1, 0, 0]));
+    // Sequential index 0 is the parameter-free ZeroPad2d((0, 1, 0, 1)) / Upsample
+    this.conv = this.resample.add('1', up ? new Conv2d(dim, dim / 2, 3) : new Conv2d(dim, dim, 3, { stride: 2, padding: [0, 1, 0, 1] }));
+    if (mode === 'downsample3d') this.time_conv = this.module('time_conv', new Conv3d(dim, dim, [3, 1, 1], { temporalPadding: 'valid', stride: [2, 1, 1] }));
+    else if (mode === 'upsample3d') this.time_conv = this.module('time_conv', new Conv3d(dim, 2 * dim, [3, 1, 1], { temporalPadding: 'causal' }));
     else this.time_conv = null;
   }
 
@@ -122,35 +142,25 @@ export class Resample extends Module {
     }
   }
 
-  /** [frame 0] + conv over windows (0,1,2), (2,3,4), ... (kernel 3, stride 2, no padding). */
+  /** [frame 0] + time_conv over windows (0,1,2), (2,3,4), ... of the whole sequence (kernel 3, stride 2, no padding). */
   private downTime(y: Tensor, cache: FeatureCache | null): Tensor {
-    const st: DownState = cache?.get<DownState>(this) ?? { seenFirst: false, tail: null };
-    const parts: Tensor[] = [];
-    let buf: Tensor;
-    if (!st.seenFirst) {
-      parts.push(ops.slice(y, 2, 0, 1));
-      buf = y;
-      st.seenFirst = true;
-    } else buf = st.tail ? ops.cat([st.tail, y], 2) : y;
-    const n = Math.floor((frames(buf) - 1) / 2);
-    if (n > 0) parts.push(this.time_conv!.forward(n * 2 + 1 === frames(buf) ? buf : ops.slice(buf, 2, 0, 2 * n + 1)));
-    st.tail = ops.clone(ops.slice(buf, 2, 2 * n, frames(buf)));
-    if (cache) cache.set(this, st);
-    if (parts.length === 0) throw new ShapeError(`downsample3d: a piece of ${frames(y)} frame(s) completes no output frame (pieces after the first must hold a multiple of the temporal factor)`);
-    return parts.length === 1 ? parts[0]! : ops.cat(parts, 2);
+    const conv = this.time_conv!;
+    const first = !cache?.has(conv.cacheKey);
+    const z = conv.forward(y, cache);
+    if (first) return frames(z) ? ops.cat([ops.slice(y, 2, 0, 1), z], 2) : ops.slice(y, 2, 0, 1);
+    if (!frames(z)) throw new ShapeError(`downsample3d: a piece of ${frames(y)} frame(s) completes no output frame (pieces after the first must hold a multiple of the temporal factor)`);
+    return z;
   }
 
   /** Frame 0 unchanged; every later frame t -> frames 2t, 2t+1 from channels [0, C) and [C, 2C) of a causal conv. */
   private upTime(x: Tensor, cache: FeatureCache | null): Tensor {
-    const st = cache?.get<{ seenFirst: boolean }>(this) ?? { seenFirst: false };
     let rest = x;
     const parts: Tensor[] = [];
-    if (!st.seenFirst) {
+    if (!cache?.has(this.cacheKey)) {
       parts.push(ops.slice(x, 2, 0, 1));
       rest = ops.slice(x, 2, 1, frames(x));
-      st.seenFirst = true;
+      cache?.set(this.cacheKey, 'started');
     }
-    if (cache) cache.set(this, st);
     const t = frames(rest);
     if (t > 0) {
       const y = this.time_conv!.forward(t === frames(x) ? x : ops.contiguous(rest), cache); // (N, 2C, t, H, W)
@@ -177,12 +187,12 @@ function runBlock(m: Block, x: Tensor, cache: FeatureCache | null): Tensor {
 
 /** RMS_norm, SiLU, conv3 (Sequential indices 0, 1, 2). */
 class Head extends Container {
-  readonly norm: RMSNorm;
-  readonly conv: CausalConv3d;
+  readonly norm: RMSNorm3d;
+  readonly conv: Conv3d;
   constructor(cin: number, cout: number) {
     super();
-    this.norm = this.add(0, new RMSNorm(cin, false));
-    this.conv = this.add(2, new CausalConv3d(cin, cout, [3, 3, 3], [1, 1, 1]));
+    this.norm = this.add('0', rmsNorm(cin));
+    this.conv = this.add('2', causalConv3(cin, cout));
   }
   forward(x: Tensor, cache: FeatureCache | null): Tensor {
     return this.conv.forward(ops.silu(this.norm.forward(x)), cache);
@@ -193,7 +203,7 @@ class Middle extends Container {
   readonly blocks: Block[];
   constructor(c: number) {
     super();
-    this.blocks = [this.add(0, new ResidualBlock(c, c)), this.add(1, new AttentionBlock(c)), this.add(2, new ResidualBlock(c, c))];
+    this.blocks = [this.add('0', new ResidualBlock(c, c)), this.add('1', new AttentionBlock(c)), this.add('2', new ResidualBlock(c, c))];
   }
   forward(x: Tensor, cache: FeatureCache | null): Tensor {
     for (const b of this.blocks) x = runBlock(b, x, cache);
@@ -202,7 +212,7 @@ class Middle extends Container {
 }
 
 export class Encoder3d extends Module {
-  readonly conv1: CausalConv3d;
+  readonly conv1: Conv3d;
   readonly downsamples: Container;
   readonly blocks: Block[];
   readonly middle: Middle;
@@ -211,12 +221,13 @@ export class Encoder3d extends Module {
   constructor(c: WanVaeConfig) {
     super();
     const dims = stageDims(c).enc;
-    this.conv1 = this.module('conv1', new CausalConv3d(3, dims[0]!, [3, 3, 3], [1, 1, 1]));
+    this.conv1 = this.module('conv1', causalConv3(3, dims[0]!));
     this.downsamples = this.module('downsamples', new Container());
-    this.blocks = encoderPlan(c).map((e, i) => this.downsamples.add(i, makeBlock(e.block)));
+    this.blocks = encoderPlan(c).map((e, i) => this.downsamples.add(String(i), makeBlock(e.block)));
     const top = dims[dims.length - 1]!;
     this.middle = this.module('middle', new Middle(top));
     this.head = this.module('head', new Head(top, 2 * c.z_dim));
+    keyFeatureCache(this);
   }
 
   forward(x: Tensor, cache: FeatureCache | null): Tensor {
@@ -227,7 +238,7 @@ export class Encoder3d extends Module {
 }
 
 export class Decoder3d extends Module {
-  readonly conv1: CausalConv3d;
+  readonly conv1: Conv3d;
   readonly middle: Middle;
   readonly upsamples: Container;
   readonly blocks: Block[];
@@ -236,11 +247,12 @@ export class Decoder3d extends Module {
   constructor(c: WanVaeConfig) {
     super();
     const dims = stageDims(c).dec;
-    this.conv1 = this.module('conv1', new CausalConv3d(c.z_dim, dims[0]!, [3, 3, 3], [1, 1, 1]));
+    this.conv1 = this.module('conv1', causalConv3(c.z_dim, dims[0]!));
     this.middle = this.module('middle', new Middle(dims[0]!));
     this.upsamples = this.module('upsamples', new Container());
-    this.blocks = decoderPlan(c).map((e, i) => this.upsamples.add(i, makeBlock(e.block)));
+    this.blocks = decoderPlan(c).map((e, i) => this.upsamples.add(String(i), makeBlock(e.block)));
     this.head = this.module('head', new Head(dims[dims.length - 1]!, 3));
+    keyFeatureCache(this);
   }
 
   forward(x: Tensor, cache: FeatureCache | null): Tensor {
@@ -264,8 +276,8 @@ export interface WanVaeStreamOptions extends WanVaeTilingOptions {
 export class WanVAE extends Module {
   readonly config: WanVaeConfig;
   readonly encoder: Encoder3d;
-  readonly conv1: CausalConv3d;
-  readonly conv2: CausalConv3d;
+  readonly conv1: Conv3d;
+  readonly conv2: Conv3d;
   readonly decoder: Decoder3d;
   /** encoder spatial / temporal compression, decoder temporal expansion */
   readonly factors: { spatial: number; temporal: number; decoderTemporal: number };
@@ -278,9 +290,10 @@ export class WanVAE extends Module {
     this.config = validateWanVaeConfig(config);
     const z = config.z_dim;
     this.encoder = this.module('encoder', new Encoder3d(config));
-    this.conv1 = this.module('conv1', new CausalConv3d(2 * z, 2 * z, [1, 1, 1]));
-    this.conv2 = this.module('conv2', new CausalConv3d(z, z, [1, 1, 1]));
+    this.conv1 = this.module('conv1', pointConv(2 * z, 2 * z));
+    this.conv2 = this.module('conv2', pointConv(z, z));
     this.decoder = this.module('decoder', new Decoder3d(config));
+    keyFeatureCache(this); // the encoder's and decoder's keys rooted at the whole model's paths
     this.factors = wanVaeFactors(config);
     // float32 mean and 1/std, as the reference's scale = [mean, 1.0 / std] (float32 tensors)
     this.mean = tensor(Float32Array.from(config.latents_mean), [1, z, 1, 1, 1]);

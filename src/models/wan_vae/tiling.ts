@@ -20,14 +20,16 @@
  *
  * Tiling is an approximation: a tile's convolutions see zeros beyond its edge instead of the neighbour's pixels (the
  * receptive field of the encoder is far wider than a 25% overlap), and any attention block sees only the tile. The
- * blend hides the seams; the measured deviation from the untiled result is in docs/wan-vae.md.
+ * blend hides the seams. The stated bound (docs/wan-vae.md): the blend is convex, so a tiled value lies between the
+ * covering tiles' own results and its error is at most the worst of theirs; a tile's own result is exact (attention
+ * aside) where the encoder's convs do not reach its inner edges (wanVaeEncoderReach); the rest is measured there.
  */
 import { freemem } from 'node:os';
 import { ValueError } from '../../errors.js';
+import { type FeatureCache, featureCacheBytes } from '../../nn/conv.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { chooseTile, tileGeometry, tiledDecode, tiledEncode } from '../dcaev/tiling.js';
 import { type WanVaeConfig, decoderPlan, encoderPlan, stageDims, wanVaeFactors } from './config.js';
-import { FeatureCache } from './layers.js';
 
 /** A resolved spatial tiling: pixel tile size (a multiple of 8) and overlap fraction (default 0.25). */
 export interface WanVaeTiling {
@@ -167,6 +169,32 @@ export function wanVaeCacheBytesPerPixel(config: WanVaeConfig, side: 'encode' | 
 }
 
 /**
+ * How far the encoder's convolutions reach: latent position q (pixels [f*q, f*q + f - 1] along H or W, f the spatial
+ * factor) depends, through the convs, on pixels [f*q - before, f*q + f - 1 + after] of the input. Every 3x3 conv at
+ * scale s (one feature = s pixels) widens the field by s on both sides; a spatial downsample (ZeroPad2d((0, 1, 0, 1)),
+ * 3x3 stride 2) at scale s maps position j to inputs 2j..2j+2, which adds s after and nothing before; the RMS norms,
+ * 1x1 convs and time_convs (kernel 1 in space) add nothing. The per-frame attention blocks are not counted: they see
+ * the whole frame (or tile). Released config: before 101, after 108 pixels. Used to state which latents of a tile
+ * can equal the untiled pass (docs/wan-vae.md, "Spatial tiling").
+ */
+export function wanVaeEncoderReach(config: WanVaeConfig): { before: number; after: number } {
+  let s = 1;
+  let conv3 = 0; // pixels added on both sides by the 3x3 convs
+  let down = 0; // pixels added after by the downsamples
+  conv3 += s; // encoder.conv1
+  for (const e of encoderPlan(config)) {
+    const b = e.block;
+    if (b.kind === 'res') conv3 += 2 * s;
+    else if (b.kind === 'resample') {
+      down += s;
+      s *= 2;
+    }
+  }
+  conv3 += 2 * 2 * s + s; // middle: two residual blocks; head
+  return { before: conv3, after: conv3 + down };
+}
+
+/**
  * Resolves tiling options for a stream side and a frame of height x width pixels whose steps take `stepFrames` pixel
  * frames (encode: the chunk; decode: decoderTemporal * latent chunk). null = untiled. Invalid tile / overlap values
  * get the geometry's errors (which name the valid choices).
@@ -249,7 +277,7 @@ export class WanVaeStepRunner {
   }
 
   bytes(): number {
-    return this.caches.reduce((n, c) => n + c.bytes(), 0);
+    return this.caches.reduce((n, c) => n + featureCacheBytes(c), 0);
   }
 
   clear(): void {
@@ -258,6 +286,6 @@ export class WanVaeStepRunner {
   }
 
   private cache(k: number): FeatureCache {
-    return (this.caches[k] ??= new FeatureCache());
+    return (this.caches[k] ??= new Map());
   }
 }
