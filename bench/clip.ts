@@ -21,10 +21,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
-import { getNativeAddon, setBackend } from '../src/backend/index.js';
 import { randn } from '../src/tensor/random.js';
 import { clipConfigToJson, clipParameterCounts, clipRandomState, clipVitH14Config, loadClipVisual, parseClipConfig } from '../src/models/clip/index.js';
-import { cliArgs, median } from './profile.js';
+import { cliArgs, median, useNativeBackend } from './profile.js';
+import { procStatusMb } from './torch.js';
 
 const SEED = 1919;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -33,17 +33,9 @@ const USAGE = 'usage: npm run bench:clip -- --official DIR (or WAN_REPO=DIR) [--
 const { flag, opt } = cliArgs(USAGE);
 const THREADS = Number(opt('--threads', '2'));
 
-function vmHwmMb(): number {
-  const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
+const vmHwmMb = (): number => procStatusMb('VmHWM');
 
-function useNative(): void {
-  const addon = getNativeAddon();
-  if (!addon) throw new Error('native addon not built: run "npm run build:native" first');
-  setBackend('native');
-  addon.setNumThreads(THREADS);
-}
+const useNative = (): void => useNativeBackend(THREADS);
 
 interface SideRun {
   features_ms: number[];

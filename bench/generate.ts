@@ -47,14 +47,13 @@ import { fileURLToPath } from 'node:url';
 import { Tensor, noGrad } from '../src/tensor/tensor.js';
 import * as ops from '../src/tensor/ops.js';
 import { Rng } from '../src/tensor/random.js';
-import { getNativeAddon, setBackend } from '../src/backend/index.js';
 import type { Module } from '../src/nn/module.js';
 import { WanModel, wanPreset, type WanConfig } from '../src/models/wan/index.js';
 import { sample, flowSchedule } from '../src/diffusion/index.js';
 import { DCAEV, presetConfig, topologyConfig, type DCAEVConfig } from '../src/models/dcaev/index.js';
 import { WanVAE, wan21VaeConfig, parseWanVaeConfig, wanVaeConfigToJson, type WanVaeConfig } from '../src/models/wan_vae/index.js';
 import { DcaevAutoencoder, WanVaeAutoencoder, type VideoAutoencoder } from '../src/pipelines/autoencoder.js';
-import { cliArgs, median } from './profile.js';
+import { cliArgs, median, useNativeBackend } from './profile.js';
 import { procStatusMb } from './torch.js';
 
 const USAGE = `usage: npm run bench:generate -- [--sizes 480x832,720x1280] [--layers 1] [--steps 1] [--guidance 5] [--reps 1]
@@ -183,12 +182,7 @@ function textContext(c: WanConfig, valid: number, rng: Rng): Tensor {
 
 const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 
-function useNative(): void {
-  const addon = getNativeAddon();
-  if (!addon) throw new Error('native addon not built: run "npm run build:native" first');
-  setBackend('native');
-  addon.setNumThreads(THREADS);
-}
+const useNative = (): void => useNativeBackend(THREADS);
 
 // ---- children ------------------------------------------------------------------------------------------------------
 

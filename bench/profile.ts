@@ -1,5 +1,6 @@
 /** Per-primitive timing for the benchmarks' --profile: wraps a backend so every kernel call is timed. */
 import type { Backend } from '../src/backend/backend.js';
+import { getNativeAddon, setBackend } from '../src/backend/index.js';
 
 export interface ProfRow {
   ms: number;
@@ -57,4 +58,12 @@ export function cliArgs(usage: string, argv: string[] = process.argv.slice(2)) {
       return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : dflt;
     },
   };
+}
+
+/** Runs on the native backend (or a wrapper of it) with `threads` OpenMP threads; an error when the addon is not built. */
+export function useNativeBackend(threads: number, b?: Backend): void {
+  const addon = getNativeAddon();
+  if (!addon) throw new Error('native addon not built: run "npm run build:native" first');
+  setBackend(b ?? 'native');
+  addon.setNumThreads(threads);
 }

@@ -38,7 +38,7 @@ import { Rng } from '../src/tensor/random.js';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
 import { backendByName, getNativeAddon, setBackend } from '../src/backend/index.js';
 import type { Backend } from '../src/backend/backend.js';
-import { profiledBackend, tally, type ProfRow, median, cliArgs } from './profile.js';
+import { profiledBackend, tally, type ProfRow, median, cliArgs, useNativeBackend } from './profile.js';
 import { findTorch, procStatusMb, readF32, relErr, TorchWorker } from './torch.js';
 import { WanModel, parseWanConfig, loadWanWeights, type WanConfig } from '../src/models/wan/index.js';
 import { sample, flowSchedule } from '../src/diffusion/index.js';
@@ -108,12 +108,7 @@ const UNCOND_TOKENS = 60;
 
 
 
-function useNative(b?: Backend): void {
-  const addon = getNativeAddon();
-  if (!addon) throw new Error('native addon not built: run "npm run build:native" first');
-  setBackend(b ?? 'native');
-  addon.setNumThreads(THREADS);
-}
+const useNative = (b?: Backend): void => useNativeBackend(THREADS, b);
 
 /**
  * Deterministic weights at a realistic scale, drawn param by param (state-dict order) from one seeded generator:

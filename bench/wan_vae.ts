@@ -25,7 +25,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
-import { getNativeAddon, setBackend } from '../src/backend/index.js';
 import { rand } from '../src/tensor/random.js';
 import { type Tensor, noGrad } from '../src/tensor/tensor.js';
 import {
@@ -39,7 +38,8 @@ import {
   wanVaeStateDict,
   type WanVaeConfig,
 } from '../src/models/wan_vae/index.js';
-import { cliArgs, median } from './profile.js';
+import { cliArgs, median, useNativeBackend } from './profile.js';
+import { procStatusMb } from './torch.js';
 
 const SEED = 1818;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -49,17 +49,9 @@ const USAGE = `usage: npm run bench:wan-vae -- --official DIR (or WAN_REPO=DIR) 
 const { flag, opt } = cliArgs(USAGE);
 const THREADS = Number(opt('--threads', '2'));
 
-function vmHwmMb(): number {
-  const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
+const vmHwmMb = (): number => procStatusMb('VmHWM');
 
-function useNative(): void {
-  const addon = getNativeAddon();
-  if (!addon) throw new Error('native addon not built: run "npm run build:native" first');
-  setBackend('native');
-  addon.setNumThreads(THREADS);
-}
+const useNative = (): void => useNativeBackend(THREADS);
 
 interface SideRun {
   encode_ms: number[];
