@@ -106,6 +106,54 @@ for (const { name, backend, skip } of testBackends()) {
       });
     });
 
+    it('linearBf16 (few rows on a bf16 weight, widened in registers) against the definition, and linear uses it', () => {
+      run(() => {
+        const B = backend as Backend;
+        for (const [rows, O, I] of [[1, 7, 5], [3, 33, 37], [5, 9, 64], [10, 64, 100]] as const) {
+          const wr = randTensor([O, I], 11 + I, 0.1).to('bf16');
+          const wbits = new Uint16Array(O * I);
+          B.narrowBf16(wr.to('f32').readSync(), wbits); // exact: the values are bf16 already
+          const w64 = wr.to('f32').readSync();
+          const x = randTensor([rows, I], 12 + I).readSync();
+          const prior = randTensor([rows, O], 13 + I).readSync();
+          for (const acc of [false, true]) {
+            const out = prior.slice();
+            B.linearBf16(x, wbits, rows, O, I, out, acc);
+            // the definition in float64; each float32 evaluation of a length-I dot product lies within gamma_I
+            // sum|x w| of the exact value, plus one rounding of the accumulation
+            const want = new Float32Array(rows * O);
+            const absdot = new Float32Array(rows * O);
+            for (let r = 0; r < rows; r++)
+              for (let o = 0; o < O; o++) {
+                let t = 0;
+                let a = 0;
+                for (let i = 0; i < I; i++) {
+                  t += x[r * I + i]! * w64[o * I + i]!;
+                  a += Math.abs(x[r * I + i]! * w64[o * I + i]!);
+                }
+                want[r * O + o] = (acc ? prior[r * O + o]! : 0) + t;
+                absdot[r * O + o] = a + (acc ? Math.abs(prior[r * O + o]!) : 0);
+              }
+            assertWithinDotBound(out, want, absdot, I + 1, `linearBf16 ${rows}x${O}x${I} accumulate=${acc}`);
+          }
+        }
+        // a big weight and few rows: ops.linear takes this path, within the dot bound of the f32 linear
+        const I = 256;
+        const O = Math.floor(WIDEN_BLOCK_BYTES / 4 / I) + 5;
+        const wh = randTensor([O, I], 21, 0.05).to('bf16');
+        const x = randTensor([4, I], 22);
+        const bias = randTensor([O], 23);
+        const want = linear(x, wh.to('f32'), bias).readSync();
+        assertWithinDotBound(linear(x, wh, bias).readSync(), want, absLinear(x, wh.to('f32')), I + 1, 'linear on a big bf16 weight, 4 rows');
+        // argument validation before any memory is touched
+        assert.throws(() => B.linearBf16(new Float32Array(5), new Uint16Array(6), 2, 2, 3, new Float32Array(4), false), RangeError);
+        assert.throws(() => B.linearBf16(new Float32Array(6), new Uint16Array(5), 2, 2, 3, new Float32Array(4), false), RangeError);
+        assert.throws(() => B.linearBf16(new Float32Array(6), new Uint16Array(6), 2, 2, 3, new Float32Array(3), false), RangeError);
+        assert.throws(() => B.linearBf16(new Float32Array(6), new Float32Array(6) as unknown as Uint16Array, 2, 2, 3, new Float32Array(4), false), TypeError);
+        assert.throws(() => B.linearBf16(new Float32Array(6), new Uint16Array(6), -1, 2, 3, new Float32Array(4), false), RangeError);
+      });
+    });
+
     for (const half of ['bf16', 'f16'] as const) {
       it(`${half} linear / matmul equal f32 ones on the ${half}-rounded weights, in blocks, with input gradients`, () => {
         run(() => {

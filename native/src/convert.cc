@@ -2,6 +2,7 @@
 // narrowed to bf16 with round-to-nearest-even (NaN stays a quiet NaN). Semantics follow src/backend/backend.ts
 // (widen, narrowBf16); the reference versions are in src/backend/convert.ts. Every argument is validated (array kinds
 // and lengths) before any memory is touched.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -125,10 +126,88 @@ napi_value NarrowBf16(napi_env env, napi_callback_info info) {
   });
 }
 
+
+// linearBf16(x: Float32Array [rows, I], w: Uint16Array [O, I] (bf16 bits), rows, O, I, out: Float32Array [rows, O],
+// accumulate: bool): out[r, o] (+)= sum_i x[r, i] * w[o, i], the bf16 weights widened in registers (exact), products
+// and sums in float32. For few rows (a prompt's tokens) this reads each weight once at 2 bytes per element, instead
+// of widening the whole matrix to float32 and running a GEMM over it. Weight rows are split over the OpenMP threads;
+// each output element is one thread's serial sum (16 lanes, then the lanes added in a fixed order), so the thread
+// count never changes a result.
+typedef float v16f __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
+
+inline v16f widen16(const uint16_t* p) {
+  v16h h;
+  std::memcpy(&h, p, sizeof h);
+  v16u u = __builtin_convertvector(h, v16u) << 16;
+  v16f f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline float hsum(v16f v) {
+  float s = 0.f;
+  for (int i = 0; i < 16; i++) s += v[i];
+  return s;
+}
+
+constexpr int64_t kRowBlock = 4;  // input rows sharing one pass over a weight row
+
+napi_value LinearBf16(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    Args a(env, info, 7, "linearBf16");
+    F32 x = a.f32(0, "x");
+    size_t argc = 7;
+    napi_value argv[7];
+    napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+    U16 w = u16_arg(env, argv[1], "linearBf16", "w");
+    const int64_t rows = a.i64(2, "rows"), O = a.i64(3, "O"), I = a.i64(4, "I");
+    F32 out = a.f32(5, "out");
+    const bool acc = a.boolean(6, "accumulate");
+    constexpr int64_t kMax = int64_t(1) << 40;
+    if (rows > kMax || O > kMax || I > kMax || (I && (rows > kMax / I || O > kMax / I)) || (O && rows > kMax / O))
+      range_error("linearBf16: sizes too large");
+    need_len(x, static_cast<size_t>(rows * I), "x", "linearBf16");
+    if (w.length < static_cast<size_t>(O * I))
+      range_error("linearBf16: 'w' has " + std::to_string(w.length) + " elements, needs " + std::to_string(O * I));
+    need_len(out, static_cast<size_t>(rows * O), "out", "linearBf16");
+    const float* X = x.data;
+    const uint16_t* W = w.data;
+    float* Y = out.data;
+    const int64_t I16 = I / 16 * 16;
+#pragma omp parallel for schedule(static) if (O * I * std::max<int64_t>(rows, 1) >= (int64_t(1) << 16))
+    for (int64_t o = 0; o < O; o++) {
+      const uint16_t* wr = W + o * I;
+      for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
+        const int64_t nr = std::min(kRowBlock, rows - r0);
+        v16f s[kRowBlock] = {};
+        for (int64_t i = 0; i < I16; i += 16) {
+          const v16f wv = widen16(wr + i);
+          for (int64_t r = 0; r < nr; r++) {
+            v16f xv;
+            std::memcpy(&xv, X + (r0 + r) * I + i, sizeof xv);
+            s[r] += xv * wv;
+          }
+        }
+        for (int64_t r = 0; r < nr; r++) {
+          float t = hsum(s[r]);
+          const float* xr = X + (r0 + r) * I;
+          for (int64_t i = I16; i < I; i++) t += xr[i] * bf16_to_f32(wr[i]);
+          float& y = Y[(r0 + r) * O + o];
+          y = acc ? y + t : t;
+        }
+      }
+    }
+    return nullptr;
+  });
+}
+
 }  // namespace
 }  // namespace dcvg
 
 void register_convert(napi_env env, napi_value exports) {
   dcvg::export_fn(env, exports, "widen", dcvg::Widen);
   dcvg::export_fn(env, exports, "narrowBf16", dcvg::NarrowBf16);
+  dcvg::export_fn(env, exports, "linearBf16", dcvg::LinearBf16);
 }

@@ -278,6 +278,13 @@ export interface Backend {
   narrowBf16(src: Float32Array, out: Uint16Array): void;
 
   /**
+   * A linear layer on bf16 weights for few input rows: out[r, o] = (accumulate ? out[r, o] : 0) + sum_i x[r, i] *
+   * w[o, i], x dense [rows, I] float32, w dense [O, I] bf16 bit patterns (widened exactly on the fly, never as a
+   * whole), out dense [rows, O]. Products and sums in float32, in an order of the backend's choosing.
+   */
+  linearBf16(x: Float32Array, w: Uint16Array, rows: number, O: number, I: number, out: Float32Array, accumulate: boolean): void;
+
+  /**
    * Linear combination: out[k] = sum over j of coefs[j] * xs[j][k], accumulated in double in the order given and
    * rounded once to float32 (dense, equal lengths; `out` may be one of the xs). The samplers' update rule.
    */

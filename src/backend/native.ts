@@ -162,6 +162,8 @@ export interface NativeAddon {
   widen?(kind: string, src: Uint16Array, out: Float32Array): void;
   /** float32 -> bf16, round to nearest even. */
   narrowBf16?(src: Float32Array, out: Uint16Array): void;
+  /** bf16-weight linear for few rows (native/src/convert.cc). */
+  linearBf16?(x: Float32Array, w: Uint16Array, rows: number, O: number, I: number, out: Float32Array, accumulate: boolean): void;
   /** Runs an AVX2 FMA loop on `threads` threads for about `seconds`; returns the achieved GFLOP/s. */
   peakGflops(threads: number, seconds: number): number;
   /** The same with AVX-512 FMAs (NaN where the CPU lacks AVX-512): the fp32 ceiling our AVX-512 kernels run against. */
@@ -340,5 +342,6 @@ export function createNativeBackend(addon: NativeAddon): Backend {
     // An addon built before the conversion kernels existed falls back to the reference loops.
     widen: a.widen ? (kind, src, out) => a.widen!(kind, src, out) : referenceBackend.widen,
     narrowBf16: a.narrowBf16 ? (src, out) => a.narrowBf16!(src, out) : referenceBackend.narrowBf16,
+    linearBf16: a.linearBf16 ? (x, w, rows, O, I, out, acc) => a.linearBf16!(x, w, rows, O, I, out, acc) : referenceBackend.linearBf16,
   };
 }

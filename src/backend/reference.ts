@@ -1028,6 +1028,27 @@ export const referenceBackend: Backend = {
     else throw new TypeError(`widen: argument 'kind' must be "bf16" or "f16", got "${String(kind)}"`);
   },
 
+  linearBf16(x, w, rows, O, I, out, accumulate) {
+    const fn = 'linearBf16';
+    if (!(x instanceof Float32Array)) throw new TypeError(`${fn}: argument 'x' must be a Float32Array`);
+    if (!(w instanceof Uint16Array)) throw new TypeError(`${fn}: argument 'w' must be a Uint16Array`);
+    if (!(out instanceof Float32Array)) throw new TypeError(`${fn}: argument 'out' must be a Float32Array`);
+    for (const [k, v] of [['rows', rows], ['O', O], ['I', I]] as const)
+      if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${fn}: '${k}' must be a non-negative integer, got ${v}`);
+    if (x.length < rows * I) throw new RangeError(`${fn}: 'x' has ${x.length} elements, needs ${rows * I}`);
+    if (w.length < O * I) throw new RangeError(`${fn}: 'w' has ${w.length} elements, needs ${O * I}`);
+    if (out.length < rows * O) throw new RangeError(`${fn}: 'out' has ${out.length} elements, needs ${rows * O}`);
+    const row = new Float32Array(I);
+    for (let o = 0; o < O; o++) {
+      bf16ToF32(w.subarray(o * I, (o + 1) * I), row);
+      for (let r = 0; r < rows; r++) {
+        let t = 0;
+        for (let i = 0; i < I; i++) t = Math.fround(t + Math.fround(x[r * I + i]! * row[i]!));
+        out[r * O + o] = accumulate ? Math.fround(out[r * O + o]! + t) : t;
+      }
+    }
+  },
+
   narrowBf16(src, out) {
     if (!(src instanceof Float32Array)) throw new TypeError('narrowBf16: argument \'src\' must be a Float32Array');
     if (!(out instanceof Uint16Array)) throw new TypeError('narrowBf16: argument \'out\' must be a Uint16Array');

@@ -648,6 +648,9 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
 /** Bytes of float32 one widened weight block may take: big weights are never widened whole. */
 export const WIDEN_BLOCK_BYTES = 4 << 20;
 
+/** Up to this many input rows, a linear on a bf16 weight of more than one widened block runs on `linearBf16`. */
+export const BF16_DIRECT_MAX_ROWS = 32;
+
 function checkFloat(t: Tensor, op: string, what: string): void {
   if (t.dtype === 'i32') throw new DTypeError(`${op}: ${what} is an i32 tensor; it needs floating-point data (f32, bf16 or f16)`);
 }
@@ -729,7 +732,12 @@ function linearWiden(x: Tensor, w: Tensor, b: Tensor | null | undefined, rows: n
     const o = f32Of(out);
     if (b) B.stridedCopy({ data: dense(b), offset: 0, strides: [0, 1] }, [rows, O], o);
     else if (I === 0) o.fill(0);
-    if (blockRows(I) >= O) {
+    if (w.dtype === 'bf16' && rows <= BF16_DIRECT_MAX_ROWS && O * I * 4 > WIDEN_BLOCK_BYTES && w.isContiguous()) {
+      // Few rows (a prompt's tokens) on a big weight: read each bf16 weight once and widen it in registers, instead of
+      // widening the matrix block by block for a GEMM whose cost the widening would dominate. (A weight of one widened
+      // block keeps the one-block path: its widening is cheap.)
+      B.linearBf16(xd, denseStored(w) as Uint16Array, rows, O, I, o, !!b);
+    } else if (blockRows(I) >= O) {
       forEachRowBlock(w, (_r0, _n, wd) => B.gemm(false, true, 1, rows, O, I, 1, xd, 0, wd, 0, b ? 1 : 0, o, 0));
     } else {
       const tmp = new Float32Array(rows * blockRows(I));

@@ -110,7 +110,9 @@ export class WidenScratch {
   /** x @ layer.weight^T, through the scratch when the weight is half precision and no gradient is recorded. */
   linear(layer: Linear, x: Tensor): Tensor {
     const w = layer.weight.value;
-    if (w.dtype === 'f32' || isGradEnabled()) return layer.forward(x);
+    // Few rows on bf16 weights: ops.linear reads the weight once, widened in registers (no scratch needed).
+    const rows = x.size / Math.max(1, x.shape[x.ndim - 1]!);
+    if (w.dtype === 'f32' || isGradEnabled() || (w.dtype === 'bf16' && rows <= ops.BF16_DIRECT_MAX_ROWS)) return layer.forward(x);
     const key = w.shape.join('x');
     let buf = this.bufs.get(key);
     if (!buf) this.bufs.set(key, (buf = empty(w.shape)));
