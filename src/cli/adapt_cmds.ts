@@ -14,6 +14,8 @@ import type { CommonOptions, PhaseCallbacks } from '../adapt/trainer.js';
 import { Progress, fmtSecs } from './progress.js';
 import { parseValues, type Out } from './common.js';
 import { adaptAssembleMain, adaptMergeMain } from './adapt_merge_cmds.js';
+import { loadUmt5 } from '../models/umt5/index.js';
+import { loadTokenizer } from '../text/index.js';
 import { stopOnSignals } from './train_cmds.js';
 
 function num(v: string | undefined, name: string, int = false): number | undefined {
@@ -43,19 +45,8 @@ export const LATENTS_HELP = `dcvg latents --videos DIR --out DIR --size WxH [--d
   --json             summary as JSON`;
 
 async function loadTextModules(encoderPath: string, tokenizerPath: string): Promise<{ tok: PromptTokenizer; enc: TextEncoder }> {
-  // loaded by name at run time: src/models/umt5 and src/text are built by other work (see docs/adapt.md)
-  const load = async (m: string) => {
-    try {
-      return (await import(m)) as Record<string, unknown>;
-    } catch (e) {
-      throw new ValueError(`--text-encoder needs ${m} (not in this build: ${(e as Error).message.split('\n')[0]}); pass precomputed --embeddings instead`);
-    }
-  };
-  const umt5 = await load('../models/umt5/index.js');
-  const textMod = await load('../text/index.js');
-  const tok = await (textMod.loadTokenizer as (p: string) => Promise<PromptTokenizer>)(tokenizerPath);
-  const enc = await (umt5.loadUmt5 as (p: string) => TextEncoder | Promise<TextEncoder>)(encoderPath);
-  return { tok, enc };
+  const tok = await loadTokenizer(tokenizerPath);
+  return { tok, enc: loadUmt5(encoderPath) };
 }
 
 export async function cmdLatents(args: string[], out: Out): Promise<number> {
