@@ -32,6 +32,11 @@ export function assertFiniteWeights(t: Tensor, path: string, key: string): Tenso
   );
 }
 
+/** `raw` seen under other names: `names` maps each name the model asks for to the key stored in `raw`. */
+export function renamedSource(raw: TensorSource, names: ReadonlyMap<string, string>): TensorSource {
+  return { keys: () => names.keys(), shape: (k) => raw.shape(names.get(k)!), get: (k) => raw.get(names.get(k)!) };
+}
+
 /** A key/shape mismatch report that names the weights file (loadStateDict does not know it). */
 export function inWeightsFile(e: unknown, source: string): unknown {
   return e instanceof StateDictError ? new StateDictError(`${source}: ${e.message}`, e.report) : e;

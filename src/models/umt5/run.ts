@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SafetensorsFile } from '../../io/safetensors.js';
-import { inWeightsFile, openWeights, weightsInFolder } from '../../io/weights.js';
+import { inWeightsFile, openWeights, renamedSource, weightsInFolder } from '../../io/weights.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
 import type { TextEncoder } from '../../pipelines/components.js';
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
@@ -41,7 +41,7 @@ function officialView(raw: TensorSource, sharedPos: boolean): { src: TensorSourc
     }
     names.set(n, k);
   }
-  return { src: { keys: () => names.keys(), shape: (k) => raw.shape(names.get(k)!), get: (k) => raw.get(names.get(k)!) }, format };
+  return { src: renamedSource(raw, names), format };
 }
 
 /**

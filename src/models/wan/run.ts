@@ -2,7 +2,7 @@
  * Loading Wan weights from any of the released layouts, and a tensor-file runner for `dcvg run wan`.
  */
 import { SafetensorsFile } from '../../io/safetensors.js';
-import { inWeightsFile, openWeights } from '../../io/weights.js';
+import { inWeightsFile, openWeights, renamedSource } from '../../io/weights.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import { Tensor, firstNonFinite, noGrad } from '../../tensor/tensor.js';
@@ -38,7 +38,7 @@ function wanView(raw: TensorSource): { src: TensorSource; format: WanKeyFormat; 
     names.set(format === 'diffusers' ? diffusersKeyToWan(s) : s, k);
   }
   return {
-    src: { keys: () => names.keys(), shape: (k) => raw.shape(names.get(k)!), get: (k) => raw.get(names.get(k)!) },
+    src: renamedSource(raw, names),
     format,
     extra,
   };

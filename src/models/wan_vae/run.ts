@@ -3,7 +3,7 @@
  * the tensor-file runner behind `dcvg run wan-vae`.
  */
 import { SafetensorsFile } from '../../io/safetensors.js';
-import { inWeightsFile, openWeights } from '../../io/weights.js';
+import { inWeightsFile, openWeights, renamedSource } from '../../io/weights.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import { Tensor, firstNonFinite, noGrad } from '../../tensor/tensor.js';
@@ -25,7 +25,7 @@ function originalView(model: WanVAE, raw: TensorSource): { src: TensorSource; fo
   const map = wanVaeKeyMap(model).toOriginal;
   const names = new Map<string, string>();
   for (const k of keys) names.set(map.get(k) ?? k, k);
-  return { src: { keys: () => names.keys(), shape: (k) => raw.shape(names.get(k)!), get: (k) => raw.get(names.get(k)!) }, format };
+  return { src: renamedSource(raw, names), format };
 }
 
 /**
