@@ -12,6 +12,7 @@
 // src/backend/native.ts, which calls setGemmPath). The convolutions always run on oneDNN's convolution primitives
 // (or our depthwise kernels): OpenBLAS has no convolution, only the im2col route, which costs a copy of the input
 // times the kernel volume. OpenBLAS stays linked either way so that setNumThreads reaches its thread pool too.
+#include <sys/mman.h>
 #include <dnnl.hpp>
 #include <immintrin.h>
 #include <omp.h>
@@ -312,6 +313,9 @@ class Workspace {
       want = (want + align - 1) / align * align;
       void* p = std::aligned_alloc(align, want);
       if (!p) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+      madvise(p, want, MADV_HUGEPAGE);  // THP mode is usually "madvise": without asking, nothing is huge
+#endif
       buf_.reset(p);
       cap_ = want;
     }

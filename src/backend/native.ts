@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend, BinaryOp, Conv3dParams, ReduceOp, StridedView, UnaryOp } from './backend.js';
 import { ValueError } from '../errors.js';
+import { setLargeAllocAdviser } from '../tensor/alloc.js';
 
 /** Signatures of the addon's exports (see native/src/*.cc). */
 export interface NativeAddon {
@@ -163,6 +164,8 @@ export interface NativeAddon {
   /** float32 -> bf16, round to nearest even. */
   narrowBf16?(src: Float32Array, out: Uint16Array): void;
   /** bf16-weight linear for few rows (native/src/convert.cc). */
+  /** madvise(MADV_HUGEPAGE) on a fresh buffer's aligned interior (absent in addons built before it) */
+  adviseHugePages?(buf: Float32Array): boolean;
   linearBf16?(x: Float32Array, w: Uint16Array, rows: number, O: number, I: number, out: Float32Array, accumulate: boolean): void;
   /** Runs an AVX2 FMA loop on `threads` threads for about `seconds`; returns the achieved GFLOP/s. */
   peakGflops(threads: number, seconds: number): number;
@@ -241,6 +244,16 @@ function applyGemmEnv(addon: NativeAddon): void {
   addon.setGemmPath(v as (typeof GEMM_PATHS)[number]);
 }
 
+/**
+ * Large new tensors get transparent huge pages (src/tensor/alloc.ts, adviseLarge): fewer page faults on first touch.
+ * On by default; DCVG_HUGE_PAGES=0 turns it off.
+ */
+function installAdviser(mod: NativeAddon): void {
+  if (typeof mod.adviseHugePages !== 'function' || process.env.DCVG_HUGE_PAGES === '0') return;
+  const f = mod.adviseHugePages.bind(mod);
+  setLargeAllocAdviser((a) => f(a));
+}
+
 let cached: NativeAddon | null | undefined;
 let loadError = '';
 
@@ -260,6 +273,7 @@ export function loadNativeAddon(): NativeAddon | null {
       throw new ValueError(`DCVG_NATIVE_ADDON=${process.env.DCVG_NATIVE_ADDON}: cannot load: ${(e as Error).message}`);
     }
     applyGemmEnv(mod);
+    installAdviser(mod);
     cached = mod;
     return cached;
   }
@@ -277,6 +291,7 @@ export function loadNativeAddon(): NativeAddon | null {
       continue;
     }
     applyGemmEnv(mod); // a bad DCVG_GEMM is an error, not a reason to try the next build
+    installAdviser(mod);
     cached = mod;
     return cached;
   }

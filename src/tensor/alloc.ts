@@ -48,11 +48,36 @@ export function allocFailed(e: unknown, n: number, shape: readonly number[] | un
   throw new ShapeError(`${describe(n, shape, what)} could not be allocated (${why})`);
 }
 
+/**
+ * Large fresh buffers are offered to a memory adviser before their first write: the native addon registers one that
+ * asks for transparent huge pages (see adviseHugePages in native/src/addon.cc). A multi-megabyte tensor then costs one
+ * page fault per 2 MiB instead of one per 4 KiB when a kernel first writes it. Below LARGE_ALLOC_ELEMENTS (4 MiB) a
+ * buffer cannot hold an aligned 2 MiB page with room to spare, so it is not offered.
+ */
+export const LARGE_ALLOC_ELEMENTS = 1 << 20;
+let largeAllocAdviser: ((a: Float32Array) => unknown) | null = null;
+
+/** INTERNAL (src/backend): sets (or with null clears) the adviser large new float32 buffers are offered to. */
+export function setLargeAllocAdviser(fn: ((a: Float32Array) => unknown) | null): void {
+  largeAllocAdviser = fn;
+}
+
+/** INTERNAL: the adviser now set (null when none). */
+export function getLargeAllocAdviser(): ((a: Float32Array) => unknown) | null {
+  return largeAllocAdviser;
+}
+
+/** Offers a freshly allocated, not yet written buffer to the adviser when it is large. */
+export function adviseLarge(a: Float32Array): Float32Array {
+  if (largeAllocAdviser !== null && a.length >= LARGE_ALLOC_ELEMENTS) largeAllocAdviser(a);
+  return a;
+}
+
 /** A zeroed Float32Array of n elements, checked first (see checkAllocSize). */
 export function allocFloat32(n: number, shape?: readonly number[], what = 'tensor'): Float32Array {
   checkAllocSize(n, shape, what);
   try {
-    return new Float32Array(n);
+    return adviseLarge(new Float32Array(n));
   } catch (e) {
     return allocFailed(e, n, shape, what);
   }

@@ -9,7 +9,7 @@
 import { backend } from '../backend/index.js';
 import { f32ToF16 } from '../backend/convert.js';
 import { AutogradError, AxisError, DTypeError, ShapeError, ValueError, fmtShape } from '../errors.js';
-import { MAX_ELEMENTS, allocFailed, allocFloat32, checkAllocSize } from './alloc.js';
+import { MAX_ELEMENTS, adviseLarge, allocFailed, allocFloat32, checkAllocSize } from './alloc.js';
 import * as ops from './ops.js';
 import { DTYPES, type DType } from './dtype.js';
 import { Storage, storageArray, storageF32, type HostArray } from './storage.js';
@@ -541,7 +541,7 @@ export function allocUninit(n: number, shape?: readonly number[]): Float32Array 
       } catch (e) {
         return allocFailed(e, n, shape, 'tensor');
       }
-      out = new Float32Array(b.buffer, b.byteOffset, n);
+      out = adviseLarge(new Float32Array(b.buffer, b.byteOffset, n));
     }
   }
   if (POISON_UNINIT) out.fill(NaN);
