@@ -15,7 +15,7 @@ import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds
 import { cmdRun } from './wan_cmds.js';
 import { cmdGenerate } from './generate_cmds.js';
 import { cmdCompareAE } from './compare_cmds.js';
-import { cmdShapes } from './shapes_cmds.js';
+import { cmdData, cmdScore, cmdShapes } from './shapes_cmds.js';
 import { cmdTokenize } from './text_cmds.js';
 import { cmdEvalAE, cmdStudy, cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
@@ -102,6 +102,15 @@ Usage:
                          text-to-video (image-to-video with --image) with a diffusers- or Wan-layout model folder
                          (DC-VideoGen on DC-AE-V, or base Wan-2.1 on the Wan VAE); per-step progress with ETA, the
                          video written atomically; dcvg generate --help and docs/generate.md for the folder files
+  dcvg data shapes --out DIR --count N [--seed S] [--split train|held-out] [--json]
+                         a shapes-world data set: N videos (lossless .mkv, 16 frames of 128x128) with caption sidecars
+                         <stem>.txt and manifest.json (seed, split, attributes, start positions), as train-ae and
+                         latents read it; train never holds a held-out (color, shape, direction) triple, held-out only
+                         those; rerunning skips the videos already there
+  dcvg score shapes <videos | folders> [--captions captions.tsv|manifest.json] [--json]
+                         the semantic score against each video's caption (sidecar <stem>.txt, captions.tsv, or
+                         --captions): mean attribute accuracy, all-correct, per attribute, and the mask-area variance
+                         (flicker), for training and held-out combinations separately
   dcvg shapes render --output <video | dir/> [--seed N] [--count K] [--held-out exclude|include|only]
               [--captions captions.json] [--json]
                          videos of the shapes world (16 frames of 128x128 each, one after another, 8 fps) and
@@ -193,6 +202,8 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'eval-ae') return await cmdEvalAE(rest, out);
     if (cmd === 'convert') return cmdConvert(rest, out);
     if (cmd === 'shapes') return await cmdShapes(rest, out);
+    if (cmd === 'data') return await cmdData(rest, out);
+    if (cmd === 'score') return await cmdScore(rest, out);
     if (cmd === 'tokenize') return await cmdTokenize(rest, out);
     if (cmd === 'env') {
       cmdEnv(rest);
