@@ -96,12 +96,13 @@ Usage:
   dcvg run umt5 --config <umt5-xxl | cfg.json[#entry]> --weights <.pth|.safetensors|text_encoder/> --inputs io.safetensors -o out.safetensors
                          run the umT5 text encoder on "ids" and "mask" (B, L; I64 / I32); writes hidden_states (B, L, dim)
                          at every position and context0..B-1, each prompt's real-token rows
-  dcvg generate "PROMPT" --model DIR -o out.mp4 [--image first.png] [--prompt-file F] [--negative TEXT]
+  dcvg generate "PROMPT" [--model DIR] -o out.mp4 [--image first.png] [--prompt-file F] [--negative TEXT]
               [--frames N] [--size WxH] [--steps N] [--guidance W] [--shift S] [--sampler unipc|euler]
               [--seed N] [--cache-dir DIR | --no-cache] [--json]
                          text-to-video (image-to-video with --image) with a diffusers- or Wan-layout model folder
                          (DC-VideoGen on DC-AE-V, or base Wan-2.1 on the Wan VAE); per-step progress with ETA, the
-                         video written atomically; dcvg generate --help and docs/generate.md for the folder files
+                         video written atomically; dcvg generate --help and docs/generate.md for the folder files;
+                         without --model, the shapes-world model shipped in assets/shapes-t2v (128x128, 16 frames)
   dcvg data shapes --out DIR --count N [--seed S] [--split train|held-out] [--json]
                          a shapes-world data set: N videos (lossless .mkv, 16 frames of 128x128) with caption sidecars
                          <stem>.txt and manifest.json (seed, split, attributes, start positions), as train-ae and

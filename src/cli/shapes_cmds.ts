@@ -250,7 +250,7 @@ async function dataShapes(args: string[], out: Out): Promise<number> {
   writeFileAtomic(manifestPath, JSON.stringify(manifest, null, 1) + '\n');
   const summary = { out: outDir, seed, split, count, rendered, kept: count - rendered, manifest: manifestPath };
   if (v.json) out(JSON.stringify(summary) + '\n');
-  else out(`${count} ${split} videos in ${outDir} (${rendered} rendered, ${count - rendered} already there), manifest ${manifestPath}\n`);
+  else out(`${count} ${split} video${count === 1 ? '' : 's'} in ${outDir} (${rendered} rendered, ${count - rendered} already there), manifest ${manifestPath}\n`);
   return 0;
 }
 
