@@ -69,7 +69,7 @@ describe('dcvg generate without --model', { skip: noFfmpeg }, () => {
     const out = join(root, 'none.mp4');
     const missing = join(root, 'no-such-model');
     await assert.rejects(generate([prompt, '-o', out, '--steps', '1'], missing), (e: Error) => {
-      assert.equal(e.message, `no default model in ${missing}; pass --model DIR (looked for ${missing})`);
+      assert.equal(e.message, `no default model in ${missing}; pass --model DIR (generate needs --model until a model is installed at ${missing})`);
       return true;
     });
     assert.equal(existsSync(out), false);
@@ -80,7 +80,7 @@ describe('dcvg generate without --model', { skip: noFfmpeg }, () => {
     const out = join(root, 'cli.mp4');
     const r = spawnSync(process.execPath, [join(repoRoot, 'dist', 'src', 'cli', 'main.js'), 'generate', prompt, '-o', out], { encoding: 'utf8' });
     assert.equal(r.status, 1);
-    assert.equal(r.stderr, `dcvg generate: no default model in assets/shapes-t2v; pass --model DIR (looked for ${defaultT2vModelDir()})\n`);
+    assert.equal(r.stderr, `dcvg generate: no default model in assets/shapes-t2v; pass --model DIR (generate needs --model until a model is installed at ${defaultT2vModelDir()})\n`);
     assert.equal(existsSync(out), false);
   });
 });

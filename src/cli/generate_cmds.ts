@@ -152,7 +152,7 @@ export async function cmdGenerate(args: string[], out: Out, loaders: EncoderLoad
   let modelDir = v.model;
   if (modelDir === undefined) {
     const d = opts.defaultModel ?? defaultT2vModelDir();
-    if (!existsSync(d) || !statSync(d).isDirectory()) throw new ValueError(`no default model in ${opts.defaultModel ?? DEFAULT_T2V_MODEL}; pass --model DIR (looked for ${d})`);
+    if (!existsSync(d) || !statSync(d).isDirectory()) throw new ValueError(`no default model in ${opts.defaultModel ?? DEFAULT_T2V_MODEL}; pass --model DIR (generate needs --model until a model is installed at ${d})`);
     modelDir = d;
   }
   const geometry = usingDefault ? DEFAULT_T2V_GEOMETRY : null;
