@@ -122,7 +122,11 @@ export function clipCaption(dir: string, file: string, tsv: Map<string, string> 
 
 export function readCaptionsTsv(dir: string): Map<string, string> | null {
   const p = join(dir, 'captions.tsv');
-  if (!existsSync(p)) return null;
+  return existsSync(p) ? readCaptionsTsvFile(p) : null;
+}
+
+/** A captions file of the captions.tsv form (file<TAB>caption per line, header allowed), by file name. */
+export function readCaptionsTsvFile(p: string): Map<string, string> {
   const m = new Map<string, string>();
   for (const line of readFileSync(p, 'utf8').split('\n')) {
     const i = line.indexOf('\t');

@@ -8,7 +8,8 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { assertOutputsSafe } from '../io/files.js';
 import { ValueError } from '../errors.js';
 import { defaultEncoderLoaders } from '../pipelines/encoders.js';
@@ -16,13 +17,28 @@ import { checkGenerationOptions, planGeneration, type GenerationOptions, type Ge
 import { folderModels, resolveModelFolder, vaeGeometry, type EncoderLoaders } from '../pipelines/model_folder.js';
 import { imageToVideo, loadConditionImage } from '../pipelines/i2v.js';
 import { textToVideo } from '../pipelines/t2v.js';
+import { SHAPES_FRAMES, SHAPES_SIZE } from '../metrics/shapes_world.js';
 import { Progress } from './progress.js';
 import { parse, type Out } from './common.js';
 
 /** Spec §4.5 / §4.2 / §2.4: 50 UniPC steps, guidance 5, shift 5, seed 42, 81 frames (DC-AE-V: 80, 20 latents), 16 fps. */
 export const GENERATE_DEFAULTS = { frames: 81, framesDc: 80, width: 832, height: 480, steps: 50, guidance: 5, shift: 5, seed: 42, sampler: 'unipc', fps: 16 } as const;
 
-export const GENERATE_HELP = `dcvg generate "PROMPT" --model DIR -o out.mp4 [options]
+/** The model used without --model: trained on the shapes world (issue #21), in the folder layout below. */
+export const DEFAULT_T2V_MODEL = 'assets/shapes-t2v';
+/** Its generation defaults: the world's clips (16 frames of 128x128 at 8 fps), not Wan's 832x480. */
+export const DEFAULT_T2V_GEOMETRY = { width: SHAPES_SIZE, height: SHAPES_SIZE, frames: SHAPES_FRAMES, fps: 8 } as const;
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** assets/shapes-t2v of this installation (the folder holding package.json, from src/cli or dist/src/cli). */
+export function defaultT2vModelDir(): string {
+  const roots = [resolve(here, '..', '..'), resolve(here, '..', '..', '..')];
+  const root = roots.find((r) => existsSync(join(r, 'package.json'))) ?? roots[1]!;
+  return join(root, DEFAULT_T2V_MODEL);
+}
+
+export const GENERATE_HELP = `dcvg generate "PROMPT" [--model DIR] -o out.mp4 [options]
 dcvg generate --prompt-file prompt.txt --image first.png --model DIR -o out.mp4 [options]
 
 Text-to-video (or image-to-video with --image) with a DC-VideoGen or Wan-2.1 model folder: the diffusers layout
@@ -31,7 +47,8 @@ Text-to-video (or image-to-video with --image) with a DC-VideoGen or Wan-2.1 mod
 checkpoint, models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth); docs/generate.md lists the files.
 
 Options:
-  --model DIR            the model folder (required)
+  --model DIR            the model folder (default: ${DEFAULT_T2V_MODEL}, the shipped shapes-world model; with it
+                         the defaults of --size, --frames and --fps are ${DEFAULT_T2V_GEOMETRY.width}x${DEFAULT_T2V_GEOMETRY.height}, ${DEFAULT_T2V_GEOMETRY.frames} and ${DEFAULT_T2V_GEOMETRY.fps})
   -o, --output PATH      the video: .mp4, .gif, .y4m, or a folder / %05d.png pattern for PNGs (required)
   --prompt-file FILE     read the prompt from a UTF-8 text file instead of the command line
   --negative TEXT        negative prompt (default: the DiT checkpoint's null embedding if it has one, else "")
@@ -96,7 +113,11 @@ export function defaultCacheDir(): string {
   return join(base, 'dcvideogen', 'prompt-embeddings');
 }
 
-export async function cmdGenerate(args: string[], out: Out, loaders: EncoderLoaders = defaultEncoderLoaders): Promise<number> {
+/**
+ * `defaultModel` replaces assets/shapes-t2v as the folder used without --model (for tests: a tiny folder, or a
+ * missing one).
+ */
+export async function cmdGenerate(args: string[], out: Out, loaders: EncoderLoaders = defaultEncoderLoaders, opts: { defaultModel?: string } = {}): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
     out(GENERATE_HELP);
     return 0;
@@ -126,8 +147,15 @@ export async function cmdGenerate(args: string[], out: Out, loaders: EncoderLoad
   );
   if (positionals.length > 1) throw new ValueError(`generate takes one prompt (quote it), got ${positionals.length} arguments: ${positionals.map((p) => JSON.stringify(p)).join(' ')}`);
   if (positionals.length && v['prompt-file']) throw new ValueError('give the prompt either on the command line or with --prompt-file, not both');
-  if (!v.model) throw new ValueError('generate needs --model <model folder> (see dcvg generate --help)');
   if (!v.output) throw new ValueError('generate needs -o <output video>');
+  const usingDefault = v.model === undefined;
+  let modelDir = v.model;
+  if (modelDir === undefined) {
+    const d = opts.defaultModel ?? defaultT2vModelDir();
+    if (!existsSync(d) || !statSync(d).isDirectory()) throw new ValueError(`no default model in ${opts.defaultModel ?? DEFAULT_T2V_MODEL}; pass --model DIR (generate needs --model until a model is installed at ${d})`);
+    modelDir = d;
+  }
+  const geometry = usingDefault ? DEFAULT_T2V_GEOMETRY : null;
   const prompt = v['prompt-file'] ? readPromptFile(v['prompt-file']) : positionals[0];
   if (prompt === undefined) throw new ValueError('generate needs a prompt: dcvg generate "a prompt" ... or --prompt-file FILE');
   if (!prompt.trim()) throw new ValueError('the prompt is empty');
@@ -136,21 +164,21 @@ export async function cmdGenerate(args: string[], out: Out, loaders: EncoderLoad
   const crf = num(v.crf, '--crf', true);
   if (crf !== undefined && (crf < 0 || crf > 51)) throw new ValueError(`--crf must be in 0..51, got ${crf}`);
 
-  const folder = resolveModelFolder(v.model);
+  const folder = resolveModelFolder(modelDir);
   const sampler = v.sampler ?? folder.scheduler?.sampler ?? GENERATE_DEFAULTS.sampler;
   if (sampler !== 'unipc' && sampler !== 'euler') throw new ValueError(`--sampler must be unipc or euler, got "${sampler}"`);
-  const size = v.size ? parseSize(v.size) : { width: GENERATE_DEFAULTS.width, height: GENERATE_DEFAULTS.height };
+  const size = v.size ? parseSize(v.size) : { width: geometry?.width ?? GENERATE_DEFAULTS.width, height: geometry?.height ?? GENERATE_DEFAULTS.height };
   const o: GenerationOptions = {
     prompt,
     negativePrompt: v.negative ?? null,
-    frames: num(v.frames, '--frames', true) ?? (folder.vae.family === 'dc-ae-v' ? GENERATE_DEFAULTS.framesDc : GENERATE_DEFAULTS.frames),
+    frames: num(v.frames, '--frames', true) ?? geometry?.frames ?? (folder.vae.family === 'dc-ae-v' ? GENERATE_DEFAULTS.framesDc : GENERATE_DEFAULTS.frames),
     ...size,
     steps: num(v.steps, '--steps', true) ?? GENERATE_DEFAULTS.steps,
     guidance: num(v.guidance, '--guidance', false) ?? GENERATE_DEFAULTS.guidance,
     shift: num(v.shift, '--shift', false) ?? folder.scheduler?.shift ?? GENERATE_DEFAULTS.shift,
     seed: num(v.seed, '--seed', true) ?? GENERATE_DEFAULTS.seed,
     sampler,
-    fps: num(v.fps, '--fps', false) ?? GENERATE_DEFAULTS.fps,
+    fps: num(v.fps, '--fps', false) ?? geometry?.fps ?? GENERATE_DEFAULTS.fps,
     ...(crf !== undefined ? { crf } : {}),
     cacheDir: v['no-cache'] ? null : (v['cache-dir'] ?? defaultCacheDir()),
   };
@@ -158,7 +186,7 @@ export async function cmdGenerate(args: string[], out: Out, loaders: EncoderLoad
   const mode = v.image !== undefined ? 'i2v' : 't2v';
   // the request against the folder (size, frames, t2v vs i2v) before anything loads
   const plan = planGeneration(folder.dit.parsed, vaeGeometry(folder.vae), o, mode, { dit: `the DiT (${folder.dit.config})`, ae: `the autoencoder (${folder.vae.config ?? folder.vae.path})` });
-  assertOutputsSafe({ '-o': v.output }, { '--model': v.model, '--image': v.image, '--prompt-file': v['prompt-file'] }, { directoryOk: ['-o'] });
+  assertOutputsSafe({ '-o': v.output }, { '--model': modelDir, '--image': v.image, '--prompt-file': v['prompt-file'] }, { directoryOk: ['-o'] });
   for (const n of plan.notes) process.stderr.write(`note: ${n}\n`);
 
   // progress on stderr: one line per stage, a bar per denoising step (with ETA) and per decoded chunk
@@ -180,7 +208,7 @@ export async function cmdGenerate(args: string[], out: Out, loaders: EncoderLoad
   } else r = await textToVideo(models, o, v.output);
   (bar as Progress | null)?.done();
 
-  if (v.json) out(JSON.stringify({ ...r, prompt, image: v.image ?? null, model_folder: v.model, layout: folder.layout }) + '\n');
+  if (v.json) out(JSON.stringify({ ...r, prompt, image: v.image ?? null, model_folder: modelDir, layout: folder.layout }) + '\n');
   else {
     const s = r.seconds;
     out(

@@ -15,7 +15,7 @@ import { cmdReconstruct, decodeToVideoFile, encodeVideoFile } from './video_cmds
 import { cmdRun } from './wan_cmds.js';
 import { cmdGenerate } from './generate_cmds.js';
 import { cmdCompareAE } from './compare_cmds.js';
-import { cmdShapes } from './shapes_cmds.js';
+import { cmdData, cmdScore, cmdShapes } from './shapes_cmds.js';
 import { cmdTokenize } from './text_cmds.js';
 import { cmdEvalAE, cmdStudy, cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
@@ -96,12 +96,22 @@ Usage:
   dcvg run umt5 --config <umt5-xxl | cfg.json[#entry]> --weights <.pth|.safetensors|text_encoder/> --inputs io.safetensors -o out.safetensors
                          run the umT5 text encoder on "ids" and "mask" (B, L; I64 / I32); writes hidden_states (B, L, dim)
                          at every position and context0..B-1, each prompt's real-token rows
-  dcvg generate "PROMPT" --model DIR -o out.mp4 [--image first.png] [--prompt-file F] [--negative TEXT]
+  dcvg generate "PROMPT" [--model DIR] -o out.mp4 [--image first.png] [--prompt-file F] [--negative TEXT]
               [--frames N] [--size WxH] [--steps N] [--guidance W] [--shift S] [--sampler unipc|euler]
               [--seed N] [--cache-dir DIR | --no-cache] [--json]
                          text-to-video (image-to-video with --image) with a diffusers- or Wan-layout model folder
                          (DC-VideoGen on DC-AE-V, or base Wan-2.1 on the Wan VAE); per-step progress with ETA, the
-                         video written atomically; dcvg generate --help and docs/generate.md for the folder files
+                         video written atomically; dcvg generate --help and docs/generate.md for the folder files;
+                         without --model, the shapes-world model shipped in assets/shapes-t2v (128x128, 16 frames)
+  dcvg data shapes --out DIR --count N [--seed S] [--split train|held-out] [--json]
+                         a shapes-world data set: N videos (lossless .mkv, 16 frames of 128x128) with caption sidecars
+                         <stem>.txt and manifest.json (seed, split, attributes, start positions), as train-ae and
+                         latents read it; train never holds a held-out (color, shape, direction) triple, held-out only
+                         those; rerunning skips the videos already there
+  dcvg score shapes <videos | folders> [--captions captions.tsv|manifest.json] [--json]
+                         the semantic score against each video's caption (sidecar <stem>.txt, captions.tsv, or
+                         --captions): mean attribute accuracy, all-correct, per attribute, and the mask-area variance
+                         (flicker), for training and held-out combinations separately
   dcvg shapes render --output <video | dir/> [--seed N] [--count K] [--held-out exclude|include|only]
               [--captions captions.json] [--json]
                          videos of the shapes world (16 frames of 128x128 each, one after another, 8 fps) and
@@ -193,6 +203,8 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'eval-ae') return await cmdEvalAE(rest, out);
     if (cmd === 'convert') return cmdConvert(rest, out);
     if (cmd === 'shapes') return await cmdShapes(rest, out);
+    if (cmd === 'data') return await cmdData(rest, out);
+    if (cmd === 'score') return await cmdScore(rest, out);
     if (cmd === 'tokenize') return await cmdTokenize(rest, out);
     if (cmd === 'env') {
       cmdEnv(rest);

@@ -8,8 +8,9 @@
  *
  * Colour: untagged video is decoded as BT.601 (swscale's default, as PyAV/torchvision do), tagged video by its tags;
  * mp4 is written BT.709 and tagged so. Measured write -> read-back errors (0..255 units, test/video.test.ts): PNG
- * sequences exact; y4m with the default yuv444p16 exact (checked for all 2^24 RGB colours); y4m yuv444p (8-bit) max 2,
- * mean ~0.4 on noise; mp4 x264 CRF 18 4:2:0 mean ~1.5 on a real clip (lossy).
+ * sequences exact; y4m with the default yuv444p16 exact (checked for all 2^24 RGB colours); mkv (FFV1 on the RGB
+ * planes) exact (test/shapes_data.test.ts); y4m yuv444p (8-bit) max 2, mean ~0.4 on noise; mp4 x264 CRF 18 4:2:0 mean
+ * ~1.5 on a real clip (lossy).
  *
  * Binaries: $DCVG_FFMPEG / $DCVG_FFPROBE, else `ffmpeg` / `ffprobe` on PATH.
  *

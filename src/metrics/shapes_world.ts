@@ -80,6 +80,17 @@ export function shapesFromIndices(i: { color: number; shape: number; size: numbe
   };
 }
 
+const CAPTION = new RegExp(
+  `^a (${SIZE_NAMES.join('|')}) (${COLOR_NAMES.join('|')}) (${SHAPES_SHAPES.join('|')}) moving (${DIRECTION_NAMES.join('|')}) on a (${BACKGROUND_NAMES.join('|')}) background$`,
+);
+
+/** The attributes a caption of the world names (`shapesCaption` read backwards), or null for any other text. */
+export function parseShapesCaption(text: string): Omit<ShapesVideo, 'start'> | null {
+  const m = CAPTION.exec(text.trim());
+  if (!m) return null;
+  return { size: m[1] as ShapesSize, color: m[2] as ShapesColor, shape: m[3] as ShapesShape, direction: m[4] as ShapesDirection, background: m[5] as ShapesBackground };
+}
+
 /** Held out from all training: (color + 2 shape + 3 direction) mod 7 == 0. */
 export function isHeldOut(v: Pick<ShapesVideo, 'color' | 'shape' | 'direction'>): boolean {
   const i = shapesIndices({ ...v, size: 'small', background: 'black' });
@@ -114,6 +125,23 @@ export function randomShapesVideo(rng: Rng, opts: { trainOnly?: boolean } = {}):
     const start: [number, number] = [r.x[0] + rng.uniform() * (r.x[1] - r.x[0]), r.y[0] + rng.uniform() * (r.y[1] - r.y[0])];
     return { ...v, start };
   }
+}
+
+/** Which (colour, shape, direction) triples a list of videos may hold: training ones, held-out ones, or both. */
+export type ShapesSplit = 'train' | 'held-out' | 'all';
+
+/**
+ * `count` random videos of a split, drawn one after another from `rng` (so the first k of a longer list are the list
+ * of k): held-out videos by drawing from the whole world and keeping only held-out triples.
+ */
+export function randomShapesVideos(rng: Rng, count: number, split: ShapesSplit): ShapesVideo[] {
+  const out: ShapesVideo[] = [];
+  while (out.length < count) {
+    const v = randomShapesVideo(rng, { trainOnly: split === 'train' });
+    if (split === 'held-out' && !isHeldOut(v)) continue;
+    out.push(v);
+  }
+  return out;
 }
 
 function inside(shape: ShapesShape, x: number, y: number, cx: number, cy: number, h: number): boolean {
@@ -172,6 +200,8 @@ export interface ShapesReading {
   /** null also when the object moves less than 15 px */
   direction: ShapesDirection | null;
   framesWithObject: number;
+  /** per frame, the number of mask pixels (step 2, counted in every frame): their variance measures flicker */
+  maskAreas: number[];
 }
 
 /** Median (the mean of the two middle values for an even count). */
@@ -218,6 +248,7 @@ export function scoreShapes(frames: Uint8Array, T: number): ShapesReading {
   const fills: number[] = [];
   const sizes: number[] = [];
   const centroids: [number, number][] = [];
+  const maskAreas: number[] = [];
   for (let f = 0; f < T; f++) {
     const diff = new Float64Array(N * N);
     let count = 0;
@@ -240,6 +271,7 @@ export function scoreShapes(frames: Uint8Array, T: number): ShapesReading {
         sy += i;
       }
     }
+    maskAreas.push(count);
     if (count < 30) continue;
     const strong: number[][] = [[], [], []];
     for (let p = 0; p < N * N; p++) {
@@ -253,7 +285,7 @@ export function scoreShapes(frames: Uint8Array, T: number): ShapesReading {
     centroids.push([sx / count, sy / count]);
   }
   const framesWithObject = centroids.length;
-  if (framesWithObject * 2 < T || !colors.length) return { background, color: null, shape: null, size: null, direction: null, framesWithObject };
+  if (framesWithObject * 2 < T || !colors.length) return { background, color: null, shape: null, size: null, direction: null, framesWithObject, maskAreas };
   const rgb = [0, 1, 2].map((ch) => median(colors.map((c) => c[ch]!)));
   const fill = median(fills);
   const first = centroids[0]!;
@@ -268,11 +300,59 @@ export function scoreShapes(frames: Uint8Array, T: number): ShapesReading {
     size: median(sizes) < 32 ? 'small' : 'large',
     direction,
     framesWithObject,
+    maskAreas,
   };
 }
 
+export const SHAPES_ATTRIBUTES = ['color', 'shape', 'size', 'direction', 'background'] as const;
+export type ShapesAttribute = (typeof SHAPES_ATTRIBUTES)[number];
+
 /** The share of the five attributes read right, and whether all are. */
 export function shapesAccuracy(r: ShapesReading, truth: Omit<ShapesVideo, 'start'>): { accuracy: number; allCorrect: boolean } {
-  const right = (['background', 'color', 'shape', 'size', 'direction'] as const).filter((k) => r[k] === truth[k]).length;
+  const right = SHAPES_ATTRIBUTES.filter((k) => r[k] === truth[k]).length;
   return { accuracy: right / 5, allCorrect: right === 5 };
+}
+
+/** Population variance of a video's per-frame mask areas (pixels^2): 0 for the world's own renders. */
+export function maskAreaVariance(r: ShapesReading): number {
+  const a = r.maskAreas;
+  if (!a.length) return 0;
+  const mean = a.reduce((x, y) => x + y, 0) / a.length;
+  return a.reduce((x, y) => x + (y - mean) ** 2, 0) / a.length;
+}
+
+/** The semantic score of a group of videos (all in percent, except the counts and the flicker measure). */
+export interface ShapesGroupScore {
+  videos: number;
+  /** mean attribute accuracy, % (null for an empty group, as every other rate) */
+  accuracy: number | null;
+  /** share of videos with all five attributes right, % */
+  all_correct: number | null;
+  /** per attribute, the share of videos where it is read right, % */
+  per_attribute: Record<ShapesAttribute, number | null>;
+  /** mean over videos of the per-frame mask-area variance (pixels^2; flicker: 0 on the world's renders) */
+  mask_area_variance: number | null;
+  /** mean over videos and frames of the mask area (pixels), to put the variance in scale */
+  mask_area_mean: number | null;
+}
+
+/** The semantic score of each group: training combinations, held-out ones (by the caption's triple), and all. */
+export function shapesScoreSummary(items: readonly { truth: Omit<ShapesVideo, 'start'>; reading: ShapesReading }[]): Record<'train' | 'held_out' | 'all', ShapesGroupScore> {
+  const group = (list: typeof items): ShapesGroupScore => {
+    const n = list.length;
+    const pct = (k: number) => (n ? (100 * k) / n : null);
+    const mean = (f: (x: (typeof items)[number]) => number) => (n ? list.reduce((a, x) => a + f(x), 0) / n : null);
+    const per = {} as Record<ShapesAttribute, number | null>;
+    for (const k of SHAPES_ATTRIBUTES) per[k] = pct(list.filter((x) => x.reading[k] === x.truth[k]).length);
+    const acc = mean((x) => shapesAccuracy(x.reading, x.truth).accuracy);
+    return {
+      videos: n,
+      accuracy: acc === null ? null : 100 * acc,
+      all_correct: pct(list.filter((x) => shapesAccuracy(x.reading, x.truth).allCorrect).length),
+      per_attribute: per,
+      mask_area_variance: mean((x) => maskAreaVariance(x.reading)),
+      mask_area_mean: mean((x) => (x.reading.maskAreas.length ? x.reading.maskAreas.reduce((a, b) => a + b, 0) / x.reading.maskAreas.length : 0)),
+    };
+  };
+  return { train: group(items.filter((x) => !isHeldOut(x.truth))), held_out: group(items.filter((x) => isHeldOut(x.truth))), all: group(items) };
 }

@@ -10,13 +10,13 @@ import { SWS_FLAGS, StderrTail, ffmpegBin, ffmpegText, holdLoop, spawnError } fr
 import { formatPattern, hasPattern } from './source.js';
 import { checkDims, tensorToFrames, videoTensorDims } from './frames.js';
 
-export type VideoFormat = 'mp4' | 'gif' | 'y4m' | 'png';
+export type VideoFormat = 'mp4' | 'gif' | 'y4m' | 'mkv' | 'png';
 
 export interface WriteOptions {
   width: number;
   height: number;
   fps: number;
-  /** Default: from the extension (.mp4, .gif, .y4m); 'png' for a directory (existing, or a path ending in '/') or a %d pattern. */
+  /** Default: from the extension (.mp4, .gif, .y4m, .mkv); 'png' for a directory (existing, or a path ending in '/') or a %d pattern. */
   format?: VideoFormat;
   /** mp4: x264 constant rate factor, 0 (lossless luma) .. 51; default 18. */
   crf?: number;
@@ -40,11 +40,12 @@ export interface WriteOptions {
 /** PNG outputs: the folder the files end up in, and (for patterns) the names they get there. */
 type PngTarget = { dir: string; pattern: string | null; startNumber: number };
 
-const FORMAT_BY_EXT: Record<string, VideoFormat> = { '.mp4': 'mp4', '.gif': 'gif', '.y4m': 'y4m' };
+const FORMAT_BY_EXT: Record<string, VideoFormat> = { '.mp4': 'mp4', '.gif': 'gif', '.y4m': 'y4m', '.mkv': 'mkv' };
 const PIXFMTS: Record<VideoFormat, string[]> = {
   mp4: ['yuv420p', 'yuv444p'],
   y4m: ['yuv444p16', 'yuv444p12', 'yuv444p', 'yuv420p'],
   gif: [],
+  mkv: [],
   png: [],
 };
 
@@ -59,7 +60,7 @@ function inferFormat(abs: string, given: string): VideoFormat {
   const f = FORMAT_BY_EXT[ext];
   if (!f)
     throw new ValueError(
-      `cannot infer the video format of ${given}: extension '${ext}' is not one of .mp4, .gif, .y4m ` +
+      `cannot infer the video format of ${given}: extension '${ext}' is not one of .mp4, .gif, .y4m, .mkv ` +
         '(PNG sequences: a directory ending in "/" or a pattern like frames/%05d.png), or pass format',
     );
   return f;
@@ -289,8 +290,8 @@ function padFrames(buf: Uint8Array, n: number, w: number, h: number, ow: number,
 
 /**
  * Opens a writer. Formats: .mp4 (libx264, yuv420p, CRF 18, BT.709-tagged, faststart), .gif (per-frame palettes),
- * .y4m (yuv444p16 by default: lossless w.r.t. 8-bit RGB), PNG sequence (a directory — new, empty, or a path ending in
- * '/' — or a pattern like out/%05d.png; lossless RGB).
+ * .y4m (yuv444p16 by default: lossless w.r.t. 8-bit RGB), .mkv (FFV1 on the RGB planes: lossless, compressed), PNG
+ * sequence (a directory — new, empty, or a path ending in '/' — or a pattern like out/%05d.png; lossless RGB).
  */
 export async function openVideoWriter(path: string, opts: WriteOptions): Promise<VideoWriter> {
   if (!opts || typeof opts !== 'object') throw new ValueError('openVideoWriter: options { width, height, fps } are required');
@@ -298,7 +299,7 @@ export async function openVideoWriter(path: string, opts: WriteOptions): Promise
   if (!(Number.isFinite(opts.fps) && opts.fps > 0)) throw new ValueError(`openVideoWriter: fps must be a positive number, got ${opts.fps}`);
   const abs = resolve(path);
   const format = opts.format ?? inferFormat(abs, path);
-  if (!(format in PIXFMTS)) throw new ValueError(`openVideoWriter: unknown format '${format}' (mp4, gif, y4m, png)`);
+  if (!(format in PIXFMTS)) throw new ValueError(`openVideoWriter: unknown format '${format}' (mp4, gif, y4m, mkv, png)`);
   if (opts.pixFmt !== undefined && !PIXFMTS[format].includes(opts.pixFmt))
     throw new ValueError(`openVideoWriter: pixFmt '${opts.pixFmt}' is not available for ${format} (${PIXFMTS[format].join(', ') || 'none'})`);
   const crf = opts.crf ?? 18;
@@ -348,6 +349,10 @@ export async function openVideoWriter(path: string, opts: WriteOptions): Promise
       args.push('-vf', `scale=flags=${SWS_FLAGS},format=${pf}`, '-strict', '-1', '-f', 'yuv4mpegpipe', '-y', tempPath);
       break;
     }
+    case 'mkv':
+      // FFV1 codes the RGB planes themselves (no YUV matrix), so every 8-bit RGB frame reads back bit for bit.
+      args.push('-c:v', 'ffv1', '-pix_fmt', 'bgr0', '-f', 'matroska', '-y', tempPath);
+      break;
     case 'png': {
       const pattern = isPattern ? basename(abs) : '%05d.png';
       await mkdir(tempPath);
