@@ -1,10 +1,10 @@
 /**
  * AE-Adapt-V training phases (src/adapt): trainable sets, exact resume, gradient accumulation, the flow-matching
- * objective the phases run against the shared fixture, and phases 1-3 end to end from the CLI on tiny models.
+ * objective the phases run against the shared fixture (the CLI chain on tiny models: test/adapt_chain.test.ts).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -12,13 +12,12 @@ import { trainAlign } from '../src/adapt/align.js';
 import { buildAdaptDiT, flowMatchObjective, LORA_DEFAULTS, TUNE_DEFAULTS, trainLora, trainTune, type LoraPhaseOptions } from '../src/adapt/phases.js';
 import { readPhaseLog } from '../src/adapt/trainer.js';
 import { clipCaption, encoderEmbedder, readCaptionsTsv } from '../src/adapt/latents.js';
-import { initFromScratch } from '../src/train/dit_trainer.js';
 import { trainingGrid } from '../src/diffusion/flow_matching.js';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
 import { WanModel, parseWanConfig, wanConfigToJson } from '../src/models/wan/index.js';
 import { Rng, randn } from '../src/tensor/random.js';
 import { Tensor, tensor } from '../src/tensor/tensor.js';
-import { fixturePath, repoRoot, sharedDir, skipUnlessFixture } from './helpers.js';
+import { fixturePath, repoRoot, skipUnlessFixture } from './helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'dcvg-adapt-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -209,77 +208,7 @@ describe('adapt: the phases objective is the reference flow matching (spec §5.5
     });
 });
 
-const CLIPS = join(sharedDir, 'data', 'clips128');
-const cliSkip = skipUnlessFixture('wan_vae/wan_vae_tiny.weights.safetensors') || skipUnlessFixture('dc-ae-v/chunk_causal_small.weights.safetensors') || (existsSync(CLIPS) ? false : `clips missing: ${CLIPS}`);
-
-describe('adapt: phases 1-3 end to end from the CLI on tiny models', () => {
-  it('dcvg latents (both AEs, resumable) -> adapt align -> assemble -> adapt tune -> adapt lora (+ resume)', { skip: cliSkip }, () => {
-    const env = { ...process.env, DCVG_NO_PROGRESS: '1' };
-    const dcvg = (...args: string[]) => {
-      const r = spawnSync(process.execPath, [join(repoRoot, 'dist', 'src', 'cli', 'main.js'), ...args], { encoding: 'utf8', env });
-      assert.equal(r.status, 0, `dcvg ${args.join(' ')}\n${r.stdout}\n${r.stderr}`);
-      return r.stdout;
-    };
-    const F = (p: string) => fixturePath(p);
-    // text: precomputed embeddings per clip (the umT5 path is the same code with a text encoder injected)
-    const emb = tmp('emb');
-    mkdirSync(emb);
-    const r = new Rng(3);
-    for (const c of ['01', '02', '03']) saveSafetensors(join(emb, `${c}.safetensors`), { context: randn([4, 24], r) });
-    saveSafetensors(join(emb, 'null.safetensors'), { context: randn([2, 24], r) });
-    const lat = tmp('latents');
-    const latentsArgs = ['latents', '--videos', CLIPS, '--out', lat, '--size', '64x64', '--latent-frames', '2', '--count', '3', '--per-shard', '2', '--text-len', '16',
-      '--dc-ae', `${F('dc-ae-v/chunk_causal_small.json')}:${F('dc-ae-v/chunk_causal_small.weights.safetensors')}`,
-      '--wan-vae', `${F('wan_vae/wan_vae.json')}#wan_vae_tiny:${F('wan_vae/wan_vae_tiny.weights.safetensors')}`, '--embeddings', emb, '--json'];
-    const first = JSON.parse(dcvg(...latentsArgs)) as { samples: number; shards: number; reused: number };
-    assert.deepEqual([first.samples, first.shards, first.reused], [3, 2, 0]);
-    const again = JSON.parse(dcvg(...latentsArgs)) as { samples: number; reused: number };
-    assert.deepEqual([again.samples, again.reused], [3, 2], 'a second run keeps the finished shards');
-    const s0 = SafetensorsFile.open(join(lat, 'shard-00000.safetensors'));
-    // DC-AE-V on 8 frames and the Wan VAE on 5: both 2 latent frames
-    assert.deepEqual(s0.info('latents').shape, [2, 8, 2, 2, 2]);
-    assert.deepEqual(s0.info('wan_latents').shape, [2, 16, 2, 8, 8]);
-    assert.deepEqual(s0.info('context').shape, [2, 16, 24]);
-    s0.close();
-    const manifest = JSON.parse(readFileSync(join(lat, 'manifest.json'), 'utf8')) as { clips: { caption: string }[] };
-    assert.ok(manifest.clips[0]!.caption.length > 0, 'captions from captions.tsv');
-
-    // phase 1 against the tiny base DiT's patch embedder (16 channels, 1x2x2)
-    const align = tmp('align');
-    dcvg('adapt', 'align', '--teacher', F('wan/wan_t2v_base_tiny.weights.safetensors'), '--data', lat, '--out', align, '--steps', '3', '--batch', '2', '--holdout', '1', '--eval-every', '3');
-    const pe = SafetensorsFile.open(join(align, 'patch_embedding.safetensors'));
-    assert.deepEqual(pe.info('patch_embedding.weight').shape, [64, 8, 1, 1, 1]);
-    const log = readPhaseLog(align);
-    assert.ok(log.steps.every((s) => typeof s.loss_avgpool === 'number' && typeof s.loss_upsample === 'number'));
-    assert.equal(log.evals.length, 1);
-
-    // assemble (a stand-in here: dcvg adapt assemble is other work): patch 1x1x1, 8 channels, head.head zero
-    const cfg = parseWanConfig({ ...(JSON.parse(readFileSync(F('wan/wan_fixtures.json'), 'utf8')) as Record<string, { config: object }>).wan_t2v_base_tiny!.config, in_dim: 8, out_dim: 8, patch_size: [1, 1, 1] }, 'tiny_dc8');
-    const m = new WanModel(cfg);
-    initFromScratch(m, 1);
-    const sd = m.stateDict();
-    sd.set('patch_embedding.weight', pe.tensor('patch_embedding.weight'));
-    sd.set('patch_embedding.bias', pe.tensor('patch_embedding.bias'));
-    pe.close();
-    for (const k of ['head.head.weight', 'head.head.bias']) sd.set(k, tensor(new Float32Array(sd.get(k)!.size), sd.get(k)!.shape));
-    const assembled = tmp('assembled') + '.safetensors';
-    saveSafetensors(assembled, sd, { metadata: { config: JSON.stringify({ name: cfg.name, ...wanConfigToJson(cfg) }) } });
-
-    const tune = tmp('tune');
-    dcvg('adapt', 'tune', '--init', assembled, '--data', lat, '--out', tune, '--steps', '2', '--holdout', '1');
-    const lora = tmp('lora');
-    dcvg('adapt', 'lora', '--init', join(tune, 'model.safetensors'), '--data', lat, '--out', lora, '--steps', '1', '--rank', '4', '--alpha', '8', '--holdout', '1', '--accum', '2');
-    dcvg('adapt', 'lora', '--out', lora, '--resume', '--steps', '2');
-    const out = SafetensorsFile.open(join(lora, 'model.safetensors'));
-    assert.equal(out.metadata.lora_rank, '4');
-    assert.equal(out.metadata.lora_alpha, '8');
-    assert.deepEqual(out.info('blocks.1.self_attn.q.lora_A.weight').shape, [4, 64]);
-    assert.deepEqual(out.info('blocks.1.self_attn.q.lora_B.weight').shape, [64, 4]);
-    assert.ok(out.has('blocks.1.self_attn.q.weight') && out.has('null_embedding') && !out.has('blocks.1.cross_attn.q.lora_A.weight'));
-    out.close();
-    assert.equal(readPhaseLog(lora).steps.length, 2);
-  });
-});
+// phases 1-3 end to end from the CLI (latents -> ... -> generate): test/adapt_chain.test.ts
 
 describe('adapt: phase weights go to PyTorch and come back unchanged', () => {
   const torchSkip = (() => {
