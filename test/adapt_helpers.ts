@@ -1,5 +1,8 @@
-/** Shared by the test/adapt_*.test.ts files: a tiny DC DiT with phase-3 LoRA adapters, and a bitwise compare. */
+/** Shared by the test/adapt_*.test.ts files: a tiny DC DiT with phase-3 LoRA adapters, a bitwise compare, the resume check. */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { readPhaseLog } from '../src/adapt/trainer.js';
+import { SafetensorsFile } from '../src/io/safetensors.js';
 import { WanModel, parseWanConfig } from '../src/models/wan/index.js';
 import { applyLora, loadLoraStateDict, loraStateDict } from '../src/nn/index.js';
 import { Rng, randn } from '../src/tensor/random.js';
@@ -29,3 +32,24 @@ export function sameBits(a: Tensor, b: Tensor, what: string): void {
   for (let i = 0; i < x.length; i++) if (!Object.is(x[i], y[i])) assert.fail(`${what}: element ${i} differs (${x[i]} vs ${y[i]})`);
 }
 
+
+/** Two runs, one straight and one stopped half-way and resumed: checkpoints, outputs and logs must be identical. */
+export async function checkResume(tmp: (name: string) => string, train: (o: any) => Promise<unknown>, opts: Record<string, unknown>, outputs: string[]) {
+  const a = tmp('straight');
+  const b = tmp('resumed');
+  await train({ ...opts, out: a, steps: 4 });
+  await train({ ...opts, out: b, steps: 2 });
+  await train({ out: b, resume: true, steps: 4 });
+  for (const f of ['checkpoint.safetensors', ...outputs]) {
+    const x = SafetensorsFile.open(join(a, f));
+    const y = SafetensorsFile.open(join(b, f));
+    assert.deepEqual(x.keys().sort(), y.keys().sort(), f);
+    for (const k of x.keys()) assert.deepEqual(x.tensor(k).readSync(), y.tensor(k).readSync(), `${f} ${k}`);
+    x.close();
+    y.close();
+  }
+  const strip = (d: string) => readPhaseLog(d).steps.map(({ ms: _ms, ...r }) => r);
+  assert.deepEqual(strip(b), strip(a));
+  assert.deepEqual(readPhaseLog(b).evals, readPhaseLog(a).evals);
+  assert.equal(strip(a).length, 4);
+}

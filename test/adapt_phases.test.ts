@@ -18,6 +18,7 @@ import { WanModel, parseWanConfig, wanConfigToJson } from '../src/models/wan/ind
 import { Rng, randn } from '../src/tensor/random.js';
 import { Tensor, tensor } from '../src/tensor/tensor.js';
 import { fixturePath, repoRoot, skipUnlessFixture } from './helpers.js';
+import { checkResume } from './adapt_helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'dcvg-adapt-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -99,32 +100,11 @@ describe('adapt: each phase gives gradients exactly to its trainable set', () =>
   });
 });
 
-/** Two runs, one straight and one stopped half-way and resumed: checkpoints, outputs and logs must be identical. */
-async function checkResume(train: (o: any) => Promise<unknown>, opts: Record<string, unknown>, outputs: string[]) {
-  const a = tmp('straight');
-  const b = tmp('resumed');
-  await train({ ...opts, out: a, steps: 4 });
-  await train({ ...opts, out: b, steps: 2 });
-  await train({ out: b, resume: true, steps: 4 });
-  for (const f of ['checkpoint.safetensors', ...outputs]) {
-    const x = SafetensorsFile.open(join(a, f));
-    const y = SafetensorsFile.open(join(b, f));
-    assert.deepEqual(x.keys().sort(), y.keys().sort(), f);
-    for (const k of x.keys()) assert.deepEqual(x.tensor(k).readSync(), y.tensor(k).readSync(), `${f} ${k}`);
-    x.close();
-    y.close();
-  }
-  const strip = (d: string) => readPhaseLog(d).steps.map(({ ms: _ms, ...r }) => r);
-  assert.deepEqual(strip(b), strip(a));
-  assert.deepEqual(readPhaseLog(b).evals, readPhaseLog(a).evals);
-  assert.equal(strip(a).length, 4);
-}
-
 describe('adapt: resume is exact in every phase', () => {
   const common = { data, holdout: 1, evalEvery: 1, ckptEvery: 1, batch: 2 };
-  it('phase 1 (align)', async () => checkResume(trainAlign, { ...common, teacher }, ['patch_embedding.safetensors']));
-  it('phase 2 (tune)', async () => checkResume(trainTune, { ...common, init: dit, textDrop: 0.5 }, ['model.safetensors']));
-  it('phase 3 (lora, with warm-up and EMA)', async () => checkResume(trainLora, { ...common, init: dit, rank: 2, alpha: 4, warmup: 2, emaDecay: 0.9, textDrop: 0.5 }, ['model.safetensors']));
+  it('phase 1 (align)', async () => checkResume(tmp, trainAlign, { ...common, teacher }, ['patch_embedding.safetensors']));
+  it('phase 2 (tune)', async () => checkResume(tmp, trainTune, { ...common, init: dit, textDrop: 0.5 }, ['model.safetensors']));
+  it('phase 3 (lora, with warm-up and EMA)', async () => checkResume(tmp, trainLora, { ...common, init: dit, rank: 2, alpha: 4, warmup: 2, emaDecay: 0.9, textDrop: 0.5 }, ['model.safetensors']));
 });
 
 describe('adapt: gradient accumulation of N micro-batches equals one batch of N', () => {
