@@ -16,9 +16,10 @@ import { trainingGrid } from '../src/diffusion/flow_matching.js';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
 import { WanModel, parseWanConfig, wanConfigToJson } from '../src/models/wan/index.js';
 import { Rng, randn } from '../src/tensor/random.js';
-import { Tensor, tensor } from '../src/tensor/tensor.js';
+import { Tensor, castTo, tensor } from '../src/tensor/tensor.js';
+import { openWeights } from '../src/io/weights.js';
 import { fixturePath, repoRoot, skipUnlessFixture } from './helpers.js';
-import { checkResume } from './adapt_helpers.js';
+import { checkResume, sameBits } from './adapt_helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'dcvg-adapt-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -226,6 +227,76 @@ save_safetensors(sys.argv[2], out)
     await trainLora({ data, out: lora, init: back, model: cfgPath, steps: 1, rank: 2, alpha: 4, holdout: 0 });
     assert.ok(existsSync(join(lora, 'model.safetensors')));
   });
+});
+
+describe('adapt: a phase goes to PyTorch (FSDP) and comes back unchanged (scripts/adapt_torch.py)', () => {
+  const py = process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3';
+  const torchSkip = (() => {
+    const r = spawnSync(py, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
+    return r.status === 0 ? false : `torch not importable by ${py}: the PyTorch hand-over is not run`;
+  })();
+  const script = join(repoRoot, 'scripts', 'adapt_torch.py');
+  const run = (...args: string[]) => {
+    const r = spawnSync(py, [script, ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `adapt_torch.py ${args.join(' ')}\n${r.stderr}`);
+  };
+  const tensors = (path: string) => {
+    const w = openWeights(path);
+    try {
+      return new Map([...w.tensors.keys()].map((k) => [k, w.tensors.get(k)]));
+    } finally {
+      w.close();
+    }
+  };
+  /** A bf16 copy of the assembled DiT (frozen weights stay bf16 through the phase; trained ones are widened to f32). */
+  const bf16Init = () => {
+    const p = tmp('dit-bf16') + '.safetensors';
+    const f = SafetensorsFile.open(dit);
+    saveSafetensors(p, new Map(f.keys().map((k) => [k, castTo(f.tensor(k), 'bf16')])), { metadata: f.metadata });
+    f.close();
+    return p;
+  };
+
+  for (const [phase, train, extra] of [
+    ['tune', trainTune, {}],
+    ['lora', trainLora, { rank: 2, alpha: 4, warmup: 2, emaDecay: 0.9 }],
+  ] as const)
+    it(`phase ${phase}: model.pt / optim.pt (AdamW state by name) / ema.pt through torch.load, load_state_dict, AdamW.load_state_dict, torch.save and back; --resume then equals the straight run`, { skip: torchSkip }, async () => {
+      const init = bf16Init();
+      const opts = { data, init, holdout: 1, evalEvery: 1, ckptEvery: 1, batch: 2, textDrop: 0.5, ...extra } as Record<string, unknown>;
+      const a = tmp('straight');
+      const b = tmp('handed-over');
+      await (train as (o: any) => Promise<unknown>)({ ...opts, out: a, steps: 4 });
+      await (train as (o: any) => Promise<unknown>)({ ...opts, out: b, steps: 2 });
+      const ckBefore = tensors(join(b, 'checkpoint.safetensors'));
+      const modelBefore = tensors(join(b, 'model.safetensors'));
+      const pt = tmp('torch');
+      run('to-torch', b, pt);
+      // what torch wrote, read by our .pt loader: every tensor bit-identical, dtypes kept (frozen bf16, trained f32);
+      // phase 3 under peft's names, its trained tensors the live weights (model.safetensors has their EMA values)
+      const live = new Map([...ckBefore].filter(([k]) => k.startsWith('model.')).map(([k, v]) => [k.slice(6), v]));
+      const fromPt = tensors(join(pt, 'model.pt'));
+      const unpeft = (k: string) => k.replace('.base_layer.', '.').replace('.default.weight', '.weight');
+      assert.deepEqual([...fromPt.keys()].map(unpeft).sort(), [...modelBefore.keys()].sort());
+      if (phase === 'lora') assert.ok(fromPt.has('blocks.0.self_attn.q.base_layer.weight') && fromPt.has('blocks.0.self_attn.q.lora_A.default.weight'));
+      for (const [k, t] of fromPt) sameBits(t, live.get(unpeft(k)) ?? modelBefore.get(unpeft(k))!, `model.pt ${k}`);
+      assert.equal(fromPt.get('blocks.0.cross_attn.q.weight')!.dtype, 'bf16');
+      // back: the checkpoint is bit-identical (trained weights, EMA, AdamW moments) and the run resumes exactly
+      run('from-torch', pt, b);
+      const ckAfter = tensors(join(b, 'checkpoint.safetensors'));
+      assert.deepEqual([...ckAfter.keys()].sort(), [...ckBefore.keys()].sort());
+      for (const [k, t] of ckBefore) sameBits(ckAfter.get(k)!, t, `checkpoint ${k}`);
+      const modelAfter = tensors(join(b, 'model.safetensors'));
+      assert.deepEqual([...modelAfter.keys()].sort(), [...modelBefore.keys()].sort());
+      for (const [k, t] of modelBefore) sameBits(modelAfter.get(k)!, t, `model.safetensors ${k}`);
+      await (train as (o: any) => Promise<unknown>)({ out: b, resume: true, steps: 4 });
+      for (const f of ['checkpoint.safetensors', 'model.safetensors']) {
+        const x = tensors(join(a, f));
+        const y = tensors(join(b, f));
+        assert.deepEqual([...y.keys()].sort(), [...x.keys()].sort());
+        for (const [k, t] of x) sameBits(y.get(k)!, t, `${f} ${k} after resuming`);
+      }
+    });
 });
 
 describe('adapt latents: captions and the injected text encoder', () => {
