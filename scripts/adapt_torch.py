@@ -19,54 +19,12 @@ keys (the same state dict keys as Wan's WanModel, which a real run uses instead)
 """
 import json
 import os
-import struct
 import sys
 
-import numpy as np
 import torch
 
-_ST = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
-_ST_NAME = {v: k for k, v in _ST.items()}
-_RAW = {torch.float32: np.float32, torch.bfloat16: np.int16, torch.float16: np.float16}
-
-
-def read_st(path):
-    """(name -> tensor in its stored dtype, metadata)"""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    meta = header.pop("__metadata__", {})
-    out = {}
-    for k, v in header.items():
-        a, b = v["data_offsets"]
-        dt = _ST[v["dtype"]]
-        raw = np.frombuffer(data[a:b], dtype=_RAW[dt]).copy()
-        t = torch.from_numpy(raw)
-        out[k] = (t.view(torch.bfloat16) if dt == torch.bfloat16 else t).reshape(v["shape"])
-    return out, meta
-
-
-def write_st(path, tensors, meta=None):
-    header, blobs, off = {}, [], 0
-    for k, t in tensors.items():
-        t = t.detach().contiguous()
-        b = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().tobytes()
-        header[k] = {"dtype": _ST_NAME[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if meta:
-        header["__metadata__"] = meta
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from torch_common import read_safetensors_as_stored as read_st, write_safetensors_as_stored as write_st  # noqa: E402
 
 def peft_name(key, layers):
     """Wan key -> peft's in-memory name (phase 3 layers only)."""
