@@ -8,7 +8,7 @@
  * (in 4 + 4 + 4), a deterministic fake image encoder; two short clips written with ffmpeg.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -134,6 +134,20 @@ describe('adapt I2V: each phase gives gradients exactly to its trainable set', (
     assert.deepEqual(withGrad.sort(), expected.sort());
     for (const [k, p] of params) if (p.value.grad) assert.ok(p.value.grad.readSync().some((v) => v !== 0), `${k} has a zero gradient`);
     assert.ok(params.some(([k]) => k.startsWith('img_emb.')) && params.some(([k]) => k.includes('cross_attn.k_img')), 'the I2V parts exist (and are frozen)');
+  });
+});
+
+describe('adapt I2V: refusals', () => {
+  it('an I2V DiT on T2V latents, --i2v without an autoencoder: one line naming what is missing', async () => {
+    const t2v = tmp('t2v-latents');
+    mkdirSync(t2v);
+    saveSafetensors(join(t2v, 'shard-0.safetensors'), { latents: randn([2, 4, 2, 2, 2], 1), context: randn([2, 6, TEXT_DIM], 2) });
+    writeFileSync(join(t2v, 'manifest.json'), JSON.stringify({ format: 'dcvg-dit-latents-1', shards: ['shard-0.safetensors'] }));
+    assert.throws(() => buildAdaptDiT({ ...TUNE_DEFAULTS, data: t2v, out: '', init, model: null, holdout: 0 }, 'tune'), /shard-0\.safetensors lacks tensor "img_feat" \(I2V data: dcvg latents --i2v --clip/);
+    await assert.rejects(
+      buildAdaptLatents({ videos, out: tmp('never'), width: W, height: H, latentFrames: 2, dcae: null, wanVae: ae, text: null, textLen: 6, perShard: 2, i2v: { imageEncoder: enc } }),
+      /--i2v needs --dc-ae/,
+    );
   });
 });
 
