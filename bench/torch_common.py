@@ -2,6 +2,7 @@
 torch_dcaev, scripts/train_ae_torch.py): safetensors without the `safetensors` package, peak memory, relative error.
 The TypeScript side of the same helpers is bench/torch.ts."""
 import json
+import os
 import resource
 import struct
 
@@ -50,6 +51,49 @@ def save_safetensors(path, tensors):
         f.write(h)
         for b in blobs:
             f.write(b)
+
+
+_ST = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+_ST_NAME = {v: k for k, v in _ST.items()}
+_RAW = {torch.float32: np.float32, torch.bfloat16: np.int16, torch.float16: np.float16}
+
+
+def read_safetensors_as_stored(path):
+    """(name -> tensor in its stored dtype (F32, BF16, F16), the header's metadata)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    meta = header.pop("__metadata__", {})
+    out = {}
+    for k, v in header.items():
+        a, b = v["data_offsets"]
+        dt = _ST[v["dtype"]]
+        t = torch.from_numpy(np.frombuffer(data[a:b], dtype=_RAW[dt]).copy())
+        out[k] = (t.view(torch.bfloat16) if dt == torch.bfloat16 else t).reshape(v["shape"])
+    return out, meta
+
+
+def write_safetensors_as_stored(path, tensors, metadata=None):
+    """Writes name -> tensor in its own dtype (F32, BF16, F16) with metadata, to a temporary file renamed (atomic)."""
+    header, blobs, off = {}, [], 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for k, t in tensors.items():
+        t = t.detach().to("cpu").contiguous()
+        b = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().tobytes()
+        header[k] = {"dtype": _ST_NAME[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
 
 
 def reset_peak_rss():

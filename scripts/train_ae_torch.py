@@ -44,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))
 import torch_dcaev  # noqa: E402
 import torch_train_ae  # noqa: E402
+from torch_common import write_safetensors_as_stored  # noqa: E402
 
 VIDEO_EXT = {".mp4", ".webm", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".ogv", ".gif", ".y4m"}
 
@@ -121,23 +122,7 @@ def clip_tensor(f, frames=None, device=None):
 
 def save_safetensors(path, tensors, metadata):
     """F32 safetensors with our metadata, written to a temporary file and renamed (atomic)."""
-    header = {"__metadata__": metadata}
-    off = 0
-    blobs = []
-    for k in sorted(tensors):
-        b = tensors[k].detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
-        header[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
-        off += len(b)
-        blobs.append(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
+    write_safetensors_as_stored(path, {k: tensors[k].detach().to("cpu", torch.float32) for k in sorted(tensors)}, metadata)
 
 
 def read_metadata(path):

@@ -1,10 +1,10 @@
 /**
  * AE-Adapt-V training phases (src/adapt): trainable sets, exact resume, gradient accumulation, the flow-matching
- * objective the phases run against the shared fixture, and phases 1-3 end to end from the CLI on tiny models.
+ * objective the phases run against the shared fixture (the CLI chain on tiny models: test/adapt_chain.test.ts).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -12,13 +12,14 @@ import { trainAlign } from '../src/adapt/align.js';
 import { buildAdaptDiT, flowMatchObjective, LORA_DEFAULTS, TUNE_DEFAULTS, trainLora, trainTune, type LoraPhaseOptions } from '../src/adapt/phases.js';
 import { readPhaseLog } from '../src/adapt/trainer.js';
 import { clipCaption, encoderEmbedder, readCaptionsTsv } from '../src/adapt/latents.js';
-import { initFromScratch } from '../src/train/dit_trainer.js';
 import { trainingGrid } from '../src/diffusion/flow_matching.js';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
 import { WanModel, parseWanConfig, wanConfigToJson } from '../src/models/wan/index.js';
 import { Rng, randn } from '../src/tensor/random.js';
-import { Tensor, tensor } from '../src/tensor/tensor.js';
-import { fixturePath, repoRoot, sharedDir, skipUnlessFixture } from './helpers.js';
+import { Tensor, castTo, tensor } from '../src/tensor/tensor.js';
+import { openWeights } from '../src/io/weights.js';
+import { fixturePath, repoRoot, skipUnlessFixture } from './helpers.js';
+import { checkPhase3Gradients, checkResume, sameBits } from './adapt_helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'dcvg-adapt-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -83,15 +84,7 @@ describe('adapt: each phase gives gradients exactly to its trainable set', () =>
 
   it('phase 3 (lora): the adapters of self-attention, FFN and time MLPs, plus patch and head; frozen cross-attention, text embedding, norms, modulation', () => {
     const { model } = buildAdaptDiT({ ...LORA_DEFAULTS, ...base, rank: 2, alpha: 4 } as LoraPhaseOptions, 'lora');
-    const params = model.module!.namedParams();
-    // B starts at zero, so A gets no gradient on the first step: give B values first (as after some training)
-    for (const [k, p] of params) if (k.endsWith('lora_B.weight')) p.value.write(randn(p.shape, new Rng(k.length)).readSync());
-    model.micro([0, 1], new Rng(1)).loss.backward();
-    const withGrad = params.filter(([, p]) => p.value.grad !== null).map(([k]) => k);
-    const layers = ['time_embedding.0', 'time_embedding.2', 'time_projection.1', ...[0, 1].flatMap((b) => ['self_attn.q', 'self_attn.k', 'self_attn.v', 'self_attn.o', 'ffn.0', 'ffn.2'].map((l) => `blocks.${b}.${l}`))];
-    const expected = [...layers.flatMap((l) => [`${l}.lora_A.weight`, `${l}.lora_B.weight`]), 'head.head.bias', 'head.head.weight', 'head.modulation', 'patch_embedding.bias', 'patch_embedding.weight'];
-    assert.deepEqual(withGrad.sort(), expected.sort());
-    for (const [k, p] of params) if (p.value.grad) assert.ok(p.value.grad.readSync().some((v) => v !== 0), `${k} has a zero gradient`);
+    const params = checkPhase3Gradients(model);
     // the adapters' shapes: A (r, in), B (out, r)
     const shapes = new Map(params.map(([k, p]) => [k, p.shape]));
     assert.deepEqual(shapes.get('blocks.0.ffn.0.lora_A.weight'), [2, 32]);
@@ -100,32 +93,11 @@ describe('adapt: each phase gives gradients exactly to its trainable set', () =>
   });
 });
 
-/** Two runs, one straight and one stopped half-way and resumed: checkpoints, outputs and logs must be identical. */
-async function checkResume(train: (o: any) => Promise<unknown>, opts: Record<string, unknown>, outputs: string[]) {
-  const a = tmp('straight');
-  const b = tmp('resumed');
-  await train({ ...opts, out: a, steps: 4 });
-  await train({ ...opts, out: b, steps: 2 });
-  await train({ out: b, resume: true, steps: 4 });
-  for (const f of ['checkpoint.safetensors', ...outputs]) {
-    const x = SafetensorsFile.open(join(a, f));
-    const y = SafetensorsFile.open(join(b, f));
-    assert.deepEqual(x.keys().sort(), y.keys().sort(), f);
-    for (const k of x.keys()) assert.deepEqual(x.tensor(k).readSync(), y.tensor(k).readSync(), `${f} ${k}`);
-    x.close();
-    y.close();
-  }
-  const strip = (d: string) => readPhaseLog(d).steps.map(({ ms: _ms, ...r }) => r);
-  assert.deepEqual(strip(b), strip(a));
-  assert.deepEqual(readPhaseLog(b).evals, readPhaseLog(a).evals);
-  assert.equal(strip(a).length, 4);
-}
-
 describe('adapt: resume is exact in every phase', () => {
   const common = { data, holdout: 1, evalEvery: 1, ckptEvery: 1, batch: 2 };
-  it('phase 1 (align)', async () => checkResume(trainAlign, { ...common, teacher }, ['patch_embedding.safetensors']));
-  it('phase 2 (tune)', async () => checkResume(trainTune, { ...common, init: dit, textDrop: 0.5 }, ['model.safetensors']));
-  it('phase 3 (lora, with warm-up and EMA)', async () => checkResume(trainLora, { ...common, init: dit, rank: 2, alpha: 4, warmup: 2, emaDecay: 0.9, textDrop: 0.5 }, ['model.safetensors']));
+  it('phase 1 (align)', async () => checkResume(tmp, trainAlign, { ...common, teacher }, ['patch_embedding.safetensors']));
+  it('phase 2 (tune)', async () => checkResume(tmp, trainTune, { ...common, init: dit, textDrop: 0.5 }, ['model.safetensors']));
+  it('phase 3 (lora, with warm-up and EMA)', async () => checkResume(tmp, trainLora, { ...common, init: dit, rank: 2, alpha: 4, warmup: 2, emaDecay: 0.9, textDrop: 0.5 }, ['model.safetensors']));
 });
 
 describe('adapt: gradient accumulation of N micro-batches equals one batch of N', () => {
@@ -209,77 +181,7 @@ describe('adapt: the phases objective is the reference flow matching (spec §5.5
     });
 });
 
-const CLIPS = join(sharedDir, 'data', 'clips128');
-const cliSkip = skipUnlessFixture('wan_vae/wan_vae_tiny.weights.safetensors') || skipUnlessFixture('dc-ae-v/chunk_causal_small.weights.safetensors') || (existsSync(CLIPS) ? false : `clips missing: ${CLIPS}`);
-
-describe('adapt: phases 1-3 end to end from the CLI on tiny models', () => {
-  it('dcvg latents (both AEs, resumable) -> adapt align -> assemble -> adapt tune -> adapt lora (+ resume)', { skip: cliSkip }, () => {
-    const env = { ...process.env, DCVG_NO_PROGRESS: '1' };
-    const dcvg = (...args: string[]) => {
-      const r = spawnSync(process.execPath, [join(repoRoot, 'dist', 'src', 'cli', 'main.js'), ...args], { encoding: 'utf8', env });
-      assert.equal(r.status, 0, `dcvg ${args.join(' ')}\n${r.stdout}\n${r.stderr}`);
-      return r.stdout;
-    };
-    const F = (p: string) => fixturePath(p);
-    // text: precomputed embeddings per clip (the umT5 path is the same code with a text encoder injected)
-    const emb = tmp('emb');
-    mkdirSync(emb);
-    const r = new Rng(3);
-    for (const c of ['01', '02', '03']) saveSafetensors(join(emb, `${c}.safetensors`), { context: randn([4, 24], r) });
-    saveSafetensors(join(emb, 'null.safetensors'), { context: randn([2, 24], r) });
-    const lat = tmp('latents');
-    const latentsArgs = ['latents', '--videos', CLIPS, '--out', lat, '--size', '64x64', '--latent-frames', '2', '--count', '3', '--per-shard', '2', '--text-len', '16',
-      '--dc-ae', `${F('dc-ae-v/chunk_causal_small.json')}:${F('dc-ae-v/chunk_causal_small.weights.safetensors')}`,
-      '--wan-vae', `${F('wan_vae/wan_vae.json')}#wan_vae_tiny:${F('wan_vae/wan_vae_tiny.weights.safetensors')}`, '--embeddings', emb, '--json'];
-    const first = JSON.parse(dcvg(...latentsArgs)) as { samples: number; shards: number; reused: number };
-    assert.deepEqual([first.samples, first.shards, first.reused], [3, 2, 0]);
-    const again = JSON.parse(dcvg(...latentsArgs)) as { samples: number; reused: number };
-    assert.deepEqual([again.samples, again.reused], [3, 2], 'a second run keeps the finished shards');
-    const s0 = SafetensorsFile.open(join(lat, 'shard-00000.safetensors'));
-    // DC-AE-V on 8 frames and the Wan VAE on 5: both 2 latent frames
-    assert.deepEqual(s0.info('latents').shape, [2, 8, 2, 2, 2]);
-    assert.deepEqual(s0.info('wan_latents').shape, [2, 16, 2, 8, 8]);
-    assert.deepEqual(s0.info('context').shape, [2, 16, 24]);
-    s0.close();
-    const manifest = JSON.parse(readFileSync(join(lat, 'manifest.json'), 'utf8')) as { clips: { caption: string }[] };
-    assert.ok(manifest.clips[0]!.caption.length > 0, 'captions from captions.tsv');
-
-    // phase 1 against the tiny base DiT's patch embedder (16 channels, 1x2x2)
-    const align = tmp('align');
-    dcvg('adapt', 'align', '--teacher', F('wan/wan_t2v_base_tiny.weights.safetensors'), '--data', lat, '--out', align, '--steps', '3', '--batch', '2', '--holdout', '1', '--eval-every', '3');
-    const pe = SafetensorsFile.open(join(align, 'patch_embedding.safetensors'));
-    assert.deepEqual(pe.info('patch_embedding.weight').shape, [64, 8, 1, 1, 1]);
-    const log = readPhaseLog(align);
-    assert.ok(log.steps.every((s) => typeof s.loss_avgpool === 'number' && typeof s.loss_upsample === 'number'));
-    assert.equal(log.evals.length, 1);
-
-    // assemble (a stand-in here: dcvg adapt assemble is other work): patch 1x1x1, 8 channels, head.head zero
-    const cfg = parseWanConfig({ ...(JSON.parse(readFileSync(F('wan/wan_fixtures.json'), 'utf8')) as Record<string, { config: object }>).wan_t2v_base_tiny!.config, in_dim: 8, out_dim: 8, patch_size: [1, 1, 1] }, 'tiny_dc8');
-    const m = new WanModel(cfg);
-    initFromScratch(m, 1);
-    const sd = m.stateDict();
-    sd.set('patch_embedding.weight', pe.tensor('patch_embedding.weight'));
-    sd.set('patch_embedding.bias', pe.tensor('patch_embedding.bias'));
-    pe.close();
-    for (const k of ['head.head.weight', 'head.head.bias']) sd.set(k, tensor(new Float32Array(sd.get(k)!.size), sd.get(k)!.shape));
-    const assembled = tmp('assembled') + '.safetensors';
-    saveSafetensors(assembled, sd, { metadata: { config: JSON.stringify({ name: cfg.name, ...wanConfigToJson(cfg) }) } });
-
-    const tune = tmp('tune');
-    dcvg('adapt', 'tune', '--init', assembled, '--data', lat, '--out', tune, '--steps', '2', '--holdout', '1');
-    const lora = tmp('lora');
-    dcvg('adapt', 'lora', '--init', join(tune, 'model.safetensors'), '--data', lat, '--out', lora, '--steps', '1', '--rank', '4', '--alpha', '8', '--holdout', '1', '--accum', '2');
-    dcvg('adapt', 'lora', '--out', lora, '--resume', '--steps', '2');
-    const out = SafetensorsFile.open(join(lora, 'model.safetensors'));
-    assert.equal(out.metadata.lora_rank, '4');
-    assert.equal(out.metadata.lora_alpha, '8');
-    assert.deepEqual(out.info('blocks.1.self_attn.q.lora_A.weight').shape, [4, 64]);
-    assert.deepEqual(out.info('blocks.1.self_attn.q.lora_B.weight').shape, [64, 4]);
-    assert.ok(out.has('blocks.1.self_attn.q.weight') && out.has('null_embedding') && !out.has('blocks.1.cross_attn.q.lora_A.weight'));
-    out.close();
-    assert.equal(readPhaseLog(lora).steps.length, 2);
-  });
-});
+// phases 1-3 end to end from the CLI (latents -> ... -> generate): test/adapt_chain.test.ts
 
 describe('adapt: phase weights go to PyTorch and come back unchanged', () => {
   const torchSkip = (() => {
@@ -317,6 +219,76 @@ save_safetensors(sys.argv[2], out)
     await trainLora({ data, out: lora, init: back, model: cfgPath, steps: 1, rank: 2, alpha: 4, holdout: 0 });
     assert.ok(existsSync(join(lora, 'model.safetensors')));
   });
+});
+
+describe('adapt: a phase goes to PyTorch (FSDP) and comes back unchanged (scripts/adapt_torch.py)', () => {
+  const py = process.env.DCVG_TORCH_PYTHON ?? '/usr/bin/python3';
+  const torchSkip = (() => {
+    const r = spawnSync(py, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
+    return r.status === 0 ? false : `torch not importable by ${py}: the PyTorch hand-over is not run`;
+  })();
+  const script = join(repoRoot, 'scripts', 'adapt_torch.py');
+  const run = (...args: string[]) => {
+    const r = spawnSync(py, [script, ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `adapt_torch.py ${args.join(' ')}\n${r.stderr}`);
+  };
+  const tensors = (path: string) => {
+    const w = openWeights(path);
+    try {
+      return new Map([...w.tensors.keys()].map((k) => [k, w.tensors.get(k)]));
+    } finally {
+      w.close();
+    }
+  };
+  /** A bf16 copy of the assembled DiT (frozen weights stay bf16 through the phase; trained ones are widened to f32). */
+  const bf16Init = () => {
+    const p = tmp('dit-bf16') + '.safetensors';
+    const f = SafetensorsFile.open(dit);
+    saveSafetensors(p, new Map(f.keys().map((k) => [k, castTo(f.tensor(k), 'bf16')])), { metadata: f.metadata });
+    f.close();
+    return p;
+  };
+
+  for (const [phase, train, extra] of [
+    ['tune', trainTune, {}],
+    ['lora', trainLora, { rank: 2, alpha: 4, warmup: 2, emaDecay: 0.9 }],
+  ] as const)
+    it(`phase ${phase}: model.pt / optim.pt (AdamW state by name) / ema.pt through torch.load, load_state_dict, AdamW.load_state_dict, torch.save and back; --resume then equals the straight run`, { skip: torchSkip }, async () => {
+      const init = bf16Init();
+      const opts = { data, init, holdout: 1, evalEvery: 1, ckptEvery: 1, batch: 2, textDrop: 0.5, ...extra } as Record<string, unknown>;
+      const a = tmp('straight');
+      const b = tmp('handed-over');
+      await (train as (o: any) => Promise<unknown>)({ ...opts, out: a, steps: 4 });
+      await (train as (o: any) => Promise<unknown>)({ ...opts, out: b, steps: 2 });
+      const ckBefore = tensors(join(b, 'checkpoint.safetensors'));
+      const modelBefore = tensors(join(b, 'model.safetensors'));
+      const pt = tmp('torch');
+      run('to-torch', b, pt);
+      // what torch wrote, read by our .pt loader: every tensor bit-identical, dtypes kept (frozen bf16, trained f32);
+      // phase 3 under peft's names, its trained tensors the live weights (model.safetensors has their EMA values)
+      const live = new Map([...ckBefore].filter(([k]) => k.startsWith('model.')).map(([k, v]) => [k.slice(6), v]));
+      const fromPt = tensors(join(pt, 'model.pt'));
+      const unpeft = (k: string) => k.replace('.base_layer.', '.').replace('.default.weight', '.weight');
+      assert.deepEqual([...fromPt.keys()].map(unpeft).sort(), [...modelBefore.keys()].sort());
+      if (phase === 'lora') assert.ok(fromPt.has('blocks.0.self_attn.q.base_layer.weight') && fromPt.has('blocks.0.self_attn.q.lora_A.default.weight'));
+      for (const [k, t] of fromPt) sameBits(t, live.get(unpeft(k)) ?? modelBefore.get(unpeft(k))!, `model.pt ${k}`);
+      assert.equal(fromPt.get('blocks.0.cross_attn.q.weight')!.dtype, 'bf16');
+      // back: the checkpoint is bit-identical (trained weights, EMA, AdamW moments) and the run resumes exactly
+      run('from-torch', pt, b);
+      const ckAfter = tensors(join(b, 'checkpoint.safetensors'));
+      assert.deepEqual([...ckAfter.keys()].sort(), [...ckBefore.keys()].sort());
+      for (const [k, t] of ckBefore) sameBits(ckAfter.get(k)!, t, `checkpoint ${k}`);
+      const modelAfter = tensors(join(b, 'model.safetensors'));
+      assert.deepEqual([...modelAfter.keys()].sort(), [...modelBefore.keys()].sort());
+      for (const [k, t] of modelBefore) sameBits(modelAfter.get(k)!, t, `model.safetensors ${k}`);
+      await (train as (o: any) => Promise<unknown>)({ out: b, resume: true, steps: 4 });
+      for (const f of ['checkpoint.safetensors', 'model.safetensors']) {
+        const x = tensors(join(a, f));
+        const y = tensors(join(b, f));
+        assert.deepEqual([...y.keys()].sort(), [...x.keys()].sort());
+        for (const [k, t] of x) sameBits(y.get(k)!, t, `${f} ${k} after resuming`);
+      }
+    });
 });
 
 describe('adapt latents: captions and the injected text encoder', () => {

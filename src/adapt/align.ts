@@ -24,7 +24,7 @@ import { Rng } from '../tensor/random.js';
 import { Tensor, noGrad, parameter } from '../tensor/tensor.js';
 import type { Ema } from '../train/ema.js';
 import { text, type Check } from '../train/options.js';
-import { loadAdaptSet } from './latents.js';
+import { isI2vAdaptSet, loadAdaptSet } from './latents.js';
 import { runPhase, type CommonOptions, type PhaseCallbacks, type PhaseSpec } from './trainer.js';
 
 export interface AlignOptions extends CommonOptions {
@@ -148,13 +148,19 @@ export const ALIGN_SPEC: PhaseSpec<AlignOptions> = {
   checks: ALIGN_CHECKS,
   pathKeys: ['teacher'],
   build(o) {
-    const data = loadAdaptSet(o.data, { wan: true });
+    // I2V (spec §5.2): the teacher sees [Wan latent, mask, Wan condition latent] (16 + 4 + 16 = 36 channels), the
+    // student [DC latent, mask, DC condition latent] (32 + 4 + 32 = 68), both concatenated on channels as the DiT does
+    const i2v = isI2vAdaptSet(o.data);
+    const data = loadAdaptSet(o.data, { wan: true, i2v });
+    if (i2v && !data.wanImgFeat) throw new ValueError(`adapt align: ${o.data} holds I2V data without wan_img_feat (encode with --wan-vae and --i2v)`);
     const teacher = readTeacherPatchEmbedding(o.teacher);
     const [D, Ct] = teacher.weight.shape as [number, number];
-    const Cw = data.wan![0]!.shape[0]!;
+    const Cw = data.wan![0]!.shape[0]! + (i2v ? data.wanImgFeat![0]!.shape[0]! : 0);
     if (Ct !== Cw)
-      throw new ShapeError(`adapt align: the teacher patch embedder takes ${Ct} channels, the Wan latents have ${Cw} (I2V teachers (36 channels) are not supported by phase 1 yet)`);
-    const Cs = data.dc[0]!.shape[0]!;
+      throw new ShapeError(
+        `adapt align: the teacher patch embedder takes ${Ct} channels, the Wan ${i2v ? 'latents and their I2V condition have' : 'latents have'} ${Cw}${!i2v && Ct > Cw ? ' (an I2V teacher needs I2V data: dcvg latents --i2v)' : ''}`,
+      );
+    const Cs = data.dc[0]!.shape[0]! + (i2v ? data.imgFeat![0]!.shape[0]! : 0);
     const init = initStudent(D, Cs, new Rng(o.seed));
     const weight = parameter(init.weight);
     const bias = parameter(init.bias);
@@ -162,9 +168,10 @@ export const ALIGN_SPEC: PhaseSpec<AlignOptions> = {
       ['patch_embedding.weight', weight],
       ['patch_embedding.bias', bias],
     ];
+    const input = (x: Tensor, y: Tensor | undefined) => (y ? ops.cat([x, y], 0) : x);
     const batch = (ids: number[]) => ({
-      wan: ops.stack(ids.map((i) => data.wan![i]!), 0),
-      dc: ops.stack(ids.map((i) => data.dc[i]!), 0),
+      wan: ops.stack(ids.map((i) => input(data.wan![i]!, data.wanImgFeat?.[i])), 0),
+      dc: ops.stack(ids.map((i) => input(data.dc[i]!, data.imgFeat?.[i])), 0),
     });
     const tp = teacher.weight.shape.slice(2);
     return {

@@ -16,9 +16,12 @@
  *                           (each part only when its model / text source was given); metadata `clips` (JSON list of
  *                           the clip files in the shard) and `settings` (what produced it: resuming skips shards whose
  *                           settings and clip list match)
+ *                           I2V (`i2v`): img_feat (n, t + C_dc, F, h, w) the mask and DC-AE-V condition latent of the
+ *                           clip's first frame, wan_img_feat (n, t + C_wan, F, H/8, W/8) the same for the Wan VAE (the
+ *                           phase-1 teacher's extra channels), clip_feat (n, L_img, image_dim) the CLIP features of the
+ *                           first frame; all three built by the I2V generation code (src/pipelines/i2v.ts:
+ *                           loadConditionImage, i2vCondition, clipFeatures), so training sees what generation feeds
  *   null_context.safetensors null_context (L0, text_dim): the negative prompt's embedding, the text-dropout target
- *
- * I2V condition latents and CLIP features are not written yet (see docs/adapt.md).
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
@@ -26,8 +29,10 @@ import { writeFileAtomic } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/safetensors.js';
 import { readAllFrames } from '../io/video.js';
 import { ShapeError, ValueError, fmtShape } from '../errors.js';
-import type { PromptTokenizer, TextEncoder } from '../pipelines/components.js';
+import type { ImageEncoder, PromptTokenizer, TextEncoder } from '../pipelines/components.js';
 import type { VideoAutoencoder } from '../pipelines/autoencoder.js';
+import { latentGeometry, type GenerationPlan } from '../pipelines/generation.js';
+import { clipFeatures, i2vCondition, loadConditionImage } from '../pipelines/i2v.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor, intTensor, noGrad } from '../tensor/tensor.js';
 import { LATENTS_FORMAT } from '../train/dit_data.js';
@@ -150,6 +155,8 @@ export interface BuildAdaptLatentsOptions {
   perShard: number;
   /** only the first N clips (sorted by name) */
   count?: number;
+  /** I2V: store the first frame's condition latents and CLIP features (needs dcae and this image encoder) */
+  i2v?: { imageEncoder: ImageEncoder } | null;
   onClip?: (done: number, total: number, file: string) => void;
   onMessage?: (msg: string) => void;
 }
@@ -164,6 +171,17 @@ export interface BuiltLatents {
 /** Frames each autoencoder reads for `n` latent frames: n·t_dc for DC-AE-V, (n − 1)·t_wan + 1 for the Wan VAE. */
 export function adaptFrameCounts(n: number, dcTemporal: number, wanTemporal: number): { dc: number; wan: number } {
   return { dc: n * dcTemporal, wan: (n - 1) * wanTemporal + 1 };
+}
+
+/**
+ * The generation plan of a clip of `frames` frames (n latent frames) for an autoencoder: what i2vCondition needs to
+ * build the same conditioning channels as image-to-video generation does for a video of that length.
+ */
+export function conditionPlan(ae: VideoAutoencoder, frames: number, latentFrames: number, width: number, height: number): GenerationPlan {
+  const g = latentGeometry(ae);
+  const h = height / g.spatial;
+  const w = width / g.spatial;
+  return { frames, width, height, latentShape: [1, g.channels, latentFrames, h, w], tokens: latentFrames * h * w, latentScale: g.scale, notes: [] };
 }
 
 /** Encodes a folder of clips into an AE-Adapt-V latent folder (resumable: finished shards are kept). */
@@ -187,6 +205,7 @@ export async function buildAdaptLatents(o: BuildAdaptLatentsOptions): Promise<Bu
   if (o.dcae && o.dcae.latentFrames(frames.dc) !== o.latentFrames)
     throw new ValueError(`latents: DC-AE-V gives ${o.dcae.latentFrames(frames.dc)} latent frames for ${frames.dc} frames, not ${o.latentFrames} (its chunk must divide ${frames.dc})`);
   if (o.wanVae) o.wanVae.encodedFrames(frames.wan); // throws for a count it refuses
+  if (o.i2v && !o.dcae) throw new ValueError('latents: --i2v needs --dc-ae (the condition latent is a DC-AE-V latent)');
   const { videos } = listMedia(o.videos);
   const clips = videos.slice(0, o.count ?? Infinity);
   if (!clips.length) throw new ValueError(`latents: no video clips in ${o.videos}`);
@@ -200,6 +219,7 @@ export async function buildAdaptLatents(o: BuildAdaptLatentsOptions): Promise<Bu
     wan_vae: o.wanVae ? o.wanVae.latentMetadata() : null,
     text: o.text?.describe ?? null,
     text_len: o.textLen,
+    ...(o.i2v ? { i2v: { image_encoder: o.i2v.imageEncoder.fingerprint } } : {}),
   });
   const shards: string[] = [];
   const clipRows: { file: string; caption: string; shard: string }[] = [];
@@ -236,6 +256,9 @@ export async function buildAdaptLatents(o: BuildAdaptLatentsOptions): Promise<Bu
     const dc: Tensor[] = [];
     const wan: Tensor[] = [];
     const ctx: Tensor[] = [];
+    const img: Tensor[] = [];
+    const wanImg: Tensor[] = [];
+    const clipF: Tensor[] = [];
     const kept: string[] = [];
     const why: { file: string; why: string }[] = [];
     for (const name of names) {
@@ -261,6 +284,15 @@ export async function buildAdaptLatents(o: BuildAdaptLatentsOptions): Promise<Bu
           if (e.shape[0]! > o.textLen) throw new ValueError(`latents: the caption of ${name} has ${e.shape[0]} tokens, more than --text-len ${o.textLen}`);
           ctx.push(e.shape[0] === o.textLen ? e : ops.pad(e, [0, 0, 0, o.textLen - e.shape[0]!]));
         }
+        if (o.i2v) {
+          // the first frame as image-to-video reads a conditioning image: fitted (cover + center crop) for the
+          // autoencoders, the original for CLIP
+          const im = await loadConditionImage(join(o.videos, name), o.width, o.height);
+          img.push(ops.squeeze(i2vCondition(o.dcae!, im.fitted, conditionPlan(o.dcae!, frames.dc, o.latentFrames, o.width, o.height)), 0));
+          if (o.wanVae) wanImg.push(ops.squeeze(i2vCondition(o.wanVae, im.fitted, conditionPlan(o.wanVae, frames.wan, o.latentFrames, o.width, o.height)), 0));
+          const enc = o.i2v.imageEncoder;
+          clipF.push(ops.squeeze(clipFeatures(enc, im.original, enc.dim), 0));
+        }
         kept.push(name);
       }
       done++;
@@ -272,6 +304,9 @@ export async function buildAdaptLatents(o: BuildAdaptLatentsOptions): Promise<Bu
     if (dc.length) t.latents = ops.contiguous(ops.cat(dc, 0));
     if (wan.length) t.wan_latents = ops.contiguous(ops.cat(wan, 0));
     if (ctx.length) t.context = ops.contiguous(ops.stack(ctx, 0));
+    if (img.length) t.img_feat = ops.contiguous(ops.stack(img, 0));
+    if (wanImg.length) t.wan_img_feat = ops.contiguous(ops.stack(wanImg, 0));
+    if (clipF.length) t.clip_feat = ops.contiguous(ops.stack(clipF, 0));
     saveSafetensors(path, t, { metadata: { settings, candidates: JSON.stringify(names), clips: JSON.stringify(kept), skipped: JSON.stringify(why) } });
     shards.push(shard);
     for (const c of kept) clipRows.push({ file: c, caption: captions[clips.indexOf(c)]!, shard });
@@ -295,6 +330,7 @@ export async function buildAdaptLatents(o: BuildAdaptLatentsOptions): Promise<Bu
     wan_vae: o.wanVae?.name ?? null,
     text: o.text?.describe ?? null,
     text_len: o.textLen,
+    i2v: o.i2v ? { image_encoder: o.i2v.imageEncoder.fingerprint, image_dim: o.i2v.imageEncoder.dim } : null,
   };
   manifest.source = resolve(o.videos);
   manifest.clips = clipRows;
@@ -310,12 +346,33 @@ export interface AdaptSet {
   wan: Tensor[] | null;
   contexts: Tensor[] | null;
   nullContext: Tensor | null;
+  /** I2V (need.i2v): per sample the DC condition channels img_feat (t + C_dc, F, h, w) and clip_feat (L_img, dim) */
+  imgFeat: Tensor[] | null;
+  clipFeat: Tensor[] | null;
+  /** I2V with need.wan, when the folder has them: the Wan condition channels (t + C_wan, F, H, W) */
+  wanImgFeat: Tensor[] | null;
 }
 
 const bad = (dir: string, why: string) => new ValueError(`latent folder ${dir}: ${why}`);
 
+/** Whether a latent folder holds I2V data (its manifest says so: `adapt.i2v`, or the first shard has img_feat). */
+export function isI2vAdaptSet(dir: string): boolean {
+  try {
+    const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { adapt?: { i2v?: unknown }; shards?: string[] };
+    if (m.adapt && m.adapt.i2v) return true;
+    const f = SafetensorsFile.open(join(dir, m.shards![0]!));
+    try {
+      return f.has('img_feat');
+    } finally {
+      f.close();
+    }
+  } catch {
+    return false; // loadAdaptSet reports what is wrong with the folder
+  }
+}
+
 /** Reads a latent folder; `need` names the parts the caller requires. */
-export function loadAdaptSet(dir: string, need: { wan?: boolean; context?: boolean }): AdaptSet {
+export function loadAdaptSet(dir: string, need: { wan?: boolean; context?: boolean; i2v?: boolean }): AdaptSet {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ValueError(`latent folder ${dir} is not a folder`);
   const mpath = join(dir, 'manifest.json');
   if (!existsSync(mpath)) throw bad(dir, 'no manifest.json (write one with dcvg latents)');
@@ -330,12 +387,19 @@ export function loadAdaptSet(dir: string, need: { wan?: boolean; context?: boole
   const dc: Tensor[] = [];
   const wan: Tensor[] = [];
   const ctx: Tensor[] = [];
+  const img: Tensor[] = [];
+  const wimg: Tensor[] = [];
+  const clipF: Tensor[] = [];
+  // Wan condition channels: read when both the Wan latents and the I2V parts are asked for and the folder has them
+  let withWanImg: boolean | null = need.wan && need.i2v ? null : false;
   const rows = (t: Tensor) => Array.from({ length: t.shape[0]! }, (_, i) => ops.contiguous(ops.squeeze(ops.slice(t, 0, i, i + 1), 0)));
   for (const s of m.shards as string[]) {
     const f = SafetensorsFile.open(join(dir, s));
     try {
-      const want = ['latents', ...(need.wan ? ['wan_latents'] : []), ...(need.context ? ['context'] : [])];
-      for (const k of want) if (!f.has(k)) throw bad(dir, `${s} lacks tensor "${k}"${k === 'wan_latents' ? ' (encode with --wan-vae)' : k === 'context' ? ' (give a text encoder or --embeddings)' : ''}`);
+      const want = ['latents', ...(need.wan ? ['wan_latents'] : []), ...(need.context ? ['context'] : []), ...(need.i2v ? ['img_feat', 'clip_feat'] : [])];
+      for (const k of want)
+        if (!f.has(k))
+          throw bad(dir, `${s} lacks tensor "${k}"${k === 'wan_latents' ? ' (encode with --wan-vae)' : k === 'context' ? ' (give a text encoder or --embeddings)' : k === 'img_feat' || k === 'clip_feat' ? ' (I2V data: dcvg latents --i2v --clip ...)' : ''}`);
       const lat = f.tensor('latents');
       if (lat.ndim !== 5) throw bad(dir, `${s}: latents must be (n, C, F, H, W), got ${fmtShape(lat.shape)}`);
       const n = lat.shape[0]!;
@@ -350,6 +414,21 @@ export function loadAdaptSet(dir: string, need: { wan?: boolean; context?: boole
         if (c.ndim !== 3 || c.shape[0] !== n) throw bad(dir, `${s}: context ${fmtShape(c.shape)} must be (${n}, L, text_dim)`);
         ctx.push(...rows(c));
       }
+      if (need.i2v) {
+        const y = f.tensor('img_feat');
+        const c = f.tensor('clip_feat');
+        if (y.ndim !== 5 || y.shape[0] !== n || y.shape[2] !== lat.shape[2] || y.shape[3] !== lat.shape[3] || y.shape[4] !== lat.shape[4])
+          throw bad(dir, `${s}: img_feat ${fmtShape(y.shape)} must be (${n}, C_y, ${lat.shape.slice(2).join(', ')}) like latents`);
+        if (c.ndim !== 3 || c.shape[0] !== n) throw bad(dir, `${s}: clip_feat ${fmtShape(c.shape)} must be (${n}, L_img, image_dim)`);
+        img.push(...rows(y));
+        clipF.push(...rows(c));
+        if (need.wan) {
+          const has = f.has('wan_img_feat');
+          if (withWanImg === null) withWanImg = has;
+          else if (withWanImg !== has) throw bad(dir, `${s}: wan_img_feat is in some shards and not in others`);
+          if (has) wimg.push(...rows(f.tensor('wan_img_feat')));
+        }
+      }
     } finally {
       f.close();
     }
@@ -360,6 +439,15 @@ export function loadAdaptSet(dir: string, need: { wan?: boolean; context?: boole
   same(dc, 'latents');
   if (need.wan) same(wan, 'wan_latents');
   if (need.context) same(ctx, 'context');
+  if (need.i2v) {
+    same(img, 'img_feat');
+    same(clipF, 'clip_feat');
+    if (withWanImg) {
+      same(wimg, 'wan_img_feat');
+      const [w0, y0] = [wan[0]!, wimg[0]!];
+      if (y0.shape.slice(1).some((d, i) => d !== w0.shape[1 + i])) throw bad(dir, `wan_img_feat ${fmtShape(y0.shape)} does not match wan_latents ${fmtShape(w0.shape)} on F, H, W`);
+    }
+  }
   let nullContext: Tensor | null = null;
   if (typeof m.null_context === 'string') {
     const f = SafetensorsFile.open(join(dir, m.null_context));
@@ -370,5 +458,14 @@ export function loadAdaptSet(dir: string, need: { wan?: boolean; context?: boole
       f.close();
     }
   }
-  return { dir: resolve(dir), dc, wan: need.wan ? wan : null, contexts: need.context ? ctx : null, nullContext };
+  return {
+    dir: resolve(dir),
+    dc,
+    wan: need.wan ? wan : null,
+    contexts: need.context ? ctx : null,
+    nullContext,
+    imgFeat: need.i2v ? img : null,
+    clipFeat: need.i2v ? clipF : null,
+    wanImgFeat: withWanImg ? wimg : null,
+  };
 }

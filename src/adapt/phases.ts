@@ -5,6 +5,8 @@
  *
  * Phase 2, `dcvg adapt tune` (§5.4): trainable patch_embedding, head.head, head.modulation; all else frozen. AdamW lr
  * 1e-4, betas (0.9, 0.999), wd 0, grad clip 0.1, constant; shift 8 (T2V; 5 for I2V).
+ * I2V DiTs (in_dim = C + t + C, img_emb) train on I2V latent folders (dcvg latents --i2v): the network gets the
+ * sample's img_feat as y and clip_feat as clip_fea, exactly what image-to-video generation passes.
  * Phase 3, `dcvg adapt lora` (§5.6): LoRA (rank 256, alpha 512) on blocks.N.self_attn.{q,k,v,o}, blocks.N.ffn.{0,2},
  * time_embedding.{0,2}, time_projection.1; fully trained patch_embedding, head.head, head.modulation; frozen:
  * cross-attention, text_embedding, img_emb, norms, block modulation. AdamW lr 5e-5 with 1000 linear warm-up steps then
@@ -37,7 +39,8 @@ export interface TuneOptions extends CommonOptions {
   init: string;
   /** Wan preset / config JSON; default the `config` metadata of the --init file */
   model: string | null;
-  shift: number;
+  /** training flow shift; null: 8 for a T2V DiT, 5 for an I2V one (spec §5.4) */
+  shift: number | null;
   textDrop: number;
   /** regular expression on parameter keys: what trains fully */
   trainOnly: string;
@@ -55,9 +58,9 @@ export const PATCH_HEAD_RE = '^(patch_embedding\\.(weight|bias)|head\\.head\\.(w
 /** Phase 3's LoRA targets: every Linear except cross-attention, text_embedding, img_emb and head. */
 export const LORA_TARGETS_RE = '^(blocks\\.\\d+\\.self_attn\\.[qkvo]|blocks\\.\\d+\\.ffn\\.[02]|time_embedding\\.[02]|time_projection\\.1)$';
 
-const COMMON_DIT = { accum: 1, schedule: 'constant' as const, minLrRatio: 0.1, weightDecay: 0, beta1: 0.9, beta2: 0.999, clip: 0.1, seed: 0, holdout: null, model: null, shift: 8, textDrop: 0.1, trainOnly: PATCH_HEAD_RE, init: '' };
+const COMMON_DIT = { accum: 1, schedule: 'constant' as const, minLrRatio: 0.1, weightDecay: 0, beta1: 0.9, beta2: 0.999, clip: 0.1, seed: 0, holdout: null, model: null, shift: null, textDrop: 0.1, trainOnly: PATCH_HEAD_RE, init: '' };
 
-/** Spec §5.4: 6k steps, batch 2 per GPU, lr 1e-4 constant, clip 0.1, shift 8, text dropout 0.1 (no EMA in the recipe). */
+/** Spec §5.4: 6k steps, batch 2 per GPU, lr 1e-4 constant, clip 0.1, shift 8 (T2V) / 5 (I2V), text dropout 0.1 (no EMA in the recipe). */
 export const TUNE_DEFAULTS: Omit<TuneOptions, 'data' | 'out'> = { ...COMMON_DIT, steps: 6000, batch: 2, lr: 1e-4, warmup: 0, emaDecay: 0, ckptEvery: 500, evalEvery: 500 };
 
 /** Spec §5.6: rank 256, alpha 512, lr 5e-5 with 1000 warm-up steps, clip 0.1, EMA 0.9999, 40k steps (1.3B). */
@@ -123,19 +126,35 @@ export function phaseConfig(model: string | null, init: string): WanConfig {
 const TUNE_CHECKS: readonly (readonly [keyof LoraPhaseOptions, string, Check])[] = [
   ['init', '--init', text],
   ['model', '--model', nullable(text)],
-  ['shift', '--shift', positive],
+  ['shift', '--shift', nullable(positive)],
   ['textDrop', '--text-drop', unit],
   ['trainOnly', '--train-only', regex],
 ];
 const LORA_CHECKS: readonly (readonly [keyof LoraPhaseOptions, string, Check])[] = [...TUNE_CHECKS, ['rank', '--rank', posInt], ['alpha', '--alpha', positive], ['loraTargets', '--lora-targets', regex]];
 
-/** Builds the DiT of phase 2 or 3 with its trainable set, data and objective. */
-export function buildAdaptDiT(o: TuneOptions & Partial<LoraPhaseOptions>, phase: 'tune' | 'lora'): { model: PhaseModel; samples: number } {
+/** The spec's training shift for a DiT: 8 for T2V, 5 for I2V (§5.4). */
+export const defaultShift = (cfg: Pick<WanConfig, 'model_type'>): number => (cfg.model_type === 'i2v' ? 5 : 8);
+
+/**
+ * Builds the DiT of phase 2 or 3 with its trainable set, data and objective. `predict` is the network the objective
+ * runs on samples `ids` (an I2V DiT gets their condition channels y = img_feat concatenated after the noisy latent,
+ * and clip_feat as clip_fea: the inputs image-to-video generation gives it).
+ */
+export function buildAdaptDiT(
+  o: TuneOptions & Partial<LoraPhaseOptions>,
+  phase: 'tune' | 'lora',
+): { model: PhaseModel; samples: number; predict: (ids: number[], noisy: Tensor, t: number[], ctx: Tensor) => Tensor } {
   const cfg = phaseConfig(o.model, o.init);
-  if (cfg.model_type !== 't2v') throw new ValueError(`adapt ${phase}: ${cfg.name} is ${cfg.model_type}; image-to-video training needs the I2V conditioning in the latent folder, which dcvg latents does not write yet`);
-  const data = loadAdaptSet(o.data, { context: true });
+  const i2v = cfg.model_type === 'i2v';
+  const data = loadAdaptSet(o.data, { context: true, i2v });
   const [C, F, H, W] = data.dc[0]!.shape as [number, number, number, number];
-  if (cfg.in_dim !== C || cfg.out_dim !== C) throw new ShapeError(`adapt ${phase}: ${cfg.name} has in_dim ${cfg.in_dim} / out_dim ${cfg.out_dim}, the DC latents ${C} channels (${o.data})`);
+  const Cy = i2v ? data.imgFeat![0]!.shape[0]! : 0;
+  if (cfg.in_dim !== C + Cy || cfg.out_dim !== C)
+    throw new ShapeError(
+      `adapt ${phase}: ${cfg.name} has in_dim ${cfg.in_dim} / out_dim ${cfg.out_dim}, the DC latents ${C} channels${i2v ? ` and their I2V condition img_feat ${Cy} (in_dim must be ${C + Cy})` : ''} (${o.data})`,
+    );
+  if (i2v && data.clipFeat![0]!.shape[1] !== cfg.image_dim)
+    throw new ShapeError(`adapt ${phase}: ${cfg.name} has image_dim ${cfg.image_dim}, the folder's clip_feat ${fmtShape(data.clipFeat![0]!.shape)} (${o.data})`);
   const [pt, ph, pw] = cfg.patch_size;
   if (F % pt || H % ph || W % pw) throw new ShapeError(`adapt ${phase}: patch [${cfg.patch_size.join(', ')}] does not divide the latents' F, H, W = ${F}, ${H}, ${W}`);
   const [L, Dt] = data.contexts![0]!.shape as [number, number];
@@ -170,13 +189,15 @@ export function buildAdaptDiT(o: TuneOptions & Partial<LoraPhaseOptions>, phase:
   const named = model.namedParams();
   const trainable = named.filter(([, p]) => p.trainable).map(([k, p]) => [k, p.value] as [string, Tensor]);
   if (!trainable.length) throw new ValueError(`adapt ${phase}: --train-only ${o.trainOnly} matches no parameter`);
-  const grid = trainingGrid(o.shift);
+  const grid = trainingGrid(o.shift ?? defaultShift(cfg));
   const configJson = { name: cfg.name, ...wanConfigToJson(cfg) };
-  const fwd = (noisy: Tensor, t: number[], ctx: Tensor) => model.forward(noisy, t, ctx);
+  const predict = (ids: number[], noisy: Tensor, t: number[], ctx: Tensor) =>
+    model.forward(noisy, t, ctx, i2v ? { y: ops.stack(ids.map((i) => data.imgFeat![i]!), 0), clipFea: ops.stack(ids.map((i) => data.clipFeat![i]!), 0) } : {});
   const stackIds = (ids: number[]) => ({ x0: ops.stack(ids.map((i) => data.dc[i]!), 0), ctx: ops.stack(ids.map((i) => data.contexts![i]!), 0) });
 
   return {
     samples: data.dc.length,
+    predict,
     model: {
       module: model,
       trainable,
@@ -198,7 +219,7 @@ export function buildAdaptDiT(o: TuneOptions & Partial<LoraPhaseOptions>, phase:
           noises.push(randn([1, ...data.dc[i]!.shape], rng));
         }
         const x0 = ops.stack(ids.map((i) => data.dc[i]!), 0);
-        const { loss } = flowMatchObjective(fwd, x0, ops.cat(ctxs, 0), ops.cat(noises, 0), t, grid);
+        const { loss } = flowMatchObjective((x, tt, c) => predict(ids, x, tt, c), x0, ops.cat(ctxs, 0), ops.cat(noises, 0), t, grid);
         return { loss, record: { t, dropped } };
       },
       evaluate(ids) {
@@ -214,7 +235,7 @@ export function buildAdaptDiT(o: TuneOptions & Partial<LoraPhaseOptions>, phase:
               const { x0, ctx } = stackIds([i]);
               const noise = randn(x0.shape, rng);
               const inp = flowMatchInputs(x0, noise, [tt], grid);
-              const pred = fwd(inp.noisy, inp.t, ctx);
+              const pred = predict([i], inp.noisy, inp.t, ctx);
               wl += flowMatchLoss(pred, inp.target, inp.weights).item();
               mse += flowMatchLoss(pred, inp.target, [1]).item();
               n++;

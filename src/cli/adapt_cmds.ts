@@ -15,6 +15,7 @@ import { Progress, fmtSecs } from './progress.js';
 import { parseValues, type Out } from './common.js';
 import { adaptAssembleMain, adaptMergeMain } from './adapt_merge_cmds.js';
 import { loadUmt5 } from '../models/umt5/index.js';
+import { loadClipVisual } from '../models/clip/index.js';
 import { loadTokenizer } from '../text/index.js';
 import { stopOnSignals } from './train_cmds.js';
 
@@ -42,6 +43,10 @@ export const LATENTS_HELP = `dcvg latents --videos DIR --out DIR --size WxH [--d
                      Chinese sample_neg_prompt)
   --embeddings DIR   precomputed: DIR/<clip stem>.safetensors holding "context" (L, dim); DIR/null.safetensors
   --text-len N       rows per context (captions zero-padded to it; default 512)
+  --i2v --clip SPEC  image-to-video data (needs --dc-ae): per clip the mask + DC-AE-V condition latent of its first
+                     frame (img_feat; with --wan-vae also the Wan VAE's, wan_img_feat) and the CLIP features of that
+                     frame (clip_feat), built by the I2V generation code. SPEC: Wan's CLIP .pth / .safetensors, a
+                     diffusers image_encoder/ folder, or "CONFIG:WEIGHTS" (a <weights stem>.json beside is read too)
   --json             summary as JSON`;
 
 async function loadTextModules(encoderPath: string, tokenizerPath: string): Promise<{ tok: PromptTokenizer; enc: TextEncoder }> {
@@ -54,8 +59,8 @@ export async function cmdLatents(args: string[], out: Out): Promise<number> {
     out(LATENTS_HELP + '\n');
     return 0;
   }
-  const keys = ['videos', 'out', 'size', 'dc-ae', 'wan-vae', 'latent-frames', 'count', 'per-shard', 'text-encoder', 'tokenizer', 'negative-prompt', 'embeddings', 'text-len'];
-  const v = parseValues(args, { ...Object.fromEntries(keys.map((k) => [k, { type: 'string' as const }])), json: { type: 'boolean' } }, 'latents', false);
+  const keys = ['videos', 'out', 'size', 'dc-ae', 'wan-vae', 'latent-frames', 'count', 'per-shard', 'text-encoder', 'tokenizer', 'negative-prompt', 'embeddings', 'text-len', 'clip'];
+  const v = parseValues(args, { ...Object.fromEntries(keys.map((k) => [k, { type: 'string' as const }])), json: { type: 'boolean' }, i2v: { type: 'boolean' } }, 'latents', false);
   const s = (k: string) => v[k] as string | undefined;
   if (!s('videos')) throw new ValueError('latents needs --videos <folder of clips>');
   if (!s('out')) throw new ValueError('latents needs --out <folder>');
@@ -83,6 +88,15 @@ export async function cmdLatents(args: string[], out: Out): Promise<number> {
     wanVae = loadAutoencoder({ model, weights }, 'latents');
     if (wanVae.family !== 'wan-vae') throw new ValueError(`--wan-vae ${wanSpec} is a ${wanVae.family}, not a Wan VAE`);
   }
+  if (!!v.i2v !== !!s('clip')) throw new ValueError('--i2v and --clip go together (I2V data needs the CLIP image encoder)');
+  let imageEncoder = null;
+  const clipSpec = s('clip');
+  if (clipSpec) {
+    const i = clipSpec.lastIndexOf(':');
+    const [config, weights] = i > 0 && !existsSync(clipSpec) ? [clipSpec.slice(0, i), clipSpec.slice(i + 1)] : [undefined, clipSpec];
+    const side = weights.replace(/\.(pth|pt|safetensors)$/i, '.json');
+    imageEncoder = loadClipVisual(weights, { ...(config ? { config } : side !== weights && existsSync(side) ? { config: side } : {}) });
+  }
   let text: CaptionEmbedder | null = null;
   if (s('embeddings')) text = folderEmbedder(s('embeddings')!);
   else if (s('text-encoder')) {
@@ -103,6 +117,7 @@ export async function cmdLatents(args: string[], out: Out): Promise<number> {
     wanVae,
     text,
     textLen,
+    i2v: imageEncoder ? { imageEncoder } : null,
     onClip: (done, total, file) => {
       bar ??= new Progress('latents', total, 'clips');
       bar.update(done, file);
@@ -138,7 +153,9 @@ ${COMMON_FLAGS}`;
 
 export const TUNE_HELP = `dcvg adapt tune --init ASSEMBLED_DIT --data LATENTS --out RUN [--model CFG] [options]
   Phase 2 (spec §5.4): flow matching (§5.5) training only patch_embedding, head.head and head.modulation.
-  --shift F          training flow shift (default ${TUNE_DEFAULTS.shift} = T2V; the I2V recipe uses 5)
+  --shift F          training flow shift (default 8 for a T2V DiT, 5 for an I2V one, as the spec's recipes)
+  An I2V DiT (in_dim = C + 4 + C, img_emb) trains on I2V latents (dcvg latents --i2v): img_feat as its condition
+  channels and clip_feat as its image features, as image-to-video generation feeds them.
   --text-drop F      text dropout to the null embedding (default ${TUNE_DEFAULTS.textDrop})
   --train-only RE    what trains (default ${TUNE_DEFAULTS.trainOnly})
   --model CFG        Wan preset / config JSON (default: the --init file's "config" metadata)

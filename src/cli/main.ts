@@ -67,9 +67,9 @@ Usage:
                          flow-matching training of a Wan T2V DiT on precomputed latents + text embeddings
                          (exact --resume); dcvg train-dit --help for all options
   dcvg latents --videos <dir> --out <dir> --size WxH [--dc-ae M:W] [--wan-vae W] [--text-encoder P --tokenizer T
-              | --embeddings DIR]
+              | --embeddings DIR] [--i2v --clip C]
                          AE-Adapt-V latent dataset: both autoencoders on the same latent frames, caption embeddings,
-                         sharded and resumable; dcvg latents --help
+                         I2V condition latents + CLIP features, sharded and resumable; dcvg latents --help
   dcvg adapt align|tune|lora --data <latent dir> --out <run dir> [...]
                          AE-Adapt-V training phases (embedding alignment, patch+head tuning, LoRA) with exact
                          --resume, held-out evaluation and --accum; dcvg adapt <sub> --help
