@@ -81,14 +81,14 @@ export async function cmdStudyAdapt(args: string[], out: Out): Promise<number> {
     const seconds = +((performance.now() - t0) / 1000).toFixed(1);
     if (v.json) out(JSON.stringify({ out: dir, scale: cfg.scale, stages: summary, seconds }) + '\n');
     else {
-      for (const x of summary) out(`${x.stage.padEnd(13)} ${x.status}${x.status === 'ran' ? ` in ${x.seconds}s` : ''}\n`);
+      for (const x of summary) out(`${x.stage.padEnd(13)} ${x.status}${x.status === 'ran' ? ` in ${x.seconds}s (${x.cpuSeconds}s of CPU)` : ''}\n`);
       if (existsSync(join(dir, 'report', 'adapt.md'))) out(`report: ${join(dir, 'report', 'adapt.md')}\n`);
     }
     return 0;
   } catch (e) {
     if (e instanceof StudyInterrupted) {
       process.stderr.write(`study adapt: ${e.message}\n`);
-      return e.exitCode;
+      return signals.stopped() ? signals.exitCode() : e.exitCode;
     }
     throw e;
   } finally {

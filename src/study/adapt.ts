@@ -476,8 +476,17 @@ async function stageAutoencoders(ctx: Ctx): Promise<unknown> {
     const a = ctx.c.autoencoders[name];
     const run = join(dir, name);
     const extra = Object.entries(a.extra).flatMap(([k, v]) => [`--${k}`, v]);
-    const start = ['train-ae', '--model', aeModelArg(a.model, dir, name), '--data', data, '--batch', String(a.batch), '--frames', String(SHAPES_FRAMES), '--crop', String(SHAPES_SIZE), '--lr', String(a.lr), '--warmup', String(a.warmup), '--seed', String(a.seed), ...extra];
-    await trainTo(ctx, run, a.steps, start);
+    const start = ['train-ae', '--model', aeModelArg(a.model, dir, name), '--data', data, '--batch', String(a.batch), '--frames', String(SHAPES_FRAMES), '--crop', String(a.crop), '--lr', String(a.lr), '--warmup', String(a.warmup), '--seed', String(a.seed), ...extra];
+    try {
+      await trainTo(ctx, run, a.steps, start);
+    } catch (e) {
+      // a Wan-VAE-topology spec read by a train-ae that only knows DC-AE-V: say so instead of its missing-key message
+      const spec = typeof a.model === 'string' && existsSync(a.model) ? (J(a.model) as unknown) : a.model;
+      const wan = typeof spec === 'object' && spec !== null && 'z_dim' in spec;
+      if (wan && e instanceof ValueError && /DC-AE-V config/.test(e.message))
+        throw new ValueError(`study adapt, stage autoencoders: autoencoders.${name}.model is a Wan-VAE-topology config (z_dim, dim_mult), but this build's train-ae reads --model as a DC-AE-V config: it does not train the Wan-VAE topology yet (train-ae said: ${e.message.replace(/^.*failed: /, '')})`);
+      throw e;
+    }
     checkStop(ctx, 'stage autoencoders');
     models[name] = await measureScaling(run, data, clips, join(dir, `${name}.scaled.json`));
     ctx.cb.log?.(`[autoencoders] ${name}: ${models[name]!.family} f${models[name]!.spatial}t${models[name]!.temporal}c${models[name]!.channels}, scaling factor ${models[name]!.scalingFactor ?? '(config normalisation)'}`);
@@ -692,8 +701,10 @@ const RUNNERS: Record<Exclude<StageName, 'report'>, (ctx: Ctx) => Promise<unknow
 
 export interface StageSummary {
   stage: StageName;
-  status: 'done' | 'skipped (complete)' | 'ran';
+  status: 'skipped (complete)' | 'ran';
   seconds: number;
+  /** CPU time of this process (all threads) in the stage: less sensitive to other work on the machine than seconds */
+  cpuSeconds?: number;
 }
 
 /** Runs the stages asked for (default all) in order; each needs its inputs complete. */
@@ -714,11 +725,14 @@ export async function runAdaptStudy(o: StudyRunOptions, cb: StudyCallbacks = {},
     checkStop(ctx, `before stage ${s}`);
     cb.log?.(`[${s}] starting`);
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     const r = s === 'report' ? await report?.(out, o.config) : await RUNNERS[s](ctx);
     const seconds = +((performance.now() - t0) / 1000).toFixed(1);
     if (s !== 'report') writeJson(join(out, s, 'done.json'), { stage: s, ...(r as object) });
-    cb.log?.(`[${s}] done in ${seconds}s`);
-    summary.push({ stage: s, status: 'ran', seconds });
+    const cpu = process.cpuUsage(cpu0);
+    const cpuSeconds = +((cpu.user + cpu.system) / 1e6).toFixed(1);
+    cb.log?.(`[${s}] done in ${seconds}s (${cpuSeconds}s of CPU)`);
+    summary.push({ stage: s, status: 'ran', seconds, cpuSeconds });
   }
   return summary;
 }

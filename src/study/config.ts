@@ -22,6 +22,8 @@ export interface AeStageConfig {
   lr: number;
   warmup: number;
   seed: number;
+  /** training crop (square; a multiple of the spatial factor; 128 = whole frames) */
+  crop: number;
   /** train-ae flags added as they are (e.g. {"ssim-weight": "0.2"}) */
   extra: Record<string, string>;
 }
@@ -87,7 +89,7 @@ export interface StudyConfig {
   };
 }
 
-const ae = (model: AeSpec, steps: number, o: Partial<AeStageConfig> = {}): AeStageConfig => ({ model, steps, batch: 1, lr: 3e-4, warmup: 100, seed: 0, extra: {}, ...o });
+const ae = (model: AeSpec, steps: number, o: Partial<AeStageConfig> = {}): AeStageConfig => ({ model, steps, batch: 1, lr: 3e-4, warmup: 100, seed: 0, crop: 128, extra: {}, ...o });
 
 /**
  * The real run (its cost: docs/studies/adapt.md "Plan"). Widths are small enough for 2 cores; budgets are caps, the
@@ -125,16 +127,16 @@ export const REAL_CONFIG: StudyConfig = {
 export const SMOKE_CONFIG: StudyConfig = {
   scale: 'smoke',
   seed: 0,
-  data: { train: 8, heldOut: 2, seed: 1 },
+  data: { train: 6, heldOut: 1, seed: 1 },
   autoencoders: {
     // what train-ae accepts today: DC-AE-V topologies (the base at f8t4c16 in the DC-AE-V topology, not the Wan VAE's)
-    base: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 16], depths: [0, 1, 1, 1, 1], latentChannels: 16, chunk: 16 } }, 3, { warmup: 1, extra: { 'eval-every': '1000', holdout: '2' } }),
-    dc: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 16], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 3, { warmup: 1, extra: { 'eval-every': '1000', holdout: '2' } }),
+    base: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 16], depths: [0, 1, 1, 1, 1], latentChannels: 16, chunk: 16 } }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
+    dc: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 16], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
   },
   text: { textLen: 16, seed: 0, umt5: { dim: 16, dim_attn: 16, dim_ffn: 32, num_heads: 2, num_layers: 1, num_buckets: 8, max_dist: 16 } },
   latents: { latentFrames: 4, perShard: 4 },
   dit: { dim: 16, ffn_dim: 32, freq_dim: 8, num_heads: 2, num_layers: 1 },
-  eval: { trainPrompts: 1, heldOutPrompts: 1, seeds: 4, steps: 2, guidance: 5, shift: 5, sampler: 'unipc' },
+  eval: { trainPrompts: 1, heldOutPrompts: 1, seeds: 2, steps: 2, guidance: 5, shift: 5, sampler: 'unipc' },
   base: { steps: 4, evalEvery: 2, batch: 2, lr: 1e-3, ema: 0.9, seed: 0, target: 90 },
   adapt: {
     align: { steps: 3, batch: 2, lr: 1e-3, seed: 0 },
@@ -179,7 +181,7 @@ function check(ref: unknown, v: unknown, path: string): void {
   }
   if (isObj(ref)) {
     if (!isObj(v)) throw bad('an object');
-    for (const k of Object.keys(ref)) check(ref[k], v[k], `${path}.${k}`);
+    for (const k of Object.keys(ref)) check(ref[k], v[k], path ? `${path}.${k}` : k);
     return;
   }
   if (typeof ref === 'boolean') {

@@ -176,7 +176,10 @@ export async function writeAdaptReport(out: string, c: StudyConfig, publish?: st
   row('AE-Adapt-V (align + tune + LoRA)', ra ? `${alignSteps} + ${ra.step}` : `not reached in ${alignSteps} + ${last(adapted)?.step ?? 0}`, ra ? secs(ra.seconds) : '—');
   row('from scratch', rs ? rs.step : `not reached in ${last(scratch)?.step ?? 0}`, rs ? secs(rs.seconds) : '—');
   L.push('');
-  if (ra && rs) L.push(`Adaptation reached it with ${(rs.seconds / ra.seconds).toFixed(1)}x less training time than training from scratch.`, '');
+  if (ra && rs) {
+    const r = rs.seconds / ra.seconds;
+    L.push(r >= 1 ? `Adaptation reached it in ${r.toFixed(1)}x less training time than training from scratch.` : `Training from scratch reached it in ${(1 / r).toFixed(1)}x less training time than adaptation.`, '');
+  }
   else if (ra && !rs) L.push(`Training from scratch did not reach it within its budget; the ratio is at least ${(totalSeconds(D('arms', 'scratch', 'run')) / ra.seconds).toFixed(1)}x.`, '');
   else if (!ra) L.push('Adaptation did not reach the base model\'s score within its budget.', '');
 
