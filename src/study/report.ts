@@ -124,6 +124,9 @@ export async function writeAdaptReport(out: string, c: StudyConfig, publish?: st
   let fullFt: Curve | null = null;
   if (existsSync(D('arms', 'full-ft', 'evals'))) {
     fullFt = curve('(b) full fine-tuning', [{ evalDir: D('arms', 'full-ft', 'evals'), runDir: D('arms', 'full-ft', 'run'), offset: tuneSteps, secondsOffset: alignSecs + tuneSecs }]);
+    // it starts from the end of phase 2, as LoRA does
+    const start = adapted.points.filter((p) => p.step <= tuneSteps).at(-1);
+    if (start) fullFt.points.unshift(start);
     curves.push(fullFt);
   }
   const scratch = curve('(c) DC DiT from scratch', [{ evalDir: D('arms', 'scratch', 'evals'), runDir: D('arms', 'scratch', 'run'), offset: 0, secondsOffset: 0 }]);
