@@ -154,6 +154,11 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.match(bad({ eval: { sampler: 'ddim' } }), /"eval\.sampler" must be "unipc" or "euler"/);
     assert.match(bad({ arms: { noAlign: 'yes' } }), /"arms\.noAlign" must be true or false/);
     assert.match(bad([1, 2]), /must hold a JSON object/);
+    const flag = spawnSync(process.execPath, [main, 'study', 'adapt', '--bogus'], { env, encoding: 'utf8' });
+    assert.match(flag.stderr, /^dcvg study: Unknown option '--bogus'.* \(see dcvg study adapt --help\)\n$/);
+    const stage = spawnSync(process.execPath, [main, 'study', 'adapt', '--out', join(root, 'never'), '--stages', 'data,lunch'], { env, encoding: 'utf8' });
+    assert.match(stage.stderr, /--stages: unknown stage "lunch"/);
+    assert.ok(!existsSync(join(root, 'never')));
     // the API says the same
     assert.throws(() => resolveStudyConfig('huge'), /unknown --scale "huge"/);
     // a study folder keeps its config: another one is refused, naming the first key that differs

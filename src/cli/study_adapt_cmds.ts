@@ -38,7 +38,7 @@ export async function cmdStudyAdapt(args: string[], out: Out): Promise<number> {
   const v = parseValues(
     args,
     { out: { type: 'string' }, scale: { type: 'string' }, config: { type: 'string' }, stages: { type: 'string' }, publish: { type: 'string' }, 'log-every': { type: 'string' }, resume: { type: 'boolean' }, json: { type: 'boolean' } },
-    'study',
+    'study adapt',
     false,
   );
   const s = (k: string) => v[k] as string | undefined;
