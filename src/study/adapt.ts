@@ -138,7 +138,10 @@ export function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-function checkStop(ctx: Ctx, where: string): void {
+/** Lets pending signal handlers run (they fire only when the event loop turns), then stops if one asked to. */
+const turn = () => new Promise((r) => setImmediate(r));
+async function checkStop(ctx: Ctx, where: string): Promise<void> {
+  await turn();
   if (ctx.cb.shouldStop?.()) throw new StudyInterrupted(130, where);
 }
 
@@ -323,6 +326,7 @@ export async function evaluateFolder(dir: string, prompts: EvalPrompt[], ev: Eva
   const seconds = { denoise: 0, decode: 0 };
   for (let i = 0; i < prompts.length; i++) {
     for (let s = 0; s < ev.seeds; s++) {
+      await turn();
       if (shouldStop?.()) throw new StudyInterrupted(130, `an evaluation of ${dir}`);
       const seed = seed0 + s;
       let t = performance.now();
@@ -399,7 +403,7 @@ async function trainWithEvals(ctx: Ctx, r: EvalRun, prompts: EvalPrompt[]): Prom
     const have = scores.find((s) => s.step === k);
     if (!have) {
       if (k > 0) await trainTo(ctx, r.runDir, k, r.startArgs);
-      checkStop(ctx, `stage ${ctx.stage}`);
+      await checkStop(ctx, `stage ${ctx.stage}`);
       const weights = k === 0 ? r.evalInit! : await r.weightsAt(k);
       const folder = join(r.evalDir, 'model');
       rmSync(folder, { recursive: true, force: true });
@@ -457,7 +461,7 @@ async function stageData(ctx: Ctx): Promise<unknown> {
   const d = ctx.c.data;
   const dir = join(ctx.out, 'data');
   const train = existsSync(join(dir, 'train', 'videos.json')) ? (J(join(dir, 'train', 'videos.json')).videos as RenderedVideo[]) : await renderSplit(join(dir, 'train'), d.train, d.seed, 'train');
-  checkStop(ctx, 'stage data');
+  await checkStop(ctx, 'stage data');
   const held = existsSync(join(dir, 'held-out', 'videos.json'))
     ? (J(join(dir, 'held-out', 'videos.json')).videos as RenderedVideo[])
     : await renderSplit(join(dir, 'held-out'), d.heldOut, d.seed + 1_000_003, 'held-out');
@@ -487,7 +491,7 @@ async function stageAutoencoders(ctx: Ctx): Promise<unknown> {
         throw new ValueError(`study adapt, stage autoencoders: autoencoders.${name}.model is a Wan-VAE-topology config (z_dim, dim_mult), but this build's train-ae reads --model as a DC-AE-V config: it does not train the Wan-VAE topology yet (train-ae said: ${e.message.replace(/^.*failed: /, '')})`);
       throw e;
     }
-    checkStop(ctx, 'stage autoencoders');
+    await checkStop(ctx, 'stage autoencoders');
     models[name] = await measureScaling(run, data, clips, join(dir, `${name}.scaled.json`));
     ctx.cb.log?.(`[autoencoders] ${name}: ${models[name]!.family} f${models[name]!.spatial}t${models[name]!.temporal}c${models[name]!.channels}, scaling factor ${models[name]!.scalingFactor ?? '(config normalisation)'}`);
   }
@@ -513,7 +517,7 @@ async function stageLatents(ctx: Ctx): Promise<unknown> {
   const text = ['--text-encoder', join(ctx.out, 'text', 'umt5.safetensors'), '--tokenizer', join(ctx.out, 'text', 'tokenizer'), '--text-len', String(ctx.c.text.textLen)];
   // `dcvg latents` resumes by itself (finished shards are kept)
   await dcvg(ctx, ['latents', ...common, '--out', join(dir, 'raw-dc'), ...latentsFlag(dc), ...text]);
-  checkStop(ctx, 'stage latents');
+  await checkStop(ctx, 'stage latents');
   // the base autoencoder: as the Wan VAE when it is one (its 1 + 4k frames), else as a second DC-AE-V
   await dcvg(ctx, ['latents', ...common, '--out', join(dir, 'raw-base'), ...latentsFlag(base)]);
   const baseKey = base.family === 'wan-vae' ? 'wan_latents' : 'latents';
@@ -647,7 +651,7 @@ async function stageArms(ctx: Ctx): Promise<unknown> {
   }
   {
     // (d) latency at the same pixels, steps and CFG; timings are machine-dependent and kept apart from the scores
-    checkStop(ctx, 'stage arms (latency)');
+    await checkStop(ctx, 'stage arms (latency)');
     const prompt = prompts[0]!.caption;
     const runs = ctx.c.arms.latency.runs;
     const base = await latency(join(ctx.out, 'base', 'model'), ctx.c.eval, prompt, runs);
@@ -722,7 +726,7 @@ export async function runAdaptStudy(o: StudyRunOptions, cb: StudyCallbacks = {},
       continue;
     }
     for (const need of NEEDS[s]) if (!stageDone(out, need)) throw new ValueError(`study adapt: stage ${s} needs stage ${need} complete first (run --stages ${need})`);
-    checkStop(ctx, `before stage ${s}`);
+    await checkStop(ctx, `before stage ${s}`);
     cb.log?.(`[${s}] starting`);
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
