@@ -25,7 +25,7 @@
  * stops). The final outputs equal those of an uninterrupted run (tested).
  */
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/safetensors.js';
 import { readAllFrames } from '../io/video.js';
@@ -231,12 +231,12 @@ async function measureScaling(runDir: string, clipsDir: string, clips: RenderedV
   }
   const std = Math.sqrt(Math.max(s2 / n - (s / n) ** 2, 1e-12));
   const sf = +(1 / std).toPrecision(6);
-  const cfg = configFromReference(raw, `study-${dirnameOf(runDir)}`, join(runDir, 'config.json'));
+  const cfg = configFromReference(raw, `study-${basename(runDir)}`, join(runDir, 'config.json'));
   writeJson(outConfig, configToReference({ ...cfg, scalingFactor: sf }));
   return { family: 'dc-ae-v', config: outConfig, scalingFactor: sf, ...base };
 }
 
-const dirnameOf = (p: string) => p.split(/[\\/]/).filter(Boolean).pop()!;
+
 
 /** The latent spec `dcvg latents` takes for an autoencoder: --dc-ae or --wan-vae CONFIG:WEIGHTS. */
 function latentsFlag(info: AeInfo): string[] {
@@ -414,7 +414,7 @@ async function trainWithEvals(ctx: Ctx, r: EvalRun, prompts: EvalPrompt[]): Prom
       writeFileAtomic(join(r.evalDir, `sheet-${k}.png`), contactSheet(e.sheetFrames));
       appendFileSync(join(r.evalDir, 'scores.jsonl'), JSON.stringify(rec) + '\n');
       scores = readScores(r.evalDir);
-      ctx.cb.log?.(`[${ctx.stage}] ${dirnameOf(r.runDir)} step ${k}: score train ${rec.train?.accuracy ?? '-'}%, held-out ${rec.heldOut?.accuracy ?? '-'}%`);
+      ctx.cb.log?.(`[${ctx.stage}] ${basename(r.runDir)} step ${k}: score train ${rec.train?.accuracy ?? '-'}%, held-out ${rec.heldOut?.accuracy ?? '-'}%`);
     }
     const s = scores.find((x) => x.step === k)!;
     if (target > 0 && k > 0 && (s.train?.accuracy ?? 0) >= target) break;
