@@ -29,7 +29,7 @@ export const MODEL_OPTIONS = {
 } as const;
 
 /** Commands with a help text of their own (`dcvg <cmd> --help`); the others are described by `dcvg --help`. */
-const OWN_HELP = new Set(['train-ae', 'train-dit', 'eval-ae', 'study', 'compare-ae', 'generate', 'latents', 'adapt align', 'adapt assemble', 'adapt tune', 'adapt lora', 'adapt merge']);
+const OWN_HELP = new Set(['train-ae', 'train-dit', 'eval-ae', 'study', 'study adapt', 'compare-ae', 'generate', 'latents', 'adapt align', 'adapt assemble', 'adapt tune', 'adapt lora', 'adapt merge']);
 
 /** parseArgs (strict) with its error turned into one ValueError line pointing at the help that describes `cmd`. */
 export function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(

@@ -79,6 +79,9 @@ Usage:
   dcvg study temporal --data <dir> --out <dir> [--steps N --designs a,b --no-train --no-eval]
                          train chunk-causal / causal / non-causal AEs with equal budgets on short windows and compare
                          them on whole clips (streamed and whole-clip); report.md, study.json, per-frame PSNR plots
+  dcvg study adapt --out <dir> [--scale real|smoke] [--config F] [--stages a,b] [--resume] [--publish F] [--json]
+                         the small-scale AE-Adapt-V study: data, autoencoders, text, latents, base DiT, adapt phases
+                         1-3, arms, report; every stage resumable; dcvg study adapt --help
   dcvg convert <ckpt.pt|.safetensors> -o out.safetensors [--dtype bf16|f16|f32] [--prefer ema|model]
                          official torch checkpoint (EMA weights first) to safetensors, without Python
   dcvg run wan --config cfg.json[#entry] --weights w.safetensors --inputs io.safetensors -o out.safetensors

@@ -11,6 +11,7 @@ import { DIT_DEFAULTS, trainDiT, type TrainDiTOptions } from '../train/dit_train
 import { ValueError } from '../errors.js';
 import { Progress, fmtSecs } from './progress.js';
 import { loadAutoencoder, parseValues, type Out } from './common.js';
+import { cmdStudyAdapt } from './study_adapt_cmds.js';
 
 export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [options]
   --steps N          optimizer steps in all (default ${TRAIN_DEFAULTS.steps})
@@ -224,11 +225,12 @@ export const STUDY_HELP = `dcvg study temporal --data <dir> --out <dir> [options
 
 export async function cmdStudy(args: string[], out: Out): Promise<number> {
   const [what, ...rest] = args;
+  if (what === 'adapt') return cmdStudyAdapt(rest, out);
   if (!what || what === '--help' || what === '-h' || rest.includes('--help')) {
     out(STUDY_HELP + '\n');
     return what ? 0 : 1;
   }
-  if (what !== 'temporal') throw new ValueError(`unknown study "${what}" (known: temporal)`);
+  if (what !== 'temporal') throw new ValueError(`unknown study "${what}" (known: temporal, adapt)`);
   const studyOptions = Object.fromEntries([
     ...['data', 'out', 'steps', 'crop', 'frames', 'lr', 'warmup', 'seed', 'holdout', 'still-prob', 'designs', 'eval-frames', 'log-every'].map((k) => [k, { type: 'string' as const }]),
     ...['no-train', 'no-eval', 'held-out-only', 'json'].map((k) => [k, { type: 'boolean' as const }]),

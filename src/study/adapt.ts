@@ -1,0 +1,743 @@
+/**
+ * `dcvg study adapt`: the small-scale AE-Adapt-V study of issue #21, as a resumable graph of stages over one output
+ * folder. Every training and encoding step is a real `dcvg` command (train-ae, latents, train-dit, adapt ...) run
+ * in-process with arguments built from the study config; the study records each command line in commands.jsonl, so
+ * the report can list exactly what ran.
+ *
+ * Stages (each in its own subfolder of --out, marked complete by `<stage>/done.json`, skipped when complete):
+ *   data          shapes-world training / held-out videos with captions, and the fixed evaluation prompt set
+ *   autoencoders  the base autoencoder and DC-AE-V (dcvg train-ae, specs from the config), then each one's latent
+ *                 scaling factor measured on training clips (DC-AE-V: 1 / std of its latents)
+ *   text          a SentencePiece-unigram tokenizer from the training captions' words and a small umT5 with frozen
+ *                 random weights (umt5RandomState; the reference's init scales)
+ *   latents       dcvg latents with both autoencoders and the text encoder; derived folders: latents/base (the base
+ *                 latents as a train-dit folder) and latents/adapt (DC latents + the base latents as wan_latents)
+ *   base          the base Wan-topology DiT (patch 1x2x2) trained with flow matching (dcvg train-dit) in segments,
+ *                 each followed by an evaluation (generate + score the prompt set); stops at the target or budget
+ *   adapt         AE-Adapt-V: align (phase 1), assemble, tune (phase 2, with evaluations), lora (phase 3, evaluated
+ *                 through adapt merge)
+ *   arms          (a) without alignment, (b) full fine-tuning instead of LoRA, (c) the DC DiT from scratch, (d) latency
+ *   report        report.md, plots and contact sheets from the folder (src/study/report.ts)
+ *
+ * Resuming: a study folder keeps its config (study.json). Running again on the folder continues it: complete stages
+ * are skipped, complete evaluations kept, and an interrupted training run continues through its trainer's exact
+ * --resume (Ctrl-C / SIGTERM stop the running trainer after its current step with a checkpoint; the study then
+ * stops). The final outputs equal those of an uninterrupted run (tested).
+ */
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { writeFileAtomic } from '../io/files.js';
+import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/safetensors.js';
+import { readAllFrames } from '../io/video.js';
+import { encodePng } from '../metrics/plot.js';
+import { tensorToUint8Frames } from '../metrics/metrics.js';
+import { configFromReference, configToReference, topologyConfig } from '../models/dcaev/config.js';
+import { parseWanConfig, wanConfigToJson, type WanConfig } from '../models/wan/config.js';
+import { resolveUmt5Config, umt5ConfigToJson, umt5RandomState } from '../models/umt5/index.js';
+import { loadAutoencoder } from '../pipelines/autoencoder.js';
+import { defaultEncoderLoaders } from '../pipelines/encoders.js';
+import { decodeInto, denoise, encodePrompts, planGeneration } from '../pipelines/generation.js';
+import { folderModels, resolveModelFolder } from '../pipelines/model_folder.js';
+import { initStudent, PATCH_EMBEDDING_FORMAT } from '../adapt/align.js';
+import { DcvgError, ValueError } from '../errors.js';
+import { Rng } from '../tensor/random.js';
+import { noGrad, type Tensor } from '../tensor/tensor.js';
+import { cmdTrainAE, cmdTrainDiT } from '../cli/train_cmds.js';
+import { cmdAdapt, cmdLatents } from '../cli/adapt_cmds.js';
+import type { AeSpec, DitRunConfig, EvalConfig, StudyConfig } from './config.js';
+import { evalPromptSet, renderSplit, scoreClip, writeCaptionTokenizer, SHAPES_FRAMES, SHAPES_SIZE, type EvalPrompt, type RenderedVideo } from './world.js';
+
+export const STAGES = ['data', 'autoencoders', 'text', 'latents', 'base', 'adapt', 'arms', 'report'] as const;
+export type StageName = (typeof STAGES)[number];
+
+/** What each stage reads from earlier ones. */
+const NEEDS: Record<StageName, StageName[]> = {
+  data: [],
+  autoencoders: ['data'],
+  text: ['data'],
+  latents: ['autoencoders', 'text'],
+  base: ['latents'],
+  adapt: ['base'],
+  arms: ['adapt'],
+  report: ['arms'],
+};
+
+/** Thrown when a trainer was stopped by a signal (its checkpoint written): the study stops; run it again to resume. */
+export class StudyInterrupted extends DcvgError {
+  constructor(
+    readonly exitCode: number,
+    where: string,
+  ) {
+    super('ERR_DCVG_STUDY_INTERRUPTED', `stopped during ${where}; run the same command again to resume`);
+    this.name = 'StudyInterrupted';
+  }
+}
+
+export interface StudyCallbacks {
+  /** one progress line (stage starts, evaluations, skips) */
+  log?: (line: string) => void;
+  /** polled between units of work (evaluation clips, stages) */
+  shouldStop?: () => boolean;
+  /** --log-every for the trainers' progress lines */
+  logEvery?: number;
+}
+
+export interface StudyRunOptions {
+  out: string;
+  config: StudyConfig;
+  stages?: StageName[];
+}
+
+export interface ScoreRecord {
+  step: number;
+  train: { accuracy: number; allCorrect: number; clips: number } | null;
+  heldOut: { accuracy: number; allCorrect: number; clips: number } | null;
+}
+
+type Ctx = {
+  out: string;
+  c: StudyConfig;
+  cb: StudyCallbacks;
+  stage: StageName;
+};
+
+const J = (p: string) => JSON.parse(readFileSync(p, 'utf8'));
+const writeJson = (p: string, v: unknown) => {
+  mkdirSync(dirname(p), { recursive: true });
+  writeFileAtomic(p, JSON.stringify(v, null, 1) + '\n');
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// running dcvg commands
+
+const COMMANDS: Record<string, (args: string[], out: (s: string) => void) => Promise<number>> = {
+  'train-ae': cmdTrainAE,
+  'train-dit': cmdTrainDiT,
+  latents: cmdLatents,
+  adapt: cmdAdapt,
+};
+
+/** Runs `dcvg <argv>` in-process, recording it; returns its stdout. A stop by signal becomes StudyInterrupted. */
+async function dcvg(ctx: Ctx, argv: string[]): Promise<string> {
+  appendFileSync(join(ctx.out, 'commands.jsonl'), JSON.stringify({ stage: ctx.stage, argv }) + '\n');
+  ctx.cb.log?.(`[${ctx.stage}] dcvg ${argv.map(shellQuote).join(' ')}`);
+  const chunks: string[] = [];
+  let code: number;
+  try {
+    code = await COMMANDS[argv[0]!]!(argv.slice(1), (s) => void chunks.push(s));
+  } catch (e) {
+    if (e instanceof DcvgError) throw new ValueError(`study adapt, stage ${ctx.stage}: dcvg ${argv.slice(0, 2).join(' ')} failed: ${e.message}`);
+    throw e;
+  }
+  if (code === 130 || code === 143) throw new StudyInterrupted(code, `stage ${ctx.stage} (dcvg ${argv[0]})`);
+  if (code !== 0) throw new ValueError(`study adapt, stage ${ctx.stage}: dcvg ${argv.join(' ')} exited with ${code}`);
+  return chunks.join('');
+}
+
+export function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Lets pending signal handlers run (they fire only when the event loop turns), then stops if one asked to. */
+const turn = () => new Promise((r) => setImmediate(r));
+async function checkStop(ctx: Ctx, where: string): Promise<void> {
+  await turn();
+  if (ctx.cb.shouldStop?.()) throw new StudyInterrupted(130, where);
+}
+
+/** The step of a run folder's checkpoint, or null when it has none. */
+export function checkpointStep(runDir: string): number | null {
+  const p = join(runDir, 'checkpoint.safetensors');
+  if (!existsSync(p)) return null;
+  const f = SafetensorsFile.open(p);
+  try {
+    const m = JSON.parse(f.metadata.dcvg_train ?? '{}') as { step?: number };
+    if (!Number.isSafeInteger(m.step)) throw new ValueError(`${p}: no step in its dcvg_train metadata`);
+    return m.step!;
+  } finally {
+    f.close();
+  }
+}
+
+/**
+ * Trains `runDir` up to `steps`: a new run with `startArgs` (the command and its settings, without --out / --steps),
+ * or `--resume` of the one there. A folder left by a run stopped before its first checkpoint is started again.
+ */
+async function trainTo(ctx: Ctx, runDir: string, steps: number, startArgs: string[]): Promise<void> {
+  const cur = checkpointStep(runDir);
+  const common = ['--out', runDir, '--steps', String(steps), '--log-every', String(ctx.cb.logEvery ?? 50)];
+  if (cur === null) {
+    rmSync(runDir, { recursive: true, force: true });
+    await dcvg(ctx, [...startArgs, ...common]);
+  } else if (cur < steps) await dcvg(ctx, [...startArgs.slice(0, startArgs[0] === 'adapt' ? 2 : 1), ...common, '--resume']);
+  else if (cur > steps) throw new ValueError(`study adapt: ${runDir} is at step ${cur}, past the ${steps} this study asks for (was the config changed?)`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// stage helpers
+
+function stageDone(out: string, s: StageName): boolean {
+  return existsSync(join(out, s, 'done.json'));
+}
+
+/** The autoencoder model spec as a train-ae --model argument (objects written to a file beside the runs). */
+export function aeModelArg(spec: AeSpec, dir: string, name: string): string {
+  if (typeof spec === 'string') return spec;
+  const path = join(dir, `${name}.model.json`);
+  if ('dcaev_topology' in spec) {
+    const t = spec.dcaev_topology as { widths: number[]; depths: number[]; latentChannels: number; chunk?: number; mode?: string };
+    const cfg = topologyConfig({ name: `study-${name}`, widths: t.widths, depths: t.depths, latentChannels: t.latentChannels, chunk: t.chunk ?? 16, mode: (t.mode ?? 'chunk_causal') as 'chunk_causal' });
+    writeJson(path, configToReference(cfg));
+  } else writeJson(path, spec);
+  return path;
+}
+
+/** A trained autoencoder: its config file (with the measured scaling) and weights, and its family. */
+interface AeInfo {
+  family: 'dc-ae-v' | 'wan-vae';
+  config: string;
+  weights: string;
+  channels: number;
+  spatial: number;
+  temporal: number;
+  scalingFactor: number | null;
+}
+
+/**
+ * The latent scale of a trained DC-AE-V: 1 / std of its latents over (up to 8) training clips, so the DiTs see latents
+ * of unit variance (what the released scaling factors do). Written into a copy of its config.
+ */
+async function measureScaling(runDir: string, clipsDir: string, clips: RenderedVideo[], outConfig: string): Promise<AeInfo> {
+  const weights = join(runDir, 'model.safetensors');
+  const raw = J(join(runDir, 'config.json')) as Record<string, unknown>;
+  const ae = loadAutoencoder({ weights }, 'study adapt');
+  const base = { weights, channels: ae.latentChannels, spatial: ae.spatial, temporal: ae.temporal };
+  if (ae.family !== 'dc-ae-v') {
+    // a Wan-VAE-topology model normalises with its config's latents_mean / latents_std (written by train-ae)
+    writeJson(outConfig, raw);
+    return { family: 'wan-vae', config: outConfig, scalingFactor: null, ...base };
+  }
+  let s = 0;
+  let s2 = 0;
+  let n = 0;
+  for (const v of clips.slice(0, 8)) {
+    const x = await readAllFrames(join(clipsDir, v.file), { maxFrames: SHAPES_FRAMES });
+    const z = noGrad(() => ae.encodeClip(x).latent).readSync();
+    for (const q of z) {
+      s += q;
+      s2 += q * q;
+    }
+    n += z.length;
+  }
+  const std = Math.sqrt(Math.max(s2 / n - (s / n) ** 2, 1e-12));
+  const sf = +(1 / std).toPrecision(6);
+  const cfg = configFromReference(raw, `study-${basename(runDir)}`, join(runDir, 'config.json'));
+  writeJson(outConfig, configToReference({ ...cfg, scalingFactor: sf }));
+  return { family: 'dc-ae-v', config: outConfig, scalingFactor: sf, ...base };
+}
+
+
+
+/** The latent spec `dcvg latents` takes for an autoencoder: --dc-ae or --wan-vae CONFIG:WEIGHTS. */
+function latentsFlag(info: AeInfo): string[] {
+  return [info.family === 'dc-ae-v' ? '--dc-ae' : '--wan-vae', `${info.config}:${info.weights}`];
+}
+
+/**
+ * A latent folder made of tensors of others, shard by shard (they must cover the same clips in the same shards):
+ * `parts` maps an output key to [folder, key]; the null embedding and clip list come from `textFrom`.
+ */
+function combineLatents(out: string, parts: Record<string, [string, string]>, textFrom: string): void {
+  const tmp = `${out}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const m = J(join(textFrom, 'manifest.json')) as { shards: string[]; null_context?: string; clips: { file: string }[] };
+  for (const [k, [dir]] of Object.entries(parts)) {
+    const o = J(join(dir, 'manifest.json')) as { shards: string[]; clips: { file: string }[] };
+    if (JSON.stringify(o.clips.map((c) => c.file)) !== JSON.stringify(m.clips.map((c) => c.file)) || o.shards.length !== m.shards.length)
+      throw new ValueError(`study adapt: ${dir} and ${textFrom} do not hold the same clips (for "${k}")`);
+  }
+  for (const shard of m.shards) {
+    const t: Record<string, WritableTensor> = {};
+    const files: SafetensorsFile[] = [];
+    try {
+      for (const [k, [dir, key]] of Object.entries(parts)) {
+        const f = SafetensorsFile.open(join(dir, shard));
+        files.push(f);
+        t[k] = f.tensor(key);
+      }
+      const f = SafetensorsFile.open(join(textFrom, shard));
+      files.push(f);
+      t.context = f.tensor('context');
+      saveSafetensors(join(tmp, shard), t, { metadata: { clips: f.metadata.clips ?? '[]' } });
+    } finally {
+      for (const f of files) f.close();
+    }
+  }
+  if (m.null_context) copyFileSync(join(textFrom, m.null_context), join(tmp, m.null_context));
+  writeJson(join(tmp, 'manifest.json'), { ...m, combined_from: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, v.join('#')])) });
+  rmSync(out, { recursive: true, force: true });
+  renameSync(tmp, out);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// model folders and evaluation
+
+interface FolderParts {
+  ditWeights: string;
+  ditConfig: WanConfig;
+  ae: AeInfo;
+  textDir: string;
+}
+
+/** A Wan-layout model folder (docs/generate.md) for `dcvg generate` and the evaluations. */
+export function writeModelFolder(dir: string, p: FolderParts): void {
+  mkdirSync(join(dir, 'google', 'umt5-xxl'), { recursive: true });
+  writeJson(join(dir, 'config.json'), { _class_name: 'WanModel', ...wanConfigToJson(p.ditConfig) });
+  copyFileSync(p.ditWeights, join(dir, 'diffusion_pytorch_model.safetensors'));
+  copyFileSync(join(p.textDir, 'umt5.safetensors'), join(dir, 'models_t5_umt5-xxl-enc-bf16.safetensors'));
+  copyFileSync(join(p.textDir, 'umt5.json'), join(dir, 'models_t5_umt5-xxl-enc-bf16.json'));
+  copyFileSync(join(p.textDir, 'tokenizer', 'tokenizer.json'), join(dir, 'google', 'umt5-xxl', 'tokenizer.json'));
+  const stem = p.ae.family === 'wan-vae' ? 'Wan2.1_VAE' : 'dc-ae-v-study';
+  copyFileSync(p.ae.weights, join(dir, `${stem}.safetensors`));
+  copyFileSync(p.ae.config, join(dir, `${stem}.json`));
+}
+
+export interface EvalOutcome {
+  record: ScoreRecord;
+  clips: { caption: string; split: string; seed: number; accuracy: number; allCorrect: boolean }[];
+  /** seed-0 frames of each prompt (for contact sheets) */
+  sheetFrames: Uint8Array[][];
+  seconds: { denoise: number; decode: number };
+  tokens: number;
+}
+
+/** Generates every (prompt, seed) of the set with the folder's models (src/pipelines) and scores the clips. */
+export async function evaluateFolder(dir: string, prompts: EvalPrompt[], ev: EvalConfig, seed0: number, shouldStop?: () => boolean): Promise<EvalOutcome> {
+  const models = folderModels(resolveModelFolder(dir), defaultEncoderLoaders);
+  const cfg = models.ditConfig;
+  const plan = planGeneration(cfg, models.aeGeometry, { frames: SHAPES_FRAMES, width: SHAPES_SIZE, height: SHAPES_SIZE }, 't2v');
+  const enc = await encodePrompts(models, [...prompts.map((p) => p.caption), ''], cfg.text_len, cfg.text_dim, null);
+  const nullCtx = enc.embeddings[prompts.length]!;
+  const dit = await models.dit();
+  const ae = await models.autoencoder();
+  const clips: EvalOutcome['clips'] = [];
+  const sheetFrames: Uint8Array[][] = [];
+  const seconds = { denoise: 0, decode: 0 };
+  for (let i = 0; i < prompts.length; i++) {
+    for (let s = 0; s < ev.seeds; s++) {
+      await turn();
+      if (shouldStop?.()) throw new StudyInterrupted(130, `an evaluation of ${dir}`);
+      const seed = seed0 + s;
+      let t = performance.now();
+      const z = denoise(dit, plan, enc.embeddings[i]!, nullCtx, { steps: ev.steps, guidance: ev.guidance, shift: ev.shift, seed, sampler: ev.sampler });
+      seconds.denoise += (performance.now() - t) / 1000;
+      t = performance.now();
+      const frames: Uint8Array[] = [];
+      await decodeInto(ae, z, plan, { write: async (y: Tensor) => void frames.push(...tensorToUint8Frames(y)[0]!.map((f) => Uint8Array.from(f))) });
+      seconds.decode += (performance.now() - t) / 1000;
+      const sc = scoreClip(frames, prompts[i]!.attrs);
+      clips.push({ caption: prompts[i]!.caption, split: prompts[i]!.split, seed, accuracy: sc.accuracy, allCorrect: sc.allCorrect });
+      if (s === 0) sheetFrames.push(frames);
+    }
+  }
+  const agg = (split: string) => {
+    const cs = clips.filter((c) => c.split === split);
+    if (!cs.length) return null;
+    return { accuracy: +((100 * cs.reduce((a, c) => a + c.accuracy, 0)) / cs.length).toFixed(3), allCorrect: +((100 * cs.filter((c) => c.allCorrect).length) / cs.length).toFixed(3), clips: cs.length };
+  };
+  return { record: { step: 0, train: agg('train'), heldOut: agg('held-out') }, clips, sheetFrames, seconds, tokens: plan.tokens };
+}
+
+/** A PNG grid: one row per clip, every second frame across (128x128 each). */
+export function contactSheet(rows: Uint8Array[][], every = 2): Buffer {
+  const S = SHAPES_SIZE;
+  const cols = Math.ceil((rows[0]?.length ?? 1) / every);
+  const W = cols * S;
+  const H = rows.length * S;
+  const rgb = new Uint8Array(W * H * 3);
+  rows.forEach((frames, r) => {
+    for (let c = 0; c < cols; c++) {
+      const f = frames[c * every];
+      if (!f) continue;
+      for (let y = 0; y < S; y++) rgb.set(f.subarray(y * S * 3, (y + 1) * S * 3), ((r * S + y) * W + c * S) * 3);
+    }
+  });
+  return encodePng(W, H, rgb);
+}
+
+interface EvalRun {
+  /** run folder of the trainer */
+  runDir: string;
+  /** where scores.jsonl, clips-N.json and sheet-N.png go */
+  evalDir: string;
+  budget: DitRunConfig | { steps: number; evalEvery: number; target?: number };
+  startArgs: string[];
+  /** the DiT weights to evaluate once the run is at `step` (may run a command, e.g. adapt merge) */
+  weightsAt: (step: number) => Promise<string>;
+  ditConfig: WanConfig;
+  ae: AeInfo;
+  /** also evaluate the starting weights (step 0) */
+  evalInit?: string;
+}
+
+export function readScores(evalDir: string): ScoreRecord[] {
+  const p = join(evalDir, 'scores.jsonl');
+  if (!existsSync(p)) return [];
+  return readFileSync(p, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as ScoreRecord);
+}
+
+/** Trains a run in segments of evalEvery steps with an evaluation after each (kept across resumes). Returns the scores. */
+async function trainWithEvals(ctx: Ctx, r: EvalRun, prompts: EvalPrompt[]): Promise<ScoreRecord[]> {
+  mkdirSync(r.evalDir, { recursive: true });
+  const points: number[] = [];
+  if (r.evalInit) points.push(0);
+  for (let k = r.budget.evalEvery; k < r.budget.steps; k += r.budget.evalEvery) points.push(k);
+  points.push(r.budget.steps);
+  const target = 'target' in r.budget ? (r.budget.target ?? 0) : 0;
+  let scores = readScores(r.evalDir);
+  for (const k of points) {
+    const have = scores.find((s) => s.step === k);
+    if (!have) {
+      if (k > 0) await trainTo(ctx, r.runDir, k, r.startArgs);
+      await checkStop(ctx, `stage ${ctx.stage}`);
+      const weights = k === 0 ? r.evalInit! : await r.weightsAt(k);
+      const folder = join(r.evalDir, 'model');
+      rmSync(folder, { recursive: true, force: true });
+      writeModelFolder(folder, { ditWeights: weights, ditConfig: r.ditConfig, ae: r.ae, textDir: join(ctx.out, 'text') });
+      const e = await evaluateFolder(folder, prompts, ctx.c.eval, ctx.c.seed, ctx.cb.shouldStop);
+      const rec = { ...e.record, step: k };
+      writeJson(join(r.evalDir, `clips-${k}.json`), e.clips);
+      writeFileAtomic(join(r.evalDir, `sheet-${k}.png`), contactSheet(e.sheetFrames));
+      appendFileSync(join(r.evalDir, 'scores.jsonl'), JSON.stringify(rec) + '\n');
+      scores = readScores(r.evalDir);
+      ctx.cb.log?.(`[${ctx.stage}] ${basename(r.runDir)} step ${k}: score train ${rec.train?.accuracy ?? '-'}%, held-out ${rec.heldOut?.accuracy ?? '-'}%`);
+    }
+    const s = scores.find((x) => x.step === k)!;
+    if (target > 0 && k > 0 && (s.train?.accuracy ?? 0) >= target) break;
+  }
+  return scores;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the stages
+
+function ditConfig(c: StudyConfig, patch: [number, number, number], channels: number, name: string): WanConfig {
+  return parseWanConfig(
+    {
+      model_type: 't2v',
+      patch_size: patch,
+      text_len: c.text.textLen,
+      in_dim: channels,
+      out_dim: channels,
+      dim: c.dit.dim,
+      ffn_dim: c.dit.ffn_dim,
+      freq_dim: c.dit.freq_dim,
+      text_dim: c.text.umt5.dim,
+      num_heads: c.dit.num_heads,
+      num_layers: c.dit.num_layers,
+      eps: 1e-6,
+    },
+    name,
+  );
+}
+
+function ditTrainArgs(cfgPath: string, data: string, b: DitRunConfig, extra: string[] = []): string[] {
+  return ['train-dit', '--model', cfgPath, '--data', data, '--batch', String(b.batch), '--lr', String(b.lr), '--ema', String(b.ema), '--seed', String(b.seed), '--ckpt-every', String(Math.min(b.evalEvery, 250)), ...extra];
+}
+
+function loadPrompts(out: string): EvalPrompt[] {
+  return J(join(out, 'data', 'prompts.json')).prompts as EvalPrompt[];
+}
+
+function aeInfos(out: string): { base: AeInfo; dc: AeInfo } {
+  return J(join(out, 'autoencoders', 'done.json')).models as { base: AeInfo; dc: AeInfo };
+}
+
+async function stageData(ctx: Ctx): Promise<unknown> {
+  const d = ctx.c.data;
+  const dir = join(ctx.out, 'data');
+  const train = existsSync(join(dir, 'train', 'videos.json')) ? (J(join(dir, 'train', 'videos.json')).videos as RenderedVideo[]) : await renderSplit(join(dir, 'train'), d.train, d.seed, 'train');
+  await checkStop(ctx, 'stage data');
+  const held = existsSync(join(dir, 'held-out', 'videos.json'))
+    ? (J(join(dir, 'held-out', 'videos.json')).videos as RenderedVideo[])
+    : await renderSplit(join(dir, 'held-out'), d.heldOut, d.seed + 1_000_003, 'held-out');
+  const prompts = evalPromptSet(train, held, ctx.c.eval.trainPrompts, ctx.c.eval.heldOutPrompts);
+  writeJson(join(dir, 'prompts.json'), { seeds: Array.from({ length: ctx.c.eval.seeds }, (_, i) => ctx.c.seed + i), prompts });
+  return { train: train.length, heldOut: held.length, prompts: prompts.length };
+}
+
+async function stageAutoencoders(ctx: Ctx): Promise<unknown> {
+  const dir = join(ctx.out, 'autoencoders');
+  mkdirSync(dir, { recursive: true });
+  const data = join(ctx.out, 'data', 'train');
+  const clips = J(join(data, 'videos.json')).videos as RenderedVideo[];
+  const models: Record<string, AeInfo> = {};
+  for (const name of ['base', 'dc'] as const) {
+    const a = ctx.c.autoencoders[name];
+    const run = join(dir, name);
+    const extra = Object.entries(a.extra).flatMap(([k, v]) => [`--${k}`, v]);
+    const start = ['train-ae', '--model', aeModelArg(a.model, dir, name), '--data', data, '--batch', String(a.batch), '--frames', String(SHAPES_FRAMES), '--crop', String(a.crop), '--lr', String(a.lr), '--warmup', String(a.warmup), '--seed', String(a.seed), ...extra];
+    try {
+      await trainTo(ctx, run, a.steps, start);
+    } catch (e) {
+      // a Wan-VAE-topology spec read by a train-ae that only knows DC-AE-V: say so instead of its missing-key message
+      const spec = typeof a.model === 'string' && existsSync(a.model) ? (J(a.model) as unknown) : a.model;
+      const wan = typeof spec === 'object' && spec !== null && 'z_dim' in spec;
+      if (wan && e instanceof ValueError && /DC-AE-V config/.test(e.message))
+        throw new ValueError(`study adapt, stage autoencoders: autoencoders.${name}.model is a Wan-VAE-topology config (z_dim, dim_mult), but this build's train-ae reads --model as a DC-AE-V config: it does not train the Wan-VAE topology yet (train-ae said: ${e.message.replace(/^.*failed: /, '')})`);
+      throw e;
+    }
+    await checkStop(ctx, 'stage autoencoders');
+    models[name] = await measureScaling(run, data, clips, join(dir, `${name}.scaled.json`));
+    ctx.cb.log?.(`[autoencoders] ${name}: ${models[name]!.family} f${models[name]!.spatial}t${models[name]!.temporal}c${models[name]!.channels}, scaling factor ${models[name]!.scalingFactor ?? '(config normalisation)'}`);
+  }
+  return { models };
+}
+
+async function stageText(ctx: Ctx): Promise<unknown> {
+  const dir = join(ctx.out, 'text');
+  const captions = (J(join(ctx.out, 'data', 'train', 'videos.json')).videos as RenderedVideo[]).map((v) => v.caption);
+  const vocab = writeCaptionTokenizer(join(dir, 'tokenizer'), captions);
+  const t = ctx.c.text.umt5;
+  const cfg = resolveUmt5Config({ name: 'study-umt5', vocab, ...t, shared_pos: false, eps: 1e-6 });
+  writeJson(join(dir, 'umt5.json'), umt5ConfigToJson(cfg));
+  saveSafetensors(join(dir, 'umt5.safetensors'), umt5RandomState(cfg, ctx.c.text.seed));
+  return { vocab, umt5: umt5ConfigToJson(cfg), frozen: 'random weights (umt5RandomState, seed ' + ctx.c.text.seed + '), never trained' };
+}
+
+async function stageLatents(ctx: Ctx): Promise<unknown> {
+  const dir = join(ctx.out, 'latents');
+  const { base, dc } = aeInfos(ctx.out);
+  const videos = join(ctx.out, 'data', 'train');
+  const common = ['--videos', videos, '--size', `${SHAPES_SIZE}x${SHAPES_SIZE}`, '--latent-frames', String(ctx.c.latents.latentFrames), '--per-shard', String(ctx.c.latents.perShard), '--json'];
+  const text = ['--text-encoder', join(ctx.out, 'text', 'umt5.safetensors'), '--tokenizer', join(ctx.out, 'text', 'tokenizer'), '--text-len', String(ctx.c.text.textLen)];
+  // `dcvg latents` resumes by itself (finished shards are kept)
+  await dcvg(ctx, ['latents', ...common, '--out', join(dir, 'raw-dc'), ...latentsFlag(dc), ...text]);
+  await checkStop(ctx, 'stage latents');
+  // the base autoencoder: as the Wan VAE when it is one (its 1 + 4k frames), else as a second DC-AE-V
+  await dcvg(ctx, ['latents', ...common, '--out', join(dir, 'raw-base'), ...latentsFlag(base)]);
+  const baseKey = base.family === 'wan-vae' ? 'wan_latents' : 'latents';
+  combineLatents(join(dir, 'base'), { latents: [join(dir, 'raw-base'), baseKey] }, join(dir, 'raw-dc'));
+  combineLatents(join(dir, 'adapt'), { latents: [join(dir, 'raw-dc'), 'latents'], wan_latents: [join(dir, 'raw-base'), baseKey] }, join(dir, 'raw-dc'));
+  const m = J(join(dir, 'adapt', 'manifest.json')) as { clips: unknown[] };
+  return { samples: m.clips.length };
+}
+
+async function stageBase(ctx: Ctx): Promise<unknown> {
+  const dir = join(ctx.out, 'base');
+  const { base } = aeInfos(ctx.out);
+  const cfg = ditConfig(ctx.c, [1, 2, 2], base.channels, 'study-base');
+  const cfgPath = join(dir, 'dit.json');
+  writeJson(cfgPath, wanConfigToJson(cfg));
+  const run = join(dir, 'run');
+  const b = ctx.c.base;
+  const scores = await trainWithEvals(
+    ctx,
+    { runDir: run, evalDir: join(dir, 'evals'), budget: b, startArgs: ditTrainArgs(cfgPath, join(ctx.out, 'latents', 'base'), b), weightsAt: async () => join(run, 'model.safetensors'), ditConfig: cfg, ae: base },
+    loadPrompts(ctx.out),
+  );
+  const last = scores[scores.length - 1]!;
+  writeModelFolder(join(dir, 'model'), { ditWeights: join(run, 'model.safetensors'), ditConfig: cfg, ae: base, textDir: join(ctx.out, 'text') });
+  return { step: checkpointStep(run), score: last, reachedTarget: (last.train?.accuracy ?? 0) >= b.target, config: cfgPath };
+}
+
+/** Phases 2 and 3 from an assembled DiT (shared by the main path and arm a). */
+async function tuneAndLora(ctx: Ctx, dir: string, assembled: string, cfg: WanConfig, dc: AeInfo, prompts: EvalPrompt[]): Promise<{ tune: ScoreRecord[]; lora: ScoreRecord[]; merged: string }> {
+  const a = ctx.c.adapt;
+  const data = join(ctx.out, 'latents', 'adapt');
+  const phase = (p: typeof a.tune) => ['--batch', String(p.batch), '--lr', String(p.lr), '--warmup', String(p.warmup), '--ema', String(p.ema), '--seed', String(p.seed), '--eval-every', String(p.evalEvery), '--ckpt-every', String(Math.min(p.evalEvery, 250))];
+  const tuneRun = join(dir, 'tune');
+  const tune = await trainWithEvals(
+    ctx,
+    { runDir: tuneRun, evalDir: join(dir, 'tune-evals'), budget: a.tune, startArgs: ['adapt', 'tune', '--init', assembled, '--data', data, ...phase(a.tune)], weightsAt: async () => join(tuneRun, 'model.safetensors'), ditConfig: cfg, ae: dc, evalInit: assembled },
+    prompts,
+  );
+  const loraRun = join(dir, 'lora');
+  const merge = async (step: number) => {
+    const p = join(dir, 'lora-merged', `step-${step}.safetensors`);
+    if (!existsSync(p)) {
+      mkdirSync(dirname(p), { recursive: true });
+      await dcvg(ctx, ['adapt', 'merge', loraRun, '-o', p]);
+    }
+    return p;
+  };
+  const loraArgs = ['adapt', 'lora', '--init', join(tuneRun, 'model.safetensors'), '--data', data, '--rank', String(a.lora.rank), '--alpha', String(a.lora.alpha), ...phase(a.lora)];
+  const lora = await trainWithEvals(ctx, { runDir: loraRun, evalDir: join(dir, 'lora-evals'), budget: a.lora, startArgs: loraArgs, weightsAt: merge, ditConfig: cfg, ae: dc }, prompts);
+  return { tune, lora, merged: await merge(a.lora.steps) };
+}
+
+async function stageAdapt(ctx: Ctx): Promise<unknown> {
+  const dir = join(ctx.out, 'adapt');
+  const { dc } = aeInfos(ctx.out);
+  const baseRun = join(ctx.out, 'base', 'run');
+  const a = ctx.c.adapt;
+  const align = join(dir, 'align');
+  await trainTo(ctx, align, a.align.steps, ['adapt', 'align', '--teacher', join(baseRun, 'model.safetensors'), '--data', join(ctx.out, 'latents', 'adapt'), '--batch', String(a.align.batch), '--lr', String(a.align.lr), '--seed', String(a.align.seed), '--eval-every', String(a.align.steps), '--ckpt-every', String(Math.min(a.align.steps, 250))]);
+  const assembled = join(dir, 'assembled.safetensors');
+  if (!existsSync(assembled)) await dcvg(ctx, ['adapt', 'assemble', '--base', join(baseRun, 'model.safetensors'), '--patch', join(align, 'patch_embedding.safetensors'), '-o', assembled, '--json']);
+  const cfg = ditConfig(ctx.c, [1, 1, 1], dc.channels, 'study-dc');
+  writeJson(join(dir, 'dit.json'), wanConfigToJson(cfg));
+  const r = await tuneAndLora(ctx, dir, assembled, cfg, dc, loadPrompts(ctx.out));
+  writeModelFolder(join(dir, 'model'), { ditWeights: r.merged, ditConfig: cfg, ae: dc, textDir: join(ctx.out, 'text') });
+  return { tune: r.tune[r.tune.length - 1], lora: r.lora[r.lora.length - 1] };
+}
+
+/** The latency of one generation (median of runs): sampling and decoding timed apart. */
+async function latency(dir: string, ev: EvalConfig, prompt: string, runs: number): Promise<{ tokens: number; denoise: number; decode: number }> {
+  const models = folderModels(resolveModelFolder(dir), defaultEncoderLoaders);
+  const plan = planGeneration(models.ditConfig, models.aeGeometry, { frames: SHAPES_FRAMES, width: SHAPES_SIZE, height: SHAPES_SIZE }, 't2v');
+  const enc = await encodePrompts(models, [prompt, ''], models.ditConfig.text_len, models.ditConfig.text_dim, null);
+  const dit = await models.dit();
+  const ae = await models.autoencoder();
+  const d: number[] = [];
+  const k: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    let t = performance.now();
+    const z = denoise(dit, plan, enc.embeddings[0]!, enc.embeddings[1]!, { steps: ev.steps, guidance: ev.guidance, shift: ev.shift, seed: i, sampler: ev.sampler });
+    d.push((performance.now() - t) / 1000);
+    t = performance.now();
+    await decodeInto(ae, z, plan, { write: async () => {} });
+    k.push((performance.now() - t) / 1000);
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  return { tokens: plan.tokens, denoise: +med(d).toFixed(4), decode: +med(k).toFixed(4) };
+}
+
+async function stageArms(ctx: Ctx): Promise<unknown> {
+  const dir = join(ctx.out, 'arms');
+  mkdirSync(dir, { recursive: true });
+  const { dc } = aeInfos(ctx.out);
+  const prompts = loadPrompts(ctx.out);
+  const cfg = ditConfig(ctx.c, [1, 1, 1], dc.channels, 'study-dc');
+  const result: Record<string, unknown> = {};
+  const a = ctx.c.adapt;
+  if (ctx.c.arms.noAlign) {
+    // (a) a randomly initialised patch embedder (phase 1's student init, unaligned) and the zero head, then phases 2-3
+    const d = join(dir, 'no-align');
+    const patch = join(d, 'patch_embedding.safetensors');
+    if (!existsSync(patch)) {
+      const { weight, bias } = initStudent(cfg.dim, dc.channels, new Rng(a.align.seed));
+      mkdirSync(d, { recursive: true });
+      saveSafetensors(patch, { 'patch_embedding.weight': weight, 'patch_embedding.bias': bias }, { metadata: { format: PATCH_EMBEDDING_FORMAT, in_dim: String(dc.channels), dim: String(cfg.dim), patch_size: '[1,1,1]', step: '0', teacher: 'none (random init)' } });
+    }
+    const assembled = join(d, 'assembled.safetensors');
+    if (!existsSync(assembled)) await dcvg(ctx, ['adapt', 'assemble', '--base', join(ctx.out, 'base', 'run', 'model.safetensors'), '--patch', patch, '-o', assembled, '--json']);
+    const r = await tuneAndLora(ctx, d, assembled, cfg, dc, prompts);
+    result.noAlign = { tune: r.tune.at(-1), lora: r.lora.at(-1) };
+  }
+  if (ctx.c.arms.fullFinetune) {
+    // (b) the parameters LoRA adapts (and those it trains fully), trained in full with phase 3's recipe
+    const d = join(dir, 'full-ft');
+    const run = join(d, 'run');
+    const l = a.lora;
+    const re = '^(patch_embedding|head\\.head|head\\.modulation|blocks\\.\\d+\\.self_attn\\.[qkvo]|blocks\\.\\d+\\.ffn\\.[02]|time_embedding\\.[02]|time_projection\\.1)(\\.|$)';
+    const start = ['adapt', 'tune', '--init', join(ctx.out, 'adapt', 'tune', 'model.safetensors'), '--data', join(ctx.out, 'latents', 'adapt'), '--train-only', re, '--batch', String(l.batch), '--lr', String(l.lr), '--warmup', String(l.warmup), '--ema', String(l.ema), '--seed', String(l.seed), '--eval-every', String(l.evalEvery), '--ckpt-every', String(Math.min(l.evalEvery, 250))];
+    const s = await trainWithEvals(ctx, { runDir: run, evalDir: join(d, 'evals'), budget: l, startArgs: start, weightsAt: async () => join(run, 'model.safetensors'), ditConfig: cfg, ae: dc }, prompts);
+    result.fullFinetune = s.at(-1);
+  }
+  {
+    // (c) the same DC-latent DiT from scratch with the base recipe
+    const d = join(dir, 'scratch');
+    const run = join(d, 'run');
+    const cfgPath = join(d, 'dit.json');
+    writeJson(cfgPath, wanConfigToJson(cfg));
+    const b = ctx.c.arms.scratch;
+    const s = await trainWithEvals(ctx, { runDir: run, evalDir: join(d, 'evals'), budget: b, startArgs: ditTrainArgs(cfgPath, join(ctx.out, 'latents', 'adapt'), b), weightsAt: async () => join(run, 'model.safetensors'), ditConfig: cfg, ae: dc }, prompts);
+    result.scratch = s.at(-1);
+  }
+  {
+    // (d) latency at the same pixels, steps and CFG; timings are machine-dependent and kept apart from the scores
+    await checkStop(ctx, 'stage arms (latency)');
+    const prompt = prompts[0]!.caption;
+    const runs = ctx.c.arms.latency.runs;
+    const base = await latency(join(ctx.out, 'base', 'model'), ctx.c.eval, prompt, runs);
+    const adapted = await latency(join(ctx.out, 'adapt', 'model'), ctx.c.eval, prompt, runs);
+    writeJson(join(dir, 'latency.json'), { prompt, runs, steps: ctx.c.eval.steps, guidance: ctx.c.eval.guidance, frames: SHAPES_FRAMES, size: SHAPES_SIZE, base, adapted, tokenRatio: base.tokens / adapted.tokens });
+    result.latency = 'latency.json';
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the study
+
+/** Study folder bookkeeping: the config is fixed at the first run; later runs must give the same one. */
+export function openStudyFolder(out: string, config: StudyConfig | null): StudyConfig {
+  const p = join(out, 'study.json');
+  if (existsSync(p)) {
+    const saved = (J(p) as { config: StudyConfig }).config;
+    if (config && JSON.stringify(config) !== JSON.stringify(saved)) {
+      const diff = firstDiff(saved, config, '');
+      throw new ValueError(`study adapt: ${out} holds a study with another config (${diff}); use --resume alone to continue it, or another --out`);
+    }
+    return saved;
+  }
+  if (!config) throw new ValueError(`study adapt: nothing to resume in ${out} (no study.json)`);
+  if (existsSync(out) && readdirSync(out).length) throw new ValueError(`study adapt: --out ${out} exists and is not a study folder (no study.json); choose a new folder`);
+  writeJson(p, { format: 'dcvg-study-adapt-1', config });
+  return config;
+}
+
+function firstDiff(a: unknown, b: unknown, path: string): string {
+  if (typeof a === 'object' && a !== null && typeof b === 'object' && b !== null && !Array.isArray(a)) {
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b as object)])) {
+      const d = firstDiff((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
+      if (d) return d;
+    }
+    return '';
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? '' : `"${path}": ${JSON.stringify(a)} there, ${JSON.stringify(b)} given`;
+}
+
+const RUNNERS: Record<Exclude<StageName, 'report'>, (ctx: Ctx) => Promise<unknown>> = {
+  data: stageData,
+  autoencoders: stageAutoencoders,
+  text: stageText,
+  latents: stageLatents,
+  base: stageBase,
+  adapt: stageAdapt,
+  arms: stageArms,
+};
+
+export interface StageSummary {
+  stage: StageName;
+  status: 'skipped (complete)' | 'ran';
+  seconds: number;
+  /** CPU time of this process (all threads) in the stage: less sensitive to other work on the machine than seconds */
+  cpuSeconds?: number;
+}
+
+/** Runs the stages asked for (default all) in order; each needs its inputs complete. */
+export async function runAdaptStudy(o: StudyRunOptions, cb: StudyCallbacks = {}, report?: (out: string, c: StudyConfig) => Promise<unknown>): Promise<StageSummary[]> {
+  const stages = o.stages ?? [...STAGES];
+  const out = o.out;
+  mkdirSync(out, { recursive: true });
+  const summary: StageSummary[] = [];
+  for (const s of STAGES) {
+    if (!stages.includes(s)) continue;
+    const ctx: Ctx = { out, c: o.config, cb, stage: s };
+    if (s !== 'report' && stageDone(out, s)) {
+      cb.log?.(`[${s}] complete; skipped`);
+      summary.push({ stage: s, status: 'skipped (complete)', seconds: 0 });
+      continue;
+    }
+    for (const need of NEEDS[s]) if (!stageDone(out, need)) throw new ValueError(`study adapt: stage ${s} needs stage ${need} complete first (run --stages ${need})`);
+    await checkStop(ctx, `before stage ${s}`);
+    cb.log?.(`[${s}] starting`);
+    const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
+    const r = s === 'report' ? await report?.(out, o.config) : await RUNNERS[s](ctx);
+    const seconds = +((performance.now() - t0) / 1000).toFixed(1);
+    if (s !== 'report') writeJson(join(out, s, 'done.json'), { stage: s, ...(r as object) });
+    const cpu = process.cpuUsage(cpu0);
+    const cpuSeconds = +((cpu.user + cpu.system) / 1e6).toFixed(1);
+    cb.log?.(`[${s}] done in ${seconds}s (${cpuSeconds}s of CPU)`);
+    summary.push({ stage: s, status: 'ran', seconds, cpuSeconds });
+  }
+  return summary;
+}
+

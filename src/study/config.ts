@@ -1,0 +1,222 @@
+/**
+ * The configuration of `dcvg study adapt` (the small-scale AE-Adapt-V study of issue #21): every size and budget in one
+ * JSON object. Two built-in scales: `real` (the defaults: what the study is meant to run, many hours on 2 cores) and
+ * `smoke` (the whole graph in seconds, for the tests). A `--config FILE` is merged over the chosen scale key by key
+ * (objects recursively; arrays and values replaced), then checked: unknown keys and values of the wrong type or range are
+ * refused with the key's path.
+ *
+ * Model specs of the autoencoders are what `dcvg train-ae --model` takes: a preset name or config path (a string,
+ * passed as it is), or an object written to `autoencoders/<name>.model.json` and passed as that path. An object with a
+ * `dcaev_topology` key is expanded by topologyConfig (the released DC-AE-V topology at any widths / depths /
+ * compression) into the reference vocabulary; an object with `z_dim` is a Wan VAE config in the reference vocabulary
+ * (the Wan-VAE topology at reduced width), written as it is.
+ */
+import { ValueError } from '../errors.js';
+
+export type AeSpec = string | Record<string, unknown>;
+
+export interface AeStageConfig {
+  model: AeSpec;
+  steps: number;
+  batch: number;
+  lr: number;
+  warmup: number;
+  seed: number;
+  /** training crop (square; a multiple of the spatial factor; 128 = whole frames) */
+  crop: number;
+  /** train-ae flags added as they are (e.g. {"ssim-weight": "0.2"}) */
+  extra: Record<string, string>;
+}
+
+export interface EvalConfig {
+  /** captions of the training split / held-out split scored at each evaluation */
+  trainPrompts: number;
+  heldOutPrompts: number;
+  /** seeds per prompt (the issue asks for >= 4) */
+  seeds: number;
+  steps: number;
+  guidance: number;
+  shift: number;
+  sampler: 'unipc' | 'euler';
+}
+
+export interface DitRunConfig {
+  steps: number;
+  /** evaluate (generate + score) every N steps (and at the end) */
+  evalEvery: number;
+  batch: number;
+  lr: number;
+  ema: number;
+  seed: number;
+  /** stop when the training-combination score reaches this (percent); 0 = never stop early */
+  target: number;
+}
+
+export interface PhaseRunConfig {
+  steps: number;
+  evalEvery: number;
+  batch: number;
+  lr: number;
+  warmup: number;
+  ema: number;
+  seed: number;
+}
+
+export interface StudyConfig {
+  scale: string;
+  seed: number;
+  data: { train: number; heldOut: number; seed: number };
+  autoencoders: { base: AeStageConfig; dc: AeStageConfig };
+  text: {
+    textLen: number;
+    seed: number;
+    umt5: { dim: number; dim_attn: number; dim_ffn: number; num_heads: number; num_layers: number; num_buckets: number; max_dist: number };
+  };
+  latents: { latentFrames: number; perShard: number };
+  dit: { dim: number; ffn_dim: number; freq_dim: number; num_heads: number; num_layers: number };
+  eval: EvalConfig;
+  base: DitRunConfig;
+  adapt: {
+    align: { steps: number; batch: number; lr: number; seed: number };
+    tune: PhaseRunConfig;
+    lora: PhaseRunConfig & { rank: number; alpha: number };
+  };
+  arms: {
+    noAlign: boolean;
+    fullFinetune: boolean;
+    scratch: DitRunConfig;
+    latency: { runs: number };
+  };
+}
+
+const ae = (model: AeSpec, steps: number, o: Partial<AeStageConfig> = {}): AeStageConfig => ({ model, steps, batch: 1, lr: 3e-4, warmup: 100, seed: 0, crop: 128, extra: {}, ...o });
+
+/**
+ * The real run (its cost: docs/studies/adapt.md "Plan"). Widths are small enough for 2 cores; budgets are caps, the
+ * base DiT stops at its target.
+ */
+export const REAL_CONFIG: StudyConfig = {
+  scale: 'real',
+  seed: 0,
+  data: { train: 2000, heldOut: 96, seed: 1 },
+  autoencoders: {
+    // f8t4c16, the Wan-2.1 VAE topology at a quarter of its width (needs train-ae's Wan-VAE task)
+    base: ae({ dim: 24, z_dim: 16, dim_mult: [1, 2, 4, 4], num_res_blocks: 1, attn_scales: [], temperal_downsample: [false, true, true], dropout: 0 }, 6000),
+    // f32t4c32 in the released DC-AE-V topology, chunk-causal with 16-frame chunks (one shapes video)
+    dc: ae({ dcaev_topology: { widths: [16, 32, 64, 64, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000),
+  },
+  text: { textLen: 16, seed: 0, umt5: { dim: 64, dim_attn: 64, dim_ffn: 128, num_heads: 4, num_layers: 2, num_buckets: 32, max_dist: 128 } },
+  latents: { latentFrames: 4, perShard: 64 },
+  dit: { dim: 128, ffn_dim: 512, freq_dim: 64, num_heads: 4, num_layers: 4 },
+  eval: { trainPrompts: 12, heldOutPrompts: 12, seeds: 4, steps: 20, guidance: 5, shift: 5, sampler: 'unipc' },
+  base: { steps: 20000, evalEvery: 1000, batch: 4, lr: 2e-4, ema: 0.999, seed: 0, target: 90 },
+  adapt: {
+    align: { steps: 2000, batch: 4, lr: 2e-4, seed: 0 },
+    tune: { steps: 1000, evalEvery: 250, batch: 4, lr: 1e-4, warmup: 0, ema: 0, seed: 0 },
+    lora: { steps: 3000, evalEvery: 500, batch: 4, lr: 5e-5, warmup: 100, ema: 0.999, seed: 0, rank: 16, alpha: 32 },
+  },
+  arms: {
+    noAlign: true,
+    fullFinetune: true,
+    scratch: { steps: 20000, evalEvery: 1000, batch: 4, lr: 2e-4, ema: 0.999, seed: 0, target: 0 },
+    latency: { runs: 3 },
+  },
+};
+
+/** The whole graph in seconds: tiny models, a handful of steps; for tests of the plumbing, not of the claims. */
+export const SMOKE_CONFIG: StudyConfig = {
+  scale: 'smoke',
+  seed: 0,
+  data: { train: 6, heldOut: 1, seed: 1 },
+  autoencoders: {
+    // what train-ae accepts today: DC-AE-V topologies (the base at f8t4c16 in the DC-AE-V topology, not the Wan VAE's)
+    base: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 16], depths: [0, 1, 1, 1, 1], latentChannels: 16, chunk: 16 } }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
+    dc: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 16], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
+  },
+  text: { textLen: 16, seed: 0, umt5: { dim: 16, dim_attn: 16, dim_ffn: 32, num_heads: 2, num_layers: 1, num_buckets: 8, max_dist: 16 } },
+  latents: { latentFrames: 4, perShard: 4 },
+  dit: { dim: 16, ffn_dim: 32, freq_dim: 8, num_heads: 2, num_layers: 1 },
+  eval: { trainPrompts: 1, heldOutPrompts: 1, seeds: 2, steps: 2, guidance: 5, shift: 5, sampler: 'unipc' },
+  base: { steps: 4, evalEvery: 2, batch: 2, lr: 1e-3, ema: 0.9, seed: 0, target: 90 },
+  adapt: {
+    align: { steps: 3, batch: 2, lr: 1e-3, seed: 0 },
+    tune: { steps: 2, evalEvery: 2, batch: 2, lr: 1e-3, warmup: 0, ema: 0, seed: 0 },
+    lora: { steps: 2, evalEvery: 2, batch: 2, lr: 1e-3, warmup: 0, ema: 0.9, seed: 0, rank: 2, alpha: 4 },
+  },
+  arms: {
+    noAlign: true,
+    fullFinetune: true,
+    scratch: { steps: 2, evalEvery: 2, batch: 2, lr: 1e-3, ema: 0.9, seed: 0, target: 0 },
+    latency: { runs: 1 },
+  },
+};
+
+export const SCALES: Record<string, StudyConfig> = { real: REAL_CONFIG, smoke: SMOKE_CONFIG };
+
+const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+
+/** `over` merged into `base`: objects key by key; keys `base` does not have are refused (a typo would be ignored). */
+function merge(base: unknown, over: unknown, path: string, free: boolean): unknown {
+  if (!isObj(over) || !isObj(base) || free) return over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const p = path ? `${path}.${k}` : k;
+    if (!(k in base)) throw new ValueError(`study config: unknown key "${p}" (known here: ${Object.keys(base).join(', ')})`);
+    // model specs and extra flags are free-form: replaced whole
+    out[k] = merge(base[k], v, p, k === 'model' || k === 'extra');
+  }
+  return out;
+}
+
+/** Type and range of every leaf, against the built-in config's leaf of the same path. */
+function check(ref: unknown, v: unknown, path: string): void {
+  const bad = (want: string) => new ValueError(`study config: "${path}" must be ${want}, got ${JSON.stringify(v)}`);
+  if (path.endsWith('.model')) {
+    if (typeof v === 'string' ? v.trim() === '' : !isObj(v)) throw bad('a train-ae --model spec (a preset / config path, or a config object)');
+    return;
+  }
+  if (path.endsWith('.extra')) {
+    if (!isObj(v) || !Object.values(v).every((x) => typeof x === 'string')) throw bad('an object of train-ae flags to string values');
+    return;
+  }
+  if (isObj(ref)) {
+    if (!isObj(v)) throw bad('an object');
+    for (const k of Object.keys(ref)) check(ref[k], v[k], path ? `${path}.${k}` : k);
+    return;
+  }
+  if (typeof ref === 'boolean') {
+    if (typeof v !== 'boolean') throw bad('true or false');
+    return;
+  }
+  if (typeof ref === 'string') {
+    if (typeof v !== 'string') throw bad('a string');
+    if (path === 'eval.sampler' && v !== 'unipc' && v !== 'euler') throw bad('"unipc" or "euler"');
+    return;
+  }
+  if (typeof ref === 'number') {
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw bad('a number');
+    const int = Number.isInteger(ref) && !/\.(lr|ema|guidance|shift|alpha|target)$/.test(path);
+    if (int && !Number.isInteger(v)) throw bad('an integer');
+    const zeroOk = /\.(seed|warmup|ema|target)$|^seed$|heldOut|Prompts$/.test(path);
+    if (zeroOk ? v < 0 : v <= 0) throw bad(zeroOk ? 'a number >= 0' : 'a positive number');
+    if (/\.ema$/.test(path) && v >= 1) throw bad('in [0, 1)');
+    if (/\.target$/.test(path) && v > 100) throw bad('a percentage in [0, 100]');
+  }
+}
+
+/** The config of a scale, with an optional override object merged over it; every key checked. */
+export function resolveStudyConfig(scale: string, override?: unknown, source = '--config'): StudyConfig {
+  const base = SCALES[scale];
+  if (!base) throw new ValueError(`study adapt: unknown --scale "${scale}" (known: ${Object.keys(SCALES).join(', ')})`);
+  if (override !== undefined && !isObj(override)) throw new ValueError(`study config ${source} must hold a JSON object`);
+  const merged = merge(base, override ?? {}, '', false) as StudyConfig;
+  check(base, merged, '');
+  const c = merged;
+  if (c.eval.trainPrompts + c.eval.heldOutPrompts < 1) throw new ValueError('study config: "eval.trainPrompts" + "eval.heldOutPrompts" must be at least 1');
+  if (c.data.train < 4) throw new ValueError(`study config: "data.train" must be at least 4 (train-dit and the adapt phases hold samples out), got ${c.data.train}`);
+  if (c.eval.heldOutPrompts > c.data.heldOut) throw new ValueError(`study config: "eval.heldOutPrompts" (${c.eval.heldOutPrompts}) is more than the held-out videos rendered ("data.heldOut" ${c.data.heldOut})`);
+  if (c.eval.trainPrompts > c.data.train) throw new ValueError(`study config: "eval.trainPrompts" (${c.eval.trainPrompts}) is more than the training videos ("data.train" ${c.data.train})`);
+  if (c.dit.dim % c.dit.num_heads) throw new ValueError(`study config: "dit.dim" ${c.dit.dim} must be a multiple of "dit.num_heads" ${c.dit.num_heads}`);
+  if (c.text.umt5.dim_attn % c.text.umt5.num_heads) throw new ValueError(`study config: "text.umt5.dim_attn" must be a multiple of "text.umt5.num_heads"`);
+  return c;
+}

@@ -1,0 +1,203 @@
+/**
+ * `dcvg study adapt` at the smoke scale: the whole graph end to end (every stage's outputs, the report, model folders
+ * that `dcvg generate` reads), resume after interruptions mid-stage giving the same files as an uninterrupted run, and
+ * clear errors for bad configs and folders.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { resolveModelFolder } from '../src/pipelines/model_folder.js';
+import { SMOKE_CONFIG, resolveStudyConfig } from '../src/study/config.js';
+import { captionTokenizer } from '../src/study/world.js';
+import { loadTokenizerSync, toTokenizerJson } from '../src/text/index.js';
+import { repoRoot } from './helpers.js';
+
+const root = mkdtempSync(join(tmpdir(), 'dcvg-study-adapt-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+const main = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+const env = { ...process.env, DCVG_NO_PROGRESS: '1', OMP_WAIT_POLICY: 'passive' };
+
+/** Runs the study; with `stopOn`, sends SIGTERM once when stderr first matches it. */
+function study(args: string[], stopOn?: RegExp): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((res) => {
+    const p = spawn(process.execPath, [main, 'study', 'adapt', ...args], { env });
+    let stdout = '';
+    let stderr = '';
+    let sent = false;
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => {
+      stderr += d;
+      if (stopOn && !sent && stopOn.test(stderr)) {
+        sent = true;
+        p.kill('SIGTERM');
+      }
+    });
+    p.on('close', (code) => res({ code, stdout, stderr }));
+  });
+}
+
+/** Files whose content depends on time (per-step milliseconds, latency, the log of commands): not compared. */
+const TIMED = /(^|\/)(train\.jsonl|loss\.png|eval\.png|commands\.jsonl|latency\.json)$|^report\//;
+
+function hashes(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (d: string) => {
+    for (const n of readdirSync(d)) {
+      const p = join(d, n);
+      if (statSync(p).isDirectory()) walk(p);
+      else {
+        const rel = relative(dir, p);
+        if (!TIMED.test(rel)) out.set(rel, createHash('sha256').update(readFileSync(p)).digest('hex'));
+      }
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+const LATE = ['base', 'adapt', 'arms', 'report'];
+
+describe('dcvg study adapt (smoke scale)', () => {
+  const A = join(root, 'study');
+  const ref = join(root, 'study-uninterrupted');
+  // two base segments, so the interruption lands inside a segmented trainer
+  const cfgFile = join(root, 'config.json');
+  writeFileSync(cfgFile, JSON.stringify({ base: { steps: 6, evalEvery: 3 }, adapt: { lora: { steps: 4, evalEvery: 4 } } }));
+
+  it('runs the whole graph: every stage complete, the report and its images, model folders generate reads', async () => {
+    const r = await study(['--scale', 'smoke', '--config', cfgFile, '--out', A, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const summary = JSON.parse(r.stdout) as { stages: { stage: string; status: string }[] };
+    assert.deepEqual(summary.stages.map((s) => s.stage), ['data', 'autoencoders', 'text', 'latents', 'base', 'adapt', 'arms', 'report']);
+    for (const s of ['data', 'autoencoders', 'text', 'latents', 'base', 'adapt', 'arms']) assert.ok(existsSync(join(A, s, 'done.json')), `${s}/done.json`);
+    for (const f of [
+      'data/train/00000.mp4', 'data/train/00000.txt', 'data/held-out/videos.json', 'data/prompts.json',
+      'autoencoders/base/model.safetensors', 'autoencoders/dc/model.safetensors', 'autoencoders/dc.scaled.json',
+      'text/tokenizer/tokenizer.json', 'text/umt5.safetensors', 'latents/base/manifest.json', 'latents/adapt/manifest.json',
+      'base/run/model.safetensors', 'base/evals/scores.jsonl', 'adapt/align/patch_embedding.safetensors', 'adapt/assembled.safetensors',
+      'adapt/tune/model.safetensors', 'adapt/lora/model.safetensors', 'adapt/tune-evals/scores.jsonl', 'adapt/lora-evals/scores.jsonl',
+      'arms/no-align/lora-evals/scores.jsonl', 'arms/full-ft/evals/scores.jsonl', 'arms/scratch/evals/scores.jsonl', 'arms/latency.json',
+    ])
+      assert.ok(existsSync(join(A, f)), f);
+    // the base DiT was evaluated after each segment; phase 2 also before its first step
+    const steps = (p: string) => readFileSync(join(A, p), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
+    assert.deepEqual(steps('base/evals/scores.jsonl'), [3, 6]);
+    assert.deepEqual(steps('adapt/tune-evals/scores.jsonl'), [0, SMOKE_CONFIG.adapt.tune.steps]);
+    assert.deepEqual(steps('adapt/lora-evals/scores.jsonl'), [4]);
+    const score = JSON.parse(readFileSync(join(A, 'base/evals/scores.jsonl'), 'utf8').split('\n')[0]!) as { train: { accuracy: number; clips: number }; heldOut: { clips: number } };
+    assert.equal(score.train.clips, SMOKE_CONFIG.eval.trainPrompts * SMOKE_CONFIG.eval.seeds);
+    assert.equal(score.heldOut.clips, SMOKE_CONFIG.eval.heldOutPrompts * SMOKE_CONFIG.eval.seeds);
+    assert.ok(score.train.accuracy >= 0 && score.train.accuracy <= 100);
+    // latent folders: the base DiT's holds the base latents (16 channels, f8), the adapt one both
+    const lat = JSON.parse(readFileSync(join(A, 'latents/adapt/manifest.json'), 'utf8')) as { clips: unknown[] };
+    assert.equal(lat.clips.length, SMOKE_CONFIG.data.train);
+    // the model folders are what dcvg generate reads: base (patch 1x2x2 on the base AE), adapted (1x1x1 on DC-AE-V)
+    const b = resolveModelFolder(join(A, 'base', 'model'));
+    const d = resolveModelFolder(join(A, 'adapt', 'model'));
+    assert.deepEqual(b.dit.parsed.patch_size, [1, 2, 2]);
+    assert.deepEqual(d.dit.parsed.patch_size, [1, 1, 1]);
+    assert.equal(d.dit.parsed.in_dim, 32);
+    const report = readFileSync(join(A, 'report', 'adapt.md'), 'utf8');
+    for (const h of ['### Scores', 'Claim (c)', 'Claim (d)', 'Contact sheets', '### Commands', 'dcvg train-ae --model', 'dcvg adapt lora', '(a) without alignment', '(b) full fine-tuning'])
+      assert.ok(report.includes(h), `report has "${h}"`);
+    for (const png of ['score-train.png', 'score-held-out.png', 'sheet-base.png', 'sheet-adapted.png'])
+      assert.deepEqual([...readFileSync(join(A, 'report', png)).subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47], png);
+    // a second run skips every complete stage
+    const again = await study(['--out', A, '--resume', '--stages', 'data,base', '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual((JSON.parse(again.stdout) as { stages: { status: string }[] }).stages.map((s) => s.status), ['skipped (complete)', 'skipped (complete)']);
+  });
+
+  it('resumes after interruptions mid-stage with the same outputs as an uninterrupted run', async (t) => {
+    assert.ok(existsSync(join(A, 'report')), 'needs the first test');
+    // the same path for both runs (files record their inputs' paths): keep the finished study aside, restart the late
+    // stages in its place from the same early stages
+    cpSync(A, ref, { recursive: true });
+    for (const s of LATE) rmSync(join(A, s), { recursive: true, force: true });
+    // 1. SIGTERM inside the base DiT's second segment (train-dit stops after its step, with a checkpoint)
+    // (where the stop lands depends on when the signal arrives: after the step running then, or between evaluation clips)
+    const stoppedIn = () => LATE.find((st) => !existsSync(join(A, st, st === 'report' ? 'adapt.md' : 'done.json')));
+    let r = await study(['--out', A, '--resume', '--log-every', '1'], /train-dit: resuming at step 3[\s\S]*step 4\/6/);
+    assert.equal(r.code, 143, r.stderr);
+    assert.ok(existsSync(join(A, 'base', 'run', 'checkpoint.safetensors')));
+    t.diagnostic(`first stop in stage ${stoppedIn()}`);
+    assert.notEqual(stoppedIn(), undefined);
+    // 2. SIGTERM inside phase 3 (adapt lora)
+    r = await study(['--out', A, '--resume', '--log-every', '1'], /adapt lora: new run[\s\S]*step 1\//);
+    assert.equal(r.code, 143, r.stderr);
+    t.diagnostic(`second stop in stage ${stoppedIn()}`);
+    assert.notEqual(stoppedIn(), undefined);
+    // 3. to the end
+    r = await study(['--out', A, '--resume']);
+    assert.equal(r.code, 0, r.stderr);
+    const want = hashes(ref);
+    const got = hashes(A);
+    assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort(), 'the same files');
+    const differ = [...want].filter(([k, h]) => got.get(k) !== h).map(([k]) => k);
+    assert.deepEqual(differ, [], 'the same contents');
+    renameSync(ref, `${ref}-done`);
+  });
+
+  it('refuses bad configs and folders with one clear line, writing nothing', async () => {
+    const bad = (override: unknown) => {
+      const f = join(root, `bad-${Math.random().toString(36).slice(2)}.json`);
+      writeFileSync(f, JSON.stringify(override));
+      const out = join(root, `out-${Math.random().toString(36).slice(2)}`);
+      const r = spawnSync(process.execPath, [main, 'study', 'adapt', '--scale', 'smoke', '--config', f, '--out', out], { env, encoding: 'utf8' });
+      assert.equal(r.status, 1);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.ok(!existsSync(out), 'no output folder');
+      return r.stderr;
+    };
+    assert.match(bad({ base: { stepz: 3 } }), /unknown key "base\.stepz"/);
+    assert.match(bad({ base: { steps: -1 } }), /"base\.steps" must be a positive number, got -1/);
+    assert.match(bad({ eval: { seeds: 1.5 } }), /"eval\.seeds" must be an integer/);
+    assert.match(bad({ eval: { sampler: 'ddim' } }), /"eval\.sampler" must be "unipc" or "euler"/);
+    assert.match(bad({ arms: { noAlign: 'yes' } }), /"arms\.noAlign" must be true or false/);
+    assert.match(bad([1, 2]), /must hold a JSON object/);
+    const flag = spawnSync(process.execPath, [main, 'study', 'adapt', '--bogus'], { env, encoding: 'utf8' });
+    assert.match(flag.stderr, /^dcvg study: Unknown option '--bogus'.* \(see dcvg study adapt --help\)\n$/);
+    const stage = spawnSync(process.execPath, [main, 'study', 'adapt', '--out', join(root, 'never'), '--stages', 'data,lunch'], { env, encoding: 'utf8' });
+    assert.match(stage.stderr, /--stages: unknown stage "lunch"/);
+    assert.ok(!existsSync(join(root, 'never')));
+    // the API says the same
+    assert.throws(() => resolveStudyConfig('huge'), /unknown --scale "huge"/);
+    // a study folder keeps its config: another one is refused, naming the first key that differs
+    const r = spawnSync(process.execPath, [main, 'study', 'adapt', '--scale', 'real', '--out', A, '--stages', 'data'], { env, encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /holds a study with another config \("scale": "smoke" there, "real" given\)/);
+    const r2 = spawnSync(process.execPath, [main, 'study', 'adapt', '--resume', '--out', join(root, 'nothing')], { env, encoding: 'utf8' });
+    assert.match(r2.stderr, /nothing to resume in .*nothing \(no study\.json\)/);
+  });
+
+  it('fails the autoencoder stage clearly on a Wan-VAE-topology spec train-ae does not train', async (t) => {
+    // a build whose train-ae trains the Wan-VAE topology gets past this stage: nothing to check then
+    const f = join(root, 'wan-base.json');
+    writeFileSync(f, JSON.stringify({ data: { train: 4, heldOut: 1 }, autoencoders: { base: { model: { dim: 4, z_dim: 16, dim_mult: [1, 2, 4, 4], num_res_blocks: 1, attn_scales: [], temperal_downsample: [false, true, true], dropout: 0 } } } }));
+    const out = join(root, 'wan-base');
+    const r = await study(['--scale', 'smoke', '--config', f, '--out', out, '--stages', 'data,autoencoders']);
+    if (r.code === 0) return t.skip('this train-ae trains the Wan-VAE topology');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /autoencoders\.base\.model is a Wan-VAE-topology config .* does not train the Wan-VAE topology yet/);
+    assert.ok(!existsSync(join(out, 'autoencoders', 'done.json')));
+  });
+
+  it('builds a tokenizer from the captions that src/text reads, one piece per caption word', () => {
+    const caps = ['a small red circle moving left on a black background', 'a large blue square moving up on a gray background'];
+    const file = join(root, 'tokenizer.json');
+    writeFileSync(file, JSON.stringify(toTokenizerJson(captionTokenizer(caps))));
+    const tok = loadTokenizerSync(file);
+    const r = tok.tokenize(caps[0]!, 16);
+    assert.deepEqual(r.pieces, caps[0]!.split(' ').map((w) => `\u2581${w}`));
+    assert.equal(r.ids.at(-1), 1, 'eos last');
+    assert.equal(r.inputIds.length, 16);
+    // an unseen word over seen characters falls back to them (not one <unk> for the word); unseen characters are <unk>
+    const u = tok.tokenize('a purple circle', 16);
+    assert.ok(u.pieces.length > 3 && !u.ids.slice(0, -1).includes(2), JSON.stringify(u.pieces));
+    assert.ok(tok.tokenize('a zebra', 16).ids.includes(2));
+  });
+});
