@@ -132,10 +132,8 @@ def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
-    s.add_argument("--config", required=True)
-    s.add_argument("--weights", required=True)
-    s.add_argument("--inputs", required=True)
-    s.add_argument("--targets", required=True)
+    for path_arg in ("--config", "--weights", "--inputs", "--targets"):
+        s.add_argument(path_arg, required=True)
     s.add_argument("--rank", type=int, required=True)
     s.add_argument("--alpha", type=float, required=True)
     s.add_argument("--threads", type=int, default=2)
@@ -146,19 +144,18 @@ def main():
     tr = Trainer(a)
     print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "trainable": sum(p.numel() for p in tr.params)}), flush=True)
+    def dump(path):
+        tr.dump(path)
+        return {"ok": True}
+
+    handlers = {"step": lambda lr: tr.step(float(lr)), "dump": dump}
     for line in sys.stdin:
-        cmd = line.split()
-        if not cmd:
-            continue
-        if cmd[0] == "quit":
+        name, *args = line.split() or [""]
+        if name == "quit":
             break
-        if cmd[0] == "step":
-            print(json.dumps(tr.step(float(cmd[1]))), flush=True)
-        elif cmd[0] == "dump":
-            tr.dump(cmd[1])
-            print(json.dumps({"ok": True}), flush=True)
-        else:
-            print(json.dumps({"error": "unknown command " + cmd[0]}), flush=True)
+        if name:
+            fn = handlers.get(name)
+            print(json.dumps(fn(*args) if fn else {"error": "unknown command " + name}), flush=True)
     return 0
 
 
