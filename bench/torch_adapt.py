@@ -19,6 +19,7 @@ for it). One step, as src/train/loop.ts runs it for `dcvg adapt lora`:
         "dump PATH" writes the trainable tensors (param.<key>), their EMA shadows (ema.<key>) and, with --keep-grads,
                     the last step's gradients before clipping (grad.<key>) as safetensors: {"ok": true}
         "quit"      exits. The first line printed is {"ready": true, ...}.
+      --double runs the same step in float64 (weights and inputs widened): a reference for both float32 sides.
 """
 import argparse
 import json
@@ -31,6 +32,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_common import load_safetensors, save_safetensors  # noqa: E402
+import torch_wan  # noqa: E402
 from torch_wan import WanDiT  # noqa: E402
 
 TRAIN_FULLY = ("patch_embedding.weight", "patch_embedding.bias", "head.head.weight", "head.head.bias", "head.modulation")
@@ -50,15 +52,27 @@ class LoraLinear(nn.Module):
         return self.base(x) + self.lora_B(self.lora_A(x)) * self.scale
 
 
+def use_float64():
+    """torch_wan computes RoPE and the sinusoid in float32 (as the reference); widened here for --double."""
+    rope_freqs, sinusoid = torch_wan.rope_freqs, torch_wan.sinusoid
+    torch_wan.rope_freqs = lambda grid, head_dim: rope_freqs(grid, head_dim).to(torch.complex128)
+    torch_wan.rope_apply = lambda x, freqs: torch.view_as_real(torch.view_as_complex(x.reshape(*x.shape[:3], -1, 2)) * freqs).flatten(3)
+    torch_wan.sinusoid = lambda t, dim: sinusoid(t, dim).double()
+
+
 class Trainer:
     def __init__(self, a):
         torch.set_num_threads(a.threads)
+        if a.double:
+            use_float64()
         cfg = json.load(open(a.config))
         cfg = cfg.get("config", cfg)
         self.model = WanDiT(cfg)
         sd = load_safetensors(a.weights)
         base = {k: v for k, v in sd.items() if ".lora_" not in k}
         self.model.load_state_dict(base, strict=True)
+        dt = torch.float64 if a.double else torch.float32
+        self.model.to(dt)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.names = {}  # our key -> torch parameter
@@ -66,7 +80,7 @@ class Trainer:
             parent_path, _, name = path.rpartition(".")
             parent = self.model.get_submodule(parent_path)
             lin = parent._modules[name]
-            lora = LoraLinear(lin, a.rank, a.alpha)
+            lora = LoraLinear(lin, a.rank, a.alpha).to(dt)
             with torch.no_grad():
                 lora.lora_A.weight.copy_(sd[path + ".lora_A.weight"])
                 lora.lora_B.weight.copy_(sd[path + ".lora_B.weight"])
@@ -85,11 +99,11 @@ class Trainer:
         self.shadows = [p.detach().clone() for p in self.params] if a.ema > 0 else None
         self.keep_grads = a.keep_grads
         self.grads = None
-        io = load_safetensors(a.inputs)
+        io = {k: v.to(dt) for k, v in load_safetensors(a.inputs).items()}
         self.x0, self.noise, self.ctx, self.t = io["x0"], io["noise"], io["context"], io["t"]
         shape = [-1] + [1] * (self.x0.dim() - 1)
         self.sigma = io["sigma"].view(shape)
-        self.one_minus_sigma = (1 - io["sigma"].double()).float().view(shape)  # as ours: fround(1 - sigma)
+        self.one_minus_sigma = (1 - io["sigma"].double()).float().to(dt).view(shape)  # as ours: fround(1 - sigma)
         self.weight = io["weight"].view(shape)
 
     def step(self, lr):
@@ -140,6 +154,7 @@ def main():
     s.add_argument("--clip", type=float, default=0.1)
     s.add_argument("--ema", type=float, default=0.9999)
     s.add_argument("--keep-grads", action="store_true")
+    s.add_argument("--double", action="store_true")
     a = ap.parse_args()
     tr = Trainer(a)
     print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
