@@ -3,7 +3,7 @@
  * step of the same model (bench/torch_adapt.py), same weights and inputs, float32, the same thread count.
  *
  *   npm run bench:adapt [-- --tokens 1000,2000,4000] [-- --reps 3] [-- --warmup 1] [-- --threads 2] [-- --layers 2]
- *                       [-- --dim 768] [-- --heads 12] [-- --rank 64] [-- --json] [-- --profile]
+ *                       [-- --dim 768] [-- --heads 12] [-- --rank 64] [-- --f64] [-- --json] [-- --profile]
  *
  * Model: a small Wan-topology DiT in DC-VideoGen's layout (patch 1x1x1, 32 latent channels): width 768, 12 heads of
  * 64, FFN 3072 (4x), 2 blocks, text 64 tokens x 768 (40 non-zero rows). Tokens = latent F x H x W: 10x10x10 = 1,000,
@@ -23,6 +23,9 @@
  * the later ones the gradients, clipping, AdamW and the adapters' update. Steps alternate between the sides (the
  * order rotating), each timed inside its own process (wall and CPU time of the whole process); medians of the timed
  * steps after the warm-up.
+ *
+ * --f64: also runs the first step in float64 (bench/torch_adapt.py --double) at each token count and reports how far
+ * each float32 side's first loss is from it.
  *
  * --profile: per-kernel-call times of our step (grouped as bench:wan groups them) at the largest --tokens value.
  */
@@ -218,7 +221,7 @@ const relDiff = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b)
 
 async function main(): Promise<void> {
   const { flag, opt } = cliArgs(
-    'usage: npm run bench:adapt [-- --tokens 1000,2000,4000] [-- --reps 3] [-- --warmup 1] [-- --threads 2] [-- --layers 2] [-- --dim 768] [-- --heads 12] [-- --rank 64] [-- --json] [-- --profile]',
+    'usage: npm run bench:adapt [-- --tokens 1000,2000,4000] [-- --reps 3] [-- --warmup 1] [-- --threads 2] [-- --layers 2] [-- --dim 768] [-- --heads 12] [-- --rank 64] [-- --f64] [-- --json] [-- --profile]',
   );
   const asJson = flag('--json');
   const log = (m: string) => {
@@ -227,6 +230,7 @@ async function main(): Promise<void> {
   const threads = Math.max(1, Math.floor(Number(opt('--threads', '2'))));
   const reps = Math.max(1, Number(opt('--reps', '3')));
   const warmup = Math.max(0, Number(opt('--warmup', '1')));
+  const f64 = flag('--f64');
   const tokensList = opt('--tokens', '1000,2000,4000').split(',').map(Number);
   const cfg = adaptBenchConfig({ dim: Number(opt('--dim', '768')), heads: Number(opt('--heads', '12')), layers: Number(opt('--layers', '2')) });
   const rank = Number(opt('--rank', '64'));
@@ -282,10 +286,20 @@ async function main(): Promise<void> {
     paramCount = ours.model.parameterCount();
     const inp = stepInputs(cfg, grid, SEED);
     const dir = mkdtempSync(join(tmpdir(), 'dcvg-bench-adapt-'));
+    let f64Loss: number | null = null;
     const mine: StepResult[] = [];
     const theirs: StepResult[] = [];
     try {
-      const worker = python ? new TorchWorker(python, writeTorchSide(dir, ours, inp, threads), threads, (t) => log(`[torch] ${t}`)) : null;
+      const argv = python ? writeTorchSide(dir, ours, inp, threads) : [];
+      if (python && f64) {
+        // the first step in float64 (the same state and inputs): which float32 side is closer to it
+        const w = new TorchWorker(python, [...argv, '--double'], threads, (t) => log(`[torch f64] ${t}`));
+        await w.next();
+        f64Loss = ((await w.request(`step ${phaseLr(1)}`)) as unknown as StepResult).loss;
+        w.close('quit');
+        log(`${tokens} tokens: first-step loss in float64 (torch) ${f64Loss}`);
+      }
+      const worker = python ? new TorchWorker(python, argv, threads, (t) => log(`[torch] ${t}`)) : null;
       if (worker) await worker.next();
       try {
         for (let i = 0; i < warmup + reps; i++) {
@@ -328,6 +342,7 @@ async function main(): Promise<void> {
         first_grad_norm_rel_diff: relDiff(mine[0]!.grad_norm, theirs[0]!.grad_norm),
       });
     }
+    if (f64Loss !== null) Object.assign(row, { f64_loss: f64Loss, ours_vs_f64: relDiff(mine[0]!.loss, f64Loss), torch_vs_f64: theirs.length ? relDiff(theirs[0]!.loss, f64Loss) : null });
     rows.push(row);
   }
   const up1 = uptime();
@@ -350,6 +365,9 @@ async function main(): Promise<void> {
     const diffs = r.first_loss_rel_diff === undefined ? '-' : `${(r.first_loss_rel_diff as number).toExponential(1)} / ${(r.max_loss_rel_diff as number).toExponential(1)}`;
     md += `| ${(r.tokens as number).toLocaleString('en-US')} (${lat}) | ${x('ours_ms')} | ${x('torch_ms')} | ${x('ratio', 2)} | ${x('ours_cpu_ms')} | ${x('torch_cpu_ms')} | ${x('ratio_cpu', 2)} | ${diffs} |\n`;
   }
+  for (const r of rows)
+    if (r.f64_loss !== undefined)
+      md += `\n${r.tokens} tokens, first-step loss against the same step in float64 (torch --double): ours ${(r.ours_vs_f64 as number).toExponential(1)}, torch ${r.torch_vs_f64 === null ? '-' : (r.torch_vs_f64 as number).toExponential(1)}`;
   md += `\nmodel: Wan-topology DiT, dim ${cfg.dim}, ${cfg.num_heads} heads x ${cfg.dim / cfg.num_heads}, FFN ${cfg.ffn_dim}, ${cfg.num_layers} blocks, patch 1x1x1, 32 channels, text ${cfg.text_len} x ${cfg.text_dim}; ${(paramCount / 1e6).toFixed(2)} M parameters, ${(trainableCount / 1e6).toFixed(2)} M trainable\n`;
   md += `LoRA r ${o.rank}, alpha ${o.alpha} on ${LORA_TARGETS_RE}; fully trained ${PATCH_HEAD_RE}; clip ${o.clip}, AdamW, EMA ${o.ema}; batch 1, t ${T_STEP}; ${warmup} warm-up + ${reps} timed steps per side, interleaved\n`;
   md += `${result.machine.cpu} (${result.machine.cores} cores), ${threads} threads each, OMP_WAIT_POLICY ${result.machine.omp_wait_policy ?? 'unset'}, node ${result.machine.node}, torch ${result.machine.torch ?? '-'}\n`;
