@@ -132,6 +132,30 @@ const TUNE_CHECKS: readonly (readonly [keyof LoraPhaseOptions, string, Check])[]
 ];
 const LORA_CHECKS: readonly (readonly [keyof LoraPhaseOptions, string, Check])[] = [...TUNE_CHECKS, ['rank', '--rank', posInt], ['alpha', '--alpha', positive], ['loraTargets', '--lora-targets', regex]];
 
+/**
+ * The trainable set of phase 2 or 3 on a loaded DiT: everything frozen, then (phase 3) adapters on the layers matching
+ * `loraTargets`, and the tensors matching `trainOnly` trained fully (widened to float32). Returns the adapted layer paths.
+ */
+export function setupTrainable(model: WanModel, phase: 'tune' | 'lora', o: Pick<LoraPhaseOptions, 'trainOnly' | 'seed'> & Partial<Pick<LoraPhaseOptions, 'loraTargets' | 'rank' | 'alpha'>>): string[] {
+  const re = new RegExp(o.trainOnly);
+  model.freeze(() => true);
+  let loraTargets: string[] = [];
+  if (phase === 'lora') loraTargets = applyLora(model, new RegExp(o.loraTargets!), { rank: o.rank!, alpha: o.alpha!, seed: o.seed, freeze: 'model' });
+  // fully trained tensors: float32 (a bf16 checkpoint's are widened), requiring grad
+  for (const [k, p] of model.namedParams()) {
+    if (!re.test(k)) continue;
+    if (p.value.dtype !== 'f32') p.set(castTo(p.value, 'f32'), k);
+    p.trainable = true;
+    p.value.requiresGrad = true;
+  }
+  for (const [, l] of loraLayers(model))
+    for (const part of [l.lora_A.weight, l.lora_B.weight]) {
+      part.trainable = true;
+      part.value.requiresGrad = true;
+    }
+  return loraTargets;
+}
+
 /** The spec's training shift for a DiT: 8 for T2V, 5 for I2V (§5.4). */
 export const defaultShift = (cfg: Pick<WanConfig, 'model_type'>): number => (cfg.model_type === 'i2v' ? 5 : 8);
 
@@ -170,22 +194,7 @@ export function buildAdaptDiT(
   nullContext = castTo(nullContext, 'f32');
   const nullPadded = nullContext.shape[0] === L ? nullContext : ops.pad(nullContext, [0, 0, 0, L - nullContext.shape[0]!]);
 
-  const re = new RegExp(o.trainOnly);
-  model.freeze(() => true);
-  let loraTargets: string[] = [];
-  if (phase === 'lora') loraTargets = applyLora(model, new RegExp(o.loraTargets!), { rank: o.rank!, alpha: o.alpha!, seed: o.seed, freeze: 'model' });
-  // fully trained tensors: float32 (a bf16 checkpoint's are widened), requiring grad
-  for (const [k, p] of model.namedParams()) {
-    if (!re.test(k)) continue;
-    if (p.value.dtype !== 'f32') p.set(castTo(p.value, 'f32'), k);
-    p.trainable = true;
-    p.value.requiresGrad = true;
-  }
-  for (const [, l] of loraLayers(model))
-    for (const part of [l.lora_A.weight, l.lora_B.weight]) {
-      part.trainable = true;
-      part.value.requiresGrad = true;
-    }
+  const loraTargets = setupTrainable(model, phase, o);
   const named = model.namedParams();
   const trainable = named.filter(([, p]) => p.trainable).map(([k, p]) => [k, p.value] as [string, Tensor]);
   if (!trainable.length) throw new ValueError(`adapt ${phase}: --train-only ${o.trainOnly} matches no parameter`);
