@@ -30,7 +30,7 @@ import {
 } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
 import { loadDefaultModel, embeddedConfig } from '../models/dcaev/default_model.js';
-import { isWanVaePresetName, resolveWanVaeConfig, wanVaeConfigToJson } from '../models/wan_vae/config.js';
+import { isWanVaeConfigJson, isWanVaePresetName, resolveWanVaeConfig, wanVaeConfigToJson } from '../models/wan_vae/config.js';
 import { WanVAE } from '../models/wan_vae/model.js';
 import { loadWanVaeWeights } from '../models/wan_vae/run.js';
 
@@ -430,12 +430,7 @@ function readJson(path: string): unknown {
   }
 }
 
-function looksLikeWanConfig(j: unknown): boolean {
-  if (typeof j !== 'object' || j === null) return false;
-  const o = j as Record<string, unknown>;
-  const c = (typeof o.config === 'object' && o.config !== null ? o.config : o) as Record<string, unknown>;
-  return c._class_name === 'AutoencoderKLWan' || ('z_dim' in c && ('dim_mult' in c || 'base_dim' in c));
-}
+const looksLikeWanConfig = isWanVaeConfigJson;
 
 /** The config.json of a diffusers Wan VAE folder (a `vae/` folder or a pipeline folder holding one), or null. */
 export function wanVaeFolderConfig(dir: string): string | null {
