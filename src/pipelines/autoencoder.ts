@@ -32,7 +32,7 @@ import { configToReference } from '../models/dcaev/config.js';
 import { loadDefaultModel, embeddedConfig } from '../models/dcaev/default_model.js';
 import { isWanVaeConfigJson, isWanVaePresetName, resolveWanVaeConfig, wanVaeConfigToJson } from '../models/wan_vae/config.js';
 import { WanVAE } from '../models/wan_vae/model.js';
-import { loadWanVaeWeights } from '../models/wan_vae/run.js';
+import { embeddedWanVaeConfig, loadWanVaeWeights } from '../models/wan_vae/run.js';
 
 export type AutoencoderFamily = 'dc-ae-v' | 'wan-vae';
 
@@ -456,7 +456,7 @@ export function isWanVaeSpec(spec: string): boolean {
 
 /**
  * The model of a command: --model and --weights; with neither, the default DC-AE-V shipped in the package; with only
- * --weights, the config embedded in a `dcvg train-ae` weights file. A Wan VAE --model (preset, config JSON, diffusers
+ * --weights, the config embedded in a `dcvg train-ae` weights file (DC-AE-V or Wan VAE). A Wan VAE --model (preset, config JSON, diffusers
  * folder) needs --weights, except a folder, which is its own weights.
  */
 export function loadAutoencoder(v: { model?: string; weights?: string }, cmd: string): VideoAutoencoder {
@@ -473,6 +473,13 @@ export function loadAutoencoder(v: { model?: string; weights?: string }, cmd: st
     return new WanVaeAutoencoder(m);
   }
   if ((!v.model && !v.weights) || (v.model === 'default' && !v.weights)) return new DcaevAutoencoder(loadDefaultModel());
+  const wanCfg = !v.model ? embeddedWanVaeConfig(v.weights!) : null;
+  if (wanCfg) {
+    // a Wan VAE written by `dcvg train-ae` (or its run folder) carries its config
+    const m = new WanVAE(wanCfg);
+    loadWanVaeWeights(m, v.weights!);
+    return new WanVaeAutoencoder(m);
+  }
   if (!v.model) {
     const cfg = embeddedConfig(v.weights!);
     if (!cfg) throw new ValueError(`${cmd} needs --model <preset | config.json> for ${v.weights} (it carries no config of its own)`);

@@ -23,7 +23,7 @@ import { configFromReference, configToReference, compressionFactors, chunkFrames
 import { DCAEV, decodeVideo, encodeVideo, loadWeights, resolveConfig } from '../models/dcaev/autoencoder.js';
 import { isWanVaeConfigJson, isWanVaePresetName, parseWanVaeConfig, resolveWanVaeConfig, wanVaeConfigToJson, type WanVaeConfig } from '../models/wan_vae/config.js';
 import { WanVAE } from '../models/wan_vae/model.js';
-import { loadWanVaeWeights } from '../models/wan_vae/run.js';
+import { WAN_VAE_WEIGHTS_FORMAT, loadWanVaeWeights } from '../models/wan_vae/run.js';
 import type { Module } from '../nn/module.js';
 import * as ops from '../tensor/ops.js';
 import { randn, type Rng } from '../tensor/random.js';
@@ -40,8 +40,6 @@ export type AEModelSpec = string | DCAEVConfig | WanVaeModelSpec;
 /** A resolved model config of either family. */
 export type AEConfig = { family: 'dc-ae-v'; config: DCAEVConfig } | { family: 'wan-vae'; config: WanVaeConfig };
 
-/** The weights file format of a Wan VAE written by train-ae (metadata "format"). */
-export const WAN_WEIGHTS_FORMAT = 'dcvg-wan-vae-weights';
 
 const WAN_PREFIX = 'wan-vae:';
 
@@ -196,6 +194,6 @@ function wanTrainable(config: WanVaeConfig, existing?: WanVAE): TrainableAE {
       });
     },
     loadInit: (path) => void loadWanVaeWeights(model, path),
-    weightsFormat: WAN_WEIGHTS_FORMAT,
+    weightsFormat: WAN_VAE_WEIGHTS_FORMAT,
   };
 }

@@ -2,12 +2,13 @@
  * Loading Wan VAE weights (Wan2.1_VAE.pth, safetensors in the original or diffusers names, through openWeights), and
  * the tensor-file runner behind `dcvg run wan-vae`.
  */
+import { existsSync, statSync } from 'node:fs';
 import { SafetensorsFile } from '../../io/safetensors.js';
-import { inWeightsFile, openWeights, renamedSource } from '../../io/weights.js';
+import { inWeightsFile, openWeights, renamedSource, weightsInFolder } from '../../io/weights.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import { Tensor, firstNonFinite, noGrad } from '../../tensor/tensor.js';
-import { resolveWanVaeConfig, type WanVaeConfig } from './config.js';
+import { parseWanVaeConfig, resolveWanVaeConfig, type WanVaeConfig } from './config.js';
 import { detectWanVaeKeyFormat, wanVaeKeyMap, type WanVaeKeyFormat } from './keys.js';
 import { WanVAE, type WanVaeStreamOptions } from './model.js';
 
@@ -43,6 +44,42 @@ export function loadWanVaeWeights(model: WanVAE, path: string): WanVaeLoadResult
     throw inWeightsFile(e, w.source);
   } finally {
     w.close();
+  }
+}
+
+/** metadata "format" of the Wan VAE weights `dcvg train-ae` writes (model.safetensors, with metadata "config"). */
+export const WAN_VAE_WEIGHTS_FORMAT = 'dcvg-wan-vae-weights';
+
+/**
+ * The config a Wan VAE weights file written by `dcvg train-ae` carries (or the model.safetensors of a run folder), or
+ * null for any other file (the released .pth, diffusers files, DC-AE-V weights).
+ */
+export function embeddedWanVaeConfig(weights: string): WanVaeConfig | null {
+  if (!existsSync(weights)) return null;
+  let path = weights;
+  if (statSync(path).isDirectory()) {
+    try {
+      path = weightsInFolder(path);
+    } catch {
+      return null;
+    }
+  }
+  if (!path.endsWith('.safetensors')) return null;
+  let f: SafetensorsFile;
+  try {
+    f = SafetensorsFile.open(path);
+  } catch {
+    return null;
+  }
+  try {
+    if (f.metadata.format !== WAN_VAE_WEIGHTS_FORMAT || !f.metadata.config) return null;
+    const j = JSON.parse(f.metadata.config) as Record<string, unknown>;
+    const { family: _f, ...rest } = j;
+    return parseWanVaeConfig(rest, typeof j.name === 'string' ? j.name : undefined, path);
+  } catch {
+    return null;
+  } finally {
+    f.close();
   }
 }
 
