@@ -2,9 +2,8 @@
  * Loading Wan VAE weights (Wan2.1_VAE.pth, safetensors in the original or diffusers names, through openWeights), and
  * the tensor-file runner behind `dcvg run wan-vae`.
  */
-import { existsSync, statSync } from 'node:fs';
 import { SafetensorsFile } from '../../io/safetensors.js';
-import { inWeightsFile, openWeights, renamedSource, weightsInFolder } from '../../io/weights.js';
+import { inWeightsFile, openWeights, renamedSource, safetensorsMetadataOf } from '../../io/weights.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import { Tensor, firstNonFinite, noGrad } from '../../tensor/tensor.js';
@@ -55,31 +54,14 @@ export const WAN_VAE_WEIGHTS_FORMAT = 'dcvg-wan-vae-weights';
  * null for any other file (the released .pth, diffusers files, DC-AE-V weights).
  */
 export function embeddedWanVaeConfig(weights: string): WanVaeConfig | null {
-  if (!existsSync(weights)) return null;
-  let path = weights;
-  if (statSync(path).isDirectory()) {
-    try {
-      path = weightsInFolder(path);
-    } catch {
-      return null;
-    }
-  }
-  if (!path.endsWith('.safetensors')) return null;
-  let f: SafetensorsFile;
+  const meta = safetensorsMetadataOf(weights);
+  if (meta?.format !== WAN_VAE_WEIGHTS_FORMAT || !meta.config) return null;
   try {
-    f = SafetensorsFile.open(path);
-  } catch {
-    return null;
-  }
-  try {
-    if (f.metadata.format !== WAN_VAE_WEIGHTS_FORMAT || !f.metadata.config) return null;
-    const j = JSON.parse(f.metadata.config) as Record<string, unknown>;
+    const j = JSON.parse(meta.config) as Record<string, unknown>;
     const { family: _f, ...rest } = j;
-    return parseWanVaeConfig(rest, typeof j.name === 'string' ? j.name : undefined, path);
+    return parseWanVaeConfig(rest, typeof j.name === 'string' ? j.name : undefined, weights);
   } catch {
     return null;
-  } finally {
-    f.close();
   }
 }
 
