@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { framesToTensor, writeVideo } from '../src/io/video.js';
@@ -26,6 +26,7 @@ import { noGrad, type Tensor } from '../src/tensor/tensor.js';
 import { readLog, trainAE, TRAIN_DEFAULTS, type TrainAEOptions } from '../src/train/ae_trainer.js';
 import { resolveAEConfig, trainableAE } from '../src/train/ae_models.js';
 import { initForTraining } from '../src/train/init.js';
+import { main } from '../src/cli/main.js';
 
 /**
  * The released topology (4 stages: spatial x8, temporal x4) at width 8, 4 latent channels, one block per stage. (Width 4
@@ -215,6 +216,11 @@ test('Wan VAE train-ae refuses windows that are not 1 + 4k and a KL weight on DC
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'f'), { frames: 8 })), /--frames 8 must be 1 \+ 4k for the Wan VAE/);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'k'), { model: 'dcaev-shapes-f32c32', frames: 16, crop: 32, klWeight: 1e-6 })), /--kl-weight/);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'n'), { klWeight: -1 })), /--kl-weight/);
+    // the CLI: the flags parse, the same refusals exit 1 and write nothing
+    for (const extra of [['--frames', '8'], ['--kl-weight', 'x']]) {
+      assert.equal(await main(['train-ae', '--model', 'wan-vae:wan-vae-shapes', '--data', data, '--out', join(out, 'cli'), ...extra]), 1);
+      assert.equal(existsSync(join(out, 'cli', 'checkpoint.safetensors')), false);
+    }
   });
   // the --model vocabulary: prefix, preset name, code object
   assert.equal(resolveAEConfig('wan-vae:wan-vae-shapes').family, 'wan-vae');
