@@ -193,6 +193,10 @@ interface DitRun {
   forward_ms: number[];
   /** CPU time (user + system, all threads) of each forward: much less disturbed by other work than wall time */
   forward_cpu_ms: number[];
+  /** per block, its wall / CPU time in each forward (blocks run one after the other; the rest of a forward is the
+   * text / time / patch embeddings and the head) */
+  block_ms: number[][];
+  block_cpu_ms: number[][];
   step_ms: number[];
   rss_after_load_mb: number;
   peak_rss_mb: number;
@@ -218,6 +222,19 @@ function childDit(): void {
   const forwardMs: number[] = [];
   const forwardCpuMs: number[] = [];
   const stepMs: number[] = [];
+  // wall / CPU time of every block's forward, to show the cost per block is the same for each (linear in blocks)
+  const blockMs: number[][] = model.blocks.map(() => []);
+  const blockCpuMs: number[][] = model.blocks.map(() => []);
+  for (const [i, blk] of model.blocks.entries()) {
+    const fwd = blk.forward.bind(blk);
+    blk.forward = (...a: Parameters<typeof fwd>) => {
+      const [t, c] = [performance.now(), process.cpuUsage()];
+      const y = fwd(...a);
+      blockMs[i]!.push(performance.now() - t);
+      blockCpuMs[i]!.push(cpuMs(process.cpuUsage(c)));
+      return y;
+    };
+  }
   const timed = (ctx: Tensor) => (x: Tensor, t: number) => {
     const t0 = performance.now();
     const c0 = process.cpuUsage();
@@ -242,7 +259,7 @@ function childDit(): void {
   const d = out.readSync();
   let a = 0;
   for (let i = 0; i < d.length; i++) a += Math.abs(d[i]!);
-  const r: DitRun = { side, tokens: g.tokens, params, forward_ms: forwardMs, forward_cpu_ms: forwardCpuMs, step_ms: stepMs, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM'), final_abs_mean: a / d.length };
+  const r: DitRun = { side, tokens: g.tokens, params, forward_ms: forwardMs, forward_cpu_ms: forwardCpuMs, block_ms: blockMs, block_cpu_ms: blockCpuMs, step_ms: stepMs, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM'), final_abs_mean: a / d.length };
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
@@ -273,9 +290,17 @@ interface DecodeRun {
   width: number;
   decode_ms: number;
   decode_cpu_ms: number;
+  /** latent frames decoded (`--latents`, default all of the clip's) */
+  latents: number;
+  /** wall and CPU time of each push() (and the finish() last): the Wan VAE takes one latent per push */
+  push_ms: number[];
+  push_cpu_ms: number[];
   rss_after_load_mb: number;
   peak_rss_mb: number;
 }
+
+/** Pixel frames that `n` latent frames decode to: 4 per latent for DC-AE-V, 1 + 4 (n - 1) for the causal Wan VAE. */
+export const pixelFrames = (side: Side, n: number): number => (side === 'dc' ? 4 * n : 1 + 4 * (n - 1));
 
 /** One VAE's streaming decode of a random latent of the clip's shape at --size. Prints one JSON line. */
 function childDecode(): void {
@@ -285,23 +310,33 @@ function childDecode(): void {
   const g = geometries(Number(opt('--frames', '81')), H, W)[side];
   const { ae, params, config } = decoderModel(side);
   // the DiT's latent is the VAE's: (C, F, H / spatial, W / spatial)
-  const z = randn([1, ...g.latent], new Rng(SEED + 6));
-  const F = g.latent[1];
+  // `--latents N`: only the clip's first N latent frames (a shorter clip at the same frame size)
+  const F = Math.min(g.latent[1], Number(opt('--latents', String(g.latent[1]))));
+  const z = ops.contiguous(ops.slice(randn([1, ...g.latent], new Rng(SEED + 6)), 2, 0, F));
   const afterLoad = procStatusMb('VmHWM');
   const piece = side === 'dc' ? 10 : 1;
   let frames = 0;
+  const pushMs: number[] = [];
+  const pushCpuMs: number[] = [];
+  const timed = <T>(fn: () => T): T => {
+    const [t, c] = [performance.now(), process.cpuUsage()];
+    const y = fn();
+    pushMs.push(performance.now() - t);
+    pushCpuMs.push(cpuMs(process.cpuUsage(c)));
+    return y;
+  };
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  const s = ae.decodeStream({ numFrames: g.frames });
+  const s = ae.decodeStream({ numFrames: F === g.latent[1] ? g.frames : pixelFrames(side, F) });
   for (let f = 0; f < F; f += piece) {
-    const y = s.push(ops.contiguous(ops.slice(z, 2, f, Math.min(F, f + piece))));
+    const y = timed(() => s.push(ops.contiguous(ops.slice(z, 2, f, Math.min(F, f + piece)))));
     if (y) frames += y.shape[2]!;
   }
-  const tail = s.finish();
+  const tail = timed(() => s.finish());
   if (tail) frames += tail.shape[2]!;
   const ms = performance.now() - t0;
   const cpu = cpuMs(process.cpuUsage(c0));
-  const r: DecodeRun = { side, config, params, latent: z.shape.slice(1), out_frames: frames, height: g.height, width: g.width, decode_ms: ms, decode_cpu_ms: cpu, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM') };
+  const r: DecodeRun = { side, config, params, latent: z.shape.slice(1), out_frames: frames, height: g.height, width: g.width, decode_ms: ms, decode_cpu_ms: cpu, latents: F, push_ms: pushMs, push_cpu_ms: pushCpuMs, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM') };
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
