@@ -616,8 +616,16 @@ async function parent(): Promise<void> {
         }
         const F = g.latent[1];
         const chunks = side === 'dc' ? Math.ceil(F / 10) : 1;
-        const w = fitTime(runs.map((r) => ({ n: r.latents, t: r.decode_ms })));
-        const c = fitTime(runs.map((r) => ({ n: r.latents, t: r.decode_cpu_ms })));
+        // the Wan VAE decodes one latent per push: its first k pushes are the decode of k latents, so one run gives a
+        // point per latent (the last with finish()); DC-AE-V decodes a partial chunk at once: one point per run
+        const pts = (key: 'push_ms' | 'push_cpu_ms', total: 'decode_ms' | 'decode_cpu_ms') =>
+          runs.flatMap((r) =>
+            side === 'base' && r[key].length === r.latents + 1
+              ? r[key].slice(0, r.latents).map((_, k) => ({ n: k + 1, t: r[key].slice(0, k + 1).reduce((a, v) => a + v, 0) + (k + 1 === r.latents ? r[key][r.latents]! : 0) }))
+              : [{ n: r.latents, t: r[total] }],
+          );
+        const w = fitTime(pts('push_ms', 'decode_ms'));
+        const c = fitTime(pts('push_cpu_ms', 'decode_cpu_ms'));
         const fit: TimeFit = {
           points: runs.map((r) => ({ latents: r.latents, frames: r.out_frames, ms: round(r.decode_ms), cpu_ms: round(r.decode_cpu_ms), peak_rss_mb: round(r.peak_rss_mb), push_ms: r.push_ms.map((v) => round(v)), push_cpu_ms: r.push_cpu_ms.map((v) => round(v)) })),
           per_latent_ms: round(w.b),
@@ -659,7 +667,7 @@ async function parent(): Promise<void> {
         const [sh, sw] = src.size.split('x').map(Number) as [number, number];
         const gs = geometries(frames, sh, sw)[side];
         const k = (g.height * g.width) / (gs.height * gs.width);
-        row.decode![side] = { ...from, frames: g.frames, decode_ms: round(from.decode_ms * k), time_fit: { ...from.time_fit!, decode_cpu_ms: round(from.time_fit!.decode_cpu_ms * k), scaled_from: src.size } };
+        row.decode![side] = { ...from, frames: g.frames, decode_ms: round(from.decode_ms * k), time_fit: { ...(Object.fromEntries(Object.entries(from.time_fit!).map(([key, v]) => [key, /_ms$/.test(key) ? round((v as number) * k) : v])) as unknown as TimeFit), scaled_from: src.size } };
       }
   }
   // decode: once at --decode-size (extrapolated to each size), or at each size itself
@@ -716,9 +724,12 @@ async function parent(): Promise<void> {
   }
   // --dit-from FILE: the DiT rows of a saved --json-out result (the decode measured here, the DiT there)
   let estLayers = layers;
+  let ditFromConfig: Record<string, unknown> = {};
   if (opt('--dit-from', '')) {
     const other = JSON.parse(readFileSync(opt('--dit-from', ''), 'utf8')) as { config: { layers: number; command: string }; rows: Row[] };
     estLayers = other.config.layers;
+    ditFromConfig = Object.fromEntries(Object.entries(other.config).filter(([k]) => ['layers', 'steps', 'guidance', 'forwards_per_step', 'reps'].includes(k)));
+    ditFromConfig.dit_command = other.config.command;
     for (const row of rows) row.dit = other.rows.find((r) => r.size === row.size)?.dit ?? null;
   }
   if (!TINY) for (const row of rows) row.pipeline_estimate = pipelineEstimate(row, estLayers);
@@ -748,6 +759,7 @@ async function parent(): Promise<void> {
     decode_size: decodeLatents.length ? 'same' : decodeSize ? `${decodeSize[0]}x${decodeSize[1]}` : 'same',
     decode_latents: decodeLatents,
     dit_from: opt('--dit-from', '') || null,
+    ...ditFromConfig,
     command: `npm run bench:generate -- ${process.argv.slice(2).join(' ')}`.trim(),
   };
   const json = JSON.stringify({ machine, config, rows }, null, 1) + '\n';
@@ -857,7 +869,7 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
       if (e) md += `| ${r.size} | ${s(e.dc_min * 60000)} | ${s(e.base_min * 60000)} | ${e.speedup}x | ${e.speedup_cpu ?? '-'}x | ${paper[r.size] ?? '-'} |\n`;
     }
   }
-  md += `\ncommand: \`${config.command}\`\n`;
+  md += `\ncommand: \`${config.command}\`${config.dit_command ? `; DiT rows from \`${config.dit_command}\`` : ''}\n`;
   md += `machine: ${machine.cpu} (${machine.cores} cores, ${machine.mem_gib} GiB), ${machine.threads} threads per side, node ${machine.node}; load average ${(machine.load_avg_start as number[]).join(' ')} at start, ${(machine.load_avg_end as number[]).join(' ')} at end; wall ${machine.wall_s} s\n`;
   md += `medians of ${config.reps} run(s) per side (each a fresh child process), ${config.steps} UniPC step(s) per run, ${config.forwards_per_step} forward(s) per step; token bound = tokens_base / tokens_dc, attention bound = its square, FLOP bound = the FLOP model's ratio (linears + attention) for this slice\n`;
   return md;
