@@ -800,6 +800,14 @@ function pipelineEstimate(row: Row, layers: number, steps = 50, blocks = 30): Ro
   return { steps, blocks, dc_min: round(dcMin, 1), base_min: round(baseMin, 1), speedup: round(baseMin / dcMin, 2), speedup_cpu: dcCpu && baseCpu ? round(baseCpu / dcCpu, 2) : null };
 }
 
+/** Each (row, side) decode of the rows that have decodes, with the VAE's name. */
+function decodeCells(rows: Row[]) {
+  return rows.flatMap((r) => {
+    const d = r.decode;
+    return d ? (['dc', 'base'] as Side[]).map((side) => ({ r, d, side, x: d[side], name: side === 'dc' ? 'DC-AE-V f32t4c32' : 'Wan-2.1 VAE f8t4c16' })) : [];
+  });
+}
+
 function markdown(machine: Record<string, unknown>, config: Record<string, unknown>, rows: Row[]): string {
   const f = (v: number | null | undefined, unit = '') => (v === null || v === undefined ? '-' : `${v.toLocaleString('en-US')}${unit}`);
   const s = (ms: number | null | undefined) =>
@@ -828,12 +836,8 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
   if (rows.some((r) => r.decode && (['dc', 'base'] as Side[]).some((k) => !isErr(r.decode![k]) && (r.decode![k] as DecodeSide).time_fit))) {
     md += `\nStreaming decode of the same clip at its own frame size, measured on its first n latent frames and extrapolated in time only (T(n) = intercept + n x per-latent; DC-AE-V: the intercept once per 10-latent chunk). Random weights: DC-AE-V f32t4c32 official topology, Wan-2.1 VAE official config (dim 96)\n\n`;
     md += `| size | VAE | decoder params | measured: latents (frames), wall (CPU) | per latent frame, wall (CPU) | intercept, wall (CPU) | clip decode, extrapolated in time: wall (CPU) | peak RSS, measured | speed-up (wall / CPU) |\n|---|---|---:|---|---:|---:|---:|---:|---:|\n`;
-    for (const r of rows) {
-      const d = r.decode;
-      if (!d) continue;
-      for (const side of ['dc', 'base'] as Side[]) {
-        const x = d[side];
-        const name = side === 'dc' ? 'DC-AE-V f32t4c32' : 'Wan-2.1 VAE f8t4c16';
+    for (const { r, d, side, x, name } of decodeCells(rows)) {
+      {
         const both = !isErr(d.dc) && !isErr(d.base) && d.dc.time_fit && d.base.time_fit ? [d.dc, d.base] : null;
         const sp = both ? `${round(both[1]!.decode_ms / both[0]!.decode_ms, 2)}x / ${round(both[1]!.time_fit!.decode_cpu_ms / both[0]!.time_fit!.decode_cpu_ms, 2)}x` : '-';
         if (isErr(x) || !x.time_fit) {
@@ -848,12 +852,8 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
   } else if (rows.some((r) => r.decode)) {
     md += `\nStreaming decode of the same clip (random weights: DC-AE-V f32t4c32 official topology, Wan-2.1 VAE official config)\n\n`;
     md += `| size | VAE | decoder params | measured at (frames x H x W) | decode, measured (CPU time) | decode at the size | decode peak RSS (at the measured size) | speed-up |\n|---|---|---:|---|---:|---:|---:|---:|\n`;
-    for (const r of rows) {
-      const d = r.decode;
-      if (!d) continue;
-      for (const side of ['dc', 'base'] as Side[]) {
-        const x = d[side];
-        const name = side === 'dc' ? 'DC-AE-V f32t4c32' : 'Wan-2.1 VAE f8t4c16';
+    for (const { r, d, side, x, name } of decodeCells(rows)) {
+      {
         const sp = !isErr(d.dc) && !isErr(d.base) ? `${round(d.base.decode_ms / d.dc.decode_ms, 2)}x` : '-';
         if (isErr(x)) md += `| ${side === 'dc' ? r.size : ''} | ${name} | - | - | failed: ${x.error} | - | - | ${side === 'dc' ? sp : ''} |\n`;
         else md += `| ${side === 'dc' ? r.size : ''} | ${name} | ${(x.params / 1e6).toFixed(1)} M | ${x.measured_at} | ${s(x.decode_ms_measured)} (${s(x.decode_cpu_ms_measured)}) | ${s(x.decode_ms)}${x.extrapolated ? ' (extrapolated)' : ''} | ${f(x.peak_rss_mb, ' MB')} | ${side === 'dc' ? sp : ''} |\n`;
