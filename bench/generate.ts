@@ -813,11 +813,11 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
   const s = (ms: number | null | undefined) =>
     ms === null || ms === undefined
       ? '-'
-      : ms >= 2 * 3600e3
+      : Math.abs(ms) >= 2 * 3600e3
         ? `${(ms / 3600e3).toFixed(1)} h`
-        : ms >= 600e3
+        : Math.abs(ms) >= 600e3
           ? `${(ms / 60e3).toFixed(1)} min`
-          : ms >= 10000
+          : Math.abs(ms) >= 10000
             ? `${(ms / 1000).toFixed(1)} s`
             : `${Math.round(ms)} ms`;
   const width = config.tiny ? 'the tiny (64-wide) DiT' : 'the 1.3B width';
