@@ -3,8 +3,9 @@
  * against the base Wan-2.1 DiT (patch 1x2x2, 16 channels) on Wan-VAE f8t4c16 latents, for the same clip, on this
  * machine, with the same number of DiT blocks; plus the streaming decode of each VAE.
  *
- *   npm run bench:generate [-- --sizes 480x832,720x1280] [-- --layers 1] [-- --steps 1] [-- --guidance 5]
- *                          [-- --reps 1] [-- --frames 81] [-- --decode-size 64x64] [-- --no-decode] [-- --no-dit]
+ *   npm run bench:generate [-- --sizes 480x832,720x1280] [-- --layers 2] [-- --steps 1] [-- --guidance 5]
+ *                          [-- --reps 1] [-- --frames 81] [-- --decode-latents 1,2] [-- --decode-size 64x64|same]
+ *                          [-- --decode-from FILE] [-- --dit-from FILE] [-- --no-decode] [-- --no-dit]
  *                          [-- --timeout-s 0] [-- --threads 2] [-- --json] [-- --json-out FILE] [-- --tiny]
  *
  * DiT: a slice of `--layers` blocks of the 1.3B width (dim 1536, 12 heads, FFN 8960, umT5 context 512 x 4096), random
@@ -29,11 +30,17 @@
  * Decode: the random-weight DC-AE-V decoder of the official f32t4c32 topology (dc-ae-v-f32t4c32-1.0; only the
  * decoder's weights are allocated) and the Wan-2.1 VAE decoder of the official config (dim 96), streaming: DC-AE-V one
  * 10-latent chunk at a time with its feature cache, the Wan VAE one latent at a time with its causal cache. The full
- * decode of 81 frames at 480x832 takes hours on 2 cores (roughly 1 PFLOP for the DC-AE-V decoder, a few hundred TFLOP for the Wan VAE's), so the decode is
- * measured on all the clip's frames at a smaller frame size (`--decode-size`, default 64x64) and extrapolated to
- * each benchmark size by output pixel count (convolution cost is linear in pixels); the table marks those figures as
- * extrapolated. `--decode-size same` decodes at the benchmark sizes themselves. Decode peak RSS is as measured (at the
- * decode size).
+ * decode of 81 frames at 480x832 takes hours on 2 cores, so by default (`--decode-latents 1,2`) each VAE decodes the
+ * clip's first 1 and 2 latent frames at the benchmark size itself, and the clip's decode is extrapolated in time only:
+ * T(n) = intercept + n x per-latent (fitTime; both decoders keep a constant-size cache, so each further latent costs
+ * the same; the intercept counted once per DC-AE-V 10-latent chunk, once for the Wan VAE). Each child also reports the
+ * time of each push(), so one Wan VAE run shows the per-latent cost directly. `--decode-from FILE` takes children's
+ * JSON lines (`--child-decode --side S --size HxW --latents n`) from a file instead of running them (a long run done
+ * piece by piece); a size measured for no latent count gets the other size's figures scaled by the pixel count,
+ * labelled so. `--dit-from FILE` takes the DiT rows of a saved `--json-out` result, for the whole-pipeline estimate.
+ * `--decode-size 64x64` is the old way: all the clip's frames at a small frame size, extrapolated by pixel count
+ * (cheap, but the small size runs DC-AE-V's deep stages on 2x2 positions, which distorts the comparison);
+ * `--decode-size same` decodes the whole clip at the benchmark sizes (hours).
  *
  * `--render FILE` prints the markdown of a saved `--json-out` result without running anything.
  *
@@ -41,7 +48,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tensor, noGrad } from '../src/tensor/tensor.js';
@@ -56,8 +63,9 @@ import { DcaevAutoencoder, WanVaeAutoencoder, type VideoAutoencoder } from '../s
 import { cliArgs, median, useNativeBackend } from './profile.js';
 import { procStatusMb } from './torch.js';
 
-const USAGE = `usage: npm run bench:generate -- [--sizes 480x832,720x1280] [--layers 1] [--steps 1] [--guidance 5] [--reps 1]
-       [--frames 81] [--decode-size 64x64|same] [--no-decode] [--no-dit] [--timeout-s 0] [--threads 2] [--json]
+const USAGE = `usage: npm run bench:generate -- [--sizes 480x832,720x1280] [--layers 2] [--steps 1] [--guidance 5] [--reps 1]
+       [--frames 81] [--decode-latents 1,2] [--decode-size 64x64|same] [--decode-from FILE] [--dit-from FILE]
+       [--no-decode] [--no-dit] [--timeout-s 0] [--threads 2] [--json]
        [--json-out FILE] [--tiny]
        npm run bench:generate -- --render FILE   (the markdown of a saved --json-out result)`;
 const { flag, opt } = cliArgs(USAGE);
@@ -193,6 +201,10 @@ interface DitRun {
   forward_ms: number[];
   /** CPU time (user + system, all threads) of each forward: much less disturbed by other work than wall time */
   forward_cpu_ms: number[];
+  /** per block, its wall / CPU time in each forward (blocks run one after the other; the rest of a forward is the
+   * text / time / patch embeddings and the head) */
+  block_ms: number[][];
+  block_cpu_ms: number[][];
   step_ms: number[];
   rss_after_load_mb: number;
   peak_rss_mb: number;
@@ -218,6 +230,19 @@ function childDit(): void {
   const forwardMs: number[] = [];
   const forwardCpuMs: number[] = [];
   const stepMs: number[] = [];
+  // wall / CPU time of every block's forward, to show the cost per block is the same for each (linear in blocks)
+  const blockMs: number[][] = model.blocks.map(() => []);
+  const blockCpuMs: number[][] = model.blocks.map(() => []);
+  for (const [i, blk] of model.blocks.entries()) {
+    const fwd = blk.forward.bind(blk);
+    blk.forward = (...a: Parameters<typeof fwd>) => {
+      const [t, c] = [performance.now(), process.cpuUsage()];
+      const y = fwd(...a);
+      blockMs[i]!.push(performance.now() - t);
+      blockCpuMs[i]!.push(cpuMs(process.cpuUsage(c)));
+      return y;
+    };
+  }
   const timed = (ctx: Tensor) => (x: Tensor, t: number) => {
     const t0 = performance.now();
     const c0 = process.cpuUsage();
@@ -242,7 +267,7 @@ function childDit(): void {
   const d = out.readSync();
   let a = 0;
   for (let i = 0; i < d.length; i++) a += Math.abs(d[i]!);
-  const r: DitRun = { side, tokens: g.tokens, params, forward_ms: forwardMs, forward_cpu_ms: forwardCpuMs, step_ms: stepMs, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM'), final_abs_mean: a / d.length };
+  const r: DitRun = { side, tokens: g.tokens, params, forward_ms: forwardMs, forward_cpu_ms: forwardCpuMs, block_ms: blockMs, block_cpu_ms: blockCpuMs, step_ms: stepMs, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM'), final_abs_mean: a / d.length };
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
@@ -273,9 +298,17 @@ interface DecodeRun {
   width: number;
   decode_ms: number;
   decode_cpu_ms: number;
+  /** latent frames decoded (`--latents`, default all of the clip's) */
+  latents: number;
+  /** wall and CPU time of each push() (and the finish() last): the Wan VAE takes one latent per push */
+  push_ms: number[];
+  push_cpu_ms: number[];
   rss_after_load_mb: number;
   peak_rss_mb: number;
 }
+
+/** Pixel frames that `n` latent frames decode to: 4 per latent for DC-AE-V, 1 + 4 (n - 1) for the causal Wan VAE. */
+export const pixelFrames = (side: Side, n: number): number => (side === 'dc' ? 4 * n : 1 + 4 * (n - 1));
 
 /** One VAE's streaming decode of a random latent of the clip's shape at --size. Prints one JSON line. */
 function childDecode(): void {
@@ -285,23 +318,33 @@ function childDecode(): void {
   const g = geometries(Number(opt('--frames', '81')), H, W)[side];
   const { ae, params, config } = decoderModel(side);
   // the DiT's latent is the VAE's: (C, F, H / spatial, W / spatial)
-  const z = randn([1, ...g.latent], new Rng(SEED + 6));
-  const F = g.latent[1];
+  // `--latents N`: only the clip's first N latent frames (a shorter clip at the same frame size)
+  const F = Math.min(g.latent[1], Number(opt('--latents', String(g.latent[1]))));
+  const z = ops.contiguous(ops.slice(randn([1, ...g.latent], new Rng(SEED + 6)), 2, 0, F));
   const afterLoad = procStatusMb('VmHWM');
   const piece = side === 'dc' ? 10 : 1;
   let frames = 0;
+  const pushMs: number[] = [];
+  const pushCpuMs: number[] = [];
+  const timed = <T>(fn: () => T): T => {
+    const [t, c] = [performance.now(), process.cpuUsage()];
+    const y = fn();
+    pushMs.push(performance.now() - t);
+    pushCpuMs.push(cpuMs(process.cpuUsage(c)));
+    return y;
+  };
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  const s = ae.decodeStream({ numFrames: g.frames });
+  const s = ae.decodeStream({ numFrames: F === g.latent[1] ? g.frames : pixelFrames(side, F) });
   for (let f = 0; f < F; f += piece) {
-    const y = s.push(ops.contiguous(ops.slice(z, 2, f, Math.min(F, f + piece))));
+    const y = timed(() => s.push(ops.contiguous(ops.slice(z, 2, f, Math.min(F, f + piece)))));
     if (y) frames += y.shape[2]!;
   }
-  const tail = s.finish();
+  const tail = timed(() => s.finish());
   if (tail) frames += tail.shape[2]!;
   const ms = performance.now() - t0;
   const cpu = cpuMs(process.cpuUsage(c0));
-  const r: DecodeRun = { side, config, params, latent: z.shape.slice(1), out_frames: frames, height: g.height, width: g.width, decode_ms: ms, decode_cpu_ms: cpu, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM') };
+  const r: DecodeRun = { side, config, params, latent: z.shape.slice(1), out_frames: frames, height: g.height, width: g.width, decode_ms: ms, decode_cpu_ms: cpu, latents: F, push_ms: pushMs, push_cpu_ms: pushCpuMs, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM') };
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
@@ -378,12 +421,53 @@ interface DecodeSide {
   decode_ms: number;
   extrapolated: boolean;
   peak_rss_mb: number;
+  /** `--decode-latents`: the clip's decode extrapolated in time only from decodes of its first n latent frames */
+  time_fit?: TimeFit;
+}
+
+/** Decodes of the first n latent frames at the clip's own frame size, and the line through them. */
+export interface TimeFit {
+  points: { latents: number; frames: number; ms: number; cpu_ms: number; peak_rss_mb: number; push_ms: number[]; push_cpu_ms: number[] }[];
+  /** T(n) = intercept + per_latent * n (least squares; through 0 with one point), wall and CPU */
+  per_latent_ms: number;
+  intercept_ms: number;
+  per_latent_cpu_ms: number;
+  intercept_cpu_ms: number;
+  /** largest |measured - fitted| / measured over the points (0 with two points: a line through two is exact) */
+  max_rel_residual: number;
+  /** the clip: its latent frames and the times `per chunk x intercept + latents x per_latent` */
+  latents: number;
+  chunks: number;
+  decode_cpu_ms: number;
+  /** measured at another size and scaled by the pixel count (only where this size was not measured) */
+  scaled_from?: string;
+}
+
+/**
+ * The line T(n) = a + b n through (n, T) points (least squares; with one point, through the origin: every
+ * convolution's cost is proportional to the frames it makes) and the clip's time from it: DC-AE-V decodes each
+ * 10-latent chunk on its own (the intercept once per chunk), the Wan VAE streams the clip once (the intercept once).
+ */
+export function fitTime(pts: { n: number; t: number }[]): { a: number; b: number; maxRel: number } {
+  const ns = new Set(pts.map((p) => p.n));
+  if (ns.size < 2) {
+    const b = pts.reduce((x, p) => x + p.t, 0) / pts.reduce((x, p) => x + p.n, 0);
+    return { a: 0, b, maxRel: 0 };
+  }
+  const m = pts.length;
+  const mn = pts.reduce((x, p) => x + p.n, 0) / m;
+  const mt = pts.reduce((x, p) => x + p.t, 0) / m;
+  const b = pts.reduce((x, p) => x + (p.n - mn) * (p.t - mt), 0) / pts.reduce((x, p) => x + (p.n - mn) ** 2, 0);
+  const a = mt - b * mn;
+  return { a, b, maxRel: Math.max(...pts.map((p) => Math.abs(p.t - (a + b * p.n)) / p.t)) };
 }
 
 /** `--render FILE`: the markdown of a saved --json / --json-out result (estimates recomputed), without running anything. */
 function render(path: string): void {
   const saved = JSON.parse(readFileSync(path, 'utf8')) as { machine: Record<string, unknown>; config: Record<string, unknown>; rows: Row[] };
-  if (!saved.config.tiny) for (const row of saved.rows) row.pipeline_estimate = pipelineEstimate(row, saved.config.layers as number);
+  const ditFrom = saved.config.dit_from as string | null | undefined;
+  const layers = ditFrom && existsSync(ditFrom) ? (JSON.parse(readFileSync(ditFrom, 'utf8')) as { config: { layers: number } }).config.layers : (saved.config.layers as number);
+  if (!saved.config.tiny) for (const row of saved.rows) row.pipeline_estimate = pipelineEstimate(row, layers);
   process.stdout.write(markdown(saved.machine, saved.config, saved.rows));
 }
 
@@ -395,7 +479,7 @@ async function parent(): Promise<void> {
     .split(',')
     .map((s) => parseSize(s, '--sizes'));
   const frames = posInt('--frames', TINY ? '9' : '81', 5);
-  const layers = posInt('--layers', TINY ? '2' : '1');
+  const layers = posInt('--layers', '2');
   const steps = posInt('--steps', '1');
   const reps = posInt('--reps', '1');
   const guidance = Number(opt('--guidance', '5'));
@@ -487,8 +571,107 @@ async function parent(): Promise<void> {
     });
   }
 
+  // default: the true sizes, the first 1 and 2 latent frames, extrapolated in time (--decode-size X: the old way)
+  const decodeLatents = opt('--decode-latents', TINY || opt('--decode-size', '') ? '' : '1,2')
+    .split(',')
+    .filter((v) => v)
+    .map(Number);
+  if (decodeLatents.some((n) => !Number.isInteger(n) || n < 1)) usageError(`--decode-latents must list positive integers, e.g. 1,2`);
+  if (decodeLatents.length && !flag('--no-decode')) {
+    // decode at each size itself, of the clip's first n latent frames, extrapolated in time only; children's JSON lines
+    // from --decode-from FILE are used instead of running those children again (a long run done piece by piece)
+    const saved: DecodeRun[] = opt('--decode-from', '')
+      ? readFileSync(opt('--decode-from', ''), 'utf8')
+          .split('\n')
+          .filter((l) => l.trim().startsWith('{'))
+          .map((l) => JSON.parse(l) as DecodeRun)
+      : [];
+    const fits = new Map<string, Record<Side, DecodeSide | { error: string }>>();
+    for (const row of rows) {
+      const [H, W] = row.size.split('x').map(Number) as [number, number];
+      const geo = geometries(frames, H, W);
+      const dec = {} as Record<Side, DecodeSide | { error: string }>;
+      for (const side of ['dc', 'base'] as Side[]) {
+        const g = geo[side];
+        const runs: DecodeRun[] = [];
+        let err: { error: string } | null = null;
+        for (const n of decodeLatents) {
+          const have = saved.find((r) => r.side === side && r.height === g.height && r.width === g.width && r.latents === n);
+          if (have) {
+            runs.push(have);
+            continue;
+          }
+          if (flag('--decode-saved-only')) continue;
+          log(`decode ${side === 'dc' ? 'DC-AE-V' : 'Wan VAE'} at ${row.size}, first ${n} latent frame(s) ...`);
+          const res = runChild<DecodeRun>(['--child-decode', '--side', side, '--size', row.size, '--latents', String(n), ...common], log, timeoutS);
+          if (isErr(res)) err = res;
+          else {
+            runs.push(res);
+            log(`  ${res.out_frames} frames in ${res.decode_ms.toFixed(0)} ms (CPU ${res.decode_cpu_ms.toFixed(0)} ms), peak RSS ${res.peak_rss_mb.toFixed(0)} MB`);
+          }
+        }
+        if (!runs.length) {
+          dec[side] = err ?? { error: 'not measured here' };
+          continue;
+        }
+        const F = g.latent[1];
+        const chunks = side === 'dc' ? Math.ceil(F / 10) : 1;
+        // the Wan VAE decodes one latent per push: its first k pushes are the decode of k latents, so one run gives a
+        // point per latent (the last with finish()); DC-AE-V decodes a partial chunk at once: one point per run
+        const pts = (key: 'push_ms' | 'push_cpu_ms', total: 'decode_ms' | 'decode_cpu_ms') =>
+          runs.flatMap((r) =>
+            side === 'base' && r[key].length === r.latents + 1
+              ? r[key].slice(0, r.latents).map((_, k) => ({ n: k + 1, t: r[key].slice(0, k + 1).reduce((a, v) => a + v, 0) + (k + 1 === r.latents ? r[key][r.latents]! : 0) }))
+              : [{ n: r.latents, t: r[total] }],
+          );
+        const w = fitTime(pts('push_ms', 'decode_ms'));
+        const c = fitTime(pts('push_cpu_ms', 'decode_cpu_ms'));
+        const fit: TimeFit = {
+          points: runs.map((r) => ({ latents: r.latents, frames: r.out_frames, ms: round(r.decode_ms), cpu_ms: round(r.decode_cpu_ms), peak_rss_mb: round(r.peak_rss_mb), push_ms: r.push_ms.map((v) => round(v)), push_cpu_ms: r.push_cpu_ms.map((v) => round(v)) })),
+          per_latent_ms: round(w.b),
+          intercept_ms: round(w.a),
+          per_latent_cpu_ms: round(c.b),
+          intercept_cpu_ms: round(c.a),
+          max_rel_residual: round(Math.max(w.maxRel, c.maxRel), 3),
+          latents: F,
+          chunks,
+          decode_cpu_ms: round(chunks * c.a + F * c.b),
+        };
+        const last = runs[runs.length - 1]!;
+        dec[side] = {
+          config: last.config,
+          params: last.params,
+          measured_at: `${runs.map((r) => r.latents).join(', ')} latent frame(s) (${runs.map((r) => r.out_frames).join(', ')} frames) x ${g.height}x${g.width}`,
+          frames: g.frames,
+          decode_ms_measured: round(last.decode_ms),
+          decode_cpu_ms_measured: round(last.decode_cpu_ms),
+          decode_ms: round(chunks * w.a + F * w.b),
+          extrapolated: true,
+          peak_rss_mb: round(Math.max(...runs.map((r) => r.peak_rss_mb))),
+          time_fit: fit,
+        };
+      }
+      fits.set(row.size, dec);
+      row.decode = dec;
+    }
+    // a size with no measurement of a side: the other size's fit scaled by the pixel count (labelled)
+    for (const row of rows)
+      for (const side of ['dc', 'base'] as Side[]) {
+        const d = row.decode![side];
+        if (!isErr(d)) continue;
+        const [H, W] = row.size.split('x').map(Number) as [number, number];
+        const g = geometries(frames, H, W)[side];
+        const src = rows.find((r) => r.decode && !isErr(r.decode[side]) && !(r.decode[side] as DecodeSide).time_fit?.scaled_from);
+        if (!src) continue;
+        const from = src.decode![side] as DecodeSide;
+        const [sh, sw] = src.size.split('x').map(Number) as [number, number];
+        const gs = geometries(frames, sh, sw)[side];
+        const k = (g.height * g.width) / (gs.height * gs.width);
+        row.decode![side] = { ...from, frames: g.frames, decode_ms: round(from.decode_ms * k), time_fit: { ...(Object.fromEntries(Object.entries(from.time_fit!).map(([key, v]) => [key, /_ms$/.test(key) ? round((v as number) * k) : v])) as unknown as TimeFit), scaled_from: src.size } };
+      }
+  }
   // decode: once at --decode-size (extrapolated to each size), or at each size itself
-  if (!flag('--no-decode')) {
+  if (!flag('--no-decode') && !decodeLatents.length) {
     const measured = new Map<string, Record<Side, DecodeRun | { error: string }>>();
     const measure = (H: number, W: number) => {
       const key = `${H}x${W}`;
@@ -539,7 +722,17 @@ async function parent(): Promise<void> {
       row.decode = dec;
     }
   }
-  if (!TINY) for (const row of rows) row.pipeline_estimate = pipelineEstimate(row, layers);
+  // --dit-from FILE: the DiT rows of a saved --json-out result (the decode measured here, the DiT there)
+  let estLayers = layers;
+  let ditFromConfig: Record<string, unknown> = {};
+  if (opt('--dit-from', '')) {
+    const other = JSON.parse(readFileSync(opt('--dit-from', ''), 'utf8')) as { config: { layers: number; command: string }; rows: Row[] };
+    estLayers = other.config.layers;
+    ditFromConfig = Object.fromEntries(Object.entries(other.config).filter(([k]) => ['layers', 'steps', 'guidance', 'forwards_per_step', 'reps'].includes(k)));
+    ditFromConfig.dit_command = other.config.command;
+    for (const row of rows) row.dit = other.rows.find((r) => r.size === row.size)?.dit ?? null;
+  }
+  if (!TINY) for (const row of rows) row.pipeline_estimate = pipelineEstimate(row, estLayers);
 
   const load1 = loadavg();
   const machine = {
@@ -563,7 +756,10 @@ async function parent(): Promise<void> {
     sampler: 'UniPC (flow shift 5)',
     reps,
     frames_requested: frames,
-    decode_size: decodeSize ? `${decodeSize[0]}x${decodeSize[1]}` : 'same',
+    decode_size: decodeLatents.length ? 'same' : decodeSize ? `${decodeSize[0]}x${decodeSize[1]}` : 'same',
+    decode_latents: decodeLatents,
+    dit_from: opt('--dit-from', '') || null,
+    ...ditFromConfig,
     command: `npm run bench:generate -- ${process.argv.slice(2).join(' ')}`.trim(),
   };
   const json = JSON.stringify({ machine, config, rows }, null, 1) + '\n';
@@ -599,9 +795,17 @@ function pipelineEstimate(row: Row, layers: number, steps = 50, blocks = 30): Ro
   const dcMin = min(d.dc.step_cfg_ms, dec.dc.decode_ms);
   const baseMin = min(d.base.step_cfg_ms, dec.base.decode_ms);
   // the same from CPU times: a CFG step = 2 forwards' CPU time, the decode's CPU time scaled as its wall time
-  const cpu = (x: DitSide, y: DecodeSide) => (x.forward_cpu_ms ? min(2 * x.forward_cpu_ms, (y.decode_cpu_ms_measured * y.decode_ms) / y.decode_ms_measured) : null);
+  const cpu = (x: DitSide, y: DecodeSide) => (x.forward_cpu_ms ? min(2 * x.forward_cpu_ms, y.time_fit ? y.time_fit.decode_cpu_ms : (y.decode_cpu_ms_measured * y.decode_ms) / y.decode_ms_measured) : null);
   const [dcCpu, baseCpu] = [cpu(d.dc, dec.dc), cpu(d.base, dec.base)];
   return { steps, blocks, dc_min: round(dcMin, 1), base_min: round(baseMin, 1), speedup: round(baseMin / dcMin, 2), speedup_cpu: dcCpu && baseCpu ? round(baseCpu / dcCpu, 2) : null };
+}
+
+/** Each (row, side) decode of the rows that have decodes, with the VAE's name. */
+function decodeCells(rows: Row[]) {
+  return rows.flatMap((r) => {
+    const d = r.decode;
+    return d ? (['dc', 'base'] as Side[]).map((side) => ({ r, d, side, x: d[side], name: side === 'dc' ? 'DC-AE-V f32t4c32' : 'Wan-2.1 VAE f8t4c16' })) : [];
+  });
 }
 
 function markdown(machine: Record<string, unknown>, config: Record<string, unknown>, rows: Row[]): string {
@@ -609,11 +813,11 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
   const s = (ms: number | null | undefined) =>
     ms === null || ms === undefined
       ? '-'
-      : ms >= 2 * 3600e3
+      : Math.abs(ms) >= 2 * 3600e3
         ? `${(ms / 3600e3).toFixed(1)} h`
-        : ms >= 600e3
+        : Math.abs(ms) >= 600e3
           ? `${(ms / 60e3).toFixed(1)} min`
-          : ms >= 10000
+          : Math.abs(ms) >= 10000
             ? `${(ms / 1000).toFixed(1)} s`
             : `${Math.round(ms)} ms`;
   const width = config.tiny ? 'the tiny (64-wide) DiT' : 'the 1.3B width';
@@ -629,15 +833,27 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
       md += `| ${first ? r.size : ''} | ${side === 'dc' ? `DC-VideoGen (${g.frames}x${g.height}x${g.width})` : `base Wan (${g.frames}x${g.height}x${g.width})`} | ${g.latent.join('x')} | ${g.patch.join('x')} | ${g.tokens.toLocaleString('en-US')} | ${d?.error ? `failed: ${d.error}` : `${s(d?.step_cfg_ms)}${d?.step_cfg_computed && d.step_cfg_ms ? ' (2 x forward)' : ''}`} | ${s(d?.forward_ms)} | ${s(d?.forward_cpu_ms)} | ${f(d?.peak_rss_mb, ' MB')} | ${first ? (r.dit?.speedup_step ? `**${r.dit.speedup_step}x**` : '-') : ''} | ${first ? (r.dit?.speedup_forward_cpu ? `**${r.dit.speedup_forward_cpu}x**` : '-') : ''} | ${first ? `${r.bounds.token_bound}x` : ''} | ${first ? `${r.bounds.flop_bound}x` : ''} | ${first ? `${r.bounds.attention_bound}x` : ''} |\n`;
     }
   }
-  if (rows.some((r) => r.decode)) {
+  if (rows.some((r) => r.decode && (['dc', 'base'] as Side[]).some((k) => !isErr(r.decode![k]) && (r.decode![k] as DecodeSide).time_fit))) {
+    md += `\nStreaming decode of the same clip at its own frame size, measured on its first n latent frames and extrapolated in time only (T(n) = intercept + n x per-latent; DC-AE-V: the intercept once per 10-latent chunk). Random weights: DC-AE-V f32t4c32 official topology, Wan-2.1 VAE official config (dim 96)\n\n`;
+    md += `| size | VAE | decoder params | measured: latents (frames), wall (CPU) | per latent frame, wall (CPU) | intercept, wall (CPU) | clip decode, extrapolated in time: wall (CPU) | peak RSS, measured | speed-up (wall / CPU) |\n|---|---|---:|---|---:|---:|---:|---:|---:|\n`;
+    for (const { r, d, side, x, name } of decodeCells(rows)) {
+      {
+        const both = !isErr(d.dc) && !isErr(d.base) && d.dc.time_fit && d.base.time_fit ? [d.dc, d.base] : null;
+        const sp = both ? `${round(both[1]!.decode_ms / both[0]!.decode_ms, 2)}x / ${round(both[1]!.time_fit!.decode_cpu_ms / both[0]!.time_fit!.decode_cpu_ms, 2)}x` : '-';
+        if (isErr(x) || !x.time_fit) {
+          md += `| ${side === 'dc' ? r.size : ''} | ${name} | - | ${isErr(x) ? `not measured: ${x.error}` : '-'} | - | - | - | - | ${side === 'dc' ? sp : ''} |\n`;
+          continue;
+        }
+        const t = x.time_fit;
+        const pts = t.scaled_from ? `not measured here: ${t.scaled_from}'s, scaled by the pixel count` : t.points.map((p) => `${p.latents} (${p.frames}): ${s(p.ms)} (${s(p.cpu_ms)})`).join('; ');
+        md += `| ${side === 'dc' ? r.size : ''} | ${name} | ${(x.params / 1e6).toFixed(1)} M | ${pts} | ${s(t.per_latent_ms)} (${s(t.per_latent_cpu_ms)}) | ${s(t.intercept_ms)} (${s(t.intercept_cpu_ms)}) | ${t.latents} latents${t.chunks > 1 ? `, ${t.chunks} chunks` : ''}: ${s(x.decode_ms)} (${s(t.decode_cpu_ms)}) | ${t.scaled_from ? '-' : f(x.peak_rss_mb, ' MB')} | ${side === 'dc' ? sp : ''} |\n`;
+      }
+    }
+  } else if (rows.some((r) => r.decode)) {
     md += `\nStreaming decode of the same clip (random weights: DC-AE-V f32t4c32 official topology, Wan-2.1 VAE official config)\n\n`;
     md += `| size | VAE | decoder params | measured at (frames x H x W) | decode, measured (CPU time) | decode at the size | decode peak RSS (at the measured size) | speed-up |\n|---|---|---:|---|---:|---:|---:|---:|\n`;
-    for (const r of rows) {
-      const d = r.decode;
-      if (!d) continue;
-      for (const side of ['dc', 'base'] as Side[]) {
-        const x = d[side];
-        const name = side === 'dc' ? 'DC-AE-V f32t4c32' : 'Wan-2.1 VAE f8t4c16';
+    for (const { r, d, side, x, name } of decodeCells(rows)) {
+      {
         const sp = !isErr(d.dc) && !isErr(d.base) ? `${round(d.base.decode_ms / d.dc.decode_ms, 2)}x` : '-';
         if (isErr(x)) md += `| ${side === 'dc' ? r.size : ''} | ${name} | - | - | failed: ${x.error} | - | - | ${side === 'dc' ? sp : ''} |\n`;
         else md += `| ${side === 'dc' ? r.size : ''} | ${name} | ${(x.params / 1e6).toFixed(1)} M | ${x.measured_at} | ${s(x.decode_ms_measured)} (${s(x.decode_cpu_ms_measured)}) | ${s(x.decode_ms)}${x.extrapolated ? ' (extrapolated)' : ''} | ${f(x.peak_rss_mb, ' MB')} | ${side === 'dc' ? sp : ''} |\n`;
@@ -653,7 +869,7 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
       if (e) md += `| ${r.size} | ${s(e.dc_min * 60000)} | ${s(e.base_min * 60000)} | ${e.speedup}x | ${e.speedup_cpu ?? '-'}x | ${paper[r.size] ?? '-'} |\n`;
     }
   }
-  md += `\ncommand: \`${config.command}\`\n`;
+  md += `\ncommand: \`${config.command}\`${config.dit_command ? `; DiT rows from \`${config.dit_command}\`` : ''}\n`;
   md += `machine: ${machine.cpu} (${machine.cores} cores, ${machine.mem_gib} GiB), ${machine.threads} threads per side, node ${machine.node}; load average ${(machine.load_avg_start as number[]).join(' ')} at start, ${(machine.load_avg_end as number[]).join(' ')} at end; wall ${machine.wall_s} s\n`;
   md += `medians of ${config.reps} run(s) per side (each a fresh child process), ${config.steps} UniPC step(s) per run, ${config.forwards_per_step} forward(s) per step; token bound = tokens_base / tokens_dc, attention bound = its square, FLOP bound = the FLOP model's ratio (linears + attention) for this slice\n`;
   return md;

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { getNativeAddon } from '../src/backend/index.js';
 import { repoRoot } from './helpers.js';
-import { ditConfig, forwardFlops, geometries } from '../bench/generate.js';
+import { ditConfig, fitTime, forwardFlops, geometries, pixelFrames } from '../bench/generate.js';
 
 const script = join(repoRoot, 'dist', 'bench', 'generate.js');
 const skip = getNativeAddon() ? false : process.env.CI ? false : 'native addon not built';
@@ -54,6 +54,36 @@ describe('bench:generate', () => {
     const bound = g.base.tokens / g.dc.tokens;
     const flopBound = forwardFlops(ditConfig('base', 1, false), g.base.tokens).total / forwardFlops(ditConfig('dc', 1, false), g.dc.tokens).total;
     assert.ok(flopBound > bound && flopBound < bound * bound, `FLOP bound ${flopBound} outside (${bound}, ${bound * bound})`);
+  });
+
+  it('the time fit of the decodes: a line through the points, through the origin with one point', () => {
+    // points on T = 3 + 5 n: slope and intercept recovered (sums of small integers: exact up to rounding of the
+    // means, so to 1e-12); one point (2, 10): through the origin, b = 5
+    const f = fitTime([1, 2, 4].map((n) => ({ n, t: 3 + 5 * n })));
+    assert.ok(Math.abs(f.b - 5) < 1e-12 && Math.abs(f.a - 3) < 1e-12 && f.maxRel < 1e-12, JSON.stringify(f));
+    const g = fitTime([{ n: 2, t: 10 }]);
+    assert.deepEqual([g.a, g.b, g.maxRel], [0, 5, 0]);
+    // a point off the line shows as a residual
+    assert.ok(fitTime([{ n: 1, t: 8 }, { n: 2, t: 13 }, { n: 3, t: 30 }]).maxRel > 0.1);
+    // pixel frames of n latents: 4 per latent for DC-AE-V, 1 + 4 (n - 1) for the causal Wan VAE (21 latents -> 81)
+    assert.deepEqual([pixelFrames('dc', 20), pixelFrames('base', 21), pixelFrames('base', 1)], [80, 81, 1]);
+  });
+
+  it('--decode-latents: decodes of the first n latents at the size itself, extrapolated in time', { skip }, () => {
+    const r = run(['--tiny', '--json', '--no-dit', '--decode-latents', '1,2']);
+    assert.equal(r.status, 0, r.stderr);
+    const dec = (JSON.parse(r.stdout) as { rows: { decode: Record<string, { time_fit: { points: { latents: number; frames: number; push_ms: number[] }[]; latents: number; per_latent_ms: number; decode_cpu_ms: number } }> }[] }).rows[0]!.decode;
+    for (const side of ['dc', 'base']) {
+      const t = dec[side]!.time_fit;
+      assert.deepEqual(t.points.map((p) => p.latents), [1, 2]);
+      // 9 requested frames: DC-AE-V 2 latents (4 frames each), the Wan VAE 3 (1, then 4 frames each)
+      assert.deepEqual(t.points.map((p) => p.frames), side === 'dc' ? [4, 8] : [1, 5]);
+      assert.equal(t.latents, side === 'dc' ? 2 : 3);
+      // timed calls: the Wan VAE one push per latent, then finish; DC-AE-V one push of the partial chunk (which it
+      // only buffers), then finish (which decodes it)
+      assert.equal(t.points[1]!.push_ms.length, side === 'dc' ? 2 : 3);
+      positive(t.decode_cpu_ms, `${side} decode_cpu_ms`);
+    }
   });
 
   it('--tiny --json: the JSON shape, the token counts and the bounds', { skip }, () => {
