@@ -16,6 +16,7 @@ import { parseValues, type Out } from './common.js';
 import { adaptAssembleMain, adaptMergeMain } from './adapt_merge_cmds.js';
 import { loadUmt5 } from '../models/umt5/index.js';
 import { loadClipVisual } from '../models/clip/index.js';
+import { embeddedWanVaeConfig } from '../models/wan_vae/run.js';
 import { loadTokenizer } from '../text/index.js';
 import { stopOnSignals } from './train_cmds.js';
 
@@ -84,7 +85,8 @@ export async function cmdLatents(args: string[], out: Out): Promise<number> {
   const wanSpec = s('wan-vae');
   if (wanSpec) {
     const i = wanSpec.lastIndexOf(':');
-    const [model, weights] = i > 0 && !existsSync(wanSpec) ? [wanSpec.slice(0, i), wanSpec.slice(i + 1)] : ['wan2.1-vae', wanSpec];
+    // bare weights: the released VAE's config, unless the file is a `dcvg train-ae` Wan VAE carrying its own
+    const [model, weights] = i > 0 && !existsSync(wanSpec) ? [wanSpec.slice(0, i), wanSpec.slice(i + 1)] : [embeddedWanVaeConfig(wanSpec) ? undefined : 'wan2.1-vae', wanSpec];
     wanVae = loadAutoencoder({ model, weights }, 'latents');
     if (wanVae.family !== 'wan-vae') throw new ValueError(`--wan-vae ${wanSpec} is a ${wanVae.family}, not a Wan VAE`);
   }

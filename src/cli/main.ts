@@ -61,8 +61,9 @@ Usage:
                          frames/s, peak memory (each model in a child process); dcvg compare-ae --help
   dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [--steps --batch --frames --crop
               --lr --seed --resume ...]
-                         train a DC-AE-V (L1 + SSIM, optional adversarial stage, AdamW warmup + cosine, EMA,
-                         held-out PSNR/SSIM, atomic checkpoints, exact --resume); dcvg train-ae --help for all options
+                         train a DC-AE-V, or a Wan VAE with --model wan-vae:<preset|config.json> (+ KL term)
+                         (L1 + SSIM, optional adversarial stage, AdamW warmup + cosine, EMA, held-out PSNR/SSIM,
+                         atomic checkpoints, exact --resume); dcvg train-ae --help for all options
   dcvg train-dit --model <preset|config.json> --data <latent dir> --out <run dir> [--init W --steps --lr ...]
                          flow-matching training of a Wan T2V DiT on precomputed latents + text embeddings
                          (exact --resume); dcvg train-dit --help for all options

@@ -1,5 +1,5 @@
 /**
- * `dcvg train-ae`: train a DC-AE-V on a folder of clips (see src/train/ae_trainer.ts for what a run writes).
+ * `dcvg train-ae`: train a DC-AE-V or a Wan VAE on a folder of clips (see src/train/ae_trainer.ts for what a run writes).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,9 +14,12 @@ import { loadAutoencoder, parseValues, type Out } from './common.js';
 import { cmdStudyAdapt } from './study_adapt_cmds.js';
 
 export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [options]
+  --model M          DC-AE-V: a preset (dc-ae-v-f32t4c32-1.0, ..., the small dcaev-shapes-f32c32) or a config .json;
+                     Wan-2.1 VAE topology: wan-vae:<preset | config.json>, a Wan VAE preset (wan-vae-shapes) or a
+                     config .json in the Wan vocabulary (z_dim, dim_mult, ...)
   --steps N          optimizer steps in all (default ${TRAIN_DEFAULTS.steps})
   --batch N          clips per step (default ${TRAIN_DEFAULTS.batch})
-  --frames N         frames per window, whole chunks (default: two chunks)
+  --frames N         frames per window, whole chunks (default: two chunks); Wan VAE: 1 + 4k (default 13)
   --crop N           square crop side, multiple of the spatial factor (default: largest that fits, <= 128)
   --lr F             peak learning rate (default ${TRAIN_DEFAULTS.lr}); --warmup N steps (default ${TRAIN_DEFAULTS.warmup}), then cosine
                      to --min-lr-ratio (default ${TRAIN_DEFAULTS.minLrRatio})
@@ -25,6 +28,8 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --ema F            EMA decay (default ${TRAIN_DEFAULTS.emaDecay})
   --loss l1|mse      reconstruction term: mean absolute error (default) or mean squared error (what PSNR measures)
   --ssim-weight F    weight of (1 - SSIM) next to it (default ${TRAIN_DEFAULTS.ssimWeight})
+  --kl-weight F      Wan VAE: weight of the KL term (KL to N(0, I) summed over latent values per pixel value;
+                     default 1e-6); > 0 samples the latent from (mu, log_var), 0 trains mu as a plain latent
   --still-prob F     probability of a still frame as a static clip (default ${TRAIN_DEFAULTS.stillProb}); image files
                      in --data are used as stills only
   --color-aug F      probability of a colour change per sample: RGB channels permuted, saturation scaled 0.5-2x
@@ -122,7 +127,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   }
   const strOpts = [
       'model', 'data', 'out', 'steps', 'batch', 'frames', 'crop', 'lr', 'warmup', 'min-lr-ratio', 'weight-decay', 'clip', 'ema',
-      'ssim-weight', 'loss', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
+      'ssim-weight', 'kl-weight', 'loss', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
       'init', 'seed', 'log-every', 'residual-init', 'train-only',
     ];
   const { v, s, o, set } = parseTrainArgs<TrainAEOptions>(args, 'train-ae', strOpts, 'folder of clips');
@@ -139,6 +144,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   set('clip', num(s('clip'), 'clip'));
   set('emaDecay', num(s('ema'), 'ema'));
   set('ssimWeight', num(s('ssim-weight'), 'ssim-weight'));
+  set('klWeight', num(s('kl-weight'), 'kl-weight'));
   set('loss', s('loss'));
   set('stillProb', num(s('still-prob'), 'still-prob'));
   set('colorAug', num(s('color-aug'), 'color-aug'));

@@ -119,6 +119,32 @@ export function openWeights(path: string, opts: OpenWeightsOptions = {}): Weight
   };
 }
 
+/**
+ * The metadata of a .safetensors weights file, or of the weights file a folder holds (a `dcvg train-ae` run folder, a
+ * model folder); null for anything else (a missing path, other formats, an unreadable header).
+ */
+export function safetensorsMetadataOf(path: string): Record<string, string> | null {
+  if (!existsSync(path)) return null;
+  if (statSync(path).isDirectory()) {
+    try {
+      path = weightsInFolder(path);
+    } catch {
+      return null;
+    }
+  }
+  if (!path.endsWith('.safetensors')) return null;
+  try {
+    const f = SafetensorsFile.open(path);
+    try {
+      return { ...f.metadata };
+    } finally {
+      f.close();
+    }
+  } catch {
+    return null;
+  }
+}
+
 /** The weights file (or shard index) a model folder holds. */
 export function weightsInFolder(dir: string, component?: string): string {
   if (existsSync(join(dir, 'model_index.json'))) {

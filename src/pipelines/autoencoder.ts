@@ -30,9 +30,9 @@ import {
 } from '../models/dcaev/autoencoder.js';
 import { configToReference } from '../models/dcaev/config.js';
 import { loadDefaultModel, embeddedConfig } from '../models/dcaev/default_model.js';
-import { isWanVaePresetName, resolveWanVaeConfig, wanVaeConfigToJson } from '../models/wan_vae/config.js';
+import { isWanVaeConfigJson, isWanVaePresetName, resolveWanVaeConfig, wanVaeConfigToJson } from '../models/wan_vae/config.js';
 import { WanVAE } from '../models/wan_vae/model.js';
-import { loadWanVaeWeights } from '../models/wan_vae/run.js';
+import { embeddedWanVaeConfig, loadWanVaeWeights } from '../models/wan_vae/run.js';
 
 export type AutoencoderFamily = 'dc-ae-v' | 'wan-vae';
 
@@ -430,12 +430,7 @@ function readJson(path: string): unknown {
   }
 }
 
-function looksLikeWanConfig(j: unknown): boolean {
-  if (typeof j !== 'object' || j === null) return false;
-  const o = j as Record<string, unknown>;
-  const c = (typeof o.config === 'object' && o.config !== null ? o.config : o) as Record<string, unknown>;
-  return c._class_name === 'AutoencoderKLWan' || ('z_dim' in c && ('dim_mult' in c || 'base_dim' in c));
-}
+const looksLikeWanConfig = isWanVaeConfigJson;
 
 /** The config.json of a diffusers Wan VAE folder (a `vae/` folder or a pipeline folder holding one), or null. */
 export function wanVaeFolderConfig(dir: string): string | null {
@@ -461,7 +456,7 @@ export function isWanVaeSpec(spec: string): boolean {
 
 /**
  * The model of a command: --model and --weights; with neither, the default DC-AE-V shipped in the package; with only
- * --weights, the config embedded in a `dcvg train-ae` weights file. A Wan VAE --model (preset, config JSON, diffusers
+ * --weights, the config embedded in a `dcvg train-ae` weights file (DC-AE-V or Wan VAE). A Wan VAE --model (preset, config JSON, diffusers
  * folder) needs --weights, except a folder, which is its own weights.
  */
 export function loadAutoencoder(v: { model?: string; weights?: string }, cmd: string): VideoAutoencoder {
@@ -478,6 +473,13 @@ export function loadAutoencoder(v: { model?: string; weights?: string }, cmd: st
     return new WanVaeAutoencoder(m);
   }
   if ((!v.model && !v.weights) || (v.model === 'default' && !v.weights)) return new DcaevAutoencoder(loadDefaultModel());
+  const wanCfg = !v.model ? embeddedWanVaeConfig(v.weights!) : null;
+  if (wanCfg) {
+    // a Wan VAE written by `dcvg train-ae` (or its run folder) carries its config
+    const m = new WanVAE(wanCfg);
+    loadWanVaeWeights(m, v.weights!);
+    return new WanVaeAutoencoder(m);
+  }
   if (!v.model) {
     const cfg = embeddedConfig(v.weights!);
     if (!cfg) throw new ValueError(`${cmd} needs --model <preset | config.json> for ${v.weights} (it carries no config of its own)`);

@@ -1,9 +1,9 @@
 /**
- * DC-AE-V training: `dcvg train-ae`.
+ * Autoencoder training: `dcvg train-ae`, for DC-AE-V and the Wan-2.1 VAE topology (ae_models.ts: what differs).
  *
  * One step: sample a batch of windows (whole chunks, random crop and flip, optionally a still frame as a static
  * clip) -> encode -> decode -> L1 + w * (1 - SSIM) [+ adversarial hinge term for the decoder in the optional second
- * stage] -> backward -> clip the global gradient norm -> AdamW at the scheduled learning rate (linear warmup, cosine)
+ * stage; + the KL term for the Wan VAE, whose latent is sampled from (mu, log_var)] -> backward -> clip the global gradient norm -> AdamW at the scheduled learning rate (linear warmup, cosine)
  * -> EMA update [-> one discriminator step]. Held-out clips are reconstructed with the EMA weights every
  * `evalEvery` steps (PSNR/SSIM on uint8 frames, the project's metrics protocol).
  *
@@ -22,8 +22,9 @@ import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/saf
 import { tensorToUint8Frames, videoMetrics } from '../metrics/metrics.js';
 import { equalBudgetBaseline, latentBudget } from '../metrics/baseline.js';
 import { writeLinePlotPng } from '../metrics/plot.js';
-import { configFromReference, configToReference, compressionFactors, chunkFrames, type DCAEVConfig } from '../models/dcaev/config.js';
-import { DCAEV, decodeVideo, encodeVideo, loadWeights, resolveConfig } from '../models/dcaev/autoencoder.js';
+import { compressionFactors, chunkFrames } from '../models/dcaev/config.js';
+import { DCAEV } from '../models/dcaev/autoencoder.js';
+import type { Module } from '../nn/module.js';
 import { TrainingError, ValueError } from '../errors.js';
 import { l1Loss, mseLoss } from '../tensor/nn_ops.js';
 import * as ops from '../tensor/ops.js';
@@ -39,18 +40,22 @@ import type { VideoAutoencoder } from '../pipelines/autoencoder.js';
 import { initForTraining } from './init.js';
 import { PatchDiscriminator, hingeDLoss, hingeGLoss, ssimLoss } from './losses.js';
 import { AdamW, clipGradNorm } from './optim.js';
+import { aeConfigFromJson, aeConfigJson, resolveAEConfig, trainableAE, type AEConfig, type AEModelSpec, type TrainableAE } from './ae_models.js';
 
 /** Everything that defines a run (saved in the checkpoint; a resumed run takes it from there). */
 export interface TrainAEOptions {
-  /** preset name, JSON config path, or config object */
-  model: string | DCAEVConfig;
+  /**
+   * DC-AE-V: preset name, JSON config path, or config object; Wan VAE: `wan-vae:<preset | config.json>`, a Wan VAE preset
+   * (`wan-vae-shapes`), a Wan config file, or `{ family: 'wan-vae', config }` (ae_models.ts)
+   */
+  model: AEModelSpec;
   /** folder of training clips (and optional still images) */
   data: string;
   /** run folder */
   out: string;
   steps: number;
   batch: number;
-  /** frames per training window; default two chunks (chunk-causal) or 16 */
+  /** frames per training window; default two chunks (chunk-causal) or 16; Wan VAE: 1 + 4k, default 13 */
   frames?: number;
   /** square crop side; default the largest multiple of the spatial factor that fits (at most 128) */
   crop?: number;
@@ -64,6 +69,11 @@ export interface TrainAEOptions {
   emaDecay: number;
   /** weight of (1 - SSIM) next to the reconstruction term */
   ssimWeight: number;
+  /**
+   * Wan VAE only: weight of the KL term (KL to N(0, I) summed over latent values / pixel values); > 0 samples the
+   * latent (mu + std * eps), 0 trains mu as a plain autoencoder latent. Default 1e-6 for the Wan VAE (absent: DC-AE-V)
+   */
+  klWeight?: number;
   /** reconstruction term: mean absolute error (default) or mean squared error (what PSNR measures) */
   loss?: 'l1' | 'mse';
   /** probability of a still frame as a static clip */
@@ -117,6 +127,8 @@ export interface StepRecord {
   l1?: number;
   mse?: number;
   ssim: number;
+  /** the KL term (Wan VAE with --kl-weight > 0) */
+  kl?: number;
   adv?: number;
   disc?: number;
   lr: number;
@@ -165,6 +177,7 @@ const OPTION_CHECKS: readonly [keyof TrainAEOptions, string, Check][] = [
   ['clip', '--clip', positive],
   ['emaDecay', '--ema', unitOpen],
   ['ssimWeight', '--ssim-weight', nonNeg],
+  ['klWeight', '--kl-weight', optional(nonNeg)],
   ['loss', '--loss', optional(oneOf('l1', 'mse'))],
   ['stillProb', '--still-prob', unit],
   ['colorAug', '--color-aug', optional(unit)],
@@ -186,21 +199,25 @@ function badOption(o: Record<string, unknown>, byFlag: boolean): string | null {
   return badOptionOf(OPTION_CHECKS, o, byFlag);
 }
 
+/** The KL weight a run uses: the option, else 1e-6 for a variational model (the Wan VAE), else none. */
+const DEFAULT_KL_WEIGHT = 1e-6;
+const klWeightOf = (o: TrainAEOptions, net: TrainableAE) => o.klWeight ?? (net.variational ? DEFAULT_KL_WEIGHT : 0);
+
 /** Checks the options against each other and the model; returns the window length and the spatial factor. */
-function validate(o: TrainAEOptions, cfg: DCAEVConfig): { frames: number; spatial: number } {
+function validate(o: TrainAEOptions, net: TrainableAE): { frames: number; spatial: number } {
   const bad = badOption(o as unknown as Record<string, unknown>, true);
   if (bad) throw new ValueError(bad);
-  const { spatial, temporal } = compressionFactors(cfg);
-  const L = chunkFrames(cfg);
-  const frames = o.frames ?? (L ?? 8) * 2;
-  if (L !== null && frames % L !== 0) throw new ValueError(`--frames ${frames} must be a whole number of ${L}-frame chunks for this chunk-causal model`);
-  if (frames % temporal !== 0) throw new ValueError(`--frames ${frames} must be a multiple of the temporal factor ${temporal}`);
+  const { spatial } = net;
+  const frames = o.frames ?? net.defaultFrames();
+  const why = net.framesProblem(frames);
+  if (why) throw new ValueError(why);
   if (o.crop !== undefined && (o.crop < spatial || o.crop % spatial !== 0)) throw new ValueError(`--crop ${o.crop} must be a positive multiple of the spatial factor ${spatial}`);
+  if ((o.klWeight ?? 0) > 0 && !net.variational) throw new ValueError(`--kl-weight ${o.klWeight}: a ${net.family} has no latent distribution (the KL term is for the Wan VAE)`);
   return { frames, spatial };
 }
 
 /** The parts of a run's state, under their checkpoint prefixes (model., ema., adam_m., adam_v., disc., disc_adam_*.). */
-function stateParts(model: DCAEV, opt: AdamW, ema: Ema, disc: PatchDiscriminator | null, dopt: AdamW | null) {
+function stateParts(model: Module, opt: AdamW, ema: Ema, disc: PatchDiscriminator | null, dopt: AdamW | null) {
   const named = model.namedParams().map(([k, p]) => [k, p.value] as const);
   return {
     params: [{ prefix: 'model.', named }, ...(disc ? [{ prefix: 'disc.', named: disc.namedParams().map(([k, p]) => [k, p.value] as const) }] : [])],
@@ -213,7 +230,8 @@ interface CheckpointMeta {
   format: string;
   step: number;
   options: TrainAEOptions;
-  config: ReturnType<typeof configToReference> & { name: string };
+  /** the model config (aeConfigJson: DC-AE-V reference vocabulary, or the Wan VAE's with "family": "wan-vae") */
+  config: Record<string, unknown> & { name: string };
   dataRng: number[];
   adamSteps: number;
   discAdamSteps: number;
@@ -262,9 +280,9 @@ function checkMeta(path: string, m: unknown): CheckpointMeta {
 }
 
 /** The checkpoint's model config, or a TrainingError naming the checkpoint. */
-function metaConfig(path: string, meta: CheckpointMeta): DCAEVConfig {
+function metaConfig(path: string, meta: CheckpointMeta): AEConfig {
   try {
-    return configFromReference(meta.config, meta.config.name);
+    return aeConfigFromJson(meta.config);
   } catch (e) {
     throw badMeta(path, 'config', `is not a valid model config (${(e as Error).message})`);
   }
@@ -276,9 +294,7 @@ export function readCheckpointMeta(runDir: string): CheckpointMeta {
   return checkMeta(path, meta);
 }
 
-function modelConfigJson(cfg: DCAEVConfig) {
-  return { name: cfg.name, ...configToReference(cfg) };
-}
+const modelConfigJson = (cfg: AEConfig) => aeConfigJson(cfg);
 
 /** Writes loss.png (and eval.png when there are evaluations) from a run's train.jsonl. */
 export function writeTrainingPlots(runDir: string): void {
@@ -288,6 +304,7 @@ export function writeTrainingPlots(runDir: string): void {
     { name: 'total', value: (r: StepRecord) => r.loss },
     { name: mse ? 'MSE' : 'L1', value: (r: StepRecord) => (mse ? r.mse : r.l1) },
     { name: '1 - SSIM', value: (r: StepRecord) => r.ssim },
+    ...(steps.some((r) => r.kl !== undefined) ? [{ name: 'KL', value: (r: StepRecord) => r.kl }] : []),
   ]);
   if (evals.length) {
     writeLinePlotPng(join(runDir, 'eval.png'), {
@@ -303,15 +320,13 @@ export function readLog(path: string): { steps: StepRecord[]; evals: EvalRecord[
   return readLogRecords<StepRecord, EvalRecord>(path);
 }
 
-/** A whole clip through the model (streamed for chunk-causal models, padded spatially when needed), and its latent size. */
+/** A whole clip through a DC-AE-V (streamed for chunk-causal models, padded spatially when needed), and its latent size. */
 function reconstructClip(model: DCAEV, x: Tensor): { y: Tensor; latentSize: number } {
-  const { spatial } = compressionFactors(model.config);
-  const pad = x.shape[3]! % spatial !== 0 || x.shape[4]! % spatial !== 0;
-  return noGrad(() => {
-    const e = encodeVideo(model, x, { padSpatial: pad });
-    return { y: decodeVideo(model, e.latent, { numFrames: e.numFrames, height: e.height, width: e.width }), latentSize: e.latent.size };
-  });
+  return trainableOf(model).reconstruct(x);
 }
+
+/** The trainer's view of an existing DC-AE-V (same module, same weights). */
+const trainableOf = (model: DCAEV): TrainableAE => trainableAE({ family: 'dc-ae-v', config: model.config }, model);
 
 /** reconstructClip through the VideoAutoencoder interface (frame counts padded to what the model takes, cropped back). */
 function reconstructClipWith(ae: VideoAutoencoder, x: Tensor): { y: Tensor; latentSize: number } {
@@ -322,14 +337,18 @@ function reconstructClipWith(ae: VideoAutoencoder, x: Tensor): { y: Tensor; late
   });
 }
 
-/** Reconstructs held-out clips (whole clips, streamed for chunk-causal models) and measures PSNR / SSIM. */
-export function evaluateClips(model: DCAEV, clips: readonly Clip[], frames = 0): { psnr: number; ssim: number; frames: number } {
+/**
+ * Reconstructs held-out clips (whole clips, streamed for chunk-causal models; the Wan VAE pads to 1 + 4k frames and
+ * crops back) and measures PSNR / SSIM.
+ */
+export function evaluateClips(model: DCAEV | TrainableAE, clips: readonly Clip[], frames = 0): { psnr: number; ssim: number; frames: number } {
+  const net = model instanceof DCAEV ? trainableOf(model) : model;
   let psnrSum = 0;
   let ssimSum = 0;
   let n = 0;
   for (const c of clips) {
     const x = clipTensor(c, frames > 0 ? frames : c.frames);
-    const m = videoMetrics(x, reconstructClip(model, x).y);
+    const m = videoMetrics(x, net.reconstruct(x).y);
     psnrSum += m.psnr.perFrame.reduce((a, b) => a + (Number.isFinite(b) ? b : 100), 0);
     ssimSum += m.ssim.perFrame.reduce((a, b) => a + b, 0);
     n += m.frames;
@@ -403,10 +422,10 @@ export function evaluateWithBaseline(ae: DCAEV | VideoAutoencoder, clips: readon
 const RUN_FILES = [CKPT, LOG, 'config.json', 'model.safetensors', 'loss.png', 'eval.png'];
 
 /** The options a resumed run continues with: the checkpoint's, checked against its model, with a new --steps. */
-function resumeOptions(meta: CheckpointMeta, cfg: DCAEVConfig, runDir: string, ckptPath: string, steps: number | undefined, cb: TrainCallbacks): TrainAEOptions {
+function resumeOptions(meta: CheckpointMeta, net: TrainableAE, runDir: string, ckptPath: string, steps: number | undefined, cb: TrainCallbacks): TrainAEOptions {
   const o: TrainAEOptions = { ...meta.options, out: runDir };
   try {
-    validate(o, cfg);
+    validate(o, net);
   } catch (e) {
     if (e instanceof ValueError) throw new TrainingError(`${ckptPath}: the checkpoint's options do not fit its model: ${e.message}`);
     throw e;
@@ -424,7 +443,7 @@ function resumeOptions(meta: CheckpointMeta, cfg: DCAEVConfig, runDir: string, c
 /** Clip names as one short line for messages. */
 const clipList = (names: readonly string[]) => `${names.length} clips: ${names.slice(0, 5).join(', ')}${names.length > 5 ? ', ...' : ''}`;
 
-/** Trains (or resumes) a DC-AE-V. Everything is checked before the run folder is created or changed. */
+/** Trains (or resumes) a DC-AE-V or a Wan VAE. Everything is checked before the run folder is created or changed. */
 export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: TrainCallbacks = {}): Promise<TrainResult> {
   const runDir = opts.out;
   if (typeof runDir !== 'string' || runDir === '') throw new ValueError('train-ae needs --out <run dir>');
@@ -432,19 +451,23 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
   const logPath = join(runDir, LOG);
   let o: TrainAEOptions;
   let meta: CheckpointMeta | null = null;
-  let cfg: DCAEVConfig;
+  let cfg: AEConfig;
+  let net: TrainableAE;
   if (opts.resume) {
     meta = readCheckpointMeta(runDir);
     cfg = metaConfig(ckptPath, meta);
-    o = resumeOptions(meta, cfg, runDir, ckptPath, opts.steps, cb);
+    net = trainableAE(cfg);
+    o = resumeOptions(meta, net, runDir, ckptPath, opts.steps, cb);
   } else {
     checkNewRunFolder(runDir, RUN_FILES);
     o = { ...TRAIN_DEFAULTS, ...opts };
     if (typeof o.data !== 'string' || o.data === '') throw new ValueError('train-ae needs --data <folder of clips>');
     o.data = resolve(o.data); // saved in the checkpoint: resume works from any working directory
-    cfg = resolveConfig(o.model);
+    cfg = resolveAEConfig(o.model);
+    net = trainableAE(cfg);
   }
-  const { frames } = validate(o, cfg);
+  const { frames, spatial } = validate(o, net);
+  const klWeight = klWeightOf(o, net);
   // The run's plots are images: written into the data folder they would become training stills.
   if (existsSync(runDir) && existsSync(o.data) && realpathSync(runDir) === realpathSync(o.data))
     throw new ValueError(`--out ${runDir} is the --data folder; choose a run folder of its own`);
@@ -458,14 +481,14 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
     if (JSON.stringify(held) !== JSON.stringify(meta.heldOutClips))
       throw new TrainingError(`resume: the held-out clips in ${o.data} (${clipList(held)}) differ from the run's (${clipList(meta.heldOutClips)}, recorded in ${ckptPath})`);
   }
-  const crop = o.crop ?? Math.min(128, Math.floor(Math.min(...data.train.map((c) => Math.min(c.height, c.width))) / compressionFactors(cfg).spatial) * compressionFactors(cfg).spatial);
-  if (!(crop > 0)) throw new ValueError(`training data: clips are smaller than the spatial factor ${compressionFactors(cfg).spatial}`);
+  const crop = o.crop ?? Math.min(128, Math.floor(Math.min(...data.train.map((c) => Math.min(c.height, c.width))) / spatial) * spatial);
+  if (!(crop > 0)) throw new ValueError(`training data: clips are smaller than the spatial factor ${spatial}`);
   const so: SampleOptions = { batch: o.batch, frames, crop, stillProb: o.stillProb, colorAug: o.colorAug ?? 0 };
   checkSampling(data.train, so);
 
-  const model = new DCAEV(cfg);
+  const model = net.module;
   initForTraining(model, o.seed, { residual: o.residualInit ?? 'shortcut' });
-  if (o.init && !meta) loadWeights(model, o.init);
+  if (o.init && !meta) net.loadInit(o.init);
   model.setTrainable(true);
   const named = model.namedParams();
   if (o.trainOnly) {
@@ -523,7 +546,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
       const m: CheckpointMeta = {
         format: FORMAT,
         step,
-        options: { ...o, model: typeof o.model === 'string' ? o.model : cfg.name },
+        options: { ...o, model: typeof o.model === 'string' ? o.model : cfg.config.name },
         config: modelConfigJson(cfg),
         dataRng: dataRng.state(),
         adamSteps: opt.stepCount,
@@ -535,7 +558,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
       writeCheckpoint(ckptPath, stateTensors(parts), m);
       const emaWeights = new Map<string, WritableTensor>(ema.shadows());
       saveSafetensors(join(runDir, 'model.safetensors'), emaWeights, {
-        metadata: { config: JSON.stringify(modelConfigJson(cfg)), step: String(step), format: 'dcvg-dcaev-weights' },
+        metadata: { config: JSON.stringify(modelConfigJson(cfg)), step: String(step), format: net.weightsFormat },
       });
       try {
         writeTrainingPlots(runDir);
@@ -549,7 +572,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
     let lastEval: EvalRecord | null = null;
     const runEval = (step: number) => {
       if (!data.heldOut.length) return;
-      const r = ema.withWeights(() => evaluateClips(model, data.heldOut, o.evalFrames));
+      const r = ema.withWeights(() => evaluateClips(net, data.heldOut, o.evalFrames));
       lastEval = { step, eval: { psnr: r.psnr, ssim: r.ssim, frames: r.frames, clips: data.heldOut.map((c) => c.name) } };
       appendLine(logPath, lastEval);
       cb.onEval?.(lastEval);
@@ -557,24 +580,27 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
 
     cb.onStart?.({ startStep, steps: o.steps, train: data.train.length, heldOut: data.heldOut.length, params: model.parameterCount(), resumed: !!meta });
     const schedule = { kind: 'cosine' as const, warmup: o.warmup, total: o.steps, minRatio: o.minLrRatio };
-    type Out = { rec: Tensor; ss: Tensor; y: Tensor; x: Tensor; adv: boolean; gAdv: Tensor | null; dLoss?: number };
+    type Out = { rec: Tensor; ss: Tensor; kl: Tensor | null; y: Tensor; x: Tensor; adv: boolean; gAdv: Tensor | null; dLoss?: number };
     const r = await runLoop<Out>({
       task: {
         forward: (step) => {
           const { x } = sampleBatch(data.train, so, dataRng);
           const adv = disc !== null && o.advStart !== null && step > o.advStart;
-          if (adv) model.encoder.setTrainable(false);
-          const z = adv ? noGrad(() => model.encodeRaw(x)) : model.encodeRaw(x);
-          const y = model.decodeRaw(z);
+          if (adv) net.freezeEncoder();
+          // the KL term belongs to the encoder: not in the adversarial (decoder-only) stage, whose latent is then mu
+          const kw = adv ? 0 : klWeight;
+          const { z, kl } = adv ? noGrad(() => net.encodeTrain(x, kw, dataRng)) : net.encodeTrain(x, kw, dataRng);
+          const y = net.decodeTrain(z);
           const rec = o.loss === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
           const ss = ssimLoss(y, x);
           let loss = o.ssimWeight > 0 ? ops.add(rec, ops.mul(ss, o.ssimWeight)) : rec;
+          if (kl) loss = ops.add(loss, ops.mul(kl, kw));
           let gAdv: Tensor | null = null;
           if (adv) {
             gAdv = hingeGLoss(disc!.forward(y));
             loss = ops.add(loss, ops.mul(gAdv, o.advWeight));
           }
-          return { loss, rec, ss, y, x, adv, gAdv };
+          return { loss, rec, ss, kl, y, x, adv, gAdv };
         },
         afterUpdate: (_step, out) => {
           if (!out.adv) return;
@@ -589,6 +615,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
         },
         record: (base, out) => {
           const record: StepRecord = { step: base.step, loss: base.loss, [o.loss === 'mse' ? 'mse' : 'l1']: out.rec.item(), ssim: out.ss.item(), lr: base.lr, gradNorm: base.gradNorm, ms: base.ms };
+          if (out.kl) record.kl = out.kl.item();
           if (out.gAdv) record.adv = out.gAdv.item();
           if (out.dLoss !== undefined) record.disc = out.dLoss;
           return record as StepRecord & Record<string, unknown>;

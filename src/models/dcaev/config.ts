@@ -620,14 +620,28 @@ export const PRESET_NAMES = [
   'dc-ae-v-f64t4c128-1.0',
 ] as const;
 
-/** A released preset by name (also accepts the `-bf16` suffix and the [562] `dc-ae-v-1.0-f32t4c32` spelling). */
+/**
+ * Small presets trained here (not released models). `dcaev-shapes-f32c32`: the small-scale study's DC-AE-V (issue #21,
+ * the shapes world), f32t4c32 chunk-causal with 8-frame chunks (a 16-frame clip is two chunks -> 4 latent frames),
+ * widths 8..64, one block per stage; sized for training steps of seconds on 2 CPU cores (docs/train-ae-shapes.md).
+ */
+const SMALL_PRESETS: Record<string, () => DCAEVConfig> = {
+  'dcaev-shapes-f32c32': () =>
+    topologyConfig({ name: 'dcaev-shapes-f32c32', widths: [8, 16, 32, 32, 32, 32, 64], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 8 }),
+};
+
+export const SMALL_PRESET_NAMES = Object.keys(SMALL_PRESETS);
+
+/** A released preset by name (also accepts the `-bf16` suffix and the [562] `dc-ae-v-1.0-f32t4c32` spelling), or a small one. */
 export function presetConfig(name: string): DCAEVConfig {
+  const small = SMALL_PRESETS[name.trim().toLowerCase()];
+  if (small) return small();
   let n = name.replace(/-bf16$/, '');
   const alt = /^dc-ae-v-1\.0-(f\d+t\d+c\d+)$/.exec(n);
   if (alt) n = `dc-ae-v-${alt[1]}-1.0`;
   const m = /^dc-ae-v-f(32|64)t4c(\d+)-1\.0$/.exec(n);
   if (!m || !(PRESET_NAMES as readonly string[]).includes(n))
-    throw new ValueError(`unknown DC-AE-V preset "${name}" (known: ${PRESET_NAMES.join(', ')})`);
+    throw new ValueError(`unknown DC-AE-V preset "${name}" (known: ${[...PRESET_NAMES, ...SMALL_PRESET_NAMES].join(', ')})`);
   const c = Number(m[2]);
   return m[1] === '32' ? releasedConfig(n, F32_W, F32_D, c) : releasedConfig(n, F64_W, F64_D, c);
 }

@@ -2,11 +2,10 @@
  * The default DC-AE-V shipped with the package (assets/default-ae): a small chunk-causal f32t4c32 model trained
  * here with `dcvg train-ae` on the shared clips (see README). Used by the CLI when --model / --weights are omitted.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SafetensorsFile } from '../../io/safetensors.js';
-import { weightsInFolder } from '../../io/weights.js';
+import { safetensorsMetadataOf } from '../../io/weights.js';
 import { ValueError } from '../../errors.js';
 import { createModel, type DCAEV } from './autoencoder.js';
 import { configFromReference } from './config.js';
@@ -39,30 +38,12 @@ export function loadDefaultModel(): DCAEV {
  * The model config stored in a weights file written by `dcvg train-ae` (metadata "config"), or null for other files.
  */
 export function embeddedConfig(weights: string): ReturnType<typeof configFromReference> | null {
-  if (!existsSync(weights)) return null;
-  if (statSync(weights).isDirectory()) {
-    // a run folder (or any model folder): the weights file it holds
-    try {
-      weights = weightsInFolder(weights);
-    } catch {
-      return null;
-    }
-  }
-  if (!weights.endsWith('.safetensors')) return null;
-  let f: SafetensorsFile;
+  const raw = safetensorsMetadataOf(weights)?.config;
+  if (!raw) return null;
   try {
-    f = SafetensorsFile.open(weights);
-  } catch {
-    return null;
-  }
-  try {
-    const raw = f.metadata.config;
-    if (!raw) return null;
     const j = JSON.parse(raw) as { name?: string };
     return configFromReference(j, j.name ?? 'custom');
   } catch {
     return null;
-  } finally {
-    f.close();
   }
 }

@@ -66,7 +66,7 @@ export const WAN_VAE_LIMITS = {
 
 const show = showValue;
 
-export const WAN_VAE_PRESET_NAMES = ['wan2.1-vae'];
+export const WAN_VAE_PRESET_NAMES = ['wan2.1-vae', 'wan-vae-shapes'];
 
 /** The released Wan2.1_VAE.pth: `_video_vae(z_dim=16)` as `WanVAE` builds it. */
 export function wan21VaeConfig(): WanVaeConfig {
@@ -84,6 +84,27 @@ export function wan21VaeConfig(): WanVaeConfig {
   });
 }
 
+/**
+ * The small-scale study's base autoencoder (issue #21, the shapes world): the released topology (4 stages, spatial
+ * x8, temporal x4 at the 2nd and 3rd downsamples, 16 latent channels, causal: 1 + 4k frames -> 1 + k latents) at
+ * width 8 with one residual block per encoder stage (two per decoder stage), no latent normalisation (mean 0, std 1:
+ * a trained run measures its own). Sized for training steps of seconds on 2 CPU cores (docs/train-ae-shapes.md).
+ */
+export function wanVaeShapesConfig(): WanVaeConfig {
+  return validateWanVaeConfig({
+    name: 'wan-vae-shapes',
+    dim: 8,
+    z_dim: 16,
+    dim_mult: [1, 2, 4, 4],
+    num_res_blocks: 1,
+    attn_scales: [],
+    temperal_downsample: [false, true, true],
+    dropout: 0,
+    latents_mean: new Array<number>(16).fill(0),
+    latents_std: new Array<number>(16).fill(1),
+  });
+}
+
 function normalizeName(s: string): string {
   return s
     .trim()
@@ -95,7 +116,12 @@ function normalizeName(s: string): string {
 
 export function isWanVaePresetName(s: string): boolean {
   const n = normalizeName(s);
-  return n === 'wan2.1-vae' || n === 'wan-2.1-vae' || n === 'wan21-vae';
+  return n === 'wan2.1-vae' || n === 'wan-2.1-vae' || n === 'wan21-vae' || n === 'wan-vae-shapes';
+}
+
+/** A preset by any accepted spelling (isWanVaePresetName). */
+function wanVaePreset(s: string): WanVaeConfig {
+  return normalizeName(s) === 'wan-vae-shapes' ? wanVaeShapesConfig() : wan21VaeConfig();
 }
 
 function posInt(v: unknown, what: string, where: string, max: number, min = 1): number {
@@ -363,7 +389,7 @@ function readConfigJson(path: string): unknown {
  */
 export function resolveWanVaeConfig(spec: string | object): WanVaeConfig {
   if (typeof spec !== 'string') return parseWanVaeConfig(spec);
-  if (isWanVaePresetName(spec)) return wan21VaeConfig();
+  if (isWanVaePresetName(spec)) return wanVaePreset(spec);
   const hash = spec.lastIndexOf('#');
   const path = hash > 0 ? spec.slice(0, hash) : spec;
   const entry = hash > 0 ? spec.slice(hash + 1) : null;
@@ -379,6 +405,14 @@ export function resolveWanVaeConfig(spec: string | object): WanVaeConfig {
   if (entries.length > 0 && entries.every(([, v]) => typeof v === 'object' && v !== null && 'config' in v))
     throw new ValueError(`Wan VAE config ${path} holds several configs: pick one with ${path}#<entry> (entries: ${entries.map(([k]) => k).join(', ')})`);
   return parseWanVaeConfig(json, undefined, path);
+}
+
+/** Whether parsed JSON reads as a Wan VAE config (diffusers' class name, or z_dim with dim_mult / base_dim), bare or under "config". */
+export function isWanVaeConfigJson(j: unknown): boolean {
+  if (typeof j !== 'object' || j === null) return false;
+  const o = j as Record<string, unknown>;
+  const c = (typeof o.config === 'object' && o.config !== null ? o.config : o) as Record<string, unknown>;
+  return c._class_name === 'AutoencoderKLWan' || ('z_dim' in c && ('dim_mult' in c || 'base_dim' in c));
 }
 
 /** The config in the reference's constructor vocabulary, plus the normalisation (for writing beside weights). */

@@ -3,11 +3,11 @@
  * the tensor-file runner behind `dcvg run wan-vae`.
  */
 import { SafetensorsFile } from '../../io/safetensors.js';
-import { inWeightsFile, openWeights, renamedSource } from '../../io/weights.js';
+import { inWeightsFile, openWeights, renamedSource, safetensorsMetadataOf } from '../../io/weights.js';
 import type { LoadReport, TensorSource } from '../../nn/module.js';
 import { ShapeError, ValueError, fmtShape } from '../../errors.js';
 import { Tensor, firstNonFinite, noGrad } from '../../tensor/tensor.js';
-import { resolveWanVaeConfig, type WanVaeConfig } from './config.js';
+import { parseWanVaeConfig, resolveWanVaeConfig, type WanVaeConfig } from './config.js';
 import { detectWanVaeKeyFormat, wanVaeKeyMap, type WanVaeKeyFormat } from './keys.js';
 import { WanVAE, type WanVaeStreamOptions } from './model.js';
 
@@ -43,6 +43,25 @@ export function loadWanVaeWeights(model: WanVAE, path: string): WanVaeLoadResult
     throw inWeightsFile(e, w.source);
   } finally {
     w.close();
+  }
+}
+
+/** metadata "format" of the Wan VAE weights `dcvg train-ae` writes (model.safetensors, with metadata "config"). */
+export const WAN_VAE_WEIGHTS_FORMAT = 'dcvg-wan-vae-weights';
+
+/**
+ * The config a Wan VAE weights file written by `dcvg train-ae` carries (or the model.safetensors of a run folder), or
+ * null for any other file (the released .pth, diffusers files, DC-AE-V weights).
+ */
+export function embeddedWanVaeConfig(weights: string): WanVaeConfig | null {
+  const meta = safetensorsMetadataOf(weights);
+  if (meta?.format !== WAN_VAE_WEIGHTS_FORMAT || !meta.config) return null;
+  try {
+    const j = JSON.parse(meta.config) as Record<string, unknown>;
+    const { family: _f, ...rest } = j;
+    return parseWanVaeConfig(rest, typeof j.name === 'string' ? j.name : undefined, weights);
+  } catch {
+    return null;
   }
 }
 
