@@ -222,7 +222,7 @@ interface AeInfo {
   latentsStd?: number[];
 }
 
-/** Per-channel sums of latents (N, C, T, H, W) over clips: count, sum and sum of squares per channel. */
+/** The per-channel mean and std of an autoencoder's latents over (up to 8) clips' first `frames` frames, and over all values. */
 async function latentMoments(ae: VideoAutoencoder, clipsDir: string, clips: RenderedVideo[], frames: number): Promise<{ mean: number[]; std: number[]; all: { mean: number; std: number } }> {
   const C = ae.latentChannels;
   const s = new Float64Array(C);
