@@ -10,6 +10,8 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync,
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { SafetensorsFile } from '../src/io/safetensors.js';
+import { readFrameBytes } from '../src/io/video.js';
 import { resolveModelFolder } from '../src/pipelines/model_folder.js';
 import { SMOKE_CONFIG, resolveStudyConfig } from '../src/study/config.js';
 import { captionTokenizer } from '../src/study/world.js';
@@ -75,8 +77,8 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.deepEqual(summary.stages.map((s) => s.stage), ['data', 'autoencoders', 'text', 'latents', 'base', 'adapt', 'arms', 'report']);
     for (const s of ['data', 'autoencoders', 'text', 'latents', 'base', 'adapt', 'arms']) assert.ok(existsSync(join(A, s, 'done.json')), `${s}/done.json`);
     for (const f of [
-      'data/train/00000.mp4', 'data/train/00000.txt', 'data/held-out/videos.json', 'data/prompts.json',
-      'autoencoders/base/model.safetensors', 'autoencoders/dc/model.safetensors', 'autoencoders/dc.scaled.json',
+      'data/train/train_000000.mkv', 'data/train/train_000000.txt', 'data/train/manifest.json', 'data/held-out/manifest.json', 'data/prompts.json',
+      'autoencoders/base/model.safetensors', 'autoencoders/dc/model.safetensors', 'autoencoders/base.scaled.json', 'autoencoders/dc.scaled.json',
       'text/tokenizer/tokenizer.json', 'text/umt5.safetensors', 'latents/base/manifest.json', 'latents/adapt/manifest.json',
       'base/run/model.safetensors', 'base/evals/scores.jsonl', 'adapt/align/patch_embedding.safetensors', 'adapt/assembled.safetensors',
       'adapt/tune/model.safetensors', 'adapt/lora/model.safetensors', 'adapt/tune-evals/scores.jsonl', 'adapt/lora-evals/scores.jsonl',
@@ -93,16 +95,72 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.equal(score.heldOut.clips, SMOKE_CONFIG.eval.heldOutPrompts * SMOKE_CONFIG.eval.seeds);
     assert.ok(score.train.accuracy >= 0 && score.train.accuracy <= 100);
     // latent folders: the base DiT's holds the base latents (16 channels, f8), the adapt one both
-    const lat = JSON.parse(readFileSync(join(A, 'latents/adapt/manifest.json'), 'utf8')) as { clips: unknown[] };
+    const lat = JSON.parse(readFileSync(join(A, 'latents/adapt/manifest.json'), 'utf8')) as { clips: unknown[]; shards: string[] };
     assert.equal(lat.clips.length, SMOKE_CONFIG.data.train);
-    // the model folders are what dcvg generate reads: base (patch 1x2x2 on the base AE), adapted (1x1x1 on DC-AE-V)
+    // the base autoencoder is the Wan-VAE topology trained by train-ae --model wan-vae:..., encoded as the Wan VAE
+    const cmds = readFileSync(join(A, 'commands.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { argv: string[] }).argv);
+    const trainAe = cmds.filter((a) => a[0] === 'train-ae').map((a) => a[a.indexOf('--model') + 1]!);
+    assert.match(trainAe[0]!, /^wan-vae:.*base\.model\.json$/);
+    assert.ok(!trainAe[1]!.startsWith('wan-vae:'));
+    assert.ok(cmds.some((a) => a[0] === 'latents' && a.includes('--wan-vae') && a.includes('--dc-ae')));
+    // its normalisation: per-channel mean / std of mu measured on the training clips, the same in latents and generation
+    const aes = (JSON.parse(readFileSync(join(A, 'autoencoders/done.json'), 'utf8')) as { models: Record<string, { family: string; latentsMean?: number[]; latentsStd?: number[] }> }).models;
+    assert.equal(aes.base!.family, 'wan-vae');
+    assert.equal(aes.dc!.family, 'dc-ae-v');
+    const scaled = JSON.parse(readFileSync(join(A, 'autoencoders/base.scaled.json'), 'utf8')) as { latents_mean: number[]; latents_std: number[] };
+    assert.deepEqual([scaled.latents_mean, scaled.latents_std], [aes.base!.latentsMean, aes.base!.latentsStd]);
+    assert.ok(scaled.latents_std.some((s) => Math.abs(s - 1) > 1e-3), 'measured, not the preset 0 / 1');
+    // measured on these clips' frames (all 6 of them): the normalised latents have per-channel mean 0 and std 1 up to
+    // the constants' rounding to 6 digits (~1e-6 relative) and float32 sums; 1e-3 leaves room for both (f32 storage)
+    const parts = lat.shards.map((f) => {
+      const shard = SafetensorsFile.open(join(A, 'latents/adapt', f));
+      const w = shard.tensor('wan_latents', { dtype: 'f32' });
+      // encoded with the measured normalisation (the settings dcvg latents records)
+      const settings = JSON.parse(shard.metadata.settings!) as { wan_vae: { config: string } };
+      const cfg = JSON.parse(settings.wan_vae.config) as { latents_mean: number[]; latents_std: number[] };
+      assert.deepEqual([cfg.latents_mean, cfg.latents_std], [scaled.latents_mean, scaled.latents_std]);
+      shard.close();
+      return w;
+    });
+    const [, C, T, H, W] = parts[0]!.shape as [number, number, number, number, number];
+    const n = parts.reduce((a, w) => a + w.shape[0]!, 0);
+    assert.deepEqual([n, C, T, H, W], [SMOKE_CONFIG.data.train, 16, SMOKE_CONFIG.latents.latentFrames, 16, 16]);
+    const z = Float32Array.from(parts.flatMap((w) => [...w.readSync()]));
+    const per = T * H * W;
+    for (let c = 0; c < C; c++) {
+      let s1 = 0;
+      let s2 = 0;
+      for (let i = 0; i < n; i++)
+        for (let j = 0; j < per; j++) {
+          const q = z[(i * C + c) * per + j]!;
+          s1 += q;
+          s2 += q * q;
+        }
+      const m = s1 / (n * per);
+      assert.ok(Math.abs(m) < 1e-3 && Math.abs(Math.sqrt(s2 / (n * per) - m * m) - 1) < 1e-3, `channel ${c}: mean ${m}, second moment ${s2 / (n * per)}`);
+    }
+    // the model folders are what dcvg generate reads: base (patch 1x2x2 on the Wan VAE), adapted (1x1x1 on DC-AE-V)
     const b = resolveModelFolder(join(A, 'base', 'model'));
     const d = resolveModelFolder(join(A, 'adapt', 'model'));
     assert.deepEqual(b.dit.parsed.patch_size, [1, 2, 2]);
+    assert.equal(b.vae.family, 'wan-vae');
+    assert.deepEqual(b.vae.family === 'wan-vae' && [b.vae.parsed.latents_mean, b.vae.parsed.latents_std], [scaled.latents_mean, scaled.latents_std]);
     assert.deepEqual(d.dit.parsed.patch_size, [1, 1, 1]);
+    assert.equal(d.vae.family, 'dc-ae-v');
     assert.equal(d.dit.parsed.in_dim, 32);
+    // the data folder is the one dcvg data shapes makes with the recorded arguments (the held-out split: one video)
+    const held = cmds.find((a) => a[0] === 'data' && a.includes('held-out'))!;
+    const mine = join(root, 'held-out-by-hand');
+    const made = spawnSync(process.execPath, [main, ...held.map((a) => (a === join(A, 'data', 'held-out') ? mine : a))], { env, encoding: 'utf8' });
+    assert.equal(made.status, 0, made.stderr);
+    // (the same manifest and captions; the same decoded frames: the .mkv container carries a random segment id)
+    const ours = join(A, 'data', 'held-out');
+    const files = (d: string) => new Map([...hashes(d)].filter(([k]) => !k.endsWith('.mkv')));
+    assert.deepEqual(files(mine), files(ours));
+    assert.deepEqual(readdirSync(mine).sort(), readdirSync(ours).sort());
+    for (const f of readdirSync(ours).filter((x) => x.endsWith('.mkv'))) assert.deepEqual((await readFrameBytes(join(mine, f))).data, (await readFrameBytes(join(ours, f))).data, f);
     const report = readFileSync(join(A, 'report', 'adapt.md'), 'utf8');
-    for (const h of ['### Scores', 'Claim (c)', 'Claim (d)', 'Contact sheets', '### Commands', 'dcvg train-ae --model', 'dcvg adapt lora', '(a) without alignment', '(b) full fine-tuning'])
+    for (const h of ['### Scores', 'Claim (c)', 'Claim (d)', 'Contact sheets', '### Commands', 'dcvg data shapes --out "$OUT/data/train"', 'dcvg train-ae --model "wan-vae:$OUT/autoencoders/base.model.json"', 'dcvg adapt lora', '(a) without alignment', '(b) full fine-tuning'])
       assert.ok(report.includes(h), `report has "${h}"`);
     for (const png of ['score-train.png', 'score-held-out.png', 'sheet-base.png', 'sheet-adapted.png'])
       assert.deepEqual([...readFileSync(join(A, 'report', png)).subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47], png);
@@ -159,6 +217,10 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.match(bad({ eval: { sampler: 'ddim' } }), /"eval\.sampler" must be "unipc" or "euler"/);
     assert.match(bad({ arms: { noAlign: 'yes' } }), /"arms\.noAlign" must be true or false/);
     assert.match(bad([1, 2]), /must hold a JSON object/);
+    // the base autoencoder is the Wan-VAE topology, the other DC-AE-V
+    assert.match(bad({ autoencoders: { base: { model: 'dcaev-shapes-f32c32' } } }), /"autoencoders\.base\.model" "dcaev-shapes-f32c32" is a dc-ae-v; the base autoencoder is in the Wan-VAE topology/);
+    assert.match(bad({ autoencoders: { dc: { model: 'wan-vae:wan-vae-shapes' } } }), /"autoencoders\.dc\.model" "wan-vae:wan-vae-shapes" is a wan-vae; the DC autoencoder is a DC-AE-V/);
+    assert.match(bad({ autoencoders: { base: { model: 'wan-vae:nope.json' } } }), /"autoencoders\.base\.model" "wan-vae:nope\.json" is no train-ae --model spec/);
     const flag = spawnSync(process.execPath, [main, 'study', 'adapt', '--bogus'], { env, encoding: 'utf8' });
     assert.match(flag.stderr, /^dcvg study: Unknown option '--bogus'.* \(see dcvg study adapt --help\)\n$/);
     const stage = spawnSync(process.execPath, [main, 'study', 'adapt', '--out', join(root, 'never'), '--stages', 'data,lunch'], { env, encoding: 'utf8' });
@@ -172,18 +234,6 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.match(r.stderr, /holds a study with another config \("scale": "smoke" there, "real" given\)/);
     const r2 = spawnSync(process.execPath, [main, 'study', 'adapt', '--resume', '--out', join(root, 'nothing')], { env, encoding: 'utf8' });
     assert.match(r2.stderr, /nothing to resume in .*nothing \(no study\.json\)/);
-  });
-
-  it('fails the autoencoder stage clearly on a Wan-VAE-topology spec train-ae does not train', async (t) => {
-    // a build whose train-ae trains the Wan-VAE topology gets past this stage: nothing to check then
-    const f = join(root, 'wan-base.json');
-    writeFileSync(f, JSON.stringify({ data: { train: 4, heldOut: 1 }, autoencoders: { base: { model: { dim: 4, z_dim: 16, dim_mult: [1, 2, 4, 4], num_res_blocks: 1, attn_scales: [], temperal_downsample: [false, true, true], dropout: 0 } } } }));
-    const out = join(root, 'wan-base');
-    const r = await study(['--scale', 'smoke', '--config', f, '--out', out, '--stages', 'data,autoencoders']);
-    if (r.code === 0) return t.skip('this train-ae trains the Wan-VAE topology');
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /autoencoders\.base\.model is a Wan-VAE-topology config .* does not train the Wan-VAE topology yet/);
-    assert.ok(!existsSync(join(out, 'autoencoders', 'done.json')));
   });
 
   it('builds a tokenizer from the captions that src/text reads, one piece per caption word', () => {

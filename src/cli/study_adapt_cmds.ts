@@ -11,8 +11,8 @@ import { parseValues, type Out } from './common.js';
 import { stopOnSignals } from './train_cmds.js';
 
 export const STUDY_ADAPT_HELP = `dcvg study adapt --out DIR [--scale real|smoke] [--config FILE] [--stages a,b] [--resume] [--publish FILE] [--json]
-  The small-scale AE-Adapt-V study (issue #21; docs/studies/adapt.md): shapes-world data, a base autoencoder and
-  DC-AE-V (train-ae), a tokenizer and frozen random umT5, latents, a base DiT (train-dit, scored while it trains),
+  The small-scale AE-Adapt-V study (issue #21; docs/studies/adapt.md): shapes-world data (data shapes), a base
+  autoencoder in the Wan-VAE topology (train-ae --model wan-vae:...) and DC-AE-V (train-ae), a tokenizer and frozen random umT5, latents, a base DiT (train-dit, scored while it trains),
   AE-Adapt-V phases 1-3 (adapt align / assemble / tune / lora / merge), the arms (no alignment, full fine-tuning,
   from scratch, latency) and the report. Every step runs a real dcvg command; DIR/commands.jsonl lists them.
   Stages: ${STAGES.join(', ')}.

@@ -6,12 +6,15 @@
  * refused with the key's path.
  *
  * Model specs of the autoencoders are what `dcvg train-ae --model` takes: a preset name or config path (a string,
- * passed as it is), or an object written to `autoencoders/<name>.model.json` and passed as that path. An object with a
- * `dcaev_topology` key is expanded by topologyConfig (the released DC-AE-V topology at any widths / depths /
- * compression) into the reference vocabulary; an object with `z_dim` is a Wan VAE config in the reference vocabulary
- * (the Wan-VAE topology at reduced width), written as it is.
+ * passed as it is, e.g. `wan-vae:wan-vae-shapes`), or an object written to `autoencoders/<name>.model.json` and passed
+ * as that path. An object with a `dcaev_topology` key is expanded by topologyConfig (the released DC-AE-V topology at
+ * any widths / depths / compression) into the reference vocabulary; any other object is a Wan VAE config in the
+ * reference vocabulary (`dim`, `z_dim`, `dim_mult`, ...: the Wan-VAE topology at reduced width), written as it is and
+ * passed as `wan-vae:<file>`. The base autoencoder must be in the Wan-VAE topology (the study's Wan VAE), the other a
+ * DC-AE-V.
  */
 import { ValueError } from '../errors.js';
+import { resolveAEConfig } from '../train/ae_models.js';
 
 export type AeSpec = string | Record<string, unknown>;
 
@@ -100,8 +103,8 @@ export const REAL_CONFIG: StudyConfig = {
   seed: 0,
   data: { train: 2000, heldOut: 96, seed: 1 },
   autoencoders: {
-    // f8t4c16, the Wan-2.1 VAE topology at a quarter of its width (needs train-ae's Wan-VAE task)
-    base: ae({ dim: 24, z_dim: 16, dim_mult: [1, 2, 4, 4], num_res_blocks: 1, attn_scales: [], temperal_downsample: [false, true, true], dropout: 0 }, 6000),
+    // f8t4c16, the Wan-2.1 VAE topology at reduced width (train-ae's preset: dim 8, one residual block per stage)
+    base: ae('wan-vae:wan-vae-shapes', 6000),
     // f32t4c32 in the released DC-AE-V topology, chunk-causal with 16-frame chunks (one shapes video)
     dc: ae({ dcaev_topology: { widths: [16, 32, 64, 64, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000),
   },
@@ -129,8 +132,8 @@ export const SMOKE_CONFIG: StudyConfig = {
   seed: 0,
   data: { train: 6, heldOut: 1, seed: 1 },
   autoencoders: {
-    // what train-ae accepts today: DC-AE-V topologies (the base at f8t4c16 in the DC-AE-V topology, not the Wan VAE's)
-    base: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 16], depths: [0, 1, 1, 1, 1], latentChannels: 16, chunk: 16 } }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
+    // f8t4c16 in the Wan-VAE topology at width 2 (the smallest that keeps its stages)
+    base: ae({ dim: 2, z_dim: 16, dim_mult: [1, 1, 2, 2], num_res_blocks: 1, attn_scales: [], temperal_downsample: [false, true, true], dropout: 0 }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
     dc: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 16], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
   },
   text: { textLen: 16, seed: 0, umt5: { dim: 16, dim_attn: 16, dim_ffn: 32, num_heads: 2, num_layers: 1, num_buckets: 8, max_dist: 16 } },
@@ -204,6 +207,15 @@ function check(ref: unknown, v: unknown, path: string): void {
   }
 }
 
+/** What each autoencoder must be: the base in the Wan-VAE topology (the study's Wan VAE), the other a DC-AE-V. */
+export const AE_FAMILIES = { base: 'wan-vae', dc: 'dc-ae-v' } as const;
+
+/** The family train-ae trains a spec as (objects: `dcaev_topology` or a Wan VAE config; strings as --model reads them). */
+export function aeSpecFamily(spec: AeSpec): 'wan-vae' | 'dc-ae-v' {
+  if (typeof spec !== 'string') return 'dcaev_topology' in spec ? 'dc-ae-v' : 'wan-vae';
+  return resolveAEConfig(spec).family;
+}
+
 /** The config of a scale, with an optional override object merged over it; every key checked. */
 export function resolveStudyConfig(scale: string, override?: unknown, source = '--config'): StudyConfig {
   const base = SCALES[scale];
@@ -218,5 +230,18 @@ export function resolveStudyConfig(scale: string, override?: unknown, source = '
   if (c.eval.trainPrompts > c.data.train) throw new ValueError(`study config: "eval.trainPrompts" (${c.eval.trainPrompts}) is more than the training videos ("data.train" ${c.data.train})`);
   if (c.dit.dim % c.dit.num_heads) throw new ValueError(`study config: "dit.dim" ${c.dit.dim} must be a multiple of "dit.num_heads" ${c.dit.num_heads}`);
   if (c.text.umt5.dim_attn % c.text.umt5.num_heads) throw new ValueError(`study config: "text.umt5.dim_attn" must be a multiple of "text.umt5.num_heads"`);
+  for (const k of ['base', 'dc'] as const) {
+    const spec = c.autoencoders[k].model;
+    let family: string;
+    try {
+      family = aeSpecFamily(spec);
+    } catch (e) {
+      throw new ValueError(`study config: "autoencoders.${k}.model" ${JSON.stringify(spec)} is no train-ae --model spec (${(e as Error).message})`);
+    }
+    if (family !== AE_FAMILIES[k])
+      throw new ValueError(
+        `study config: "autoencoders.${k}.model" ${JSON.stringify(spec)} is a ${family}; ${k === 'base' ? 'the base autoencoder is in the Wan-VAE topology (wan-vae:<preset | config.json> or a Wan VAE config object)' : 'the DC autoencoder is a DC-AE-V (a preset, config path or {"dcaev_topology": ...})'}`,
+      );
+  }
   return c;
 }

@@ -99,7 +99,7 @@ export async function writeAdaptReport(out: string, c: StudyConfig, publish?: st
   const dir = join(out, 'report');
   mkdirSync(dir, { recursive: true });
   const D = (...p: string[]) => join(out, ...p);
-  const aes = J(D('autoencoders', 'done.json')).models as Record<string, { family: string; channels: number; spatial: number; temporal: number; scalingFactor: number | null }>;
+  const aes = J(D('autoencoders', 'done.json')).models as Record<string, { family: string; channels: number; spatial: number; temporal: number; scalingFactor: number | null; latentsStd?: number[] }>;
   const text = J(D('text', 'done.json')) as { vocab: number; umt5: Record<string, unknown>; frozen: string };
   const data = J(D('data', 'done.json')) as { train: number; heldOut: number; prompts: number };
 
@@ -140,18 +140,18 @@ export async function writeAdaptReport(out: string, c: StudyConfig, publish?: st
   };
   copyFileSync(sheet(D('base', 'evals')), join(dir, 'sheet-base.png'));
   copyFileSync(sheet(D('adapt', 'lora-evals')), join(dir, 'sheet-adapted.png'));
-  const lat = existsSync(D('arms', 'latency.json')) ? (J(D('arms', 'latency.json')) as { base: { tokens: number; denoise: number; decode: number }; adapted: { tokens: number; denoise: number; decode: number }; tokenRatio: number; steps: number; guidance: number; runs: number }) : null;
+  const lat = existsSync(D('arms', 'latency.json')) ? (J(D('arms', 'latency.json')) as { base: { tokens: number; frames?: number; denoise: number; decode: number }; adapted: { tokens: number; frames?: number; denoise: number; decode: number }; tokenRatio: number; steps: number; guidance: number; runs: number }) : null;
 
   const L: string[] = [];
   const row = (...x: (string | number)[]) => L.push(`| ${x.join(' | ')} |`);
   L.push(`## Results (scale "${c.scale}")`, '');
   L.push(
     `Data: ${data.train} training videos, ${data.heldOut} held-out videos; the evaluation prompt set is ${c.eval.trainPrompts} training and ${c.eval.heldOutPrompts} held-out captions x ${c.eval.seeds} seeds, ` +
-      `${c.eval.steps} ${c.eval.sampler} steps, CFG ${c.eval.guidance}, shift ${c.eval.shift}, 16 frames of 128x128. Score: mean attribute accuracy (percent); all-correct in parentheses.`,
+      `${c.eval.steps} ${c.eval.sampler} steps, CFG ${c.eval.guidance}, shift ${c.eval.shift}, 16 frames of 128x128 asked for (the base's Wan VAE makes 1 + 4k: 13 from 4 latent frames; DC-AE-V 16). Score: mean attribute accuracy (percent); all-correct in parentheses.`,
     '',
   );
   L.push('### Models', '', '| model | what | details |', '|---|---|---|');
-  for (const [k, a] of Object.entries(aes)) row(k === 'base' ? 'base autoencoder' : 'DC-AE-V', `${a.family} f${a.spatial}t${a.temporal}c${a.channels}`, `scaling factor ${a.scalingFactor ?? 'from its config'}; ${c.autoencoders[k as 'base' | 'dc'].steps} train-ae steps`);
+  for (const [k, a] of Object.entries(aes)) row(k === 'base' ? 'base autoencoder' : 'DC-AE-V', `${a.family} f${a.spatial}t${a.temporal}c${a.channels}`, `${a.latentsStd ? `per-channel latents_mean / latents_std of mu measured on training clips (std ${Math.min(...a.latentsStd).toPrecision(3)}–${Math.max(...a.latentsStd).toPrecision(3)})` : `scaling factor ${a.scalingFactor ?? 'from its config'}`}; ${c.autoencoders[k as 'base' | 'dc'].steps} train-ae steps`);
   row('text encoder', `umT5 topology ${text.umt5.dim}-wide, ${text.umt5.num_layers} layers`, `${text.frozen}; tokenizer: ${text.vocab} SentencePiece-unigram pieces from the training captions' words`);
   row('base DiT', `Wan topology, patch 1x2x2, ${aes.base!.channels} channels, dim ${c.dit.dim}, ${c.dit.num_layers} blocks`, `${lastBase.step} train-dit steps; ${lastBase.reachedTarget ? 'reached' : 'did not reach'} the ${c.base.target}% target`);
   L.push('');
@@ -189,10 +189,10 @@ export async function writeAdaptReport(out: string, c: StudyConfig, publish?: st
   if (lat) {
     const tb = lat.base.denoise + lat.base.decode;
     const ta = lat.adapted.denoise + lat.adapted.decode;
-    L.push(`### Claim (d): generation latency (median of ${lat.runs}, ${lat.steps} steps, CFG ${lat.guidance}, 16x128x128)`, '', '| model | DiT tokens | sampling | decode | total |', '|---|---:|---:|---:|---:|');
-    row('base', lat.base.tokens, `${lat.base.denoise.toFixed(3)} s`, `${lat.base.decode.toFixed(3)} s`, `${tb.toFixed(3)} s`);
-    row('adapted', lat.adapted.tokens, `${lat.adapted.denoise.toFixed(3)} s`, `${lat.adapted.decode.toFixed(3)} s`, `${ta.toFixed(3)} s`);
-    row('speed-up', `${lat.tokenRatio.toFixed(1)}x fewer`, `${(lat.base.denoise / lat.adapted.denoise).toFixed(2)}x`, `${(lat.base.decode / lat.adapted.decode).toFixed(2)}x`, `${(tb / ta).toFixed(2)}x`);
+    L.push(`### Claim (d): generation latency (median of ${lat.runs}, ${lat.steps} steps, CFG ${lat.guidance}, 128x128, 16 frames asked for)`, '', '| model | frames | DiT tokens | sampling | decode | total |', '|---|---:|---:|---:|---:|---:|');
+    row('base', lat.base.frames ?? '—', lat.base.tokens, `${lat.base.denoise.toFixed(3)} s`, `${lat.base.decode.toFixed(3)} s`, `${tb.toFixed(3)} s`);
+    row('adapted', lat.adapted.frames ?? '—', lat.adapted.tokens, `${lat.adapted.denoise.toFixed(3)} s`, `${lat.adapted.decode.toFixed(3)} s`, `${ta.toFixed(3)} s`);
+    row('speed-up', '', `${lat.tokenRatio.toFixed(1)}x fewer`, `${(lat.base.denoise / lat.adapted.denoise).toFixed(2)}x`, `${(lat.base.decode / lat.adapted.decode).toFixed(2)}x`, `${(tb / ta).toFixed(2)}x`);
     L.push('', `The token-count bound on the sampling speed-up is ${lat.tokenRatio.toFixed(0)}x (attention grows faster than the token count, the rest of each block linearly).`, '');
   }
   L.push('### Contact sheets (seed 0 of each prompt; rows: prompts, training then held-out; every second frame)', '');
@@ -203,10 +203,12 @@ export async function writeAdaptReport(out: string, c: StudyConfig, publish?: st
   const seen = new Set<string>();
   for (const line of readFileSync(D('commands.jsonl'), 'utf8').split('\n').filter(Boolean)) {
     const { argv } = JSON.parse(line) as { argv: string[] };
-    const cmd = 'dcvg ' + argv.map((a) => shellQuote(a.split(out).join('$OUT'))).join(' ');
+    // an argument holding the study folder: double-quoted with the folder as $OUT (the rest escaped), else as it is
+    const arg = (a: string) => (a.includes(out) ? `"${a.split(out).map((p) => p.replace(/[\\"`$]/g, '\\$&')).join('$OUT')}"` : shellQuote(a));
+    const cmd = 'dcvg ' + argv.map(arg).join(' ');
     if (seen.has(cmd)) continue;
     seen.add(cmd);
-    L.push(cmd.replace(/'\$OUT/g, "\"$OUT").replace(/\$OUT([^']*)'/g, '$OUT$1"'));
+    L.push(cmd);
   }
   L.push('```', '');
   const body = L.join('\n');

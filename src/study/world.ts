@@ -1,26 +1,15 @@
 /**
- * The shapes world as the adapt study uses it (../shared/docs/shapes-world.md): rendered splits of videos with
- * captions, the fixed evaluation prompt set, a SentencePiece-unigram tokenizer built from the training captions' words,
- * and the semantic score of generated clips.
+ * The shapes world as the adapt study uses it (../shared/docs/shapes-world.md): the splits `dcvg data shapes` writes,
+ * the fixed evaluation prompt set, a SentencePiece-unigram tokenizer built from the training captions' words, and the
+ * semantic score of generated clips.
  */
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
-import { openVideoWriter } from '../io/video.js';
-import {
-  SHAPES_FRAMES,
-  SHAPES_SIZE,
-  isHeldOut,
-  randomShapesVideo,
-  renderShapes,
-  scoreShapes,
-  shapesAccuracy,
-  shapesCaption,
-  type ShapesVideo,
-} from '../metrics/shapes_world.js';
+import { SHAPES_FRAMES, SHAPES_SIZE, scoreShapes, shapesAccuracy, type ShapesVideo } from '../metrics/shapes_world.js';
+import { SHAPES_MANIFEST } from '../cli/shapes_cmds.js';
 import { PieceType, toTokenizerJson, type Piece, type TokenizerModel } from '../text/index.js';
 import { ValueError } from '../errors.js';
-import { Rng } from '../tensor/random.js';
 
 export type Split = 'train' | 'held-out';
 
@@ -30,50 +19,16 @@ export interface RenderedVideo {
   attrs: Omit<ShapesVideo, 'start'>;
 }
 
-/** The videos of one split, deterministic in (seed, split): training videos never hold a held-out triple and vice versa. */
-export function sampleSplit(count: number, seed: number, split: Split): ShapesVideo[] {
-  const rng = new Rng(seed);
-  const out: ShapesVideo[] = [];
-  while (out.length < count) {
-    const v = randomShapesVideo(rng, { trainOnly: split === 'train' });
-    if (split === 'held-out' && !isHeldOut(v)) continue;
-    out.push(v);
-  }
-  return out;
-}
-
 /**
- * Renders a split into `dir` (a new folder, made whole or not at all: written beside it and renamed): one lossless
- * clip per video (`NNNNN.mp4`, x264 4:4:4 at CRF 0) with its caption as `NNNNN.txt` (what train-ae and `dcvg latents`
- * read), and `videos.json` (captions and attributes). The one place the study makes data: when `dcvg data shapes`
- * exists, this calls it instead.
+ * The videos of a folder `dcvg data shapes` wrote (its manifest.json, which must be complete), as the study reads them:
+ * file, caption and attributes.
  */
-export async function renderSplit(dir: string, count: number, seed: number, split: Split): Promise<RenderedVideo[]> {
-  const vids = sampleSplit(count, seed, split);
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  const list: RenderedVideo[] = [];
-  for (let i = 0; i < vids.length; i++) {
-    const v = vids[i]!;
-    const stem = String(i).padStart(5, '0');
-    const w = await openVideoWriter(join(tmp, `${stem}.mp4`), { width: SHAPES_SIZE, height: SHAPES_SIZE, fps: 8, pixFmt: 'yuv444p', crf: 0 });
-    try {
-      await w.write(renderShapes(v));
-      await w.close();
-    } catch (e) {
-      await w.abort();
-      throw e;
-    }
-    const caption = shapesCaption(v);
-    writeFileSync(join(tmp, `${stem}.txt`), caption + '\n');
-    const { start: _s, ...attrs } = v;
-    list.push({ file: `${stem}.mp4`, caption, attrs });
-  }
-  writeFileSync(join(tmp, 'videos.json'), JSON.stringify({ split, seed, count, videos: list }, null, 1) + '\n');
-  rmSync(dir, { recursive: true, force: true });
-  renameSync(tmp, dir);
-  return list;
+export function readShapesData(dir: string): RenderedVideo[] {
+  const p = join(dir, SHAPES_MANIFEST);
+  if (!existsSync(p)) throw new ValueError(`study: ${dir} holds no ${SHAPES_MANIFEST} (make it with dcvg data shapes)`);
+  const m = JSON.parse(readFileSync(p, 'utf8')) as { complete?: boolean; videos?: (Omit<ShapesVideo, 'start'> & { file: string; caption: string })[] };
+  if (m.complete !== true || !Array.isArray(m.videos)) throw new ValueError(`study: ${p} is not complete (dcvg data shapes was interrupted); run it again`);
+  return m.videos.map(({ file, caption, color, shape, size, direction, background }) => ({ file, caption, attrs: { color, shape, size, direction, background } }));
 }
 
 export interface EvalPrompt {
