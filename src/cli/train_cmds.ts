@@ -11,7 +11,6 @@ import { DIT_DEFAULTS, trainDiT, type TrainDiTOptions } from '../train/dit_train
 import { ValueError } from '../errors.js';
 import { Progress, fmtSecs } from './progress.js';
 import { loadAutoencoder, parseValues, type Out } from './common.js';
-import { cmdStudyAdapt } from './study_adapt_cmds.js';
 
 export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <dir> --out <run dir> [options]
   --model M          DC-AE-V: a preset (dc-ae-v-f32t4c32-1.0, ..., the small dcaev-shapes-f32c32) or a config .json;
@@ -231,7 +230,9 @@ export const STUDY_HELP = `dcvg study temporal --data <dir> --out <dir> [options
 
 export async function cmdStudy(args: string[], out: Out): Promise<number> {
   const [what, ...rest] = args;
-  if (what === 'adapt') return cmdStudyAdapt(rest, out);
+  // imported when used: src/study/adapt.ts runs train-ae / train-dit through this module, so a static import here
+  // would make a cycle (loading src/study first would then fail on an uninitialised binding)
+  if (what === 'adapt') return (await import('./study_adapt_cmds.js')).cmdStudyAdapt(rest, out);
   if (!what || what === '--help' || what === '-h' || rest.includes('--help')) {
     out(STUDY_HELP + '\n');
     return what ? 0 : 1;
