@@ -300,6 +300,9 @@ interface DecodeRun {
   decode_cpu_ms: number;
   /** latent frames decoded (`--latents`, default all of the clip's) */
   latents: number;
+  /** spatial tiling of the decode (`--tile N` pixels, `--overlap r`); null: untiled */
+  tile: number | null;
+  overlap: number | null;
   /** wall and CPU time of each push() (and the finish() last): the Wan VAE takes one latent per push */
   push_ms: number[];
   push_cpu_ms: number[];
@@ -335,7 +338,13 @@ function childDecode(): void {
   };
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  const s = ae.decodeStream({ numFrames: F === g.latent[1] ? g.frames : pixelFrames(side, F) });
+  // `--tile N [--overlap r]`: spatial tiles of N output pixels (what a user on a small machine decodes 720p with)
+  const tileArg = opt('--tile', '');
+  const tile = tileArg === '' ? null : Number(tileArg);
+  if (tile !== null && !(Number.isInteger(tile) && tile > 0)) usageError(`--tile: "${tileArg}" is not a positive whole number of pixels`);
+  const overlap = tile === null ? null : Number(opt('--overlap', '0.25'));
+  if (overlap !== null && !(overlap >= 0 && overlap < 1)) usageError('--overlap: must be in [0, 1)');
+  const s = ae.decodeStream({ numFrames: F === g.latent[1] ? g.frames : pixelFrames(side, F) }, tile === null ? {} : { tile, overlap: overlap! });
   for (let f = 0; f < F; f += piece) {
     const y = timed(() => s.push(ops.contiguous(ops.slice(z, 2, f, Math.min(F, f + piece)))));
     if (y) frames += y.shape[2]!;
@@ -344,7 +353,7 @@ function childDecode(): void {
   if (tail) frames += tail.shape[2]!;
   const ms = performance.now() - t0;
   const cpu = cpuMs(process.cpuUsage(c0));
-  const r: DecodeRun = { side, config, params, latent: z.shape.slice(1), out_frames: frames, height: g.height, width: g.width, decode_ms: ms, decode_cpu_ms: cpu, latents: F, push_ms: pushMs, push_cpu_ms: pushCpuMs, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM') };
+  const r: DecodeRun = { side, config, params, latent: z.shape.slice(1), out_frames: frames, height: g.height, width: g.width, decode_ms: ms, decode_cpu_ms: cpu, latents: F, tile, overlap, push_ms: pushMs, push_cpu_ms: pushCpuMs, rss_after_load_mb: afterLoad, peak_rss_mb: procStatusMb('VmHWM') };
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
