@@ -650,7 +650,7 @@ async function parent(): Promise<void> {
         dec[side] = {
           config: last.config,
           params: last.params,
-          measured_at: `${runs.map((r) => r.latents).join(', ')} latent frame(s) (${runs.map((r) => r.out_frames).join(', ')} frames) x ${g.height}x${g.width}`,
+          measured_at: `${runs.map((r) => r.latents).join(', ')} latent frame(s) (${runs.map((r) => r.out_frames).join(', ')} frames) x ${g.height}x${g.width}${last.tile ? `, in spatial tiles of ${last.tile} px (overlap ${last.overlap})` : ''}`,
           frames: g.frames,
           decode_ms_measured: round(last.decode_ms),
           decode_cpu_ms_measured: round(last.decode_cpu_ms),
