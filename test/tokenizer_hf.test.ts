@@ -201,7 +201,8 @@ describe('@huggingface/tokenizers against ours on the same tokenizer.json', { sk
       const why = reasons(s, text);
       if (why.some((w) => w.startsWith('special'))) continue; // split out before normalisation: not this property
       // the Unigram parts agree: the library's ids are our Unigram's on the text as the library's normaliser and
-      // Metaspace leave it (an empty normalised text gives no pieces in both)
+      // Metaspace leave it (an empty normalised text gives no pieces in both). A near-tie decided otherwise by the
+      // float64 sums would break this (the last test has one); none is drawn with this seed
       const libNormalised = s.libNormalize(text);
       assert.deepEqual(libIds, s.oursUnigram(libNormalised === '' ? '' : s.lib.pre_tokenizer!.pre_tokenize(libNormalised).join('')), JSON.stringify(text));
       if (why.length) explained++;
