@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, mkdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeVideo } from '../src/io/video.js';
@@ -118,6 +118,26 @@ test('held-out split and sampling: deterministic, whole windows, crops inside th
       const plane = 16 * 16;
       for (let t = 1; t < 8; t++) assert.equal(d[t * plane + 37], d[37]);
     }
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+  }
+});
+
+test('clips load several at a time, in name order, the same bytes as one at a time; a bad file fails the load', async () => {
+  const data = await makeData(7, 8, 16);
+  try {
+    const seq = await loadClipSet(data, { holdout: 2, concurrency: 1 });
+    const seen: string[] = [];
+    const par = await loadClipSet(data, { holdout: 2, concurrency: 4, onClip: (d, t, n) => seen.push(`${d}/${t} ${n}`) });
+    assert.equal(seen.length, 7);
+    assert.equal(seen[6]!.split(' ')[0], '7/7');
+    for (const k of ['train', 'heldOut'] as const) {
+      assert.deepEqual(par[k].map((c) => c.name), seq[k].map((c) => c.name), k);
+      for (const [i, c] of par[k].entries()) assert.ok(Buffer.from(c.data).equals(Buffer.from(seq[k][i]!.data)), `${k} ${c.name}`);
+    }
+    assert.deepEqual(par.heldOut.map((c) => c.name), heldOutIndices(7, 2).map((i) => `c${i}.y4m`));
+    writeFileSync(join(data, 'c3.y4m'), 'not a video');
+    await assert.rejects(loadClipSet(data, { holdout: 0, concurrency: 4 }), /c3\.y4m/);
   } finally {
     rmSync(data, { recursive: true, force: true });
   }
