@@ -83,6 +83,9 @@ Usage:
   dcvg study adapt --out <dir> [--scale real|smoke] [--config F] [--stages a,b] [--resume] [--publish F] [--json]
                          the small-scale AE-Adapt-V study: data, autoencoders, text, latents, base DiT, adapt phases
                          1-3, arms, report; every stage resumable; dcvg study adapt --help
+  dcvg study export --out <dir> --to <folder> [--force] [--json]
+                         the adapted model of a study adapt folder as a generate-ready folder with its model card
+                         (--to assets/shapes-t2v ships the default model); dcvg study export --help
   dcvg convert <ckpt.pt|.safetensors> -o out.safetensors [--dtype bf16|f16|f32] [--prefer ema|model]
                          official torch checkpoint (EMA weights first) to safetensors, without Python
   dcvg run wan --config cfg.json[#entry] --weights w.safetensors --inputs io.safetensors -o out.safetensors

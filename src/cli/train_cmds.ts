@@ -233,11 +233,12 @@ export async function cmdStudy(args: string[], out: Out): Promise<number> {
   // imported when used: src/study/adapt.ts runs train-ae / train-dit through this module, so a static import here
   // would make a cycle (loading src/study first would then fail on an uninitialised binding)
   if (what === 'adapt') return (await import('./study_adapt_cmds.js')).cmdStudyAdapt(rest, out);
+  if (what === 'export') return (await import('./study_export_cmds.js')).cmdStudyExport(rest, out);
   if (!what || what === '--help' || what === '-h' || rest.includes('--help')) {
     out(STUDY_HELP + '\n');
     return what ? 0 : 1;
   }
-  if (what !== 'temporal') throw new ValueError(`unknown study "${what}" (known: temporal, adapt)`);
+  if (what !== 'temporal') throw new ValueError(`unknown study "${what}" (known: temporal, adapt, export)`);
   const studyOptions = Object.fromEntries([
     ...['data', 'out', 'steps', 'crop', 'frames', 'lr', 'warmup', 'seed', 'holdout', 'still-prob', 'designs', 'eval-frames', 'log-every'].map((k) => [k, { type: 'string' as const }]),
     ...['no-train', 'no-eval', 'held-out-only', 'json'].map((k) => [k, { type: 'boolean' as const }]),
