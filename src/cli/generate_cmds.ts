@@ -49,6 +49,8 @@ checkpoint, models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth); docs/gener
 Options:
   --model DIR            the model folder (default: ${DEFAULT_T2V_MODEL}, the shipped shapes-world model; with it
                          the defaults of --size, --frames and --fps are ${DEFAULT_T2V_GEOMETRY.width}x${DEFAULT_T2V_GEOMETRY.height}, ${DEFAULT_T2V_GEOMETRY.frames} and ${DEFAULT_T2V_GEOMETRY.fps})
+                         A folder's dcvg_generate.json, when present, gives its own defaults (size, frames, fps,
+                         steps, guidance, shift, sampler; docs/generate.md)
   -o, --output PATH      the video: .mp4, .gif, .y4m, or a folder / %05d.png pattern for PNGs (required)
   --prompt-file FILE     read the prompt from a UTF-8 text file instead of the command line
   --negative TEXT        negative prompt (default: the DiT checkpoint's null embedding if it has one, else "")
