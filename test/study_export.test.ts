@@ -195,4 +195,23 @@ describe('dcvg study export', () => {
     await cmdStudyExport(['--help'], (s) => void (help += s));
     assert.match(help, /^dcvg study export --out DIR --to FOLDER/);
   });
+
+  it("a folder's dcvg_generate.json is checked key by key", () => {
+    const bad = join(root, 'bad-defaults');
+    cpSync(model, bad, { recursive: true });
+    const cases: [unknown, RegExp][] = [
+      [{ frames: 16.5 }, /dcvg_generate.json: "frames" must be a positive integer, got 16.5/],
+      [{ guidance: -1 }, /"guidance" must be a positive number, got -1/],
+      [{ sampler: 'ddim' }, /"sampler" must be "unipc" or "euler", got "ddim"/],
+      [{ size: '128x128' }, /unknown key "size" \(known: width, height, frames, steps, fps, guidance, shift, sampler\)/],
+      [[16], /must hold a JSON object/],
+    ];
+    for (const [j, re] of cases) {
+      writeFileSync(join(bad, GENERATE_DEFAULTS_FILE), JSON.stringify(j));
+      assert.throws(() => resolveModelFolder(bad), re, JSON.stringify(j));
+    }
+    writeFileSync(join(bad, GENERATE_DEFAULTS_FILE), JSON.stringify({ _comment: 'ignored', fps: 12.5 }));
+    assert.deepEqual(resolveModelFolder(bad).generateDefaults, { fps: 12.5 });
+    rmSync(bad, { recursive: true });
+  });
 });
