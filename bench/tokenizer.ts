@@ -20,16 +20,27 @@
  * form; the first load and the median of the rest. Encode: `tokenize(prompt, 512)` (cleaning, normalisation,
  * Viterbi, ids, mask) of each prompt, `--encodes` times after one warm-up; the median per call. Wall and CPU time
  * (process.cpuUsage, user + system) both, and the load average, since the machine may be shared.
+ *
+ * With `--hf`: ours against `@huggingface/tokenizers` (0.2.0, pure JS) on the same tokenizer.json, both given the text
+ * after our cleaning (the library has none): the fixture model's tokenizer.json (800 pieces, as transformers converts
+ * it: no byte fallback) on the texts of cases.json, and with `--pieces N` also the synthetic N-piece one on the prompts
+ * below. Load (ours: `loadTokenizerSync`; the library: read + JSON.parse + `new Tokenizer`) and encode (ours:
+ * `encodeCleaned` + eos, the library: `encode`) medians, and how many texts get the same ids. `--scan` adds a count,
+ * over every code point, of the characters the charsmap maps otherwise than `String.prototype.normalize('NFKC')` and
+ * than the library's normaliser (a few CPU-seconds).
  */
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadTokenizerSync, parseSentencePieceModel, toTokenizerJson, PieceType, type Piece } from '../src/text/index.js';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { cleanPrompt, loadTokenizerSync, parseSentencePieceModel, toTokenizerJson, PieceType, type Piece } from '../src/text/index.js';
+import { Charsmap, normalize } from '../src/text/normalizer.js';
 import { cliArgs, median } from './profile.js';
 import { procStatusMb } from './torch.js';
 
-const USAGE = `usage: npm run bench:tokenizer -- [--pieces 256000] [--extra 384] [--loads 5] [--encodes 200] [--out DIR] [--keep] [--json]`;
+const USAGE = `usage: npm run bench:tokenizer -- [--pieces 256000] [--extra 384] [--loads 5] [--encodes 200] [--out DIR] [--keep] [--json]
+       npm run bench:tokenizer -- --hf [--pieces N] [--loads 5] [--encodes 200] [--scan] [--json]`;
 
 /** Prompts of the kinds Wan is given: its example prompts' style in English, Chinese, and a mixed one. */
 export const PROMPTS: Record<string, string> = {
@@ -196,6 +207,113 @@ function timeIt<T>(fn: () => T): { value: T; ms: number; cpu_ms: number } {
   return { value, ms: performance.now() - t, cpu_ms: cpuMs(process.cpuUsage(c)) };
 }
 
+/** Ours against @huggingface/tokenizers on one tokenizer.json: load and encode medians, texts with the same ids. */
+function compareOnFile(file: string, texts: string[], loads: number, encodes: number): Record<string, unknown> {
+  const loadLib = () => new Tokenizer(JSON.parse(readFileSync(file, 'utf8')) as object, {});
+  const oursLoads = Array.from({ length: loads }, () => timeIt(() => loadTokenizerSync(file)));
+  const libLoads = Array.from({ length: loads }, () => timeIt(loadLib));
+  const ours = oursLoads[0]!.value;
+  const lib = libLoads[0]!.value;
+  const oursEncode = (t: string) => [...ours.encodeCleaned(t).map((k) => k.id), ours.eosId];
+  const libEncode = (t: string) => lib.encode(t).ids;
+  const sameIds = texts.filter((t) => JSON.stringify(oursEncode(t)) === JSON.stringify(libEncode(t))).length;
+  const pass = (enc: (t: string) => number[]) => () => {
+    for (const t of texts) enc(t);
+  };
+  const med = (rs: { ms: number; cpu_ms: number }[]) => ({ ms: +median(rs.map((r) => r.ms)).toFixed(3), cpu_ms: +median(rs.map((r) => r.cpu_ms)).toFixed(3) });
+  // interleaved passes (ours, library, ours, ...), after one warm-up each, so that a load change hits both alike
+  const o: { ms: number; cpu_ms: number }[] = [];
+  const l: { ms: number; cpu_ms: number }[] = [];
+  timeIt(pass(oursEncode));
+  timeIt(pass(libEncode));
+  for (let i = 0; i < encodes; i++) {
+    o.push(timeIt(pass(oursEncode)));
+    l.push(timeIt(pass(libEncode)));
+  }
+  const tokens = texts.reduce((a, t) => a + oursEncode(t).length, 0);
+  return {
+    file_mb: +(statSync(file).size / 2 ** 20).toFixed(2),
+    texts: texts.length,
+    tokens,
+    same_ids: sameIds,
+    load_ms: { ours: med(oursLoads.slice(1).length ? oursLoads.slice(1) : oursLoads), library: med(libLoads.slice(1).length ? libLoads.slice(1) : libLoads) },
+    encode_all_texts_ms: { ours: med(o), library: med(l) },
+    library_over_ours: +(median(l.map((r) => r.ms)) / median(o.map((r) => r.ms))).toFixed(2),
+  };
+}
+
+/** Code points (surrogates aside) the charsmap maps otherwise than NFKC and than the library's normaliser. */
+function scanNormalisers(file: string): Record<string, unknown> {
+  const j = JSON.parse(readFileSync(file, 'utf8')) as { normalizer: { normalizers: { type: string; precompiled_charsmap?: string }[] } };
+  const blob = Buffer.from(j.normalizer.normalizers.find((n) => n.type === 'Precompiled')!.precompiled_charsmap!, 'base64');
+  const spec = { charsmap: new Charsmap(new Uint8Array(blob), file), addDummyPrefix: false, removeExtraWhitespaces: false, escapeWhitespaces: false, userDefined: [] };
+  const lib = new Tokenizer(j, {});
+  const enc = new TextEncoder();
+  let nfkc = 0;
+  let library = 0;
+  const bmp: string[] = [];
+  const planes = new Map<number, number>();
+  for (let cp = 0; cp < 0x110000; cp++) {
+    if (cp >= 0xd800 && cp < 0xe000) continue;
+    const ch = String.fromCodePoint(cp);
+    const m = normalize(spec, enc.encode(ch));
+    if (m !== ch.normalize('NFKC')) nfkc++;
+    if (m !== lib.normalizer!.normalize(ch)) {
+      library++;
+      if (cp < 0x10000) bmp.push(`U+${cp.toString(16).toUpperCase().padStart(4, '0')}`);
+      planes.set(cp >> 16, (planes.get(cp >> 16) ?? 0) + 1);
+    }
+  }
+  return { code_points: 0x110000 - 0x800, charsmap_vs_nfkc: nfkc, charsmap_vs_library: library, library_bmp: bmp, library_by_plane: Object.fromEntries(planes) };
+}
+
+async function compareLibrary(flag: (n: string) => boolean, opt: (n: string, d: string) => string, fixture: string): Promise<void> {
+  const loads = Number(opt('--loads', '5'));
+  const encodes = Number(opt('--encodes', '200'));
+  const load0 = loadavg();
+  const cases = JSON.parse(readFileSync(join(fixture, 'cases.json'), 'utf8')) as { cases: { text: string }[]; ftfy_dependent: { text: string }[] };
+  const texts = [...cases.cases, ...cases.ftfy_dependent].map((c) => cleanPrompt(c.text));
+  const dir = mkdtempSync(join(tmpdir(), 'dcvg-bench-tokenizer-hf-'));
+  try {
+    const spm = join(fixture, 'spiece.model');
+    const small = join(dir, 'tokenizer.json');
+    writeFileSync(small, JSON.stringify(toTokenizerJson(parseSentencePieceModel(new Uint8Array(readFileSync(spm)), spm))));
+    const runs: Record<string, unknown> = { 'fixture model (800 pieces), cases.json texts': compareOnFile(small, texts, loads, encodes) };
+    if (process.argv.includes('--pieces')) {
+      const n = Number(opt('--pieces', '256000'));
+      const big = join(dir, 'big');
+      mkdirSync(big);
+      const files = writeSyntheticTokenizer(spm, big, n, 0, [...texts, ...Object.values(PROMPTS)]);
+      // as transformers converts it: no byte fallback (the library has none either)
+      const j = JSON.parse(readFileSync(files.json, 'utf8')) as { model: { byte_fallback: boolean } };
+      j.model.byte_fallback = false;
+      writeFileSync(files.json, JSON.stringify(j));
+      runs[`synthetic model (${n} pieces), the ${Object.keys(PROMPTS).length} prompts`] = compareOnFile(files.json, Object.values(PROMPTS).map((p) => cleanPrompt(p)), loads, encodes);
+    }
+    const result = {
+      machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, node: process.version, load_avg_start: load0.map((v) => +v.toFixed(2)), load_avg_end: loadavg().map((v) => +v.toFixed(2)) },
+      command: `npm run bench:tokenizer -- ${process.argv.slice(2).join(' ')}`.trim(),
+      runs,
+      ...(flag('--scan') ? { normalisers: scanNormalisers(small) } : {}),
+    };
+    if (flag('--json')) {
+      process.stdout.write(JSON.stringify(result, null, 1) + '\n');
+      return;
+    }
+    let md = `\n| tokenizer.json, texts | texts (tokens) | same ids | load, median (CPU): ours / library | encode all texts, median of ${encodes} (CPU): ours / library | library / ours |\n|---|---:|---:|---:|---:|---:|\n`;
+    for (const [name, r] of Object.entries(runs) as [string, any][])
+      md += `| ${name}, ${r.file_mb} MB | ${r.texts} (${r.tokens}) | ${r.same_ids} | ${r.load_ms.ours.ms} (${r.load_ms.ours.cpu_ms}) / ${r.load_ms.library.ms} (${r.load_ms.library.cpu_ms}) ms | ${r.encode_all_texts_ms.ours.ms} (${r.encode_all_texts_ms.ours.cpu_ms}) / ${r.encode_all_texts_ms.library.ms} (${r.encode_all_texts_ms.library.cpu_ms}) ms | ${r.library_over_ours} |\n`;
+    if (result.normalisers) {
+      const n = result.normalisers as any;
+      md += `\nof ${n.code_points} code points, the charsmap maps ${n.charsmap_vs_nfkc} otherwise than NFKC and ${n.charsmap_vs_library} otherwise than the library's normaliser (by plane ${JSON.stringify(n.library_by_plane)}; BMP: ${n.library_bmp.join(' ')})\n`;
+    }
+    md += `machine: ${result.machine.cpu} (${result.machine.cores} cores), node ${result.machine.node}; load average ${result.machine.load_avg_start.join(' ')} at start, ${result.machine.load_avg_end.join(' ')} at end\ncommand: \`${result.command}\`\n`;
+    process.stdout.write(md);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   const { flag, opt } = cliArgs(USAGE);
   const nPieces = Number(opt('--pieces', '256000'));
@@ -208,6 +326,7 @@ async function main(): Promise<void> {
     process.stderr.write(`bench:tokenizer: needs ${join(fixture, 'spiece.model')} (the shared folder beside the repository, or DCVG_SHARED)\n`);
     process.exit(2);
   }
+  if (flag('--hf')) return compareLibrary(flag, opt, fixture);
   const cases = JSON.parse(readFileSync(join(fixture, 'cases.json'), 'utf8')) as { cases: { text: string }[] };
   const outOpt = opt('--out', '');
   const dir = outOpt ? (mkdirSync(outOpt, { recursive: true }), outOpt) : mkdtempSync(join(tmpdir(), 'dcvg-bench-tokenizer-'));

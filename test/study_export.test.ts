@@ -40,7 +40,7 @@ const rec = (step: number, train: number, held: number) => ({ step, train: { acc
 
 /**
  * A study folder whose stages up to adapt are complete, as stageText / stageAutoencoders / stageAdapt leave it
- * (src/study/adapt.ts), with the smoke scale's models at random weights; scores made up (70 / 55 adapted, 80 / 60 base).
+ * (src/cli/study_adapt.ts), with the smoke scale's models at random weights; scores made up (70 / 55 adapted, 80 / 60 base).
  */
 function fakeStudy(dir: string): StudyConfig {
   const c = SMOKE_CONFIG;

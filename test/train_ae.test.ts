@@ -20,6 +20,7 @@ import { readLog, trainAE, TRAIN_DEFAULTS, type TrainAEOptions } from '../src/tr
 import { main } from '../src/cli/main.js';
 import { DCAEV } from '../src/models/dcaev/model.js';
 import { initForTraining } from '../src/train/init.js';
+import { killAndResumeAE } from './helpers.js';
 
 /** f4t4 chunk-causal, chunk 4: 4 stages, widths 4..8. */
 const tinyConfig = () => topologyConfig({ name: 'tiny', widths: [4, 8, 8, 8], depths: [0, 1, 1, 1], latentChannels: 4, chunk: 4 });
@@ -230,37 +231,9 @@ test('--train-only: only the matching parameters change; the rest keep their ini
 test('resume is exact: a run killed after a checkpoint and resumed ends bit-identical to an uninterrupted run', async () => {
   await withDataAndOut([3, 16, 16], 'dcvg-train-resume-', async (data, out) => {
     const over = { stillProb: 0.3, advStart: 7, advWeight: 0.1 }; // exercise the data RNG and the adversarial stage
-    await trainAE(tinyOptions(data, join(out, 'a'), over));
-    // Run b dies at step 10 (after the step-8 checkpoint, with steps 9-10 already logged): a hard stop, no save.
-    await assert.rejects(
-      trainAE(tinyOptions(data, join(out, 'b'), over), {
-        onStep: (r) => {
-          if (r.step === 10) throw new Error('killed');
-        },
-      }),
-      /killed/,
-    );
-    assert.equal(readLog(join(out, 'b', 'train.jsonl')).steps.length, 10);
-    await trainAE({ out: join(out, 'b'), resume: true } as TrainAEOptions & { resume: boolean });
-    const la = readLog(join(out, 'a', 'train.jsonl'));
-    const lb = readLog(join(out, 'b', 'train.jsonl'));
-    assert.deepEqual(
-      lb.steps.map((s) => s.step),
-      la.steps.map((s) => s.step),
-    );
-    for (let i = 0; i < la.steps.length; i++) {
-      assert.equal(lb.steps[i]!.loss, la.steps[i]!.loss, `loss at step ${i + 1}`);
-      assert.equal(lb.steps[i]!.disc, la.steps[i]!.disc, `disc loss at step ${i + 1}`);
-    }
-    assert.deepEqual(
-      lb.evals.map((e) => e.eval.psnr),
-      la.evals.map((e) => e.eval.psnr),
-    );
-    const ca = loadSafetensors(join(out, 'a', 'checkpoint.safetensors'));
-    const cb = loadSafetensors(join(out, 'b', 'checkpoint.safetensors'));
-    assert.deepEqual([...cb.tensors.keys()].sort(), [...ca.tensors.keys()].sort());
-    assert.ok([...ca.tensors.keys()].some((k) => k.startsWith('disc_adam_m.')));
-    for (const [k, t] of ca.tensors) assert.deepEqual([...cb.tensors.get(k)!.readSync()], [...t.readSync()], k);
+    // run b dies at step 10 (after the step-8 checkpoint, with steps 9-10 already logged)
+    const { a } = await killAndResumeAE(out, (dir) => tinyOptions(data, dir, over), (s) => [s.loss, s.disc], 10);
+    assert.ok([...loadSafetensors(join(a, 'checkpoint.safetensors')).tensors.keys()].some((k) => k.startsWith('disc_adam_m.')));
     // a finished run refuses to resume without more steps; a fresh run refuses an occupied folder
     await assert.rejects(trainAE({ out: join(out, 'a'), resume: true } as TrainAEOptions & { resume: boolean }), /already finished/);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'a'))), /already holds a training run/);

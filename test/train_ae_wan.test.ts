@@ -27,6 +27,7 @@ import { readLog, trainAE, TRAIN_DEFAULTS, type TrainAEOptions } from '../src/tr
 import { resolveAEConfig, trainableAE } from '../src/train/ae_models.js';
 import { initForTraining } from '../src/train/init.js';
 import { main } from '../src/cli/main.js';
+import { killAndResumeAE } from './helpers.js';
 
 /**
  * The released topology (4 stages: spatial x8, temporal x4) at width 8, 4 latent channels, one block per stage. (Width 4
@@ -184,30 +185,7 @@ test('Wan VAE train-ae: the loss falls, KL is logged, the run loads with the exi
 test('Wan VAE train-ae: resume is bit-exact (data order, sampling noise, EMA, AdamW moments)', async () => {
   await withData(3, async (data, out) => {
     const over = { stillProb: 0.3 };
-    await trainAE(tinyOptions(data, join(out, 'a'), over));
-    await assert.rejects(
-      trainAE(tinyOptions(data, join(out, 'b'), over), {
-        onStep: (r) => {
-          if (r.step === 6) throw new Error('killed');
-        },
-      }),
-      /killed/,
-    );
-    await trainAE({ out: join(out, 'b'), resume: true } as TrainAEOptions & { resume: boolean });
-    const la = readLog(join(out, 'a', 'train.jsonl'));
-    const lb = readLog(join(out, 'b', 'train.jsonl'));
-    assert.deepEqual(
-      lb.steps.map((s) => [s.step, s.loss, s.kl]),
-      la.steps.map((s) => [s.step, s.loss, s.kl]),
-    );
-    assert.deepEqual(
-      lb.evals.map((e) => e.eval.psnr),
-      la.evals.map((e) => e.eval.psnr),
-    );
-    const ca = loadSafetensors(join(out, 'a', 'checkpoint.safetensors'));
-    const cb = loadSafetensors(join(out, 'b', 'checkpoint.safetensors'));
-    assert.deepEqual([...cb.tensors.keys()].sort(), [...ca.tensors.keys()].sort());
-    for (const [k, t] of ca.tensors) assert.deepEqual([...cb.tensors.get(k)!.readSync()], [...t.readSync()], k);
+    await killAndResumeAE(out, (dir) => tinyOptions(data, dir, over), (s) => [s.loss, s.kl], 6);
   });
 });
 

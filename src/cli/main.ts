@@ -19,6 +19,8 @@ import { cmdData, cmdScore, cmdShapes } from './shapes_cmds.js';
 import { cmdTokenize } from './text_cmds.js';
 import { cmdEvalAE, cmdStudy, cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
+import { cmdStudyAdapt } from './study_adapt_cmds.js';
+import { cmdStudyExport } from './study_export_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -204,7 +206,11 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'generate') return await cmdGenerate(rest, out);
     if (cmd === 'train-ae') return await cmdTrainAE(rest, out);
     if (cmd === 'train-dit') return await cmdTrainDiT(rest, out);
-    if (cmd === 'study') return await cmdStudy(rest, out);
+    if (cmd === 'study') {
+      if (rest[0] === 'adapt') return await cmdStudyAdapt(rest.slice(1), out);
+      if (rest[0] === 'export') return await cmdStudyExport(rest.slice(1), out);
+      return await cmdStudy(rest, out);
+    }
     if (cmd === 'latents') return await cmdLatents(rest, out);
     if (cmd === 'adapt') return await cmdAdapt(rest, out);
     if (cmd === 'eval-ae') return await cmdEvalAE(rest, out);

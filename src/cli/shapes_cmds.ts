@@ -12,6 +12,7 @@ import { openVideoWriter, readFrameBytes, writeVideo } from '../io/video.js';
 import {
   SHAPES_ATTRIBUTES,
   SHAPES_FRAMES,
+  SHAPES_MANIFEST,
   SHAPES_SIZE,
   isHeldOut,
   maskAreaVariance,
@@ -136,8 +137,8 @@ export async function cmdShapes(args: string[], out: Out): Promise<number> {
 // ---------------------------------------------------------------------------------------------------------------
 // dcvg data shapes
 
-/** The data set's description, written before any video (complete: false) and again when every file exists. */
-export const SHAPES_MANIFEST = 'manifest.json';
+// the data set's description (SHAPES_MANIFEST) is written before any video (complete: false) and again when every
+// file exists
 
 interface ManifestVideo {
   file: string;

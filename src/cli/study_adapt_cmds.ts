@@ -1,11 +1,11 @@
 /**
- * `dcvg study adapt`: the command line of src/study/adapt.ts (the small-scale AE-Adapt-V study of issue #21).
+ * `dcvg study adapt`: the command line of src/cli/study_adapt.ts (the small-scale AE-Adapt-V study of issue #21).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ValueError } from '../errors.js';
 import { SCALES, resolveStudyConfig } from '../study/config.js';
-import { STAGES, StudyInterrupted, openStudyFolder, runAdaptStudy, type StageName } from '../study/adapt.js';
+import { STAGES, StudyInterrupted, openStudyFolder, runAdaptStudy, type StageName } from './study_adapt.js';
 import { writeAdaptReport } from '../study/report.js';
 import { parseValues, type Out } from './common.js';
 import { stopOnSignals } from './train_cmds.js';

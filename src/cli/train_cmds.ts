@@ -230,10 +230,8 @@ export const STUDY_HELP = `dcvg study temporal --data <dir> --out <dir> [options
 
 export async function cmdStudy(args: string[], out: Out): Promise<number> {
   const [what, ...rest] = args;
-  // imported when used: src/study/adapt.ts runs train-ae / train-dit through this module, so a static import here
-  // would make a cycle (loading src/study first would then fail on an uninitialised binding)
-  if (what === 'adapt') return (await import('./study_adapt_cmds.js')).cmdStudyAdapt(rest, out);
-  if (what === 'export') return (await import('./study_export_cmds.js')).cmdStudyExport(rest, out);
+  // `study adapt` is dispatched by main.ts (src/cli/study_adapt.ts runs train-ae / train-dit through this module, so
+  // importing it here would make an import cycle)
   if (!what || what === '--help' || what === '-h' || rest.includes('--help')) {
     out(STUDY_HELP + '\n');
     return what ? 0 : 1;

@@ -33,6 +33,9 @@ const SIZE_NAMES = Object.keys(SHAPES_SIZES) as ShapesSize[];
 const DIRECTION_NAMES = Object.keys(SHAPES_DIRECTIONS) as ShapesDirection[];
 const BACKGROUND_NAMES = Object.keys(SHAPES_BACKGROUNDS) as ShapesBackground[];
 
+/** The file naming a `dcvg data shapes` folder's split, seed and videos (written first with complete: false). */
+export const SHAPES_MANIFEST = 'manifest.json';
+
 /** The world's fixed geometry: 16 frames of 128x128, 4 px of motion per frame, 4 px of margin, 4x4 sub-samples. */
 export const SHAPES_FRAMES = 16;
 export const SHAPES_SIZE = 128;

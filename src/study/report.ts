@@ -9,8 +9,29 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
 import { writeLinePlotPng } from '../metrics/plot.js';
-import { shellQuote, readScores, type ScoreRecord } from './adapt.js';
 import type { StudyConfig } from './config.js';
+
+/** One evaluation of a run (a line of its eval folder's scores.jsonl): the shapes-scorer results at a training step. */
+export interface ScoreRecord {
+  step: number;
+  train: { accuracy: number; allCorrect: number; clips: number } | null;
+  heldOut: { accuracy: number; allCorrect: number; clips: number } | null;
+}
+
+/** The evaluations recorded in `evalDir`/scores.jsonl, in order ([] when none yet). */
+export function readScores(evalDir: string): ScoreRecord[] {
+  const p = join(evalDir, 'scores.jsonl');
+  if (!existsSync(p)) return [];
+  return readFileSync(p, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as ScoreRecord);
+}
+
+/** `s` as one POSIX shell word (quoted only when it needs to be). */
+export function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
 
 const J = (p: string) => JSON.parse(readFileSync(p, 'utf8'));
 const BEGIN = '<!-- study:results:begin -->';

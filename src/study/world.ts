@@ -6,8 +6,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
-import { SHAPES_FRAMES, SHAPES_SIZE, scoreShapes, shapesAccuracy, type ShapesVideo } from '../metrics/shapes_world.js';
-import { SHAPES_MANIFEST } from '../cli/shapes_cmds.js';
+import { SHAPES_FRAMES, SHAPES_MANIFEST, SHAPES_SIZE, scoreShapes, shapesAccuracy, type ShapesVideo } from '../metrics/shapes_world.js';
 import { PieceType, toTokenizerJson, type Piece, type TokenizerModel } from '../text/index.js';
 import { ValueError } from '../errors.js';
 

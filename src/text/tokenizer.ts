@@ -87,8 +87,10 @@ function modelFingerprint(m: TokenizerModel): string {
   const scores = new Float32Array(m.pieces.length);
   const parts: string[] = [];
   for (const [i, p] of m.pieces.entries()) {
-    // byte pieces and control pieces never score in a path; the type a file form gives them does not matter
-    const matchable = (p.type === PieceType.NORMAL || p.type === PieceType.USER_DEFINED) && !(p.piece.length === 6 && /^<0x[0-9A-F]{2}>$/.test(p.piece));
+    // whether text can match the piece: spiece.model's byte pieces (type BYTE) never do, tokenizer.json's (ordinary
+    // vocabulary there, as in HuggingFace's Unigram) do, so the literal text "<0x41>" gets other ids in the two forms
+    // and their fingerprints must differ (a shared prompt-cache key would hand one form the other's embedding)
+    const matchable = p.type === PieceType.NORMAL || p.type === PieceType.USER_DEFINED;
     parts.push(p.piece, matchable ? String(p.type) : '0');
     scores[i] = p.score;
   }

@@ -26,6 +26,9 @@
  * are skipped, complete evaluations kept, and an interrupted training run continues through its trainer's exact
  * --resume (Ctrl-C / SIGTERM stop the running trainer after its current step with a checkpoint; the study then
  * stops). The final outputs equal those of an uninterrupted run (tested).
+ *
+ * This orchestration lives in src/cli because it runs the CLI's commands; its library pieces are in src/study
+ * (config.ts, world.ts, report.ts).
  */
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -50,11 +53,12 @@ import { initStudent, PATCH_EMBEDDING_FORMAT } from '../adapt/align.js';
 import { DcvgError, ValueError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
 import { noGrad, type Tensor } from '../tensor/tensor.js';
-import { cmdTrainAE, cmdTrainDiT } from '../cli/train_cmds.js';
-import { cmdAdapt, cmdLatents } from '../cli/adapt_cmds.js';
-import { cmdData } from '../cli/shapes_cmds.js';
-import type { AeSpec, DitRunConfig, EvalConfig, StudyConfig } from './config.js';
-import { evalPromptSet, readShapesData, scoreClip, writeCaptionTokenizer, SHAPES_FRAMES, SHAPES_SIZE, type EvalPrompt, type RenderedVideo } from './world.js';
+import { cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
+import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
+import { cmdData } from './shapes_cmds.js';
+import type { AeSpec, DitRunConfig, EvalConfig, StudyConfig } from '../study/config.js';
+import { readScores, shellQuote, type ScoreRecord } from '../study/report.js';
+import { evalPromptSet, readShapesData, scoreClip, writeCaptionTokenizer, SHAPES_FRAMES, SHAPES_SIZE, type EvalPrompt, type RenderedVideo } from '../study/world.js';
 
 export const STAGES = ['data', 'autoencoders', 'text', 'latents', 'base', 'adapt', 'arms', 'report'] as const;
 export type StageName = (typeof STAGES)[number];
@@ -97,12 +101,6 @@ export interface StudyRunOptions {
   stages?: StageName[];
 }
 
-export interface ScoreRecord {
-  step: number;
-  train: { accuracy: number; allCorrect: number; clips: number } | null;
-  heldOut: { accuracy: number; allCorrect: number; clips: number } | null;
-}
-
 type Ctx = {
   out: string;
   c: StudyConfig;
@@ -142,10 +140,6 @@ async function dcvg(ctx: Ctx, argv: string[]): Promise<string> {
   if (code === 130 || code === 143) throw new StudyInterrupted(code, `stage ${ctx.stage} (dcvg ${argv[0]})`);
   if (code !== 0) throw new ValueError(`study adapt, stage ${ctx.stage}: dcvg ${argv.join(' ')} exited with ${code}`);
   return chunks.join('');
-}
-
-export function shellQuote(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** Lets pending signal handlers run (they fire only when the event loop turns), then stops if one asked to. */
@@ -417,15 +411,6 @@ interface EvalRun {
   ae: AeInfo;
   /** also evaluate the starting weights (step 0) */
   evalInit?: string;
-}
-
-export function readScores(evalDir: string): ScoreRecord[] {
-  const p = join(evalDir, 'scores.jsonl');
-  if (!existsSync(p)) return [];
-  return readFileSync(p, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as ScoreRecord);
 }
 
 /** Trains a run in segments of evalEvery steps with an evaluation after each (kept across resumes). Returns the scores. */
