@@ -130,6 +130,7 @@ describe('dcvg study export', () => {
     assert.ok(card.includes(`dcvg adapt merge ${join(study, 'adapt', 'lora')}`));
     assert.ok(card.includes(`| total (without this README) | ${r.bytes.toLocaleString('en-US')} `));
     assert.ok(card.includes('scaling factor 1.5'));
+    assert.match(card, /training >= 90%: not met; held-out >= 75%: not met; within 2 points of the base on training combinations \(-10.0\): not met/);
     // nothing left beside it
     assert.deepEqual(readdirSync(root).sort(), ['shapes-t2v', 'study']);
   });

@@ -137,6 +137,16 @@ function checkTarget(to: string, force: boolean): void {
     throw new ValueError(`study export: ${to} is not a model folder written by dcvg study export (no ${GENERATE_DEFAULTS_FILE}); not replacing it, remove it yourself`);
 }
 
+/** The adapted model against issue #21's targets for the shipped model. */
+function targets(a: ScoreRecord, base: ScoreRecord | null): string {
+  const yes = (ok: boolean) => (ok ? 'met' : 'not met');
+  const t = a.train?.accuracy ?? 0;
+  const h = a.heldOut?.accuracy ?? 0;
+  const parts = [`training >= 90%: ${yes(t >= 90)}`, `held-out >= 75%: ${yes(h >= 75)}`];
+  if (base?.train) parts.push(`within 2 points of the base on training combinations (${(t - base.train.accuracy).toFixed(1)}): ${yes(t >= base.train.accuracy - 2)}`);
+  return `Issue #21's targets for the shipped model (on the study's prompt set): ${parts.join('; ')}. Its speed against the base is the study's claim (d) (\`arms/latency.json\`, docs/studies/adapt.md).`;
+}
+
 const pct = (s: Score | null | undefined) => (s ? `${s.accuracy.toFixed(1)}%` : '-');
 const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
 const fmtParams = (n: number) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : `${(n / 1e3).toFixed(1)} k`);
@@ -162,6 +172,8 @@ function modelCard(r: ExportResult, c: StudyConfig, commands: { stage: string; a
     `dcvg score shapes out.mp4 --captions captions.tsv   # or a sidecar out.txt holding the prompt`,
     `\`\`\``,
     ``,
+    `Installed as \`assets/shapes-t2v\` of a dcvideogen checkout it is generate's default model: \`--model\` can be left out.`,
+    ``,
     `\`${GENERATE_DEFAULTS_FILE}\` makes the study's evaluation settings generate's defaults for this folder (${r.generate.width}x${r.generate.height}, ${r.generate.frames} frames,`,
     `${r.generate.fps} fps, ${r.generate.steps} ${r.generate.sampler} steps, guidance ${r.generate.guidance}, shift ${r.generate.shift}); every option still overrides them.`,
     ``,
@@ -176,6 +188,8 @@ function modelCard(r: ExportResult, c: StudyConfig, commands: { stage: string; a
     row('after phase 2 (tuning)', r.scores.tune),
     row('base DiT (Wan-VAE latents)', r.scores.base),
     ``,
+    targets(r.scores.adapted, r.scores.base),
+    ``,
     `## Files`,
     ``,
     `| file | bytes |`,
@@ -183,9 +197,9 @@ function modelCard(r: ExportResult, c: StudyConfig, commands: { stage: string; a
     ...r.files.map((f) => `| ${f.name} | ${f.bytes.toLocaleString('en-US')} |`),
     `| total (without this README) | ${r.bytes.toLocaleString('en-US')} (${mb(r.bytes)}) |`,
     ``,
-    `Weights in f32, as the study evaluated them. Parameters: DiT ${fmtParams(r.params.dit)} (dim ${d.dim}, ffn ${d.ffn_dim}, ${d.num_layers} layers, ${d.num_heads} heads, text_len ${c.text.textLen});`,
+    `Weights in f32, as the study evaluated them. Parameters: DiT ${fmtParams(r.params.dit)} (dim ${d.dim}, ffn ${d.ffn_dim}, ${d.num_layers} layer(s), ${d.num_heads} heads, text_len ${c.text.textLen});`,
     `DC-AE-V ${fmtParams(r.params.autoencoder)} (encoder and decoder; scaling factor ${dc.scalingFactor ?? '?'}, measured on training clips); umT5 ${fmtParams(r.params.textEncoder)} (dim ${c.text.umt5.dim},`,
-    `${c.text.umt5.num_layers} layers; frozen random weights, never trained: the DiT learns to read them); tokenizer: SentencePiece unigram over the training`,
+    `${c.text.umt5.num_layers} layer(s); frozen random weights, never trained: the DiT learns to read them); tokenizer: SentencePiece unigram over the training`,
     `captions' words${vocab ? ` (${vocab} pieces)` : ''}. Total ${fmtParams(r.params.total)}.`,
     ``,
     `## Where it came from`,
