@@ -5,12 +5,14 @@
  * tokenizer / umT5 / CLIP stand-ins need no other module.
  */
 import { describe, it } from 'node:test';
+import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readFrameBytes, writeVideo } from '../src/io/video.js';
-import { cmdGenerate } from '../src/cli/generate_cmds.js';
+import { cmdGenerate, defaultT2vModelDir } from '../src/cli/generate_cmds.js';
+import { isHeldOut, parseShapesCaption, scoreShapes, shapesAccuracy } from '../src/metrics/shapes_world.js';
 import type { EncoderLoaders } from '../src/pipelines/model_folder.js';
 import { resolveModelFolder } from '../src/pipelines/model_folder.js';
 import { tensor } from '../src/tensor/tensor.js';
@@ -22,6 +24,10 @@ const fakeLoaders: EncoderLoaders = {
   loadTextEncoder: () => new FakeTextEncoder(),
   loadImageEncoder: () => new FakeImageEncoder(),
 };
+
+/** assets/shapes-t2v (issue #21's model, written by dcvg study export) is installed in this checkout. */
+const shipped = existsSync(defaultT2vModelDir());
+const escapeRe = (x: string) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 const SIZE = { dc: ['--size', '24x16', '--frames', '16'], wan: ['--size', '32x16', '--frames', '9'] } as const;
 
@@ -121,7 +127,9 @@ describe('dcvg generate on tiny random model folders', () => {
       [['p', '--model', dc, '-o', out, '--image', join(root, 'prompt.txt')], /text-to-video model/],
       [['p', '--model', dc, '-o', out, '--image', join(root, 'nope.png')], /--image .* not found/],
       [['p', '--model', dc], /needs -o/],
-      [['p', '-o', out], /needs --model/],
+      // without --model and no model installed: the missing folder named, and how to get one (the shipped model's case
+      // is its own test below)
+      ...(shipped ? [] : ([[['p', '-o', out], new RegExp(`no default model in assets/shapes-t2v; pass --model DIR \\(generate needs --model until a model is installed at ${escapeRe(defaultT2vModelDir())}\\)`)]] as [string[], RegExp][])),
       [['p', 'q', '--model', dc, '-o', out], /one prompt/],
       [['p', '--model', dc, '-o', join(root, 'no-such-dir', 'x.mp4')], /director/],
       [['p', '--model', dc, '-o', join(dc, 'config.json')], /overwrite|regular|directory/],
@@ -188,4 +196,49 @@ describe('dcvg generate on tiny random model folders', () => {
   });
 
   it('cleanup', () => rmSync(root, { recursive: true, force: true }));
+});
+
+/**
+ * The shipped model (issue #21's Done: "dcvg generate with the default model writes a video whose score is checked on a
+ * few prompts"): without --model, with the real encoders, its defaults (128x128, 16 frames, the study's sampling), two
+ * training and two held-out captions at two seeds, read back by the shapes-world scorer. The bounds sit below the
+ * issue's targets (90% / 75% over 4 seeds of the study's prompt set) for the sampling noise of 4 clips each, and far
+ * above chance (a random reading of the 5 attributes scores about 35%).
+ */
+describe('dcvg generate with the shipped default model (assets/shapes-t2v)', () => {
+  const skip = !shipped
+    ? `assets/shapes-t2v is not installed (ship it with: dcvg study export --out STUDY --to assets/shapes-t2v; docs/studies/adapt.md)`
+    : spawnSync('ffmpeg', ['-version']).status === 0
+      ? false
+      : 'ffmpeg not installed';
+  it('writes 128x128 16-frame videos the shapes scorer reads as their captions', { skip }, async () => {
+    const root = mkdtempSync(join(tmpdir(), 'dcvg-shipped-'));
+    try {
+      const prompts = [
+        'a small red circle moving left on a black background',
+        'a large blue square moving up on a gray background',
+        'a large green square moving up on a gray background',
+        'a small cyan circle moving left on a black background',
+      ];
+      const acc: Record<'train' | 'held-out', number[]> = { train: [], 'held-out': [] };
+      for (const [i, prompt] of prompts.entries())
+        for (const seed of [1, 2]) {
+          const out = join(root, `${i}-${seed}.y4m`);
+          let stdout = '';
+          assert.equal(await cmdGenerate([prompt, '-o', out, '--seed', String(seed), '--no-cache', '--json'], (x) => void (stdout += x)), 0);
+          assert.equal((JSON.parse(stdout) as { model_folder: string }).model_folder, defaultT2vModelDir());
+          const v = await readFrameBytes(out);
+          assert.deepEqual([v.width, v.height, v.frames], [128, 128, 16]);
+          const truth = parseShapesCaption(prompt)!;
+          acc[isHeldOut(truth) ? 'held-out' : 'train'].push(100 * shapesAccuracy(scoreShapes(v.data, v.frames), truth).accuracy);
+        }
+      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+      assert.deepEqual([acc.train.length, acc['held-out'].length], [4, 4]);
+      const msg = `attribute accuracy per clip: train ${acc.train.join(', ')}; held-out ${acc['held-out'].join(', ')}`;
+      assert.ok(mean(acc.train) >= 80, msg);
+      assert.ok(mean(acc['held-out']) >= 60, msg);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
 });

@@ -170,6 +170,26 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.deepEqual((JSON.parse(again.stdout) as { stages: { status: string }[] }).stages.map((s) => s.status), ['skipped (complete)', 'skipped (complete)']);
   });
 
+  it('dcvg study export ships the adapted model: the final merged DiT, its scores in the card, generate reads it', async () => {
+    assert.ok(existsSync(join(A, 'adapt', 'done.json')), 'needs the first test');
+    const to = join(root, 'exported');
+    const r = spawnSync(process.execPath, [main, 'study', 'export', '--out', A, '--to', to, '--json'], { env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const j = JSON.parse(r.stdout) as { scores: { adapted: unknown; base: unknown } };
+    const done = (s: string) => JSON.parse(readFileSync(join(A, s, 'done.json'), 'utf8')) as { lora: unknown; score: unknown };
+    assert.deepEqual([j.scores.adapted, j.scores.base], [done('adapt').lora, done('base').score]);
+    const f = resolveModelFolder(to);
+    assert.ok(readFileSync(f.dit.path).equals(readFileSync(join(A, 'adapt', 'lora-merged', 'step-4.safetensors'))), 'the DiT is phase 3 merged at its last step');
+    assert.ok(readFileSync(f.vae.config!).equals(readFileSync(join(A, 'autoencoders', 'dc.scaled.json'))), 'DC-AE-V with its measured scaling factor');
+    const out = join(root, 'exported.y4m');
+    const g = spawnSync(process.execPath, [main, 'generate', 'a small red circle moving left on a black background', '--model', to, '-o', out, '--steps', '1', '--no-cache'], { env, encoding: 'utf8' });
+    assert.equal(g.status, 0, g.stderr);
+    const v = await readFrameBytes(out);
+    assert.deepEqual([v.width, v.height, v.frames], [128, 128, 16]);
+    rmSync(to, { recursive: true });
+    rmSync(out);
+  });
+
   it('resumes after interruptions mid-stage with the same outputs as an uninterrupted run', async (t) => {
     assert.ok(existsSync(join(A, 'report')), 'needs the first test');
     // the same path for both runs (files record their inputs' paths): keep the finished study aside, restart the late

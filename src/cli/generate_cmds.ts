@@ -49,6 +49,8 @@ checkpoint, models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth); docs/gener
 Options:
   --model DIR            the model folder (default: ${DEFAULT_T2V_MODEL}, the shipped shapes-world model; with it
                          the defaults of --size, --frames and --fps are ${DEFAULT_T2V_GEOMETRY.width}x${DEFAULT_T2V_GEOMETRY.height}, ${DEFAULT_T2V_GEOMETRY.frames} and ${DEFAULT_T2V_GEOMETRY.fps})
+                         A folder's dcvg_generate.json, when present, gives its own defaults (size, frames, fps,
+                         steps, guidance, shift, sampler; docs/generate.md)
   -o, --output PATH      the video: .mp4, .gif, .y4m, or a folder / %05d.png pattern for PNGs (required)
   --prompt-file FILE     read the prompt from a UTF-8 text file instead of the command line
   --negative TEXT        negative prompt (default: the DiT checkpoint's null embedding if it has one, else "")
@@ -155,7 +157,6 @@ export async function cmdGenerate(args: string[], out: Out, loaders: EncoderLoad
     if (!existsSync(d) || !statSync(d).isDirectory()) throw new ValueError(`no default model in ${opts.defaultModel ?? DEFAULT_T2V_MODEL}; pass --model DIR (generate needs --model until a model is installed at ${d})`);
     modelDir = d;
   }
-  const geometry = usingDefault ? DEFAULT_T2V_GEOMETRY : null;
   const prompt = v['prompt-file'] ? readPromptFile(v['prompt-file']) : positionals[0];
   if (prompt === undefined) throw new ValueError('generate needs a prompt: dcvg generate "a prompt" ... or --prompt-file FILE');
   if (!prompt.trim()) throw new ValueError('the prompt is empty');
@@ -165,20 +166,23 @@ export async function cmdGenerate(args: string[], out: Out, loaders: EncoderLoad
   if (crf !== undefined && (crf < 0 || crf > 51)) throw new ValueError(`--crf must be in 0..51, got ${crf}`);
 
   const folder = resolveModelFolder(modelDir);
-  const sampler = v.sampler ?? folder.scheduler?.sampler ?? GENERATE_DEFAULTS.sampler;
+  // the folder's own defaults (dcvg_generate.json), else the shipped model's geometry when it is the default folder
+  const fd = folder.generateDefaults ?? {};
+  const geometry = { ...(usingDefault ? DEFAULT_T2V_GEOMETRY : {}), ...fd } as Partial<typeof DEFAULT_T2V_GEOMETRY>;
+  const sampler = v.sampler ?? fd.sampler ?? folder.scheduler?.sampler ?? GENERATE_DEFAULTS.sampler;
   if (sampler !== 'unipc' && sampler !== 'euler') throw new ValueError(`--sampler must be unipc or euler, got "${sampler}"`);
-  const size = v.size ? parseSize(v.size) : { width: geometry?.width ?? GENERATE_DEFAULTS.width, height: geometry?.height ?? GENERATE_DEFAULTS.height };
+  const size = v.size ? parseSize(v.size) : { width: geometry.width ?? GENERATE_DEFAULTS.width, height: geometry.height ?? GENERATE_DEFAULTS.height };
   const o: GenerationOptions = {
     prompt,
     negativePrompt: v.negative ?? null,
-    frames: num(v.frames, '--frames', true) ?? geometry?.frames ?? (folder.vae.family === 'dc-ae-v' ? GENERATE_DEFAULTS.framesDc : GENERATE_DEFAULTS.frames),
+    frames: num(v.frames, '--frames', true) ?? geometry.frames ?? (folder.vae.family === 'dc-ae-v' ? GENERATE_DEFAULTS.framesDc : GENERATE_DEFAULTS.frames),
     ...size,
-    steps: num(v.steps, '--steps', true) ?? GENERATE_DEFAULTS.steps,
-    guidance: num(v.guidance, '--guidance', false) ?? GENERATE_DEFAULTS.guidance,
-    shift: num(v.shift, '--shift', false) ?? folder.scheduler?.shift ?? GENERATE_DEFAULTS.shift,
+    steps: num(v.steps, '--steps', true) ?? fd.steps ?? GENERATE_DEFAULTS.steps,
+    guidance: num(v.guidance, '--guidance', false) ?? fd.guidance ?? GENERATE_DEFAULTS.guidance,
+    shift: num(v.shift, '--shift', false) ?? fd.shift ?? folder.scheduler?.shift ?? GENERATE_DEFAULTS.shift,
     seed: num(v.seed, '--seed', true) ?? GENERATE_DEFAULTS.seed,
     sampler,
-    fps: num(v.fps, '--fps', false) ?? geometry?.fps ?? GENERATE_DEFAULTS.fps,
+    fps: num(v.fps, '--fps', false) ?? geometry.fps ?? GENERATE_DEFAULTS.fps,
     ...(crf !== undefined ? { crf } : {}),
     cacheDir: v['no-cache'] ? null : (v['cache-dir'] ?? defaultCacheDir()),
   };

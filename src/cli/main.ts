@@ -20,6 +20,7 @@ import { cmdTokenize } from './text_cmds.js';
 import { cmdEvalAE, cmdStudy, cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
 import { cmdStudyAdapt } from './study_adapt_cmds.js';
+import { cmdStudyExport } from './study_export_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -84,6 +85,9 @@ Usage:
   dcvg study adapt --out <dir> [--scale real|smoke] [--config F] [--stages a,b] [--resume] [--publish F] [--json]
                          the small-scale AE-Adapt-V study: data, autoencoders, text, latents, base DiT, adapt phases
                          1-3, arms, report; every stage resumable; dcvg study adapt --help
+  dcvg study export --out <dir> --to <folder> [--force] [--json]
+                         the adapted model of a study adapt folder as a generate-ready folder with its model card
+                         (--to assets/shapes-t2v ships the default model); dcvg study export --help
   dcvg convert <ckpt.pt|.safetensors> -o out.safetensors [--dtype bf16|f16|f32] [--prefer ema|model]
                          official torch checkpoint (EMA weights first) to safetensors, without Python
   dcvg run wan --config cfg.json[#entry] --weights w.safetensors --inputs io.safetensors -o out.safetensors
@@ -202,7 +206,11 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'generate') return await cmdGenerate(rest, out);
     if (cmd === 'train-ae') return await cmdTrainAE(rest, out);
     if (cmd === 'train-dit') return await cmdTrainDiT(rest, out);
-    if (cmd === 'study') return rest[0] === 'adapt' ? await cmdStudyAdapt(rest.slice(1), out) : await cmdStudy(rest, out);
+    if (cmd === 'study') {
+      if (rest[0] === 'adapt') return await cmdStudyAdapt(rest.slice(1), out);
+      if (rest[0] === 'export') return await cmdStudyExport(rest.slice(1), out);
+      return await cmdStudy(rest, out);
+    }
     if (cmd === 'latents') return await cmdLatents(rest, out);
     if (cmd === 'adapt') return await cmdAdapt(rest, out);
     if (cmd === 'eval-ae') return await cmdEvalAE(rest, out);

@@ -236,7 +236,7 @@ export async function cmdStudy(args: string[], out: Out): Promise<number> {
     out(STUDY_HELP + '\n');
     return what ? 0 : 1;
   }
-  if (what !== 'temporal') throw new ValueError(`unknown study "${what}" (known: temporal, adapt)`);
+  if (what !== 'temporal') throw new ValueError(`unknown study "${what}" (known: temporal, adapt, export)`);
   const studyOptions = Object.fromEntries([
     ...['data', 'out', 'steps', 'crop', 'frames', 'lr', 'warmup', 'seed', 'holdout', 'still-prob', 'designs', 'eval-frames', 'log-every'].map((k) => [k, { type: 'string' as const }]),
     ...['no-train', 'no-eval', 'held-out-only', 'json'].map((k) => [k, { type: 'boolean' as const }]),

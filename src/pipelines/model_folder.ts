@@ -62,6 +62,45 @@ export interface ModelFolder {
   imageEncoder?: FolderPart;
   /** defaults from scheduler/scheduler_config.json */
   scheduler?: { path: string; shift?: number; sampler?: SolverKind };
+  /** defaults from dcvg_generate.json (GENERATE_DEFAULTS_FILE) */
+  generateDefaults?: FolderGenerateDefaults;
+}
+
+/**
+ * An optional file of either layout: the generation settings the folder's model was made and scored with (e.g. the
+ * shapes-world model of `dcvg study export`: 128x128, 16 frames, 8 fps, the study's sampling); options override them.
+ */
+export const GENERATE_DEFAULTS_FILE = 'dcvg_generate.json';
+
+export interface FolderGenerateDefaults {
+  width?: number;
+  height?: number;
+  frames?: number;
+  fps?: number;
+  steps?: number;
+  guidance?: number;
+  shift?: number;
+  sampler?: SolverKind;
+}
+
+const DEFAULT_KEYS = { width: 'int', height: 'int', frames: 'int', steps: 'int', fps: 'num', guidance: 'num', shift: 'num' } as const;
+
+/** The folder's dcvg_generate.json, checked key by key (keys starting with "_" are comments). */
+function generateDefaults(dir: string): FolderGenerateDefaults | undefined {
+  const p = join(dir, GENERATE_DEFAULTS_FILE);
+  if (!existsSync(p)) return undefined;
+  const j = readJsonFile(p, 'generation defaults');
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(j)) {
+    if (k.startsWith('_')) continue;
+    if (k === 'sampler') {
+      if (v !== 'unipc' && v !== 'euler') throw new ValueError(`${p}: "sampler" must be "unipc" or "euler", got ${JSON.stringify(v)}`);
+    } else if (!(k in DEFAULT_KEYS)) throw new ValueError(`${p}: unknown key "${k}" (known: ${[...Object.keys(DEFAULT_KEYS), 'sampler'].join(', ')})`);
+    else if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v) || (DEFAULT_KEYS[k as keyof typeof DEFAULT_KEYS] === 'int' && !Number.isInteger(v)))
+      throw new ValueError(`${p}: "${k}" must be a positive ${DEFAULT_KEYS[k as keyof typeof DEFAULT_KEYS] === 'int' ? 'integer' : 'number'}, got ${JSON.stringify(v)}`);
+    out[k] = v;
+  }
+  return out as FolderGenerateDefaults;
 }
 
 export const WAN_FILES = {
@@ -364,7 +403,8 @@ export function resolveModelFolder(dir: string): ModelFolder {
     throw new ValueError(`${join(f.textEncoder.path, 'config.json')}: the text encoder's width d_model ${f.textEncoder.dim} differs from the DiT's text_dim ${f.dit.parsed.text_dim} (${f.dit.config})`);
   checkDitWeights(f);
   weightKeys(f.vae.path, 'autoencoder weights');
-  return f;
+  const d = generateDefaults(dir);
+  return d ? { ...f, generateDefaults: d } : f;
 }
 
 /** The factories of the encoder implementations (src/text, src/models/umt5, src/models/clip). */
