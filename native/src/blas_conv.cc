@@ -457,11 +457,14 @@ std::unique_ptr<ConvEntry> build_entry(ConvKind kind, bool bias, const ConvGeom&
         return dnnl::convolution_backward_data::primitive_desc(d, attr, eng, fwd_pd);
 #endif
       };
-      // With few input channels the blocked diff_src layout pads C up to 16 and the direct kernel wastes most of its
-      // work (C=3: 10 ms); asking for the plain layout selects the gemm-based kernel instead (C=3: 2.8 ms, C=1: 7x).
-      // Keep it only if oneDNN did not fall back to its reference implementation.
+      // With very few input channels the blocked diff_src layout pads C up to 16 and the direct kernel wastes most of
+      // its work (C=3: 10 ms); asking for the plain layout selects the gemm-based kernel instead (C=3: 2.8 ms, C=1: 7x).
+      // From C=4 the direct kernel wins despite the padding: the gemm-based one ends in a scalar col2im. CPU ms on
+      // (1, C, 13, 128, 128), k3, O=8, 2 threads: C=2 (64x64) 3.2 vs 4.5, C=3 18 vs 25, C=4 28 vs 23, C=8 50 vs 23;
+      // C=12 (64x64, O=12) 19.5 vs 7 (gemm-based vs direct). Keep it only if oneDNN did not fall back to its reference
+      // implementation.
       auto pd = make_pd(x_any);
-      if (g.C < 16) {
+      if (g.C < 4) {
         auto plain = make_pd(x_user);
         if (std::string(plain.impl_info_str()).rfind("ref", 0) != 0) pd = plain;
       }
