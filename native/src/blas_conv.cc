@@ -49,19 +49,26 @@ using dcvg::range_error;
 // Signals and oneDNN
 // ---------------------------------------------------------------------------------------------------------------------
 
-// oneDNN's (2.6) JIT code does not survive a signal handler running on its thread: a handled signal (node's SIGINT /
-// SIGTERM / SIGUSR2 / SIGCHLD handlers, V8's SIGPROF under --cpu-prof) arriving during dnnl_sgemm crashed the process
-// (heap corruption, segfault) within seconds, even on one thread; OpenBLAS's sgemm survives it. So asynchronous
-// signals are blocked on the calling thread for the length of each oneDNN call (they stay pending and are handled
-// right after), and the OpenMP workers, which only ever run kernels, are created with them blocked for good
+// oneDNN's (2.6) JIT code does not survive a signal handler running on its thread: a handled signal (any signal with
+// a process.on handler, e.g. the trainers' SIGINT / SIGTERM; V8's SIGPROF under --cpu-prof) during dnnl_sgemm crashed
+// the process (heap corruption, segfault) within seconds, even on one thread; OpenBLAS's sgemm survives it. So
+// asynchronous signals are blocked on the calling thread for the length of each oneDNN call (they stay pending and are
+// handled right after), and the OpenMP workers, which only ever run kernels, block them for good
 // (block_signals_in_workers, at load and on setNumThreads).
+
+// Every signal but the synchronous ones (a fault in the blocked code must still stop it).
+sigset_t async_signals() {
+  sigset_t set;
+  sigfillset(&set);
+  for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&set, s);
+  return set;
+}
+
 class SignalBlock {
  public:
   SignalBlock() {
-    sigset_t all;
-    sigfillset(&all);
-    for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&all, s);
-    pthread_sigmask(SIG_BLOCK, &all, &old_);
+    const sigset_t set = async_signals();
+    pthread_sigmask(SIG_BLOCK, &set, &old_);
   }
   ~SignalBlock() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
   SignalBlock(const SignalBlock&) = delete;
@@ -72,17 +79,14 @@ class SignalBlock {
 };
 
 // Starts the OpenMP team (libgomp keeps its threads) while this thread blocks signals: threads inherit the creator's
-// mask, so the workers never run a handler. A worker that exists already keeps its mask, so this blocks them in the
-// running workers too.
+// mask, so the workers never run a handler. Workers that exist already block them themselves (the region's body).
 void block_signals_in_workers() {
   SignalBlock block;
 #pragma omp parallel
   {
     if (omp_get_thread_num() != 0) {
-      sigset_t all;
-      sigfillset(&all);
-      for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&all, s);
-      pthread_sigmask(SIG_BLOCK, &all, nullptr);
+      const sigset_t set = async_signals();
+      pthread_sigmask(SIG_BLOCK, &set, nullptr);
     }
   }
 }
