@@ -62,6 +62,13 @@ function convCases(): [string, number[][], Fn][] {
 
 const CASES: [string, number[][], Fn][] = [
   ...convCases(),
+  // native/src/blas_conv.cc: oneDNN's backward data runs its gemm-based kernel on the plain layout for C < 4, the direct
+  // kernel on channel-blocked copies from C = 4; both sides of the switch, causally padded as the Wan VAE pads
+  ...[3, 4, 8, 12].map((c): [string, number[][], Fn] => [
+    `conv3d backward data C=${c} (plain / blocked path switch)`,
+    [[1, c, 5, 9, 9], [6, c, 3, 3, 3], [6]],
+    ([a, w, b]) => T.conv3d(a!, w!, b!, { padding: [2, 0, 1, 1, 1, 1] }),
+  ]),
   ['matmul odd sizes', [[3, 17, 13], [13, 19]], ([a, b]) => T.matmul(a!, b!)],
   ['matmul broadcast + transposed views', [[2, 1, 9, 7], [4, 11, 9]], ([a, b]) => T.matmul(T.transpose(a!, -1, -2), T.transpose(b!, -1, -2))],
   ['linear non-contiguous input', [[5, 3, 8], [6, 8], [6]], ([x, w, b]) => T.linear(T.permute(x!, [1, 0, 2]), w!, b!)],

@@ -12,6 +12,8 @@
 // src/backend/native.ts, which calls setGemmPath). The convolutions always run on oneDNN's convolution primitives
 // (or our depthwise kernels): OpenBLAS has no convolution, only the im2col route, which costs a copy of the input
 // times the kernel volume. OpenBLAS stays linked either way so that setNumThreads reaches its thread pool too.
+#include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <dnnl.hpp>
 #include <immintrin.h>
@@ -42,6 +44,52 @@ using dcvg::Args;
 using dcvg::F32;
 using dcvg::need_len;
 using dcvg::range_error;
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Signals and oneDNN
+// ---------------------------------------------------------------------------------------------------------------------
+
+// oneDNN's (2.6) JIT code does not survive a signal handler running on its thread: a handled signal (any signal with
+// a process.on handler, e.g. the trainers' SIGINT / SIGTERM; V8's SIGPROF under --cpu-prof) during dnnl_sgemm crashed
+// the process (heap corruption, segfault) within seconds, even on one thread; OpenBLAS's sgemm survives it. So
+// asynchronous signals are blocked on the calling thread for the length of each oneDNN call (they stay pending and are
+// handled right after), and the OpenMP workers, which only ever run kernels, block them for good
+// (block_signals_in_workers, at load and on setNumThreads).
+
+// Every signal but the synchronous ones (a fault in the blocked code must still stop it).
+sigset_t async_signals() {
+  sigset_t set;
+  sigfillset(&set);
+  for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&set, s);
+  return set;
+}
+
+class SignalBlock {
+ public:
+  SignalBlock() {
+    const sigset_t set = async_signals();
+    pthread_sigmask(SIG_BLOCK, &set, &old_);
+  }
+  ~SignalBlock() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  SignalBlock(const SignalBlock&) = delete;
+  SignalBlock& operator=(const SignalBlock&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
+// Starts the OpenMP team (libgomp keeps its threads) while this thread blocks signals: threads inherit the creator's
+// mask, so the workers never run a handler. Workers that exist already block them themselves (the region's body).
+void block_signals_in_workers() {
+  SignalBlock block;
+#pragma omp parallel
+  {
+    if (omp_get_thread_num() != 0) {
+      const sigset_t set = async_signals();
+      pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Small helpers
@@ -197,6 +245,7 @@ napi_value gemm_impl(napi_env env, napi_callback_info info) {
     // so on that path the batch runs one multi-threaded call after another.
     const int path = gemm_path();
     const int nthr = omp_get_max_threads();
+    SignalBlock no_signals;  // see SignalBlock
     const double flops_each = 2.0 * M * N * K;
     const bool parallel_batch = path == kGemmOneDnn && nthr > 1 && batch >= nthr && static_cast<size_t>(sC) >= mn &&
                                 (batch % nthr == 0 || batch >= 4 * nthr || flops_each < 4e6);
@@ -457,11 +506,14 @@ std::unique_ptr<ConvEntry> build_entry(ConvKind kind, bool bias, const ConvGeom&
         return dnnl::convolution_backward_data::primitive_desc(d, attr, eng, fwd_pd);
 #endif
       };
-      // With few input channels the blocked diff_src layout pads C up to 16 and the direct kernel wastes most of its
-      // work (C=3: 10 ms); asking for the plain layout selects the gemm-based kernel instead (C=3: 2.8 ms, C=1: 7x).
-      // Keep it only if oneDNN did not fall back to its reference implementation.
+      // With very few input channels the blocked diff_src layout pads C up to 16 and the direct kernel wastes most of
+      // its work (C=3: 10 ms); asking for the plain layout selects the gemm-based kernel instead (C=3: 2.8 ms, C=1: 7x).
+      // From C=4 the direct kernel wins despite the padding: the gemm-based one ends in a scalar col2im. CPU ms on
+      // (1, C, 13, 128, 128), k3, O=8, 2 threads: C=2 (64x64) 3.2 vs 4.5, C=3 18 vs 25, C=4 28 vs 23, C=8 50 vs 23;
+      // C=12 (64x64, O=12) 19.5 vs 7 (gemm-based vs direct). Keep it only if oneDNN did not fall back to its reference
+      // implementation.
       auto pd = make_pd(x_any);
-      if (g.C < 16) {
+      if (g.C < 4) {
         auto plain = make_pd(x_user);
         if (std::string(plain.impl_info_str()).rfind("ref", 0) != 0) pd = plain;
       }
@@ -528,6 +580,7 @@ ConvEntry& get_entry(ConvKind kind, bool bias, const ConvGeom& g) {
 // Runs one cached convolution. x, w, y are the user's arrays in the roles of src / weights / dst (their direction
 // follows from the kind); bias is the bias or its gradient, or nullptr.
 void run_conv(ConvKind kind, const ConvGeom& g, const float* x, const float* w, const float* y, const float* bias) {
+  SignalBlock no_signals;  // see SignalBlock
   std::lock_guard<std::mutex> lock(g_conv_mutex);
   ConvEntry& e = get_entry(kind, bias != nullptr, g);
   auto& s = cpu_stream();
@@ -1162,6 +1215,7 @@ napi_value set_num_threads_impl(napi_env env, napi_callback_info info) {
     if (n > 4096) range_error("setNumThreads: 'n' must be <= 4096");
     omp_set_num_threads(static_cast<int>(n));
     openblas_set_num_threads(static_cast<int>(n));
+    block_signals_in_workers();
     return nullptr;
   });
 }
@@ -1255,6 +1309,7 @@ napi_value versions_impl(napi_env env, napi_callback_info info) {
 }  // namespace
 
 void register_blas_conv(napi_env env, napi_value exports) {
+  block_signals_in_workers();
   dcvg::export_fn(env, exports, "gemm", gemm_impl);
   dcvg::export_fn(env, exports, "conv3dForward", conv3d_forward_impl);
   dcvg::export_fn(env, exports, "conv3dBackwardData", conv3d_backward_data_impl);

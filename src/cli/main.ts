@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --single-threaded-gc --initial-old-space-size=256
 /**
  * dcvg: the dcvideogen command line. Results go to stdout (human text, or JSON with --json); progress and
  * diagnostics to stderr; errors exit non-zero with one clear line.
