@@ -300,6 +300,8 @@ interface DecodeRun {
   decode_cpu_ms: number;
   /** latent frames decoded (`--latents`, default all of the clip's) */
   latents: number;
+  /** set when the run was made at this narrower width and its times scaled to the row's width (peak RSS: as measured) */
+  measured_width?: number;
   /** spatial tiling of the decode (`--tile N` pixels, `--overlap r`); null: untiled */
   tile: number | null;
   overlap: number | null;
@@ -610,6 +612,17 @@ async function parent(): Promise<void> {
             runs.push(have);
             continue;
           }
+          // a saved run at the same height and a narrower width (a decode that did not fit in memory at the full
+          // width, e.g. the Wan VAE at 720x1280 on 24 GB): its times scaled by the width ratio, labelled; the convs
+          // cost per pixel; the one other term, the Wan VAE's middle attention over the H/8 x W/8 positions of each
+          // latent frame (384 channels: ~0.3 TFLOP per latent at 720x1280, about 1% of the decode), grows with the
+          // square of the width, so the scaled figure is low by about half of that
+          const narrow = saved.find((r) => r.side === side && r.height === g.height && r.width < g.width && r.latents === n);
+          if (narrow) {
+            const k = g.width / narrow.width;
+            runs.push({ ...narrow, width: g.width, decode_ms: narrow.decode_ms * k, decode_cpu_ms: narrow.decode_cpu_ms * k, push_ms: narrow.push_ms.map((v) => v * k), push_cpu_ms: narrow.push_cpu_ms.map((v) => v * k), measured_width: narrow.width });
+            continue;
+          }
           if (flag('--decode-saved-only')) continue;
           log(`decode ${side === 'dc' ? 'DC-AE-V' : 'Wan VAE'} at ${row.size}, first ${n} latent frame(s) ...`);
           const res = runChild<DecodeRun>(['--child-decode', '--side', side, '--size', row.size, '--latents', String(n), ...common], log, timeoutS);
@@ -650,7 +663,7 @@ async function parent(): Promise<void> {
         dec[side] = {
           config: last.config,
           params: last.params,
-          measured_at: `${runs.map((r) => r.latents).join(', ')} latent frame(s) (${runs.map((r) => r.out_frames).join(', ')} frames) x ${g.height}x${g.width}${last.tile ? `, in spatial tiles of ${last.tile} px (overlap ${last.overlap})` : ''}`,
+          measured_at: `${runs.map((r) => r.latents).join(', ')} latent frame(s) (${runs.map((r) => r.out_frames).join(', ')} frames) x ${last.measured_width ? `${g.height}x${last.measured_width}, times x ${(g.width / last.measured_width).toFixed(2)} for the width ${g.width} (peak RSS at ${last.measured_width})` : `${g.height}x${g.width}`}${last.tile ? `, in spatial tiles of ${last.tile} px (overlap ${last.overlap})` : ''}`,
           frames: g.frames,
           decode_ms_measured: round(last.decode_ms),
           decode_cpu_ms_measured: round(last.decode_cpu_ms),
