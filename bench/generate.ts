@@ -438,7 +438,8 @@ interface DecodeSide {
 
 /** Decodes of the first n latent frames at the clip's own frame size, and the line through them. */
 export interface TimeFit {
-  points: { latents: number; frames: number; ms: number; cpu_ms: number; peak_rss_mb: number; push_ms: number[]; push_cpu_ms: number[] }[];
+  /** measured_width: the run was made at this narrower width, its times scaled to the row's (peak RSS as measured) */
+  points: { latents: number; frames: number; ms: number; cpu_ms: number; peak_rss_mb: number; push_ms: number[]; push_cpu_ms: number[]; measured_width?: number }[];
   /** T(n) = intercept + per_latent * n (least squares; through 0 with one point), wall and CPU */
   per_latent_ms: number;
   intercept_ms: number;
@@ -649,7 +650,7 @@ async function parent(): Promise<void> {
         const w = fitTime(pts('push_ms', 'decode_ms'));
         const c = fitTime(pts('push_cpu_ms', 'decode_cpu_ms'));
         const fit: TimeFit = {
-          points: runs.map((r) => ({ latents: r.latents, frames: r.out_frames, ms: round(r.decode_ms), cpu_ms: round(r.decode_cpu_ms), peak_rss_mb: round(r.peak_rss_mb), push_ms: r.push_ms.map((v) => round(v)), push_cpu_ms: r.push_cpu_ms.map((v) => round(v)) })),
+          points: runs.map((r) => ({ latents: r.latents, frames: r.out_frames, ms: round(r.decode_ms), cpu_ms: round(r.decode_cpu_ms), peak_rss_mb: round(r.peak_rss_mb), push_ms: r.push_ms.map((v) => round(v)), push_cpu_ms: r.push_cpu_ms.map((v) => round(v)), ...(r.measured_width ? { measured_width: r.measured_width } : {}) })),
           per_latent_ms: round(w.b),
           intercept_ms: round(w.a),
           per_latent_cpu_ms: round(c.b),
@@ -867,8 +868,12 @@ function markdown(machine: Record<string, unknown>, config: Record<string, unkno
           continue;
         }
         const t = x.time_fit;
-        const pts = t.scaled_from ? `not measured here: ${t.scaled_from}'s, scaled by the pixel count` : t.points.map((p) => `${p.latents} (${p.frames}): ${s(p.ms)} (${s(p.cpu_ms)})`).join('; ');
-        md += `| ${side === 'dc' ? r.size : ''} | ${name} | ${(x.params / 1e6).toFixed(1)} M | ${pts} | ${s(t.per_latent_ms)} (${s(t.per_latent_cpu_ms)}) | ${s(t.intercept_ms)} (${s(t.intercept_cpu_ms)}) | ${t.latents} latents${t.chunks > 1 ? `, ${t.chunks} chunks` : ''}: ${s(x.decode_ms)} (${s(t.decode_cpu_ms)}) | ${t.scaled_from ? '-' : f(x.peak_rss_mb, ' MB')} | ${side === 'dc' ? sp : ''} |\n`;
+        const W = Number(r.size.split('x')[1]);
+        const narrow = t.points.find((p) => p.measured_width)?.measured_width;
+        const pts = t.scaled_from
+          ? `not measured here: ${t.scaled_from}'s, scaled by the pixel count`
+          : (narrow ? `measured ${narrow} px wide, times x ${(W / narrow).toFixed(2)}: ` : '') + t.points.map((p) => `${p.latents} (${p.frames}): ${s(p.ms)} (${s(p.cpu_ms)})`).join('; ');
+        md += `| ${side === 'dc' ? r.size : ''} | ${name} | ${(x.params / 1e6).toFixed(1)} M | ${pts} | ${s(t.per_latent_ms)} (${s(t.per_latent_cpu_ms)}) | ${s(t.intercept_ms)} (${s(t.intercept_cpu_ms)}) | ${t.latents} latents${t.chunks > 1 ? `, ${t.chunks} chunks` : ''}: ${s(x.decode_ms)} (${s(t.decode_cpu_ms)}) | ${t.scaled_from ? '-' : f(x.peak_rss_mb, ' MB') + (narrow ? ` (${narrow} px wide)` : '')} | ${side === 'dc' ? sp : ''} |\n`;
       }
     }
   } else if (rows.some((r) => r.decode)) {
