@@ -23,6 +23,7 @@ import { tempPathFor, trackTemp, untrackTemp } from '../io/files.js';
 import { SafetensorsFile } from '../io/safetensors.js';
 import { GENERATE_DEFAULTS_FILE, resolveModelFolder, type FolderGenerateDefaults } from '../pipelines/model_folder.js';
 import type { StudyConfig } from './config.js';
+import type { ScoreRecord } from './report.js';
 import { SHAPES_FRAMES, SHAPES_SIZE } from './world.js';
 
 /** The issue's limit on the shipped folder: 40 MB (decimal; also under 40 MiB). */
@@ -40,17 +41,6 @@ export interface ExportOptions {
   commit?: string | null;
   /** how the export was asked for (the model card's command) */
   command?: string;
-}
-
-interface Score {
-  accuracy: number;
-  allCorrect: number;
-  clips: number;
-}
-export interface ScoreRecord {
-  step: number;
-  train: Score | null;
-  heldOut: Score | null;
 }
 
 export interface ExportResult {
@@ -147,7 +137,7 @@ function targets(a: ScoreRecord, base: ScoreRecord | null): string {
   return `Issue #21's targets for the shipped model (on the study's prompt set): ${parts.join('; ')}. Its speed against the base is the study's claim (d) (\`arms/latency.json\`, docs/studies/adapt.md).`;
 }
 
-const pct = (s: Score | null | undefined) => (s ? `${s.accuracy.toFixed(1)}%` : '-');
+const pct = (s: ScoreRecord['train'] | undefined) => (s ? `${s.accuracy.toFixed(1)}%` : '-');
 const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
 const fmtParams = (n: number) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : `${(n / 1e3).toFixed(1)} k`);
 
