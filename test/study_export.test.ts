@@ -180,6 +180,10 @@ describe('dcvg study export', () => {
     writeFileSync(join(other, 'keep.txt'), 'mine');
     await assert.rejects(cmd(['--out', study, '--to', other, '--force']), /is not a model folder written by dcvg study export .*not replacing it/);
     assert.equal(readFileSync(join(other, 'keep.txt'), 'utf8'), 'mine');
+    // a user's model folder with its own dcvg_generate.json (no export marker) is not replaced either
+    writeFileSync(join(other, 'dcvg_generate.json'), JSON.stringify({ width: 64 }));
+    await assert.rejects(cmd(['--out', study, '--to', other, '--force']), /is not a model folder written by dcvg study export .*not replacing it/);
+    assert.equal(readFileSync(join(other, 'keep.txt'), 'utf8'), 'mine');
     rmSync(other, { recursive: true });
     writeFileSync(join(model, 'README.md'), 'old card');
     assert.equal(await cmd(['--out', study, '--to', model, '--force']), 0);

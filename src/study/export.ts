@@ -122,9 +122,15 @@ function checkTarget(to: string, force: boolean): void {
   if (!existsSync(to)) return;
   if (!force) throw new ValueError(`study export: ${to} exists; pass --force to replace it`);
   if (!statSync(to).isDirectory()) throw new ValueError(`study export: ${to} exists and is not a folder; not replacing it`);
-  const names = readdirSync(to);
-  if (names.length && !existsSync(join(to, GENERATE_DEFAULTS_FILE)))
-    throw new ValueError(`study export: ${to} is not a model folder written by dcvg study export (no ${GENERATE_DEFAULTS_FILE}); not replacing it, remove it yourself`);
+  if (!readdirSync(to).length) return;
+  const gen = join(to, GENERATE_DEFAULTS_FILE);
+  let mark: unknown = null;
+  try {
+    mark = (J(gen) as { _written_by?: unknown })._written_by;
+  } catch {
+    // absent or unreadable: not an export
+  }
+  if (mark !== MARKER) throw new ValueError(`study export: ${to} is not a model folder written by dcvg study export (no ${GENERATE_DEFAULTS_FILE} marked "${MARKER}"); not replacing it, remove it yourself`);
 }
 
 /** The adapted model against issue #21's targets for the shipped model. */
