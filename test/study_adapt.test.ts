@@ -79,6 +79,7 @@ describe('dcvg study adapt (smoke scale)', () => {
     for (const f of [
       'data/train/train_000000.mkv', 'data/train/train_000000.txt', 'data/train/manifest.json', 'data/held-out/manifest.json', 'data/prompts.json',
       'autoencoders/base/model.safetensors', 'autoencoders/dc/model.safetensors', 'autoencoders/base.scaled.json', 'autoencoders/dc.scaled.json',
+      'autoencoders/base.gate.json', 'autoencoders/dc.gate.json',
       'text/tokenizer/tokenizer.json', 'text/umt5.safetensors', 'latents/base/manifest.json', 'latents/adapt/manifest.json',
       'base/run/model.safetensors', 'base/evals/scores.jsonl', 'adapt/align/patch_embedding.safetensors', 'adapt/assembled.safetensors',
       'adapt/tune/model.safetensors', 'adapt/lora/model.safetensors', 'adapt/tune-evals/scores.jsonl', 'adapt/lora-evals/scores.jsonl',
@@ -88,6 +89,13 @@ describe('dcvg study adapt (smoke scale)', () => {
     // the base DiT was evaluated after each segment; phase 2 also before its first step
     const steps = (p: string) => readFileSync(join(A, p), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
     assert.deepEqual(steps('base/evals/scores.jsonl'), [3, 6]);
+    // each autoencoder was gated on the config's held-out clip (the smoke models pass a 0% minimum)
+    for (const k of ['base', 'dc']) {
+      const g = JSON.parse(readFileSync(join(A, `autoencoders/${k}.gate.json`), 'utf8')) as { clips: { file: string }[]; minAccuracy: number; passed: boolean; accuracy: number };
+      assert.deepEqual(g.clips.map((c) => c.file), ['held-out_000000.mkv']);
+      assert.equal(g.passed, true);
+      assert.ok(g.accuracy >= 0 && g.accuracy <= 100);
+    }
     assert.deepEqual(steps('adapt/tune-evals/scores.jsonl'), [0, SMOKE_CONFIG.adapt.tune.steps]);
     assert.deepEqual(steps('adapt/lora-evals/scores.jsonl'), [4]);
     const score = JSON.parse(readFileSync(join(A, 'base/evals/scores.jsonl'), 'utf8').split('\n')[0]!) as { train: { accuracy: number; clips: number }; heldOut: { clips: number } };
@@ -241,6 +249,8 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.match(bad({ autoencoders: { base: { model: 'dcaev-shapes-f32c32' } } }), /"autoencoders\.base\.model" "dcaev-shapes-f32c32" is a dc-ae-v; the base autoencoder is in the Wan-VAE topology/);
     assert.match(bad({ autoencoders: { dc: { model: 'wan-vae:wan-vae-shapes' } } }), /"autoencoders\.dc\.model" "wan-vae:wan-vae-shapes" is a wan-vae; the DC autoencoder is a DC-AE-V/);
     assert.match(bad({ autoencoders: { base: { model: 'wan-vae:nope.json' } } }), /"autoencoders\.base\.model" "wan-vae:nope\.json" is no train-ae --model spec/);
+    assert.match(bad({ aeGate: { minAccuracy: 101 } }), /"aeGate\.minAccuracy" must be a percentage in \[0, 100\]/);
+    assert.match(bad({ aeGate: { clips: 99 } }), /"aeGate\.clips" \(99\) is more than the held-out videos rendered/);
     const flag = spawnSync(process.execPath, [main, 'study', 'adapt', '--bogus'], { env, encoding: 'utf8' });
     assert.match(flag.stderr, /^dcvg study: Unknown option '--bogus'.* \(see dcvg study adapt --help\)\n$/);
     const stage = spawnSync(process.execPath, [main, 'study', 'adapt', '--out', join(root, 'never'), '--stages', 'data,lunch'], { env, encoding: 'utf8' });
@@ -254,6 +264,20 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.match(r.stderr, /holds a study with another config \("scale": "smoke" there, "real" given\)/);
     const r2 = spawnSync(process.execPath, [main, 'study', 'adapt', '--resume', '--out', join(root, 'nothing')], { env, encoding: 'utf8' });
     assert.match(r2.stderr, /nothing to resume in .*nothing \(no study\.json\)/);
+  });
+
+  it('stops before the latents when an autoencoder fails its gate, saying why', async () => {
+    // the smoke models reconstruct nothing a scorer can read: a 100% minimum fails the base autoencoder
+    const out = join(root, 'gated');
+    const f = join(root, 'gate-config.json');
+    writeFileSync(f, JSON.stringify({ aeGate: { minAccuracy: 100 } }));
+    const r = await study(['--scale', 'smoke', '--config', f, '--out', out, '--stages', 'data,autoencoders']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /the base autoencoder fails its gate: its reconstructions of 1 held-out videos read [\d.]+% attribute accuracy .*below the 100% required \("aeGate\.minAccuracy"\); per clip: .*base\.gate\.json/);
+    const g = JSON.parse(readFileSync(join(out, 'autoencoders', 'base.gate.json'), 'utf8')) as { passed: boolean };
+    assert.equal(g.passed, false);
+    assert.ok(!existsSync(join(out, 'autoencoders', 'done.json')), 'the stage is not complete');
+    assert.ok(!existsSync(join(out, 'autoencoders', 'dc')), 'the DC autoencoder never started');
   });
 
   it('builds a tokenizer from the captions that src/text reads, one piece per caption word', () => {

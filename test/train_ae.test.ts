@@ -224,6 +224,28 @@ test('--loss mse: the reconstruction term is the mean squared error (logged as m
   });
 });
 
+test('--fg-weight: the reconstruction term weighs pixels off the median colour more; kept on --resume', async () => {
+  await withDataAndOut([1, 8, 16], 'dcvg-train-fg-', async (data, out) => {
+    const o = { steps: 1, holdout: 0, ssimWeight: 0, ckptEvery: 1, evalEvery: 1, loss: 'mse' as const };
+    await trainAE(tinyOptions(data, join(out, 'plain'), o));
+    await trainAE(tinyOptions(data, join(out, 'fg'), { ...o, fgWeight: 20 }));
+    const a = readLog(join(out, 'plain', 'train.jsonl')).steps[0]!;
+    const b = readLog(join(out, 'fg', 'train.jsonl')).steps[0]!;
+    // the same batch and initialisation: only the weights differ, so the term differs
+    assert.ok(Number.isFinite(b.mse!) && b.mse! > 0);
+    assert.notEqual(b.mse, a.mse);
+    // --fg-weight 0 is the plain loss, bit for bit
+    await trainAE(tinyOptions(data, join(out, 'zero'), { ...o, fgWeight: 0 }));
+    assert.equal(readLog(join(out, 'zero', 'train.jsonl')).steps[0]!.mse, a.mse);
+    // the option is the run's: a resume keeps it
+    await trainAE({ out: join(out, 'fg'), resume: true, steps: 2 } as TrainAEOptions & { resume: boolean });
+    const ck = JSON.parse(String(loadSafetensors(join(out, 'fg', 'checkpoint.safetensors')).metadata.dcvg_train)) as { step: number; options: { fgWeight?: number } };
+    assert.equal(ck.step, 2);
+    assert.equal(ck.options.fgWeight, 20);
+    await assert.rejects(trainAE(tinyOptions(data, join(out, 'bad'), { ...o, fgWeight: -1 })), /--fg-weight must be/);
+  });
+});
+
 test('--train-only: only the matching parameters change; the rest keep their initial values bit for bit', async () => {
   await withDataAndOut([1, 8, 16], 'dcvg-train-only-', async (data, out) => {
     await trainAE(tinyOptions(data, join(out, 'r'), { steps: 3, holdout: 0, trainOnly: '^decoder\\.', ckptEvery: 3, evalEvery: 3 }));

@@ -13,7 +13,7 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { Rng } from '../src/tensor/random.js';
 import { withBackend } from '../src/backend/index.js';
 import { ssimFrame } from '../src/metrics/metrics.js';
-import { PatchDiscriminator, gaussianWindow, hingeDLoss, hingeGLoss, leakyRelu, ssimLoss } from '../src/train/losses.js';
+import { PatchDiscriminator, foregroundWeights, gaussianWindow, hingeDLoss, hingeGLoss, leakyRelu, ssimLoss, weightedReconLoss } from '../src/train/losses.js';
 import { relErr, repoRoot, requireBackend, testBackends } from './helpers.js';
 
 /** Smooth coloured pattern plus a little noise, (1, 3, T, H, W) in [-1, 1] (float64 math, float32 storage). */
@@ -254,5 +254,66 @@ describe('PatchDiscriminator', () => {
     const l2 = T.noGrad(() => D.forward(x2));
     assert.deepEqual([...T.slice(l2, 2, 0, 1).contiguous().readSync()], [...T.slice(logits, 2, 0, 1).contiguous().readSync()]);
     assert.throws(() => D.forward(T.zeros([1, 4, 1, 32, 32])), T.ShapeError);
+  });
+});
+
+describe('foreground weights (train-ae --fg-weight)', () => {
+  /** (B=2, 3, T=2, 4, 4): sample 0 a gray background with one red pixel per frame, sample 1 a flat black clip */
+  function scene(): Tensor {
+    const [C, Tn, H, W] = [3, 2, 4, 4];
+    const plane = Tn * H * W;
+    const d = new Float32Array(2 * C * plane);
+    const gray = 128 / 127.5 - 1;
+    for (let c = 0; c < C; c++) d.fill(gray, c * plane, (c + 1) * plane);
+    for (let t = 0; t < Tn; t++) {
+      const i = t * H * W + 5 + t; // the object moves one pixel
+      d[i] = 1; // red: R 255
+      d[plane + i] = -1; // G 0
+      d[2 * plane + i] = -1; // B 0
+    }
+    d.fill(16 / 127.5 - 1, C * plane); // sample 1: black (16) everywhere
+    return new Tensor(d, [2, C, Tn, H, W]);
+  }
+
+  it('weighs a pixel by its distance from the sample median colour, shared by channels, mean 1', () => {
+    const x = scene();
+    const W = 20;
+    const w = foregroundWeights(x, W).readSync();
+    const xd = x.readSync();
+    const plane = 2 * 16;
+    // raw weights: background 1; the red pixel's largest channel distance from gray is |-1 - gray| (G and B at 0)
+    const gray = 128 / 127.5 - 1;
+    const dObj = Math.max(Math.abs(1 - gray), Math.abs(-1 - gray));
+    const objRaw = 1 + (W * dObj) / 2;
+    const rawMean = (2 * objRaw * 3 + (2 * 3 * plane - 2 * 3)) / (2 * 3 * plane);
+    for (let b = 0; b < 2; b++)
+      for (let i = 0; i < plane; i++) {
+        const obj = b === 0 && xd[i] === 1;
+        const want = (obj ? objRaw : 1) / rawMean;
+        for (let c = 0; c < 3; c++) assert.ok(Math.abs(w[(b * 3 + c) * plane + i]! - want) <= 4e-7 * want, `b${b} c${c} i${i}: ${w[(b * 3 + c) * plane + i]} vs ${want}`);
+      }
+    assert.ok(Math.abs(w.reduce((a, v) => a + v, 0) / w.length - 1) < 1e-6, 'mean 1');
+    // weight 0: all ones; bad arguments refused
+    assert.ok(foregroundWeights(x, 0).readSync().every((v) => v === 1));
+    assert.throws(() => foregroundWeights(x, -1), /weight must be finite and >= 0/);
+    assert.throws(() => foregroundWeights(T.zeros([3, 4, 4]), 1), /expects a \(B, C, T, H, W\) video/);
+  });
+
+  it('weightedReconLoss with unit weights is the plain loss; weights move it towards the weighted pixels', () => {
+    const x = scene();
+    const y = T.add(x, T.randn(x.shape, 3, 0.1));
+    const ones = T.ones(x.shape);
+    const mse = T.mean(T.square(T.sub(y, x))).item();
+    const l1 = T.mean(T.abs(T.sub(y, x))).item();
+    assert.ok(Math.abs(weightedReconLoss(y, x, ones, 'mse').item() - mse) <= 1e-6 * mse);
+    assert.ok(Math.abs(weightedReconLoss(y, x, ones, 'l1').item() - l1) <= 1e-6 * l1);
+    // a reconstruction that misses only the object: the weighted loss is many times the plain one
+    const bgOnly = new Float32Array(x.readSync());
+    const gray = 128 / 127.5 - 1;
+    for (let i = 0; i < 3 * 32; i++) bgOnly[i] = gray;
+    const miss = new Tensor(bgOnly, x.shape);
+    const plain = weightedReconLoss(miss, x, ones, 'mse').item();
+    const fg = weightedReconLoss(miss, x, foregroundWeights(x, 20), 'mse').item();
+    assert.ok(fg > 5 * plain, `weighted ${fg} against plain ${plain}`);
   });
 });

@@ -58,6 +58,7 @@ import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
 import { cmdData } from './shapes_cmds.js';
 import type { AeSpec, DitRunConfig, EvalConfig, StudyConfig } from '../study/config.js';
 import { readScores, shellQuote, type ScoreRecord } from '../study/report.js';
+import { gateAutoencoder } from '../study/ae_gate.js';
 import { evalPromptSet, readShapesData, scoreClip, writeCaptionTokenizer, SHAPES_FRAMES, SHAPES_SIZE, type EvalPrompt, type RenderedVideo } from '../study/world.js';
 
 export const STAGES = ['data', 'autoencoders', 'text', 'latents', 'base', 'adapt', 'arms', 'report'] as const;
@@ -519,8 +520,30 @@ async function stageAutoencoders(ctx: Ctx): Promise<unknown> {
     const m = models[name]!;
     const norm = m.family === 'wan-vae' ? `latents_std ${Math.min(...m.latentsStd!)}..${Math.max(...m.latentsStd!)}` : `scaling factor ${m.scalingFactor}`;
     ctx.cb.log?.(`[autoencoders] ${name}: ${m.family} f${m.spatial}t${m.temporal}c${m.channels}, ${norm}`);
+    await checkStop(ctx, 'stage autoencoders');
+    await gateStage(ctx, name, m, join(dir, `${name}.gate.json`));
   }
   return { models };
+}
+
+/**
+ * The autoencoder gate (src/study/ae_gate.ts): reconstructs the first held-out videos, scores the reconstructions
+ * and writes `<name>.gate.json`; stops the study when they score below the config's minimum.
+ */
+async function gateStage(ctx: Ctx, name: string, m: AeInfo, out: string): Promise<void> {
+  const g = ctx.c.aeGate;
+  const heldDir = join(ctx.out, 'data', 'held-out');
+  const videos = readShapesData(heldDir).slice(0, g.clips);
+  const ae = loadAutoencoder({ model: m.config, weights: m.weights }, 'study adapt');
+  const r = await gateAutoencoder(ae, heldDir, videos);
+  writeJson(out, { minAccuracy: g.minAccuracy, passed: r.accuracy >= g.minAccuracy, ...r });
+  const line = `${r.accuracy.toFixed(1)}% attribute accuracy (${r.allCorrect.toFixed(0)}% of clips all right), object PSNR ${r.objectPsnr.toFixed(2)} dB, whole-frame ${r.psnr.toFixed(2)} dB`;
+  ctx.cb.log?.(`[autoencoders] ${name} gate on ${videos.length} held-out reconstructions: ${line}`);
+  if (r.accuracy < g.minAccuracy)
+    throw new ValueError(
+      `study adapt: the ${name} autoencoder fails its gate: its reconstructions of ${videos.length} held-out videos read ${line}, below the ${g.minAccuracy}% required ("aeGate.minAccuracy"); per clip: ${out}. ` +
+        'A DiT cannot learn what its latents lose: train the autoencoder with another recipe (autoencoders.* in --config) in a new study folder',
+    );
 }
 
 async function stageText(ctx: Ctx): Promise<unknown> {

@@ -26,6 +26,9 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --clip F           max global gradient norm (default ${TRAIN_DEFAULTS.clip})
   --ema F            EMA decay (default ${TRAIN_DEFAULTS.emaDecay})
   --loss l1|mse      reconstruction term: mean absolute error (default) or mean squared error (what PSNR measures)
+  --fg-weight F      weight the reconstruction term towards the foreground: a value weighs 1 + F * (its pixel's
+                     distance from the sample's median colour) / 2, normalised to mean 1 (default 0: none); for
+                     video that is mostly one flat colour, where a small object is otherwise never learned
   --ssim-weight F    weight of (1 - SSIM) next to it (default ${TRAIN_DEFAULTS.ssimWeight})
   --kl-weight F      Wan VAE: weight of the KL term (KL to N(0, I) summed over latent values per pixel value;
                      default 1e-6); > 0 samples the latent from (mu, log_var), 0 trains mu as a plain latent
@@ -126,7 +129,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   }
   const strOpts = [
       'model', 'data', 'out', 'steps', 'batch', 'frames', 'crop', 'lr', 'warmup', 'min-lr-ratio', 'weight-decay', 'clip', 'ema',
-      'ssim-weight', 'kl-weight', 'loss', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
+      'ssim-weight', 'kl-weight', 'loss', 'fg-weight', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
       'init', 'seed', 'log-every', 'residual-init', 'train-only',
     ];
   const { v, s, o, set } = parseTrainArgs<TrainAEOptions>(args, 'train-ae', strOpts, 'folder of clips');
@@ -145,6 +148,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   set('ssimWeight', num(s('ssim-weight'), 'ssim-weight'));
   set('klWeight', num(s('kl-weight'), 'kl-weight'));
   set('loss', s('loss'));
+  set('fgWeight', num(s('fg-weight'), 'fg-weight'));
   set('stillProb', num(s('still-prob'), 'still-prob'));
   set('colorAug', num(s('color-aug'), 'color-aug'));
   set('holdout', num(s('holdout'), 'holdout', true));

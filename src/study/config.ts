@@ -70,6 +70,12 @@ export interface StudyConfig {
   seed: number;
   data: { train: number; heldOut: number; seed: number };
   autoencoders: { base: AeStageConfig; dc: AeStageConfig };
+  /**
+   * The autoencoder gate (src/study/ae_gate.ts): each trained autoencoder reconstructs the first `clips` held-out
+   * videos, the shapes scorer reads the reconstructions, and the study stops unless their mean attribute accuracy is
+   * at least `minAccuracy` percent.
+   */
+  aeGate: { clips: number; minAccuracy: number };
   text: {
     textLen: number;
     seed: number;
@@ -103,11 +109,15 @@ export const REAL_CONFIG: StudyConfig = {
   seed: 0,
   data: { train: 2000, heldOut: 96, seed: 1 },
   autoencoders: {
-    // f8t4c16, the Wan-2.1 VAE topology at reduced width (train-ae's preset: dim 8, one residual block per stage)
-    base: ae('wan-vae:wan-vae-shapes', 6000),
-    // f32t4c32 in the released DC-AE-V topology, chunk-causal with 16-frame chunks (one shapes video)
-    dc: ae({ dcaev_topology: { widths: [16, 32, 64, 64, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000),
+    // f8t4c16, the Wan-2.1 VAE topology at reduced width (train-ae's preset: dim 8, one residual block per stage).
+    // MSE weighted towards the object: with plain L1 (+ SSIM) both autoencoders learned the background only; the KL
+    // term off (mu as a plain latent: its sampling noise slows learning the object, and the DiT sees mu alone)
+    // (docs/studies/adapt.md "The autoencoders missed the object")
+    base: ae('wan-vae:wan-vae-shapes', 6000, { extra: { loss: 'mse', 'fg-weight': '20', 'kl-weight': '0' } }),
+    // f32t4c32 in the released DC-AE-V topology, chunk-causal with 16-frame chunks (one shapes video); the same loss
+    dc: ae({ dcaev_topology: { widths: [16, 32, 64, 64, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000, { extra: { loss: 'mse', 'fg-weight': '20' } }),
   },
+  aeGate: { clips: 24, minAccuracy: 95 },
   text: { textLen: 16, seed: 0, umt5: { dim: 64, dim_attn: 64, dim_ffn: 128, num_heads: 4, num_layers: 2, num_buckets: 32, max_dist: 128 } },
   latents: { latentFrames: 4, perShard: 64 },
   dit: { dim: 128, ffn_dim: 512, freq_dim: 64, num_heads: 4, num_layers: 4 },
@@ -136,6 +146,8 @@ export const SMOKE_CONFIG: StudyConfig = {
     base: ae({ dim: 2, z_dim: 16, dim_mult: [1, 1, 2, 2], num_res_blocks: 1, attn_scales: [], temperal_downsample: [false, true, true], dropout: 0 }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
     dc: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 16], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
   },
+  // the tiny models reconstruct nothing: the gate runs (on one clip) but never stops the smoke study
+  aeGate: { clips: 1, minAccuracy: 0 },
   text: { textLen: 16, seed: 0, umt5: { dim: 16, dim_attn: 16, dim_ffn: 32, num_heads: 2, num_layers: 1, num_buckets: 8, max_dist: 16 } },
   latents: { latentFrames: 4, perShard: 4 },
   dit: { dim: 16, ffn_dim: 32, freq_dim: 8, num_heads: 2, num_layers: 1 },
@@ -198,12 +210,12 @@ function check(ref: unknown, v: unknown, path: string): void {
   }
   if (typeof ref === 'number') {
     if (typeof v !== 'number' || !Number.isFinite(v)) throw bad('a number');
-    const int = Number.isInteger(ref) && !/\.(lr|ema|guidance|shift|alpha|target)$/.test(path);
+    const int = Number.isInteger(ref) && !/\.(lr|ema|guidance|shift|alpha|target|minAccuracy)$/.test(path);
     if (int && !Number.isInteger(v)) throw bad('an integer');
-    const zeroOk = /\.(seed|warmup|ema|target)$|^seed$|heldOut|Prompts$/.test(path);
+    const zeroOk = /\.(seed|warmup|ema|target|minAccuracy)$|^seed$|heldOut|Prompts$/.test(path);
     if (zeroOk ? v < 0 : v <= 0) throw bad(zeroOk ? 'a number >= 0' : 'a positive number');
     if (/\.ema$/.test(path) && v >= 1) throw bad('in [0, 1)');
-    if (/\.target$/.test(path) && v > 100) throw bad('a percentage in [0, 100]');
+    if (/\.(target|minAccuracy)$/.test(path) && v > 100) throw bad('a percentage in [0, 100]');
   }
 }
 
@@ -226,6 +238,7 @@ export function resolveStudyConfig(scale: string, override?: unknown, source = '
   const c = merged;
   if (c.eval.trainPrompts + c.eval.heldOutPrompts < 1) throw new ValueError('study config: "eval.trainPrompts" + "eval.heldOutPrompts" must be at least 1');
   if (c.data.train < 4) throw new ValueError(`study config: "data.train" must be at least 4 (train-dit and the adapt phases hold samples out), got ${c.data.train}`);
+  if (c.aeGate.clips > c.data.heldOut) throw new ValueError(`study config: "aeGate.clips" (${c.aeGate.clips}) is more than the held-out videos rendered ("data.heldOut" ${c.data.heldOut})`);
   if (c.eval.heldOutPrompts > c.data.heldOut) throw new ValueError(`study config: "eval.heldOutPrompts" (${c.eval.heldOutPrompts}) is more than the held-out videos rendered ("data.heldOut" ${c.data.heldOut})`);
   if (c.eval.trainPrompts > c.data.train) throw new ValueError(`study config: "eval.trainPrompts" (${c.eval.trainPrompts}) is more than the training videos ("data.train" ${c.data.train})`);
   if (c.dit.dim % c.dit.num_heads) throw new ValueError(`study config: "dit.dim" ${c.dit.dim} must be a multiple of "dit.num_heads" ${c.dit.num_heads}`);

@@ -116,6 +116,13 @@ function reach(c: Curve, level: number): Curve['points'][number] | null {
   return c.points.find((p) => p.step > 0 && (p.rec.train?.accuracy ?? -1) >= level) ?? null;
 }
 
+/** The autoencoder gate's result (src/study/ae_gate.ts) for the models table, or nothing for a study without one. */
+function gateText(path: string): string {
+  if (!existsSync(path)) return '';
+  const g = J(path) as { clips: unknown[]; accuracy: number; allCorrect: number; objectPsnr: number; psnr: number };
+  return `; gate: its reconstructions of ${g.clips.length} held-out videos score ${pct(g.accuracy)} (${pct(g.allCorrect)}), PSNR ${g.objectPsnr.toFixed(2)} dB over the object's pixels, ${g.psnr.toFixed(2)} dB whole-frame`;
+}
+
 export async function writeAdaptReport(out: string, c: StudyConfig, publish?: string): Promise<{ report: string }> {
   const dir = join(out, 'report');
   mkdirSync(dir, { recursive: true });
@@ -172,7 +179,7 @@ export async function writeAdaptReport(out: string, c: StudyConfig, publish?: st
     '',
   );
   L.push('### Models', '', '| model | what | details |', '|---|---|---|');
-  for (const [k, a] of Object.entries(aes)) row(k === 'base' ? 'base autoencoder' : 'DC-AE-V', `${a.family} f${a.spatial}t${a.temporal}c${a.channels}`, `${a.latentsStd ? `per-channel latents_mean / latents_std of mu measured on training clips (std ${Math.min(...a.latentsStd).toPrecision(3)}–${Math.max(...a.latentsStd).toPrecision(3)})` : `scaling factor ${a.scalingFactor ?? 'from its config'}`}; ${c.autoencoders[k as 'base' | 'dc'].steps} train-ae steps`);
+  for (const [k, a] of Object.entries(aes)) row(k === 'base' ? 'base autoencoder' : 'DC-AE-V', `${a.family} f${a.spatial}t${a.temporal}c${a.channels}`, `${a.latentsStd ? `per-channel latents_mean / latents_std of mu measured on training clips (std ${Math.min(...a.latentsStd).toPrecision(3)}–${Math.max(...a.latentsStd).toPrecision(3)})` : `scaling factor ${a.scalingFactor ?? 'from its config'}`}; ${c.autoencoders[k as 'base' | 'dc'].steps} train-ae steps${gateText(D('autoencoders', `${k}.gate.json`))}`);
   row('text encoder', `umT5 topology ${text.umt5.dim}-wide, ${text.umt5.num_layers} layers`, `${text.frozen}; tokenizer: ${text.vocab} SentencePiece-unigram pieces from the training captions' words`);
   row('base DiT', `Wan topology, patch 1x2x2, ${aes.base!.channels} channels, dim ${c.dit.dim}, ${c.dit.num_layers} blocks`, `${lastBase.step} train-dit steps; ${lastBase.reachedTarget ? 'reached' : 'did not reach'} the ${c.base.target}% target`);
   L.push('');

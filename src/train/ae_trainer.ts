@@ -38,7 +38,7 @@ import { checkSampling, clipTensor, loadClipSet, sampleBatch, type Clip, type Cl
 import { Ema } from './ema.js';
 import type { VideoAutoencoder } from '../pipelines/autoencoder.js';
 import { initForTraining } from './init.js';
-import { PatchDiscriminator, hingeDLoss, hingeGLoss, ssimLoss } from './losses.js';
+import { PatchDiscriminator, foregroundWeights, hingeDLoss, hingeGLoss, ssimLoss, weightedReconLoss } from './losses.js';
 import { AdamW, clipGradNorm } from './optim.js';
 import { aeConfigFromJson, aeConfigJson, resolveAEConfig, trainableAE, type AEConfig, type AEModelSpec, type TrainableAE } from './ae_models.js';
 
@@ -76,6 +76,11 @@ export interface TrainAEOptions {
   klWeight?: number;
   /** reconstruction term: mean absolute error (default) or mean squared error (what PSNR measures) */
   loss?: 'l1' | 'mse';
+  /**
+   * foreground weighting of the reconstruction term (default 0: none): each value weighs 1 + W * (its pixel's
+   * distance from the sample's median colour) / 2, normalised to mean 1 (losses.ts foregroundWeights)
+   */
+  fgWeight?: number;
   /** probability of a still frame as a static clip */
   stillProb: number;
   /** probability of a colour change of a sample (channel order, saturation; see SampleOptions.colorAug) */
@@ -179,6 +184,7 @@ const OPTION_CHECKS: readonly [keyof TrainAEOptions, string, Check][] = [
   ['ssimWeight', '--ssim-weight', nonNeg],
   ['klWeight', '--kl-weight', optional(nonNeg)],
   ['loss', '--loss', optional(oneOf('l1', 'mse'))],
+  ['fgWeight', '--fg-weight', optional(nonNeg)],
   ['stillProb', '--still-prob', unit],
   ['colorAug', '--color-aug', optional(unit)],
   ['holdout', '--holdout', optional(nonNegInt)],
@@ -591,7 +597,8 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
           const kw = adv ? 0 : klWeight;
           const { z, kl } = adv ? noGrad(() => net.encodeTrain(x, kw, dataRng)) : net.encodeTrain(x, kw, dataRng);
           const y = net.decodeTrain(z);
-          const rec = o.loss === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
+          const kind = o.loss ?? 'l1';
+          const rec = (o.fgWeight ?? 0) > 0 ? weightedReconLoss(y, x, foregroundWeights(x, o.fgWeight!), kind) : kind === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
           const ss = ssimLoss(y, x);
           let loss = o.ssimWeight > 0 ? ops.add(rec, ops.mul(ss, o.ssimWeight)) : rec;
           if (kl) loss = ops.add(loss, ops.mul(kl, kw));

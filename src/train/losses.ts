@@ -105,6 +105,68 @@ export function ssimLoss(x: Tensor, y: Tensor, opts: SsimLossOptions = {}): Tens
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// foreground weighting (train-ae --fg-weight)
+
+/**
+ * Per-value weights (B, C, T, H, W) for a reconstruction loss on videos that are mostly one flat colour (the shapes
+ * world: one small object on a plain background). A sample's dominant colour is the per-channel median of its window;
+ * a pixel's weight is 1 + `weight` * d / 2, where d in [0, 2] is the largest per-channel distance of the pixel from
+ * that colour (values in [-1, 1]); all three channels of a pixel share it. The weights are scaled to mean 1 over the
+ * batch, so the loss keeps its scale. `weight` 0 gives all ones. No gradient (a constant of the batch).
+ *
+ * Why (docs/studies/adapt.md "The autoencoders missed the object"): when the object is a few percent of the pixels,
+ * an autoencoder first fits the background, and the object's share of an unweighted loss is then too small for it to
+ * be learned in a training budget; the weight makes the object's pixels count as much as the rest.
+ */
+export function foregroundWeights(x: Tensor, weight: number): Tensor {
+  if (!(weight >= 0) || !Number.isFinite(weight)) throw new ValueError(`foregroundWeights: weight must be finite and >= 0, got ${weight}`);
+  if (x.ndim !== 5) throw new ShapeError(`foregroundWeights: expects a (B, C, T, H, W) video, got ${fmtShape(x.shape)}`);
+  if (x.size === 0) throw new ShapeError(`foregroundWeights: empty video ${fmtShape(x.shape)}`);
+  const [B, C, T, H, W] = x.shape as [number, number, number, number, number];
+  const plane = T * H * W;
+  const xd = x.readSync();
+  const out = new Float32Array(x.size);
+  const med = new Float64Array(C);
+  const hist = new Uint32Array(4096);
+  const binSum = new Float64Array(4096);
+  let sum = 0;
+  for (let b = 0; b < B; b++) {
+    for (let c = 0; c < C; c++) {
+      // the median through a histogram on a fine grid of [-1, 1]: the mean of the values in the median's bin (exact
+      // for 8-bit video, whose 256 levels fall in distinct bins); values outside [-1, 1] count at the ends
+      hist.fill(0);
+      binSum.fill(0);
+      const base = (b * C + c) * plane;
+      for (let i = 0; i < plane; i++) {
+        const v = xd[base + i]!;
+        const k = Math.min(4095, Math.max(0, Math.round(((v + 1) / 2) * 4095)));
+        hist[k]!++;
+        binSum[k]! += v;
+      }
+      let k = 0;
+      for (let acc = 0; k < 4095; k++) if ((acc += hist[k]!) * 2 >= plane) break;
+      med[c] = binSum[k]! / hist[k]!;
+    }
+    for (let i = 0; i < plane; i++) {
+      let d = 0;
+      for (let c = 0; c < C; c++) d = Math.max(d, Math.abs(xd[(b * C + c) * plane + i]! - med[c]!));
+      const w = 1 + (weight * Math.min(d, 2)) / 2;
+      for (let c = 0; c < C; c++) out[(b * C + c) * plane + i] = w;
+      sum += w * C;
+    }
+  }
+  const scale = out.length / sum;
+  for (let i = 0; i < out.length; i++) out[i] = out[i]! * scale;
+  return new Tensor(out, x.shape);
+}
+
+/** mean(w * |y - x|) (l1) or mean(w * (y - x)^2) (mse): a reconstruction loss with per-value weights of mean 1. */
+export function weightedReconLoss(y: Tensor, x: Tensor, w: Tensor, kind: 'l1' | 'mse'): Tensor {
+  const e = ops.sub(y, x);
+  return ops.mean(ops.mul(kind === 'mse' ? ops.square(e) : ops.abs(e), w));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // adversarial stage
 
 class ModuleList extends Module {

@@ -1,0 +1,78 @@
+/**
+ * The adapt study's autoencoder gate (src/study/ae_gate.ts): it must pass a perfect reconstruction, fail one that
+ * keeps the background and loses the object (what the study's first autoencoders did, at ~20 dB whole-frame PSNR),
+ * and measure PSNR over the object's pixels.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { cmdData } from '../src/cli/shapes_cmds.js';
+import { SHAPES_BACKGROUNDS } from '../src/metrics/shapes_world.js';
+import type { VideoAutoencoder } from '../src/pipelines/autoencoder.js';
+import { OBJECT_THRESHOLD, gateAutoencoder, objectErrors } from '../src/study/ae_gate.js';
+import { readShapesData } from '../src/study/world.js';
+import { Tensor, type Tensor as T } from '../src/tensor/tensor.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'dcvg-gate-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** A stand-in autoencoder whose "reconstruction" is f(input); only what the gate calls. */
+function fakeAE(f: (x: T) => T): VideoAutoencoder {
+  return {
+    encodeClip: (x: T) => ({ latent: f(x), numFrames: x.shape[2]!, height: x.shape[3]!, width: x.shape[4]! }),
+    decodeClip: (z: T) => z,
+  } as unknown as VideoAutoencoder;
+}
+
+/** Every pixel set to the background colour (in [-1, 1]): an autoencoder that lost the object. */
+function backgroundOnly(bg: readonly number[]) {
+  return (x: T): T => {
+    const [, C, Tn, H, W] = x.shape as number[];
+    const d = new Float32Array(x.size);
+    const plane = Tn! * H! * W!;
+    for (let c = 0; c < C!; c++) d.fill(bg[c]! / 127.5 - 1, c * plane, (c + 1) * plane);
+    return new Tensor(d, x.shape);
+  };
+}
+
+describe('autoencoder gate', () => {
+  it('objectErrors: object pixels are those off the background by more than the threshold', () => {
+    const bg = [16, 16, 16];
+    // pixel 0: background; pixel 1: exactly at the threshold (background); pixel 2: one above (object)
+    const orig = new Uint8Array([16, 16, 16, 16 + OBJECT_THRESHOLD, 16, 16, 16, 16 + OBJECT_THRESHOLD + 1, 16]);
+    const rec = new Uint8Array([18, 16, 16, 16, 16, 16, 16, 16, 16]);
+    const e = objectErrors(orig, rec, bg);
+    assert.equal(e.n, 9);
+    assert.equal(e.objN, 3);
+    assert.equal(e.objSe, (OBJECT_THRESHOLD + 1) ** 2);
+    assert.equal(e.se, 4 + OBJECT_THRESHOLD ** 2 + (OBJECT_THRESHOLD + 1) ** 2);
+    assert.throws(() => objectErrors(orig, rec.subarray(0, 6), bg), /differ/);
+  });
+
+  it('passes a perfect reconstruction and fails a background-only one', async () => {
+    const dir = join(tmp, 'held');
+    assert.equal(await cmdData(['shapes', '--out', dir, '--count', '3', '--seed', '5', '--split', 'held-out'], () => {}), 0);
+    const videos = readShapesData(dir);
+    const perfect = await gateAutoencoder(fakeAE((x) => x), dir, videos);
+    assert.equal(perfect.clips.length, 3);
+    assert.equal(perfect.accuracy, 100);
+    assert.equal(perfect.allCorrect, 100);
+    assert.equal(perfect.objectPsnr, Infinity);
+    for (const c of perfect.clips) assert.deepEqual(c.wrong, []);
+
+    // one background colour per call: the videos' own
+    const lost = [];
+    for (const v of videos) lost.push(await gateAutoencoder(fakeAE(backgroundOnly(SHAPES_BACKGROUNDS[v.attrs.background])), dir, [v]));
+    for (const r of lost) {
+      // only the background is read right: 1 of 5 attributes
+      assert.equal(r.accuracy, 20);
+      assert.deepEqual(r.clips[0]!.wrong, ['color', 'shape', 'size', 'direction']);
+      // the object's pixels are far off, the whole frame much less so (the object is a few percent of it)
+      assert.ok(r.objectPsnr < 15, `object PSNR ${r.objectPsnr}`);
+      assert.ok(r.psnr > r.objectPsnr + 10, `whole-frame ${r.psnr} against object ${r.objectPsnr}`);
+    }
+    await assert.rejects(gateAutoencoder(fakeAE((x) => x), dir, []), /no videos/);
+  });
+});
