@@ -13,15 +13,17 @@ export interface InitOptions {
    * every residual up/down-sampling block start at zero (their shortcuts carry the signal), so the untrained model
    * is the shortcut autoencoder (pixel-unshuffle + channel averaging down, channel duplication + pixel-shuffle up)
    * between the project-in/out convs, and training refines it. In the Wan VAE the closing conv of every residual
-   * branch (`residual.6`) starts at zero, so each residual block starts as its shortcut. Default 'shortcut';
-   * 'default' uses the plain init.
+   * branch (`residual.6`) and the output projection of the middle attention blocks (`middle.1.proj`) start at zero,
+   * so each residual block and attention block starts as its shortcut (with a random projection the attention's
+   * global average outweighs the spatial signal beside it, and the untrained model barely sees where an object is:
+   * docs/studies/adapt.md). Default 'shortcut'; 'default' uses the plain init.
    */
   residual?: 'shortcut' | 'default';
 }
 
 const RES_NORM = /\.stages\.\d+\.op_list\.\d+\.main\.conv2\.norm\.weight$/;
 const RESAMPLE_CONV = /\.stages\.\d+\.op_list\.\d+\.main\.conv\.conv\.(weight|bias)$/;
-const WAN_RES_CONV = /\.residual\.6\.(weight|bias)$/;
+const WAN_RES_CONV = /\.residual\.6\.(weight|bias)$|\.middle\.1\.proj\.(weight|bias)$/;
 
 export function initForTraining(model: Module, seed: number, opts: InitOptions = {}): void {
   const rng = new Rng(seed);
