@@ -28,7 +28,7 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --loss l1|mse      reconstruction term: mean absolute error (default) or mean squared error (what PSNR measures)
   --fg-weight F      weight the reconstruction term towards the foreground: a value weighs 1 + F * (its pixel's
                      distance from the sample's median colour) / 2, normalised to mean 1 (default 0: none); for
-                     video that is mostly one flat colour, where a small object is otherwise never learned
+                     video that is mostly one flat colour with a small object (docs/studies/adapt.md)
   --ssim-weight F    weight of (1 - SSIM) next to it (default ${TRAIN_DEFAULTS.ssimWeight})
   --kl-weight F      Wan VAE: weight of the KL term (KL to N(0, I) summed over latent values per pixel value;
                      default 1e-6); > 0 samples the latent from (mu, log_var), 0 trains mu as a plain latent

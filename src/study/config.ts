@@ -110,9 +110,9 @@ export const REAL_CONFIG: StudyConfig = {
   data: { train: 2000, heldOut: 96, seed: 1 },
   autoencoders: {
     // f8t4c16, the Wan-2.1 VAE topology at reduced width (train-ae's preset: dim 8, one residual block per stage).
-    // MSE weighted towards the object: with plain L1 (+ SSIM) both autoencoders learned the background only; the KL
-    // term off (mu as a plain latent: its sampling noise slows learning the object, and the DiT sees mu alone)
-    // (docs/studies/adapt.md "The autoencoders missed the object")
+    // MSE weighted towards the object (with plain L1 + SSIM both autoencoders learned the background only) and the KL
+    // term off (mu as a plain latent, all the DiT sees). Not validated: the first run with it gated at 10% at step
+    // 1,000 (docs/studies/adapt.md "The autoencoders missed the object"); the gate decides.
     base: ae('wan-vae:wan-vae-shapes', 6000, { extra: { loss: 'mse', 'fg-weight': '20', 'kl-weight': '0' } }),
     // f32t4c32 in the released DC-AE-V topology, chunk-causal with 16-frame chunks (one shapes video); the same loss
     dc: ae({ dcaev_topology: { widths: [16, 32, 64, 64, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000, { extra: { loss: 'mse', 'fg-weight': '20' } }),
