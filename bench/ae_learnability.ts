@@ -20,8 +20,7 @@ import { loadClipSet, sampleBatch } from '../src/train/data.js';
 import { resolveAEConfig, trainableAE } from '../src/train/ae_models.js';
 import { initForTraining } from '../src/train/init.js';
 import { AdamW, clipGradNorm } from '../src/train/optim.js';
-import { foregroundWeights, weightedReconLoss } from '../src/train/losses.js';
-import { l1Loss, mseLoss } from '../src/tensor/nn_ops.js';
+import { foregroundWeights, reconstructionLoss } from '../src/train/losses.js';
 import { noGrad, type Tensor } from '../src/tensor/tensor.js';
 import { OBJECT_THRESHOLD } from '../src/study/ae_gate.js';
 import { Rng } from '../src/tensor/random.js';
@@ -99,7 +98,7 @@ for (let s = 1; s <= steps; s++) {
   opt.schedule((peak) => Math.min(1, s / 50) * peak);
   const { x } = sampleBatch(set.train, { batch, frames, crop: 128, stillProb: 0, flip: true }, rng);
   const y = reconstruct(x);
-  const loss = fg > 0 ? weightedReconLoss(y, x, foregroundWeights(x, fg), kind) : kind === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
+  const loss = reconstructionLoss(y, x, kind, fg);
   loss.backward();
   clipGradNorm(params, 1);
   opt.step();

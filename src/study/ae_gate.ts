@@ -11,11 +11,11 @@
 import { join } from 'node:path';
 import { readAllFrames } from '../io/video.js';
 import { tensorToUint8Frames } from '../metrics/metrics.js';
-import { SHAPES_ATTRIBUTES, SHAPES_BACKGROUNDS, shapesAccuracy, scoreShapes } from '../metrics/shapes_world.js';
+import { SHAPES_ATTRIBUTES, SHAPES_BACKGROUNDS } from '../metrics/shapes_world.js';
 import type { VideoAutoencoder } from '../pipelines/autoencoder.js';
-import { noGrad } from '../tensor/tensor.js';
+import { reconstructClipWith } from '../train/ae_trainer.js';
 import { ValueError } from '../errors.js';
-import type { RenderedVideo } from './world.js';
+import { scoreClip, type RenderedVideo } from './world.js';
 
 /** A pixel is the object's when a channel differs from the background colour by more than this (the scorer's rule). */
 export const OBJECT_THRESHOLD = 60;
@@ -69,7 +69,8 @@ export function objectErrors(orig: Uint8Array, rec: Uint8Array, bg: readonly num
 }
 
 /**
- * Reconstructs each video (all its frames, the Wan VAE padding to 1 + 4k and cropping back) and scores it. Calls
+ * Reconstructs each video (all its frames, the Wan VAE padding to 1 + 4k and cropping back: train-ae's
+ * reconstructClipWith) and scores it (world.ts scoreClip). Calls
  * `onClip` after each one.
  */
 export async function gateAutoencoder(ae: VideoAutoencoder, dir: string, videos: readonly RenderedVideo[], onClip?: (done: number, total: number) => void): Promise<GateResult> {
@@ -81,10 +82,7 @@ export async function gateAutoencoder(ae: VideoAutoencoder, dir: string, videos:
   let n = 0;
   for (const v of videos) {
     const x = await readAllFrames(join(dir, v.file));
-    const y = noGrad(() => {
-      const e = ae.encodeClip(x, { padFrames: true });
-      return ae.decodeClip(e.latent, { numFrames: e.numFrames, height: e.height, width: e.width }, { padFrames: true });
-    });
+    const { y } = reconstructClipWith(ae, x);
     const orig = tensorToUint8Frames(x)[0]!;
     const rec = tensorToUint8Frames(y)[0]!;
     if (orig.length !== rec.length) throw new ValueError(`autoencoder gate: ${v.file} came back with ${rec.length} frames for ${orig.length}`);
@@ -100,12 +98,9 @@ export async function gateAutoencoder(ae: VideoAutoencoder, dir: string, videos:
       cObjN += e.objN;
       cN += e.n;
     }
-    const all = new Uint8Array(rec.reduce((a, f) => a + f.length, 0));
-    rec.forEach((f, t) => all.set(f, t * f.length));
-    const reading = scoreShapes(all, rec.length);
-    const acc = shapesAccuracy(reading, v.attrs);
+    const { accuracy, reading } = scoreClip(rec, v.attrs);
     const wrong = SHAPES_ATTRIBUTES.filter((k) => reading[k] !== v.attrs[k]);
-    clips.push({ file: v.file, caption: v.caption, accuracy: 100 * acc.accuracy, wrong, objectPsnr: psnrOf(cObjSe, cObjN), psnr: psnrOf(cSe, cN) });
+    clips.push({ file: v.file, caption: v.caption, accuracy: 100 * accuracy, wrong, objectPsnr: psnrOf(cObjSe, cObjN), psnr: psnrOf(cSe, cN) });
     objSe += cObjSe;
     objN += cObjN;
     se += cSe;

@@ -26,7 +26,6 @@ import { compressionFactors, chunkFrames } from '../models/dcaev/config.js';
 import { DCAEV } from '../models/dcaev/autoencoder.js';
 import type { Module } from '../nn/module.js';
 import { TrainingError, ValueError } from '../errors.js';
-import { l1Loss, mseLoss } from '../tensor/nn_ops.js';
 import * as ops from '../tensor/ops.js';
 import { Rng } from '../tensor/random.js';
 import { Tensor, noGrad } from '../tensor/tensor.js';
@@ -38,7 +37,7 @@ import { checkSampling, clipTensor, loadClipSet, sampleBatch, type Clip, type Cl
 import { Ema } from './ema.js';
 import type { VideoAutoencoder } from '../pipelines/autoencoder.js';
 import { initForTraining } from './init.js';
-import { PatchDiscriminator, foregroundWeights, hingeDLoss, hingeGLoss, ssimLoss, weightedReconLoss } from './losses.js';
+import { PatchDiscriminator, hingeDLoss, hingeGLoss, reconstructionLoss, ssimLoss } from './losses.js';
 import { AdamW, clipGradNorm } from './optim.js';
 import { aeConfigFromJson, aeConfigJson, resolveAEConfig, trainableAE, type AEConfig, type AEModelSpec, type TrainableAE } from './ae_models.js';
 
@@ -335,7 +334,7 @@ function reconstructClip(model: DCAEV, x: Tensor): { y: Tensor; latentSize: numb
 const trainableOf = (model: DCAEV): TrainableAE => trainableAE({ family: 'dc-ae-v', config: model.config }, model);
 
 /** reconstructClip through the VideoAutoencoder interface (frame counts padded to what the model takes, cropped back). */
-function reconstructClipWith(ae: VideoAutoencoder, x: Tensor): { y: Tensor; latentSize: number } {
+export function reconstructClipWith(ae: VideoAutoencoder, x: Tensor): { y: Tensor; latentSize: number } {
   const padSpatial = x.shape[3]! % ae.spatial !== 0 || x.shape[4]! % ae.spatial !== 0;
   return noGrad(() => {
     const e = ae.encodeClip(x, { padSpatial, padFrames: true });
@@ -597,8 +596,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
           const kw = adv ? 0 : klWeight;
           const { z, kl } = adv ? noGrad(() => net.encodeTrain(x, kw, dataRng)) : net.encodeTrain(x, kw, dataRng);
           const y = net.decodeTrain(z);
-          const kind = o.loss ?? 'l1';
-          const rec = (o.fgWeight ?? 0) > 0 ? weightedReconLoss(y, x, foregroundWeights(x, o.fgWeight!), kind) : kind === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
+          const rec = reconstructionLoss(y, x, o.loss ?? 'l1', o.fgWeight ?? 0);
           const ss = ssimLoss(y, x);
           let loss = o.ssimWeight > 0 ? ops.add(rec, ops.mul(ss, o.ssimWeight)) : rec;
           if (kl) loss = ops.add(loss, ops.mul(kl, kw));

@@ -20,7 +20,7 @@
  */
 import { ShapeError, ValueError, fmtShape } from '../errors.js';
 import * as ops from '../tensor/ops.js';
-import { conv3d } from '../tensor/nn_ops.js';
+import { conv3d, l1Loss, mseLoss } from '../tensor/nn_ops.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Module, type Param } from '../nn/module.js';
 
@@ -159,6 +159,12 @@ export function foregroundWeights(x: Tensor, weight: number): Tensor {
   const scale = out.length / sum;
   for (let i = 0; i < out.length; i++) out[i] = out[i]! * scale;
   return new Tensor(out, x.shape);
+}
+
+/** train-ae's reconstruction term: L1 or MSE, weighted by foregroundWeights(x, fgWeight) when fgWeight > 0. */
+export function reconstructionLoss(y: Tensor, x: Tensor, kind: 'l1' | 'mse', fgWeight: number): Tensor {
+  if (fgWeight > 0) return weightedReconLoss(y, x, foregroundWeights(x, fgWeight), kind);
+  return kind === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
 }
 
 /** mean(w * |y - x|) (l1) or mean(w * (y - x)^2) (mse): a reconstruction loss with per-value weights of mean 1. */
