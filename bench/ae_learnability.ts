@@ -11,8 +11,14 @@
  * --residual-init shortcut|default, --every K, --seed. MSE, AdamW (no weight decay), gradient clip 1.0, 50 warm-up
  * steps then a constant rate; no KL (the latent is mu), no EMA. The object's pixels: the values whose pixel is off the
  * sample's median colour by more than the autoencoder gate's threshold (60 levels in a channel).
+ *
+ * --dump DIR (Wan VAE models only) also writes what bench/torch_ae_learnability.py needs to train the official
+ * Wan-2.1 `WanVAE_` on exactly the same run: config.json (its constructor's arguments), init.safetensors (our
+ * initialised weights under the official key names), batches.f32 (every step's training batch, NCTHW float32, in
+ * step order), eval.f32 and eval_mask.u8 (the fixed evaluation batch and its object mask), run.json (the options) and,
+ * at the end, ours.json (our per-step loss and the evaluations), so the two trainings can be compared step by step.
  */
-import { mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -24,6 +30,10 @@ import { foregroundWeights, reconstructionLoss } from '../src/train/losses.js';
 import { noGrad, type Tensor } from '../src/tensor/tensor.js';
 import { OBJECT_THRESHOLD } from '../src/study/ae_gate.js';
 import { Rng } from '../src/tensor/random.js';
+import { saveSafetensors } from '../src/io/safetensors.js';
+import { wanVaeStateDict } from '../src/models/wan_vae/run.js';
+import { wanVaeConfigToJson } from '../src/models/wan_vae/config.js';
+import type { WanVAE } from '../src/models/wan_vae/model.js';
 
 const { values: a } = parseArgs({
   options: {
@@ -39,6 +49,7 @@ const { values: a } = parseArgs({
     'residual-init': { type: 'string', default: 'shortcut' },
     every: { type: 'string', default: '100' },
     seed: { type: 'string', default: '0' },
+    dump: { type: 'string' },
   },
 });
 if (!a.data) throw new Error('--data <folder of shapes videos> is required');
@@ -71,6 +82,20 @@ const evalMask = foregroundWeights(evalBatch, W).readSync();
 const bgWeight = evalMask.reduce((m, v) => Math.min(m, v), Infinity); // d = 0 (8-bit video: the median is exact)
 const cut = bgWeight * (1 + (W * (OBJECT_THRESHOLD / 127.5)) / 2);
 
+const dump = a.dump ? resolve(a.dump) : null;
+let batchFd = -1;
+if (dump) {
+  if (net.family !== 'wan-vae' || net.cfg.family !== 'wan-vae') throw new Error('--dump: only Wan VAE models have an official PyTorch twin to train');
+  mkdirSync(dump, { recursive: true });
+  writeFileSync(join(dump, 'config.json'), JSON.stringify(wanVaeConfigToJson(net.cfg.config), null, 2) + '\n');
+  saveSafetensors(join(dump, 'init.safetensors'), wanVaeStateDict(net.module as WanVAE, 'original'));
+  writeFileSync(join(dump, 'eval.f32'), evalBatch.readSync());
+  writeFileSync(join(dump, 'eval_mask.u8'), Uint8Array.from(evalMask, (v) => (v > cut ? 1 : 0)));
+  writeFileSync(join(dump, 'run.json'), JSON.stringify({ steps, batch, frames, lr, loss: kind, fgWeight: fg, warmup: 50, clip: 1, evalShape: evalBatch.shape, batchShape: [batch, 3, frames, 128, 128], every }, null, 2) + '\n');
+  batchFd = openSync(join(dump, 'batches.f32'), 'w');
+}
+const history: { step: number; loss?: number; eval?: string }[] = [];
+
 const reconstruct = (x: Tensor) => net.decodeTrain(net.encodeTrain(x, 0, rng).z);
 function evaluate(): string {
   const y = noGrad(() => reconstruct(evalBatch)).readSync();
@@ -97,11 +122,24 @@ const t0 = performance.now();
 for (let s = 1; s <= steps; s++) {
   opt.schedule((peak) => Math.min(1, s / 50) * peak);
   const { x } = sampleBatch(set.train, { batch, frames, crop: 128, stillProb: 0, flip: true }, rng);
+  if (batchFd >= 0) {
+    const v = x.readSync();
+    writeSync(batchFd, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+  }
   const y = reconstruct(x);
   const loss = reconstructionLoss(y, x, kind, fg);
   loss.backward();
   clipGradNorm(params, 1);
   opt.step();
   opt.zeroGrad();
-  if (s % every === 0 || s === steps) console.log(`step ${s}: loss ${loss.item().toFixed(4)}, ${evaluate()} (${((performance.now() - t0) / s).toFixed(0)} ms/step)`);
+  const rec: { step: number; loss?: number; eval?: string } = { step: s, loss: loss.item() };
+  history.push(rec);
+  if (s % every === 0 || s === steps) {
+    rec.eval = evaluate();
+    console.log(`step ${s}: loss ${rec.loss!.toFixed(4)}, ${rec.eval} (${((performance.now() - t0) / s).toFixed(0)} ms/step)`);
+  }
+}
+if (dump) {
+  closeSync(batchFd);
+  writeFileSync(join(dump, 'ours.json'), JSON.stringify(history) + '\n');
 }
