@@ -6,6 +6,13 @@ of our implementation (the two trainings part ways) from a property of the model
     node dist/bench/ae_learnability.js --data D --clips 64 --steps 400 --dump /tmp/learn64
     /usr/bin/python3 bench/torch_ae_learnability.py --official ~/Wan2.1 --dump /tmp/learn64 [--threads 2]
 
+Longer runs on the same frames (--steps N beyond the recorded run's, or --resample): each step then draws --batch
+frames at random (torch.Generator seeded by --seed) from all the recorded batches' frames, a pool of steps x batch
+frames (single-frame runs only), with --lr overriding the recorded rate. --model plain trains instead a plain
+convolutional autoencoder with the same f8c16 bottleneck and no normalisation (3x3 conv to width 32, three stride-2
+4x4 convs (32, 64, 64), 3x3 conv to 16 latent channels; the mirror with transposed convs; SiLU; PyTorch's default
+init), the reference point for "how hard is this data at this compression".
+
 The official `wan/modules/vae.py` is imported from --official as it is (with bench/torch_wan_vae.py's einops stub
 and torch < 2.0 attention shim); nothing of it is copied. Encoding and decoding follow its `WanVAE_.encode` /
 `.decode` (frame chunks 1, 4, 4, ... with the feature cache; one latent frame at a time), without the latent
@@ -20,6 +27,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -58,6 +66,16 @@ def decode_raw(model, z):
     return torch.cat(outs, 2)
 
 
+def plain_autoencoder(z_dim, w=32):
+    """f8 with z_dim latent channels, no normalisation (see the file comment)."""
+    nn = torch.nn
+    enc = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1), nn.SiLU(), nn.Conv2d(w, w, 4, 2, 1), nn.SiLU(), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.SiLU(),
+                        nn.Conv2d(2 * w, 2 * w, 4, 2, 1), nn.SiLU(), nn.Conv2d(2 * w, z_dim, 3, 1, 1))
+    dec = nn.Sequential(nn.Conv2d(z_dim, 2 * w, 3, 1, 1), nn.SiLU(), nn.ConvTranspose2d(2 * w, 2 * w, 4, 2, 1), nn.SiLU(),
+                        nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.SiLU(), nn.ConvTranspose2d(w, w, 4, 2, 1), nn.SiLU(), nn.Conv2d(w, 3, 3, 1, 1))
+    return nn.Sequential(enc, dec)
+
+
 def psnr(se, n):
     return 10 * math.log10(4 / (se / n))  # values in [-1, 1]: peak-to-peak 2
 
@@ -67,6 +85,13 @@ def main():
     ap.add_argument("--official", required=True)
     ap.add_argument("--dump", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, help="default: the recorded run's; more draws frames at random")
+    ap.add_argument("--resample", action="store_true", help="draw frames at random even within the recorded steps")
+    ap.add_argument("--batch", type=int, help="with random draws; default the recorded batch")
+    ap.add_argument("--lr", type=float, help="default: the recorded run's")
+    ap.add_argument("--every", type=int, help="default: the recorded run's")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", choices=("official", "plain"), default="official")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     install_einops_stub()
@@ -75,11 +100,27 @@ def main():
     d = a.dump
     run = json.load(open(os.path.join(d, "run.json")))
     cfg = json.load(open(os.path.join(d, "config.json")))
-    model = vae.WanVAE_(**{k: cfg[k] for k in KWARGS if k in cfg})
-    model.load_state_dict(load_safetensors(os.path.join(d, "init.safetensors")), strict=True)
+    steps = a.steps or run["steps"]
+    every = a.every or run["every"]
+    lr = a.lr if a.lr is not None else run["lr"]
+    resample = a.resample or steps > run["steps"] or a.model == "plain"
+    torch.manual_seed(a.seed)
+    if a.model == "official":
+        model = vae.WanVAE_(**{k: cfg[k] for k in KWARGS if k in cfg})
+        model.load_state_dict(load_safetensors(os.path.join(d, "init.safetensors")), strict=True)
+
+        def reconstruct(x):
+            return decode_raw(model, encode_mu(model, x))
+    else:
+        model = plain_autoencoder(cfg.get("z_dim", 16))
+
+        def reconstruct(x):
+            if x.shape[2] != 1:
+                sys.exit("torch_ae_learnability.py: --model plain takes single-frame runs only")
+            return model(x[:, :, 0]).unsqueeze(2)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=run["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     ev = torch.from_numpy(np.fromfile(os.path.join(d, "eval.f32"), dtype="<f4").reshape(run["evalShape"]).copy())
     mask = torch.from_numpy(np.fromfile(os.path.join(d, "eval_mask.u8"), dtype=np.uint8).reshape(run["evalShape"]).astype(bool))
     shape = run["batchShape"]
@@ -87,41 +128,56 @@ def main():
     batches = np.memmap(os.path.join(d, "batches.f32"), dtype="<f4", mode="r")
     if batches.size < per * run["steps"]:
         sys.exit(f"torch_ae_learnability.py: batches.f32 holds {batches.size // per} steps, run.json says {run['steps']}")
+    if resample and run["frames"] != 1:
+        sys.exit("torch_ae_learnability.py: random draws (--steps beyond the record, --resample, --model plain) take single-frame runs only")
+    frame = [3, 1] + shape[3:]
+    pool = torch.from_numpy(np.array(batches[:per * run["steps"]])).reshape([-1] + frame) if resample else None
+    draw = torch.Generator().manual_seed(a.seed)
+    batch = a.batch or shape[0]
     ours = {}
-    if os.path.isfile(os.path.join(d, "ours.json")):
+    if os.path.isfile(os.path.join(d, "ours.json")) and not resample:
         ours = {r["step"]: r for r in json.load(open(os.path.join(d, "ours.json")))}
     if run["loss"] not in ("mse", "l1") or run.get("fgWeight", 0) > 0:
         sys.exit("torch_ae_learnability.py: only plain MSE / L1 runs (no --fg-weight) are mirrored")
 
     def evaluate():
         with torch.no_grad():
-            e = (decode_raw(model, encode_mu(model, ev)) - ev) ** 2
+            e = (reconstruct(ev) - ev) ** 2
         return f"object {psnr(e[mask].sum().item(), int(mask.sum())):.2f} dB, whole frame {psnr(e.sum().item(), e.numel()):.2f} dB"
 
-    print(f"official WanVAE_ ({path}), torch {torch.__version__}, {torch.get_num_threads()} threads; run {json.dumps(run)}")
+    what = f"official WanVAE_ ({path})" if a.model == "official" else "plain conv autoencoder"
+    how = f"random draws from {pool.shape[0]} frames, batch {batch}" if resample else "the recorded batches"
+    print(f"{what}, {sum(p.numel() for p in params)} parameters, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{steps} steps on {how}, lr {lr}; recorded run {json.dumps(run)}")
     print(f"step 0: {evaluate()}")
     hist = []
-    for s in range(1, run["steps"] + 1):
+    t0 = time.perf_counter()
+    for s in range(1, steps + 1):
         for g in opt.param_groups:
-            g["lr"] = min(1.0, s / run["warmup"]) * run["lr"]
-        x = torch.from_numpy(np.array(batches[(s - 1) * per:s * per])).reshape(shape)
-        y = decode_raw(model, encode_mu(model, x))
+            g["lr"] = min(1.0, s / run["warmup"]) * lr
+        if resample:
+            x = pool[torch.randint(0, pool.shape[0], (batch,), generator=draw)]
+        else:
+            x = torch.from_numpy(np.array(batches[(s - 1) * per:s * per])).reshape(shape)
+        y = reconstruct(x)
         loss = F.mse_loss(y, x) if run["loss"] == "mse" else F.l1_loss(y, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, run["clip"]).item()
         opt.step()
         rec = {"step": s, "loss": loss.item(), "grad_norm": gn}
-        if s % run["every"] == 0 or s == run["steps"] or s <= 5:
-            if s % run["every"] == 0 or s == run["steps"]:
+        if s % every == 0 or s == steps or s <= 5:
+            if s % every == 0 or s == steps:
                 rec["eval"] = evaluate()
+                rec["ms_per_step"] = (time.perf_counter() - t0) * 1e3 / s
             o = ours.get(s)
             line = f"step {s}: loss {rec['loss']:.6f}" + (f" (ours {o['loss']:.6f})" if o else "")
             if "eval" in rec:
-                line += f", {rec['eval']}" + (f" (ours {o['eval']})" if o and o.get("eval") else "")
+                line += f", {rec['eval']}" + (f" (ours {o['eval']})" if o and o.get("eval") else "") + f" ({rec['ms_per_step']:.0f} ms/step)"
             print(line, flush=True)
         hist.append(rec)
-    with open(os.path.join(d, "torch.json"), "w") as f:
+    out = "torch.json" if not resample else f"torch_{a.model}_{steps}_b{batch}_lr{lr:g}_s{a.seed}.json"
+    with open(os.path.join(d, out), "w") as f:
         json.dump(hist, f)
 
 
