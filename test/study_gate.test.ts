@@ -14,6 +14,13 @@ import type { VideoAutoencoder } from '../src/pipelines/autoencoder.js';
 import { OBJECT_THRESHOLD, gateAutoencoder, objectErrors } from '../src/study/ae_gate.js';
 import { readShapesData } from '../src/study/world.js';
 import { Tensor, type Tensor as T } from '../src/tensor/tensor.js';
+import { cmdStudyGate } from '../src/cli/study_gate_cmds.js';
+import { loadAutoencoder } from '../src/pipelines/autoencoder.js';
+import { aeConfigJson, resolveAEConfig, trainableAE } from '../src/train/ae_models.js';
+import { initForTraining } from '../src/train/init.js';
+import { saveSafetensors } from '../src/io/safetensors.js';
+import { WAN_VAE_WEIGHTS_FORMAT, wanVaeStateDict } from '../src/models/wan_vae/run.js';
+import type { WanVAE } from '../src/models/wan_vae/model.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'dcvg-gate-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -74,5 +81,46 @@ describe('autoencoder gate', () => {
       assert.ok(r.psnr > r.objectPsnr + 10, `whole-frame ${r.psnr} against object ${r.objectPsnr}`);
     }
     await assert.rejects(gateAutoencoder(fakeAE((x) => x), dir, []), /no videos/);
+  });
+
+  it('dcvg study gate: the gate of a weights file on a data folder, --min sets the exit code, --json; bad arguments refused', async () => {
+    const dir = join(tmp, 'held');
+    if (!readShapesData(dir).length) throw new Error('the data folder of the test before is missing');
+    // a train-ae-style weights file (it carries its config): the study's Wan VAE, initialised, untrained
+    const net = trainableAE(resolveAEConfig('wan-vae:wan-vae-shapes'));
+    initForTraining(net.module, 3);
+    const w = join(tmp, 'model.safetensors');
+    saveSafetensors(w, wanVaeStateDict(net.module as WanVAE, 'original'), { metadata: { config: JSON.stringify(aeConfigJson(net.cfg)), format: WAN_VAE_WEIGHTS_FORMAT } });
+    const want = await gateAutoencoder(loadAutoencoder({ weights: w }, 'test'), dir, readShapesData(dir).slice(0, 2));
+
+    let text = '';
+    assert.equal(await cmdStudyGate(['--weights', w, '--data', dir, '--clips', '2'], (s) => void (text += s)), 0);
+    assert.equal(text.trim().split('\n').length, 3, text); // one line per clip and the summary
+    assert.match(text, new RegExp(`2 reconstructions: ${want.accuracy.toFixed(1)}% attribute accuracy`));
+
+    let json = '';
+    // --min at the accuracy passes (>=); above it exits 1 and says so
+    assert.equal(await cmdStudyGate(['--weights', w, '--data', dir, '--clips', '2', '--min', String(want.accuracy), '--json'], (s) => void (json += s)), 0);
+    const r = JSON.parse(json) as typeof want & { passed: boolean; minAccuracy: number };
+    assert.equal(r.passed, true);
+    assert.equal(r.clips.length, 2);
+    assert.equal(r.accuracy, want.accuracy);
+    assert.deepEqual(r.clips.map((c) => c.wrong), want.clips.map((c) => c.wrong));
+    if (want.accuracy < 100) {
+      let low = '';
+      assert.equal(await cmdStudyGate(['--weights', w, '--data', dir, '--clips', '2', '--min', String(Math.min(100, want.accuracy + 1))], (s) => void (low += s)), 1);
+      assert.match(low, /below --min/);
+    }
+    // --clips beyond the folder: all of it
+    let three = '';
+    assert.equal(await cmdStudyGate(['--weights', w, '--data', dir, '--clips', '50', '--json'], (s) => void (three += s)), 0);
+    assert.equal((JSON.parse(three) as typeof want).clips.length, 3);
+
+    const none = () => {};
+    await assert.rejects(cmdStudyGate(['--data', dir], none), /needs --weights/);
+    await assert.rejects(cmdStudyGate(['--weights', w], none), /needs --data/);
+    await assert.rejects(cmdStudyGate(['--weights', w, '--data', dir, '--clips', '0'], none), /--clips must be a positive integer/);
+    await assert.rejects(cmdStudyGate(['--weights', w, '--data', dir, '--min', '101'], none), /--min must be a percentage/);
+    await assert.rejects(cmdStudyGate(['--weights', w, '--data', tmp], none), /holds no/);
   });
 });

@@ -21,6 +21,7 @@ import { cmdEvalAE, cmdStudy, cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
 import { cmdStudyAdapt } from './study_adapt_cmds.js';
 import { cmdStudyExport } from './study_export_cmds.js';
+import { cmdStudyGate } from './study_gate_cmds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -85,6 +86,9 @@ Usage:
   dcvg study adapt --out <dir> [--scale real|smoke] [--config F] [--stages a,b] [--resume] [--publish F] [--json]
                          the small-scale AE-Adapt-V study: data, autoencoders, text, latents, base DiT, adapt phases
                          1-3, arms, report; every stage resumable; dcvg study adapt --help
+  dcvg study gate --weights <W> --data <dir> [--model M] [--clips N] [--min P] [--json]
+                         the study's autoencoder gate on any autoencoder: reconstructions read by the shapes scorer,
+                         object / whole-frame PSNR; dcvg study gate --help
   dcvg study export --out <dir> --to <folder> [--force] [--json]
                          the adapted model of a study adapt folder as a generate-ready folder with its model card
                          (--to assets/shapes-t2v ships the default model); dcvg study export --help
@@ -209,6 +213,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'study') {
       if (rest[0] === 'adapt') return await cmdStudyAdapt(rest.slice(1), out);
       if (rest[0] === 'export') return await cmdStudyExport(rest.slice(1), out);
+      if (rest[0] === 'gate') return await cmdStudyGate(rest.slice(1), out);
       return await cmdStudy(rest, out);
     }
     if (cmd === 'latents') return await cmdLatents(rest, out);
