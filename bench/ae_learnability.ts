@@ -10,7 +10,8 @@
  * --frames F (1 = single frames; the Wan VAE takes 1 + 4k), --batch B, --steps, --lr, --loss l1|mse, --fg-weight W,
  * --residual-init shortcut|default, --every K, --seed. MSE, AdamW (no weight decay), gradient clip 1.0, 50 warm-up
  * steps then a constant rate; no KL (the latent is mu), no EMA. The object's pixels: the values whose pixel is off the
- * sample's median colour by more than the autoencoder gate's threshold (60 levels in a channel).
+ * sample's median colour by more than the autoencoder gate's threshold (60 levels in a channel). At the end: the median
+ * step time (README "Wan VAE training step" compares it with the official module's).
  *
  * --dump DIR (Wan VAE models only) also writes what bench/torch_ae_learnability.py needs to train the official
  * Wan-2.1 `WanVAE_` on exactly the same run: config.json (its constructor's arguments), init.safetensors (our
@@ -94,7 +95,7 @@ if (dump) {
   writeFileSync(join(dump, 'run.json'), JSON.stringify({ steps, batch, frames, lr, loss: kind, fgWeight: fg, warmup: 50, clip: 1, evalShape: evalBatch.shape, batchShape: [batch, 3, frames, 128, 128], every }, null, 2) + '\n');
   batchFd = openSync(join(dump, 'batches.f32'), 'w');
 }
-const history: { step: number; loss?: number; eval?: string }[] = [];
+const history: { step: number; loss?: number; eval?: string; ms?: number }[] = [];
 
 const reconstruct = (x: Tensor) => net.decodeTrain(net.encodeTrain(x, 0, rng).z);
 function evaluate(): string {
@@ -122,6 +123,7 @@ const t0 = performance.now();
 for (let s = 1; s <= steps; s++) {
   opt.schedule((peak) => Math.min(1, s / 50) * peak);
   const { x } = sampleBatch(set.train, { batch, frames, crop: 128, stillProb: 0, flip: true }, rng);
+  const ts = performance.now();
   if (batchFd >= 0) {
     const v = x.readSync();
     writeSync(batchFd, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
@@ -132,13 +134,15 @@ for (let s = 1; s <= steps; s++) {
   clipGradNorm(params, 1);
   opt.step();
   opt.zeroGrad();
-  const rec: { step: number; loss?: number; eval?: string } = { step: s, loss: loss.item() };
+  const rec: { step: number; loss?: number; eval?: string; ms?: number } = { step: s, loss: loss.item(), ms: performance.now() - ts };
   history.push(rec);
   if (s % every === 0 || s === steps) {
     rec.eval = evaluate();
     console.log(`step ${s}: loss ${rec.loss!.toFixed(4)}, ${rec.eval} (${((performance.now() - t0) / s).toFixed(0)} ms/step)`);
   }
 }
+const stepMs = history.map((h) => h.ms!).sort((p, q) => p - q);
+console.log(`median step ${stepMs[stepMs.length >> 1]!.toFixed(0)} ms over ${stepMs.length} steps (the batch written to --dump inside the step, evaluations outside)`);
 if (dump) {
   closeSync(batchFd);
   writeFileSync(join(dump, 'ours.json'), JSON.stringify(history) + '\n');

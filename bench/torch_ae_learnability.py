@@ -155,6 +155,7 @@ def main():
     for s in range(1, steps + 1):
         for g in opt.param_groups:
             g["lr"] = min(1.0, s / run["warmup"]) * lr
+        ts = time.perf_counter()
         if resample:
             x = pool[torch.randint(0, pool.shape[0], (batch,), generator=draw)]
         else:
@@ -165,7 +166,7 @@ def main():
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, run["clip"]).item()
         opt.step()
-        rec = {"step": s, "loss": loss.item(), "grad_norm": gn}
+        rec = {"step": s, "loss": loss.item(), "grad_norm": gn, "ms": (time.perf_counter() - ts) * 1e3}
         if s % every == 0 or s == steps or s <= 5:
             if s % every == 0 or s == steps:
                 rec["eval"] = evaluate()
@@ -176,6 +177,12 @@ def main():
                 line += f", {rec['eval']}" + (f" (ours {o['eval']})" if o and o.get("eval") else "") + f" ({rec['ms_per_step']:.0f} ms/step)"
             print(line, flush=True)
         hist.append(rec)
+    ms = sorted(r["ms"] for r in hist)
+    line = f"median step {ms[len(ms) // 2]:.0f} ms over {len(ms)} steps"
+    o = sorted(r["ms"] for r in ours.values() if "ms" in r)
+    if o and not resample:
+        line += f" (ours {o[len(o) // 2]:.0f} ms: ratio ours / official {o[len(o) // 2] / ms[len(ms) // 2]:.3f})"
+    print(line)
     out = "torch.json" if not resample else f"torch_{a.model}_{steps}_b{batch}_lr{lr:g}_s{a.seed}.json"
     with open(os.path.join(d, out), "w") as f:
         json.dump(hist, f)
