@@ -119,6 +119,7 @@ describe('autoencoder gate', () => {
     const none = () => {};
     await assert.rejects(cmdStudyGate(['--data', dir], none), /needs --weights/);
     await assert.rejects(cmdStudyGate(['--weights', w], none), /needs --data/);
+    await assert.rejects(cmdStudyGate(['--weights', join(tmp, 'none.safetensors'), '--data', dir], none), /--weights .*none\.safetensors not found/);
     await assert.rejects(cmdStudyGate(['--weights', w, '--data', dir, '--clips', '0'], none), /--clips must be a positive integer/);
     await assert.rejects(cmdStudyGate(['--weights', w, '--data', dir, '--min', '101'], none), /--min must be a percentage/);
     await assert.rejects(cmdStudyGate(['--weights', w, '--data', tmp], none), /holds no/);

@@ -2,6 +2,7 @@
  * `dcvg study gate`: the adapt study's autoencoder gate (src/study/ae_gate.ts) on any autoencoder and any folder of
  * shapes videos, e.g. a checkpoint of a study's autoencoder while it trains (its run folder's model.safetensors).
  */
+import { existsSync } from 'node:fs';
 import { ValueError } from '../errors.js';
 import { loadAutoencoder } from '../pipelines/autoencoder.js';
 import { gateAutoencoder } from '../study/ae_gate.js';
@@ -31,6 +32,7 @@ export async function cmdStudyGate(args: string[], out: Out): Promise<number> {
   const s = (k: string) => v[k] as string | undefined;
   if (!s('weights') && !s('model')) throw new ValueError('study gate needs --weights <model.safetensors> (and --model when the weights carry no config)');
   if (!s('data')) throw new ValueError('study gate needs --data <a dcvg data shapes folder>');
+  if (s('weights') && !existsSync(s('weights')!)) throw new ValueError(`study gate: --weights ${s('weights')} not found`);
   const clips = s('clips') === undefined ? 24 : Number(s('clips'));
   if (!Number.isInteger(clips) || clips < 1) throw new ValueError(`--clips must be a positive integer, got "${s('clips')}"`);
   const min = s('min') === undefined ? null : Number(s('min'));
