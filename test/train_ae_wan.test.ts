@@ -17,6 +17,7 @@ import { embeddedWanVaeConfig, wanVaeRandomInit } from '../src/models/wan_vae/in
 import { presetConfig } from '../src/models/dcaev/config.js';
 import { DCAEV } from '../src/models/dcaev/model.js';
 import { WanVAE } from '../src/models/wan_vae/model.js';
+import { Conv3d } from '../src/nn/conv.js';
 import { asAutoencoder, loadAutoencoder } from '../src/pipelines/autoencoder.js';
 import { renderShapes, randomShapesVideo } from '../src/metrics/shapes_world.js';
 import { Rng, randn } from '../src/tensor/random.js';
@@ -258,4 +259,38 @@ test('shortcut init: the untrained Wan VAE sees where the object is (attention b
   // measured: 0.156 here (0.16-0.49 over three videos); with a random attention projection 0.008 (0.008-0.055): the
   // object's place nearly invisible to the untrained model
   assert.ok(r > 0.1, `relative latent change ${r}`);
+});
+
+test('shortcut init: the Wan VAE time_convs start as frame selection (down) and repetition (up)', () => {
+  const wan = new WanVAE(resolveWanVaeConfig('wan-vae-shapes'));
+  initForTraining(wan, 0);
+  const convs = wan.namedModules().filter((e): e is [string, Conv3d] => e[0].endsWith('time_conv') && e[1] instanceof Conv3d);
+  const down = convs.filter(([k]) => k.startsWith('encoder.'));
+  const up = convs.filter(([k]) => k.startsWith('decoder.'));
+  assert.ok(down.length >= 1 && up.length >= 1, `time_convs found: ${convs.map(([k]) => k).join(', ')}`);
+  const rng = new Rng(5);
+  const frameOf = (t: Tensor, c0: number, c: number, f: number): Float32Array => ops.contiguous(ops.slice(ops.slice(t, 1, c0, c0 + c), 2, f, f + 1)).readSync();
+  for (const [k, m] of down) {
+    const c = m.weight.value.shape[1]!;
+    // a 'valid' stride-2 conv over frames 0..4: windows (0,1,2) and (2,3,4); the middle taps are frames 1 and 3
+    const y = randn([1, c, 5, 3, 3], rng);
+    const z = noGrad(() => m.forward(y, null));
+    assert.deepEqual(z.shape, [1, c, 2, 3, 3], `${k}: output shape`);
+    assert.deepEqual(frameOf(z, 0, c, 0), frameOf(y, 0, c, 1), `${k}: output frame 0 is input frame 1`);
+    assert.deepEqual(frameOf(z, 0, c, 1), frameOf(y, 0, c, 3), `${k}: output frame 1 is input frame 3`);
+  }
+  for (const [k, m] of up) {
+    const c = m.weight.value.shape[1]!;
+    // causal: output frame t from input frames t-2..t; both channel halves (the two frames it becomes) are frame t
+    const x = randn([1, c, 3, 3, 3], rng);
+    const z = noGrad(() => m.forward(x, null));
+    assert.deepEqual(z.shape, [1, 2 * c, 3, 3, 3], `${k}: output shape`);
+    for (let t = 0; t < 3; t++)
+      for (const half of [0, 1]) assert.deepEqual(frameOf(z, half * c, c, t), frameOf(x, 0, c, t), `${k}: half ${half} of frame ${t} repeats input frame ${t}`);
+  }
+  // the plain init leaves them random
+  const plain = new WanVAE(resolveWanVaeConfig('wan-vae-shapes'));
+  initForTraining(plain, 0, { residual: 'default' });
+  const w = new Map(plain.namedParams()).get(`${down[0]![0]}.weight`)!.value.readSync();
+  assert.ok(w.filter((v) => v !== 0 && v !== 1).length > w.length / 2, 'default init: time_conv random');
 });

@@ -16,7 +16,12 @@ export interface InitOptions {
    * branch (`residual.6`) and the output projection of the middle attention blocks (`middle.1.proj`) start at zero,
    * so each residual block and attention block starts as its shortcut (with a random projection the attention's
    * global average outweighs the spatial signal beside it, and the untrained model barely sees where an object is:
-   * docs/studies/adapt.md). Default 'shortcut'; 'default' uses the plain init.
+   * docs/studies/adapt.md). The Wan VAE's temporal resampling convs (`time_conv`) start as frame selection and
+   * repetition, as the official module's `Resample.init_weight` / `init_weight2` set them (defined there, not called
+   * by its constructor): the encoder's stride-2 conv passes its middle tap (every second frame), the decoder's
+   * conv gives both of its output frames the current frame (each latent frame repeated), so the untrained model's
+   * time axis is subsampling down and repetition up rather than a random mix of frames. Default 'shortcut';
+   * 'default' uses the plain init.
    */
   residual?: 'shortcut' | 'default';
 }
@@ -24,6 +29,20 @@ export interface InitOptions {
 const RES_NORM = /\.stages\.\d+\.op_list\.\d+\.main\.conv2\.norm\.weight$/;
 const RESAMPLE_CONV = /\.stages\.\d+\.op_list\.\d+\.main\.conv\.conv\.(weight|bias)$/;
 const WAN_RES_CONV = /\.residual\.6\.(weight|bias)$|\.middle\.1\.proj\.(weight|bias)$/;
+const WAN_TIME_CONV = /(^|\.)time_conv\.weight$/;
+
+/**
+ * A Wan VAE time_conv weight (Cout, Cin, 3, 1, 1) as frame selection: output channel o reads input channel o mod Cin
+ * at one tap, the middle one for the encoder's stride-2 conv (Cout = Cin), the last (the current frame under causal
+ * padding) for the decoder's (Cout = 2 Cin: both halves, the two output frames, the identity).
+ */
+function timeConvIdentity(d: Float32Array, shape: readonly number[]): void {
+  const [co, ci, kt, kh, kw] = shape as [number, number, number, number, number];
+  if (shape.length !== 5 || kh !== 1 || kw !== 1 || (co !== ci && co !== 2 * ci)) throw new Error(`time_conv weight of shape [${shape.join(', ')}]: not a Wan VAE temporal resampling conv`);
+  const tap = co === ci ? 1 : kt - 1;
+  d.fill(0);
+  for (let o = 0; o < co; o++) d[(o * ci + (o % ci)) * kt + tap] = 1;
+}
 
 export function initForTraining(model: Module, seed: number, opts: InitOptions = {}): void {
   const rng = new Rng(seed);
@@ -37,6 +56,8 @@ export function initForTraining(model: Module, seed: number, opts: InitOptions =
       const fanIn = p.size / p.shape[0]!;
       const bound = 1 / Math.sqrt(fanIn);
       for (let i = 0; i < d.length; i++) d[i] = (2 * rng.uniform() - 1) * bound;
+      // drawn first, so the parameters after it get the same values as without this override
+      if (zeroRes && WAN_TIME_CONV.test(key)) timeConvIdentity(d, p.shape);
     } else if (/(^|\.)weight$/.test(key)) d.fill(1); // a norm's scale (1-D weights exist only in norms)
     p.set(new Tensor(d, p.shape), key);
   }
