@@ -7,8 +7,9 @@
  *   npm run build && node dist/bench/ae_learnability.js --data DIR --clips 64 --steps 400
  *
  * Options: --model (train-ae spec, default wan-vae:wan-vae-shapes), --clips N (the first N videos of --data, sorted),
- * --frames F (1 = single frames; the Wan VAE takes 1 + 4k), --batch B, --steps, --lr, --loss l1|mse, --fg-weight W,
- * --residual-init shortcut|default, --every K, --seed. MSE, AdamW (no weight decay), gradient clip 1.0, 50 warm-up
+ * --frames F (1 = single frames; the Wan VAE takes 1 + 4k), --batch B, --crop C (training crops; the evaluation
+ * batch is whole 128x128 frames), --steps, --lr, --loss l1|mse, --fg-weight W,
+ * --residual-init shortcut|default, --init-scale lecun|torch (default lecun, src/train/init.ts), --every K, --seed. MSE, AdamW (no weight decay), gradient clip 1.0, 50 warm-up
  * steps then a constant rate; no KL (the latent is mu), no EMA. The object's pixels: the values whose pixel is off the
  * sample's median colour by more than the autoencoder gate's threshold (60 levels in a channel). At the end: the median
  * step time (README "Wan VAE training step" compares it with the official module's).
@@ -42,12 +43,14 @@ const { values: a } = parseArgs({
     model: { type: 'string', default: 'wan-vae:wan-vae-shapes' },
     clips: { type: 'string', default: '64' },
     frames: { type: 'string', default: '1' },
+    crop: { type: 'string', default: '128' },
     batch: { type: 'string', default: '4' },
     steps: { type: 'string', default: '400' },
     lr: { type: 'string', default: '3e-4' },
     loss: { type: 'string', default: 'mse' },
     'fg-weight': { type: 'string', default: '0' },
     'residual-init': { type: 'string', default: 'shortcut' },
+    'init-scale': { type: 'string', default: 'lecun' },
     every: { type: 'string', default: '100' },
     seed: { type: 'string', default: '0' },
     dump: { type: 'string' },
@@ -68,7 +71,8 @@ const set = await loadClipSet(dir, { holdout: 0 });
 rmSync(dir, { recursive: true, force: true });
 
 const net = trainableAE(resolveAEConfig(a.model!));
-initForTraining(net.module, seed, { residual: a['residual-init'] === 'default' ? 'default' : 'shortcut' });
+if (a['init-scale'] !== 'lecun' && a['init-scale'] !== 'torch') throw new Error('--init-scale: lecun or torch');
+initForTraining(net.module, seed, { residual: a['residual-init'] === 'default' ? 'default' : 'shortcut', scale: a['init-scale'] });
 net.module.setTrainable(true);
 const named = net.module.namedParams().map(([k, p]) => [k, p.value] as const);
 const params = named.map(([, t]) => t);
@@ -92,7 +96,7 @@ if (dump) {
   saveSafetensors(join(dump, 'init.safetensors'), wanVaeStateDict(net.module as WanVAE, 'original'));
   writeFileSync(join(dump, 'eval.f32'), evalBatch.readSync());
   writeFileSync(join(dump, 'eval_mask.u8'), Uint8Array.from(evalMask, (v) => (v > cut ? 1 : 0)));
-  writeFileSync(join(dump, 'run.json'), JSON.stringify({ steps, batch, frames, lr, loss: kind, fgWeight: fg, warmup: 50, clip: 1, evalShape: evalBatch.shape, batchShape: [batch, 3, frames, 128, 128], every }, null, 2) + '\n');
+  writeFileSync(join(dump, 'run.json'), JSON.stringify({ steps, batch, frames, lr, loss: kind, fgWeight: fg, warmup: 50, clip: 1, evalShape: evalBatch.shape, batchShape: [batch, 3, frames, Number(a.crop), Number(a.crop)], every }, null, 2) + '\n');
   batchFd = openSync(join(dump, 'batches.f32'), 'w');
 }
 const history: { step: number; loss?: number; eval?: string; ms?: number }[] = [];
@@ -117,12 +121,12 @@ function evaluate(): string {
   return `object ${psnr(objSe, objN)} dB, whole frame ${psnr(se, y.length)} dB`;
 }
 
-console.log(`${a.model}, ${set.train.length} clips, frames ${frames}, batch ${batch}, ${kind}${fg > 0 ? ` fg-weight ${fg}` : ''}, lr ${lr}, init ${a['residual-init']}; CPU: ${cpus()[0]?.model ?? '?'}`);
+console.log(`${a.model}, ${set.train.length} clips, frames ${frames}, batch ${batch}, crop ${a.crop}, ${kind}${fg > 0 ? ` fg-weight ${fg}` : ''}, lr ${lr}, init ${a['residual-init']}, ${a['init-scale']} scale; CPU: ${cpus()[0]?.model ?? '?'}`);
 console.log(`step 0: ${evaluate()}`);
 const t0 = performance.now();
 for (let s = 1; s <= steps; s++) {
   opt.schedule((peak) => Math.min(1, s / 50) * peak);
-  const { x } = sampleBatch(set.train, { batch, frames, crop: 128, stillProb: 0, flip: true }, rng);
+  const { x } = sampleBatch(set.train, { batch, frames, crop: Number(a.crop), stillProb: 0, flip: true }, rng);
   const ts = performance.now();
   if (batchFd >= 0) {
     const v = x.readSync();

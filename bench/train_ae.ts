@@ -12,7 +12,7 @@
  * 0.01) -> zero the gradients. Whole-clip (no feature cache): each chunk of every chunk-causal conv sees the previous
  * chunk's last frame on the left and zeros on the right.
  *
- * Same weights: initForTraining (src/train/init.ts: PyTorch-default conv init, residual branches at zero) with a fixed seed,
+ * Same weights: initForTraining (src/train/init.ts: LeCun-scale conv init, residual branches at zero) with a fixed seed,
  * written as safetensors and loaded strict by torch. Same data: the first 16 frames of
  * ../shared/data/clips128/01.mp4 (decoded with the system ffmpeg), else a deterministic synthetic clip, passed to
  * torch as raw float32.

@@ -107,9 +107,17 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.equal(lat.clips.length, SMOKE_CONFIG.data.train);
     // the base autoencoder is the Wan-VAE topology trained by train-ae --model wan-vae:..., encoded as the Wan VAE
     const cmds = readFileSync(join(A, 'commands.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { argv: string[] }).argv);
-    const trainAe = cmds.filter((a) => a[0] === 'train-ae').map((a) => a[a.indexOf('--model') + 1]!);
+    const trainAeArgv = cmds.filter((a) => a[0] === 'train-ae');
+    const trainAe = trainAeArgv.map((a) => a[a.indexOf('--model') + 1]!);
+    const flag = (a: string[], k: string) => (a.includes(k) ? a[a.indexOf(k) + 1]! : null);
+    // the base autoencoder's pretraining run (single frames, batch 2), then its main run started from its weights
+    assert.equal(trainAeArgv.length, 3);
+    assert.deepEqual([flag(trainAeArgv[0]!, '--out'), flag(trainAeArgv[0]!, '--frames'), flag(trainAeArgv[0]!, '--batch'), flag(trainAeArgv[0]!, '--steps')], [join(A, 'autoencoders', 'base-pretrain'), '1', '2', '1']);
+    assert.deepEqual([flag(trainAeArgv[1]!, '--out'), flag(trainAeArgv[1]!, '--init'), flag(trainAeArgv[1]!, '--frames')], [join(A, 'autoencoders', 'base'), join(A, 'autoencoders', 'base-pretrain', 'model.safetensors'), '13']);
+    assert.equal(flag(trainAeArgv[2]!, '--init'), null, 'the DC autoencoder has no pretraining in the smoke config');
     assert.match(trainAe[0]!, /^wan-vae:.*base\.model\.json$/);
-    assert.ok(!trainAe[1]!.startsWith('wan-vae:'));
+    assert.equal(trainAe[1], trainAe[0]);
+    assert.ok(!trainAe[2]!.startsWith('wan-vae:'));
     assert.ok(cmds.some((a) => a[0] === 'latents' && a.includes('--wan-vae') && a.includes('--dc-ae')));
     // its normalisation: per-channel mean / std of mu measured on the training clips, the same in latents and generation
     const aes = (JSON.parse(readFileSync(join(A, 'autoencoders/done.json'), 'utf8')) as { models: Record<string, { family: string; latentsMean?: number[]; latentsStd?: number[] }> }).models;

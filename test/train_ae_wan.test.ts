@@ -294,3 +294,29 @@ test('shortcut init: the Wan VAE time_convs start as frame selection (down) and 
   const w = new Map(plain.namedParams()).get(`${down[0]![0]}.weight`)!.value.readSync();
   assert.ok(w.filter((v) => v !== 0 && v !== 1).length > w.length / 2, 'default init: time_conv random');
 });
+
+test('init scale: LeCun (default) keeps the untrained Wan VAE latent near the input scale; PyTorch default shrinks it', () => {
+  const models = { lecun: new WanVAE(resolveWanVaeConfig('wan-vae-shapes')), torch: new WanVAE(resolveWanVaeConfig('wan-vae-shapes')) };
+  initForTraining(models.lecun, 0); // the default scale
+  initForTraining(models.torch, 0, { scale: 'torch' });
+  // the same draws, sqrt(3) apart: bounds sqrt(3 / fan_in) and 1 / sqrt(fan_in)
+  const key = 'encoder.conv1.weight';
+  const wl = new Map(models.lecun.namedParams()).get(key)!.value;
+  const wt = new Map(models.torch.namedParams()).get(key)!.value.readSync();
+  const fanIn = wl.size / wl.shape[0]!;
+  const l = wl.readSync();
+  let maxAbs = 0;
+  for (let i = 0; i < l.length; i++) {
+    maxAbs = Math.max(maxAbs, Math.abs(l[i]!));
+    // each side rounded to float32 once: relative error at most 2^-24 each, plus the product's
+    assert.ok(Math.abs(l[i]! - Math.sqrt(3) * wt[i]!) <= 4 * 2 ** -24 * Math.abs(l[i]!) + 1e-30, `${key}[${i}]: ${l[i]} against sqrt(3) * ${wt[i]}`);
+  }
+  assert.ok(maxAbs <= Math.sqrt(3 / fanIn) && maxAbs > 0.9 * Math.sqrt(3 / fanIn), `${key}: max |w| ${maxAbs} against the bound ${Math.sqrt(3 / fanIn)}`);
+  // the untrained shortcut model: a chain of plain convs from pixels to latent
+  const x = randn([1, 3, 1, 64, 64], new Rng(1), 0.5);
+  const rms = (t: Tensor): number => Math.sqrt(t.readSync().reduce((s, v) => s + v * v, 0) / t.size);
+  const ratio = (m: WanVAE): number => noGrad(() => rms(m.encodeMu(x)) / rms(x));
+  const [rl, rt] = [ratio(models.lecun), ratio(models.torch)];
+  // measured 0.58 against 0.19 (the latent a fifth of the input: on the shapes world that start plateaus, see init.ts)
+  assert.ok(rl > 0.4 && rt < 0.3 && rl > 2 * rt, `latent / input rms: lecun ${rl}, torch ${rt}`);
+});

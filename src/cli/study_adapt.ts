@@ -513,8 +513,17 @@ async function stageAutoencoders(ctx: Ctx): Promise<unknown> {
     // windows of the frames dcvg latents encodes: the Wan VAE's 1 + t·(n - 1), DC-AE-V's t·n
     const t = spec.family === 'wan-vae' ? wanVaeFactors(spec.config).temporal : compressionFactors(spec.config).temporal;
     const frames = spec.family === 'wan-vae' ? adaptFrameCounts(ctx.c.latents.latentFrames, t, t).wan : ctx.c.latents.latentFrames * t;
-    const start = ['train-ae', '--model', model, '--data', data, '--batch', String(a.batch), '--frames', String(frames), '--crop', String(a.crop), '--lr', String(a.lr), '--warmup', String(a.warmup), '--seed', String(a.seed), ...extra];
-    await trainTo(ctx, run, a.steps, start);
+    const trainArgs = (batch: number, windowFrames: number, crop: number): string[] =>
+      ['train-ae', '--model', model, '--data', data, '--batch', String(batch), '--frames', String(windowFrames), '--crop', String(crop), '--lr', String(a.lr), '--warmup', String(a.warmup), '--seed', String(a.seed), ...extra];
+    const init: string[] = [];
+    if (a.pretrain.steps > 0) {
+      // the first run (cheaper, more varied samples) starts the main one; its folder is complete once at its steps
+      const pre = join(dir, `${name}-pretrain`);
+      await trainTo(ctx, pre, a.pretrain.steps, trainArgs(a.pretrain.batch, a.pretrain.frames, a.pretrain.crop));
+      await checkStop(ctx, 'stage autoencoders');
+      init.push('--init', join(pre, 'model.safetensors'));
+    }
+    await trainTo(ctx, run, a.steps, [...trainArgs(a.batch, frames, a.crop), ...init]);
     await checkStop(ctx, 'stage autoencoders');
     models[name] = await measureScaling(run, data, clips, join(dir, `${name}.scaled.json`), ctx.c.latents.latentFrames);
     const m = models[name]!;

@@ -45,6 +45,8 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --init W           start from these weights instead of the random initialisation
   --residual-init M  shortcut (default: residual branches start at zero, the model starts as its shortcut
                      autoencoder) or default (PyTorch-style init everywhere)
+  --init-scale S     the random weights' scale: lecun (default: uniform, variance 1 / fan_in) or torch (PyTorch's
+                     default, variance 1 / (3 fan_in); on the shapes world it starts a plateau: docs/studies/adapt.md)
   --train-only RE    train only the parameters whose names match the regular expression RE (the others keep
                      their initial or --init values; e.g. 'conv[12]\\.' = the residual blocks)
   --seed N           (default ${TRAIN_DEFAULTS.seed})
@@ -130,7 +132,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   const strOpts = [
       'model', 'data', 'out', 'steps', 'batch', 'frames', 'crop', 'lr', 'warmup', 'min-lr-ratio', 'weight-decay', 'clip', 'ema',
       'ssim-weight', 'kl-weight', 'loss', 'fg-weight', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
-      'init', 'seed', 'log-every', 'residual-init', 'train-only',
+      'init', 'seed', 'log-every', 'residual-init', 'init-scale', 'train-only',
     ];
   const { v, s, o, set } = parseTrainArgs<TrainAEOptions>(args, 'train-ae', strOpts, 'folder of clips');
   set('model', s('model'));
@@ -163,6 +165,9 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   if (s('residual-init') !== undefined && !['shortcut', 'default'].includes(s('residual-init')!))
     throw new ValueError(`--residual-init must be shortcut or default, got "${s('residual-init')}"`);
   set('residualInit', s('residual-init'));
+  if (s('init-scale') !== undefined && !['lecun', 'torch'].includes(s('init-scale')!))
+    throw new ValueError(`--init-scale must be lecun or torch, got "${s('init-scale')}"`);
+  set('initScale', s('init-scale'));
   set('trainOnly', s('train-only'));
   const logEvery = positiveInt(s('log-every'), 'log-every') ?? 50;
 

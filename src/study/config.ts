@@ -29,6 +29,13 @@ export interface AeStageConfig {
   crop: number;
   /** train-ae flags added as they are (e.g. {"ssim-weight": "0.2"}) */
   extra: Record<string, string>;
+  /**
+   * A first train-ae run on cheaper, more varied samples (steps 0 = none): `frames` per window (the Wan VAE: 1 = single
+   * frames, which never reach its temporal convs), `batch` samples per step, `crop`; same lr, warm-up, seed and
+   * extra flags. Its weights start the main run (`--init`), which then learns the study's windows. One window per
+   * step learns the object far slower than four samples of one frame each (docs/studies/adapt.md).
+   */
+  pretrain: { steps: number; frames: number; batch: number; crop: number };
 }
 
 export interface EvalConfig {
@@ -98,7 +105,8 @@ export interface StudyConfig {
   };
 }
 
-const ae = (model: AeSpec, steps: number, o: Partial<AeStageConfig> = {}): AeStageConfig => ({ model, steps, batch: 1, lr: 3e-4, warmup: 100, seed: 0, crop: 128, extra: {}, ...o });
+const NO_PRETRAIN = { steps: 0, frames: 1, batch: 1, crop: 128 };
+const ae = (model: AeSpec, steps: number, o: Partial<AeStageConfig> = {}): AeStageConfig => ({ model, steps, batch: 1, lr: 3e-4, warmup: 100, seed: 0, crop: 128, extra: {}, pretrain: NO_PRETRAIN, ...o });
 
 /**
  * The real run (its cost: docs/studies/adapt.md "Plan"). Widths are small enough for 2 cores; budgets are caps, the
@@ -145,7 +153,8 @@ export const SMOKE_CONFIG: StudyConfig = {
   data: { train: 6, heldOut: 1, seed: 1 },
   autoencoders: {
     // f8t4c16 in the Wan-VAE topology at width 2 (the smallest that keeps its stages)
-    base: ae({ dim: 2, z_dim: 16, dim_mult: [1, 1, 2, 2], num_res_blocks: 1, attn_scales: [], temperal_downsample: [false, true, true], dropout: 0 }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
+    // with a single-frame pretraining run first (its plumbing: --init into the main run)
+    base: ae({ dim: 2, z_dim: 16, dim_mult: [1, 1, 2, 2], num_res_blocks: 1, attn_scales: [], temperal_downsample: [false, true, true], dropout: 0 }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' }, pretrain: { steps: 1, frames: 1, batch: 2, crop: 32 } }),
     dc: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 16], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
   },
   // the tiny models reconstruct nothing: the gate runs (on one clip) but never stops the smoke study
@@ -214,7 +223,7 @@ function check(ref: unknown, v: unknown, path: string): void {
     if (typeof v !== 'number' || !Number.isFinite(v)) throw bad('a number');
     const int = Number.isInteger(ref) && !/\.(lr|ema|guidance|shift|alpha|target|minAccuracy)$/.test(path);
     if (int && !Number.isInteger(v)) throw bad('an integer');
-    const zeroOk = /\.(seed|warmup|ema|target|minAccuracy)$|^seed$|heldOut|Prompts$/.test(path);
+    const zeroOk = /\.(seed|warmup|ema|target|minAccuracy)$|^seed$|heldOut|Prompts$|\.pretrain\.steps$/.test(path);
     if (zeroOk ? v < 0 : v <= 0) throw bad(zeroOk ? 'a number >= 0' : 'a positive number');
     if (/\.ema$/.test(path) && v >= 1) throw bad('in [0, 1)');
     if (/\.(target|minAccuracy)$/.test(path) && v > 100) throw bad('a percentage in [0, 100]');

@@ -99,6 +99,8 @@ export interface TrainAEOptions {
   init?: string | null;
   /** 'shortcut' (default): residual branches start at zero (see initForTraining); 'default': plain init */
   residualInit?: 'shortcut' | 'default';
+  /** the random weights' scale (see initForTraining): 'lecun' (default, variance 1 / fan_in) or 'torch' (1 / (3 fan_in)) */
+  initScale?: 'lecun' | 'torch';
   /** train only the parameters whose names match this regular expression (the others stay as initialised) */
   trainOnly?: string | null;
 }
@@ -196,6 +198,7 @@ const OPTION_CHECKS: readonly [keyof TrainAEOptions, string, Check][] = [
   ['evalFrames', '--eval-frames', nonNegInt],
   ['init', '--init', nullable(text)],
   ['residualInit', '--residual-init', optional(oneOf('shortcut', 'default'))],
+  ['initScale', '--init-scale', optional(oneOf('lecun', 'torch'))],
   ['trainOnly', '--train-only', nullable(regex)],
 ];
 
@@ -492,7 +495,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
   checkSampling(data.train, so);
 
   const model = net.module;
-  initForTraining(model, o.seed, { residual: o.residualInit ?? 'shortcut' });
+  initForTraining(model, o.seed, { residual: o.residualInit ?? 'shortcut', scale: o.initScale ?? 'lecun' });
   if (o.init && !meta) net.loadInit(o.init);
   model.setTrainable(true);
   const named = model.namedParams();

@@ -1,7 +1,15 @@
 /**
- * Initialisation for training from scratch: PyTorch's defaults for convolutions (weights uniform in
- * ±1/sqrt(fan_in), as kaiming_uniform with a = sqrt(5) gives), zero biases, RMSNorm scales 1 and shifts 0 (the Wan
- * VAE's RMS_norm scales, `gamma` of shape (C, 1, 1, 1), 1 too). Deterministic from the seed.
+ * Initialisation for training from scratch: conv and linear weights uniform, by default in ±sqrt(3 / fan_in)
+ * (variance 1 / fan_in, LeCun's: a linear layer keeps its input's variance) or, with scale 'torch', in
+ * ±1/sqrt(fan_in) (PyTorch's default, kaiming_uniform with a = sqrt(5): variance 1 / (3 fan_in), each layer shrinks
+ * the signal's variance threefold); zero biases, RMSNorm scales 1 and shifts 0 (the Wan VAE's RMS_norm scales,
+ * `gamma` of shape (C, 1, 1, 1), 1 too). Deterministic from the seed; the two scales draw the same numbers.
+ *
+ * Why LeCun's by default: under the shortcut init below the untrained autoencoder is a chain of about ten plain
+ * convs (no norm, no activation between them), and PyTorch's default makes its latent a fifth of its input and lets
+ * the decoder's biases win; on the shapes world the autoencoders then sit on a background-only plateau for about a
+ * thousand steps before they learn the object. With variance 1 / fan_in there is no plateau (docs/studies/adapt.md,
+ * "The init scale was the plateau").
  */
 import type { Module } from '../nn/module.js';
 import { Rng } from '../tensor/random.js';
@@ -24,6 +32,8 @@ export interface InitOptions {
    * 'default' uses the plain init.
    */
   residual?: 'shortcut' | 'default';
+  /** the weights' scale: 'lecun' (default, variance 1 / fan_in) or 'torch' (PyTorch's default, 1 / (3 fan_in)) */
+  scale?: 'lecun' | 'torch';
 }
 
 const RES_NORM = /\.stages\.\d+\.op_list\.\d+\.main\.conv2\.norm\.weight$/;
@@ -47,6 +57,7 @@ function timeConvIdentity(d: Float32Array, shape: readonly number[]): void {
 export function initForTraining(model: Module, seed: number, opts: InitOptions = {}): void {
   const rng = new Rng(seed);
   const zeroRes = (opts.residual ?? 'shortcut') === 'shortcut';
+  const gain = (opts.scale ?? 'lecun') === 'lecun' ? Math.sqrt(3) : 1;
   for (const [key, p] of model.namedParams()) {
     const d = new Float32Array(p.size);
     if (zeroRes && (RES_NORM.test(key) || RESAMPLE_CONV.test(key) || WAN_RES_CONV.test(key))) {
@@ -54,7 +65,7 @@ export function initForTraining(model: Module, seed: number, opts: InitOptions =
     } else if (key.endsWith('.gamma')) d.fill(1); // the Wan VAE's RMS_norm scale
     else if (p.shape.length > 1) {
       const fanIn = p.size / p.shape[0]!;
-      const bound = 1 / Math.sqrt(fanIn);
+      const bound = gain / Math.sqrt(fanIn);
       for (let i = 0; i < d.length; i++) d[i] = (2 * rng.uniform() - 1) * bound;
       // drawn first, so the parameters after it get the same values as without this override
       if (zeroRes && WAN_TIME_CONV.test(key)) timeConvIdentity(d, p.shape);
