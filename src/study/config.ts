@@ -119,13 +119,15 @@ export const REAL_CONFIG: StudyConfig = {
   autoencoders: {
     // f8t4c16, the Wan-2.1 VAE topology at reduced width (train-ae's preset: dim 8, one residual block per stage).
     // MSE weighted towards the object (with plain L1 + SSIM both autoencoders learned the background only) and the KL
-    // term off (mu as a plain latent, all the DiT sees). 12,000 steps: this model (and a plain conv autoencoder, and
-    // the official PyTorch Wan VAE alike) sits on a background-only plateau for about 4,000 frames' worth of steps
-    // before it learns the object (docs/studies/adapt.md "The autoencoders missed the object"); the first run with
-    // this loss was stopped inside it, at step 1,141. Not yet validated: the gate decides.
-    base: ae('wan-vae:wan-vae-shapes', 12000, { extra: { loss: 'mse', 'fg-weight': '20', 'kl-weight': '0' } }),
-    // f32t4c32 in the released DC-AE-V topology, chunk-causal with 16-frame chunks (one shapes video); the same loss
-    dc: ae({ dcaev_topology: { widths: [16, 32, 64, 64, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 12000, { extra: { loss: 'mse', 'fg-weight': '20' } }),
+    // term off (mu as a plain latent, all the DiT sees). First 2,000 steps of four single frames each (fast, varied:
+    // the spatial code), then 6,000 of one 13-frame window each (the temporal code) from those weights. With
+    // LeCun-scale init (train-ae's default) and the single-frame start, 750 + 250 steps on 256 clips already gated at
+    // 71.7% (docs/studies/adapt.md "The init scale was the plateau"); the gate decides.
+    base: ae('wan-vae:wan-vae-shapes', 6000, { extra: { loss: 'mse', 'fg-weight': '20', 'kl-weight': '0' }, pretrain: { steps: 2000, frames: 1, batch: 4, crop: 128 } }),
+    // f32t4c32 in the released DC-AE-V topology, chunk-causal with 16-frame chunks (one shapes video); the same loss.
+    // Its windows are whole chunks (no single frames), so its first 3,000 steps take four 64x64 crops of 16 frames
+    // each (the cost of one 128x128 window, four clips), then 6,000 steps of whole 128x128 windows.
+    dc: ae({ dcaev_topology: { widths: [16, 32, 64, 64, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000, { extra: { loss: 'mse', 'fg-weight': '20' }, pretrain: { steps: 3000, frames: 16, batch: 4, crop: 64 } }),
   },
   aeGate: { clips: 24, minAccuracy: 95 },
   text: { textLen: 16, seed: 0, umt5: { dim: 64, dim_attn: 64, dim_ffn: 128, num_heads: 4, num_layers: 2, num_buckets: 32, max_dist: 128 } },
