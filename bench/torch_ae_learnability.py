@@ -11,7 +11,8 @@ frames at random (torch.Generator seeded by --seed) from all the recorded batche
 frames (single-frame runs only), with --lr overriding the recorded rate. --model plain trains instead a plain
 convolutional autoencoder with the same f8c16 bottleneck and no normalisation (3x3 conv to width 32, three stride-2
 4x4 convs (32, 64, 64), 3x3 conv to 16 latent channels; the mirror with transposed convs; SiLU; PyTorch's default
-init), the reference point for "how hard is this data at this compression".
+init, or with --plain-init lecun its conv weights times sqrt(3): variance 1 / fan_in, as train-ae's default), the
+reference point for "how hard is this data at this compression".
 
 The official `wan/modules/vae.py` is imported from --official as it is (with bench/torch_wan_vae.py's einops stub
 and torch < 2.0 attention shim); nothing of it is copied. Encoding and decoding follow its `WanVAE_.encode` /
@@ -92,6 +93,7 @@ def main():
     ap.add_argument("--every", type=int, help="default: the recorded run's")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", choices=("official", "plain"), default="official")
+    ap.add_argument("--plain-init", choices=("torch", "lecun"), default="torch", help="--model plain: PyTorch's default init or LeCun's scale")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     install_einops_stub()
@@ -113,6 +115,12 @@ def main():
             return decode_raw(model, encode_mu(model, x))
     else:
         model = plain_autoencoder(cfg.get("z_dim", 16))
+        if a.plain_init == "lecun":
+            # PyTorch's default bound is 1 / sqrt(fan_in) (kaiming_uniform, a = sqrt(5)); LeCun's is sqrt(3 / fan_in)
+            with torch.no_grad():
+                for m in model.modules():
+                    if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                        m.weight.mul_(math.sqrt(3))
 
         def reconstruct(x):
             if x.shape[2] != 1:
@@ -145,7 +153,7 @@ def main():
             e = (reconstruct(ev) - ev) ** 2
         return f"object {psnr(e[mask].sum().item(), int(mask.sum())):.2f} dB, whole frame {psnr(e.sum().item(), e.numel()):.2f} dB"
 
-    what = f"official WanVAE_ ({path})" if a.model == "official" else "plain conv autoencoder"
+    what = f"official WanVAE_ ({path})" if a.model == "official" else f"plain conv autoencoder ({a.plain_init} init)"
     how = f"random draws from {pool.shape[0]} frames, batch {batch}" if resample else "the recorded batches"
     print(f"{what}, {sum(p.numel() for p in params)} parameters, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{steps} steps on {how}, lr {lr}; recorded run {json.dumps(run)}")

@@ -270,6 +270,14 @@ describe('dcvg study adapt (smoke scale)', () => {
     const r = spawnSync(process.execPath, [main, 'study', 'adapt', '--scale', 'real', '--out', A, '--stages', 'data'], { env, encoding: 'utf8' });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /holds a study with another config \("scale": "smoke" there, "real" given\)/);
+    // a finished autoencoders stage keeps its budgets (later stages were built on its models)
+    const raise = join(root, 'raise.json');
+    writeFileSync(raise, JSON.stringify({ autoencoders: { dc: { steps: 50 } } }));
+    const r1 = spawnSync(process.execPath, [main, 'study', 'adapt', '--resume', '--config', raise, '--out', A, '--stages', 'data'], { env, encoding: 'utf8' });
+    assert.equal(r1.status, 1);
+    assert.match(r1.stderr, /"autoencoders\.dc\.steps": the autoencoders stage is complete/);
+    const r0 = spawnSync(process.execPath, [main, 'study', 'adapt', '--resume', '--scale', 'real', '--out', A], { env, encoding: 'utf8' });
+    assert.match(r0.stderr, /--resume continues with the config the study was started with; leave out --scale/);
     const r2 = spawnSync(process.execPath, [main, 'study', 'adapt', '--resume', '--out', join(root, 'nothing')], { env, encoding: 'utf8' });
     assert.match(r2.stderr, /nothing to resume in .*nothing \(no study\.json\)/);
   });
@@ -286,6 +294,32 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.equal(g.passed, false);
     assert.ok(!existsSync(join(out, 'autoencoders', 'done.json')), 'the stage is not complete');
     assert.ok(!existsSync(join(out, 'autoencoders', 'dc')), 'the DC autoencoder never started');
+
+    // --resume --config may raise the failed autoencoder's step budget: its run continues from its checkpoint
+    const more = join(root, 'more-steps.json');
+    writeFileSync(more, JSON.stringify({ autoencoders: { base: { steps: 3 } } }));
+    const r2 = await study(['--resume', '--config', more, '--out', out, '--stages', 'data,autoencoders']);
+    assert.equal(r2.code, 1, 'the smoke model still fails a 100% gate');
+    assert.match(r2.stderr, /the base autoencoder fails its gate/);
+    const logged = readFileSync(join(out, 'autoencoders', 'base', 'train.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step?: number }).step ?? 0);
+    assert.equal(Math.max(...logged), 3, 'the base run continued to step 3');
+    const last = (readFileSync(join(out, 'commands.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { argv: string[] }).argv)).at(-1)!;
+    const at = (k: string) => last[last.indexOf(k) + 1];
+    assert.deepEqual([last[0], at('--out'), at('--steps'), last.includes('--resume')], ['train-ae', join(out, 'autoencoders', 'base'), '3', true]);
+    const saved = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { config: { autoencoders: { base: { steps: number } } }; changes: { key: string; from: number; to: number }[] };
+    assert.equal(saved.config.autoencoders.base.steps, 3);
+    assert.deepEqual(saved.changes.map(({ key, from, to }) => ({ key, from, to })), [{ key: 'autoencoders.base.steps', from: 2, to: 3 }]);
+    // nothing else may change, nor a budget go down or stay
+    const refused = async (o: unknown, re: RegExp) => {
+      writeFileSync(more, JSON.stringify(o));
+      const r = await study(['--resume', '--config', more, '--out', out, '--stages', 'data']);
+      assert.equal(r.code, 1, JSON.stringify(o));
+      assert.match(r.stderr, re);
+    };
+    await refused({ aeGate: { minAccuracy: 0 } }, /"aeGate\.minAccuracy" cannot change in a started study \(only autoencoders\.base\.steps, autoencoders\.dc\.steps can/);
+    await refused({ autoencoders: { base: { steps: 3 } } }, /"autoencoders\.base\.steps" must be an integer above its current 3, got 3/);
+    await refused({ autoencoders: { base: { lr: 1 } } }, /"autoencoders\.base\.lr" cannot change/);
+    assert.equal((JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { changes: unknown[] }).changes.length, 1, 'refusals change nothing');
   });
 
   it('builds a tokenizer from the captions that src/text reads, one piece per caption word', () => {

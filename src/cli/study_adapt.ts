@@ -516,7 +516,8 @@ async function stageAutoencoders(ctx: Ctx): Promise<unknown> {
     const trainArgs = (batch: number, windowFrames: number, crop: number): string[] =>
       ['train-ae', '--model', model, '--data', data, '--batch', String(batch), '--frames', String(windowFrames), '--crop', String(crop), '--lr', String(a.lr), '--warmup', String(a.warmup), '--seed', String(a.seed), ...extra];
     const init: string[] = [];
-    if (a.pretrain.steps > 0) {
+    // folders started before the pretraining option have none
+    if ((a.pretrain?.steps ?? 0) > 0) {
       // the first run (cheaper, more varied samples) starts the main one; its folder is complete once at its steps
       const pre = join(dir, `${name}-pretrain`);
       await trainTo(ctx, pre, a.pretrain.steps, trainArgs(a.pretrain.batch, a.pretrain.frames, a.pretrain.crop));
@@ -735,6 +736,43 @@ export function openStudyFolder(out: string, config: StudyConfig | null): StudyC
   if (existsSync(out) && readdirSync(out).length) throw new ValueError(`study adapt: --out ${out} exists and is not a study folder (no study.json); choose a new folder`);
   writeJson(p, { format: 'dcvg-study-adapt-1', config });
   return config;
+}
+
+/** The keys `study adapt --resume --config FILE` may change: the autoencoders' main step budgets. */
+const EXTENSIBLE = ['autoencoders.base.steps', 'autoencoders.dc.steps'] as const;
+
+/**
+ * `--resume --config FILE` on a study folder: raises the step budget of an autoencoder whose stage is not complete
+ * (e.g. after it failed its gate), the only change a started study takes. Its train-ae run continues from its
+ * checkpoint with the new `--steps` (train-ae stretches the cosine schedule), and study.json records the change
+ * (`changes`: key, from, to, time). Anything else in FILE, a lower budget, or a complete autoencoders stage is
+ * refused, naming the key. Returns the updated config.
+ */
+export function extendStudyBudgets(out: string, override: unknown, source: string): StudyConfig {
+  const p = join(out, 'study.json');
+  if (!existsSync(p)) throw new ValueError(`study adapt: nothing to resume in ${out} (no study.json)`);
+  const file = J(p) as { format: string; config: StudyConfig; changes?: { key: string; from: number; to: number; at: string }[] };
+  const leaves: [string, unknown][] = [];
+  const walk = (v: unknown, path: string): void => {
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) for (const [k, x] of Object.entries(v)) walk(x, path ? `${path}.${k}` : k);
+    else leaves.push([path, v]);
+  };
+  walk(override, '');
+  if (!leaves.length || leaves.some(([k]) => k === '')) throw new ValueError(`study adapt --resume --config ${source}: expected a JSON object such as {"autoencoders": {"base": {"steps": 9000}}}`);
+  const changes = [...(file.changes ?? [])];
+  const cfg = JSON.parse(JSON.stringify(file.config)) as StudyConfig;
+  for (const [key, to] of leaves) {
+    if (!(EXTENSIBLE as readonly string[]).includes(key))
+      throw new ValueError(`study adapt --resume --config ${source}: "${key}" cannot change in a started study (only ${EXTENSIBLE.join(', ')} can, while the autoencoders stage is not complete); use another --out for another config`);
+    const name = key.split('.')[1] as 'base' | 'dc';
+    const from = cfg.autoencoders[name].steps;
+    if (typeof to !== 'number' || !Number.isInteger(to) || to <= from) throw new ValueError(`study adapt --resume --config ${source}: "${key}" must be an integer above its current ${from}, got ${JSON.stringify(to)}`);
+    if (stageDone(out, 'autoencoders')) throw new ValueError(`study adapt --resume --config ${source}: "${key}": the autoencoders stage is complete (later stages use its models); use another --out`);
+    cfg.autoencoders[name].steps = to;
+    changes.push({ key, from, to, at: new Date().toISOString() });
+  }
+  writeJson(p, { ...file, config: cfg, changes });
+  return cfg;
 }
 
 function firstDiff(a: unknown, b: unknown, path: string): string {

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ValueError } from '../errors.js';
 import { SCALES, resolveStudyConfig } from '../study/config.js';
-import { STAGES, StudyInterrupted, openStudyFolder, runAdaptStudy, type StageName } from './study_adapt.js';
+import { STAGES, StudyInterrupted, extendStudyBudgets, openStudyFolder, runAdaptStudy, type StageName } from './study_adapt.js';
 import { writeAdaptReport } from '../study/report.js';
 import { parseValues, type Out } from './common.js';
 import { stopOnSignals } from './train_cmds.js';
@@ -20,6 +20,9 @@ export const STUDY_ADAPT_HELP = `dcvg study adapt --out DIR [--scale real|smoke]
   --config FILE      JSON merged over the scale's config key by key (unknown keys refused); see src/study/config.ts
   --stages a,b       run only these stages (each needs the stages before it complete)
   --resume           continue the study in DIR with the config it was started with (no --scale / --config needed).
+                     With --config FILE it may raise an autoencoder's step budget while the autoencoders stage is not
+                     complete (e.g. after a failed gate): FILE = {"autoencoders": {"base": {"steps": N}}} (or "dc");
+                     its run continues from its checkpoint, and study.json records the change. Nothing else may change.
                      Without --resume, a DIR that holds a study is continued too, provided the config given is the
                      same. Complete stages are skipped, finished evaluations kept, and an interrupted trainer continues
                      from its checkpoint (exact: the outputs equal an uninterrupted run's).
@@ -44,7 +47,7 @@ export async function cmdStudyAdapt(args: string[], out: Out): Promise<number> {
   const s = (k: string) => v[k] as string | undefined;
   const dir = s('out');
   if (!dir) throw new ValueError('study adapt needs --out <dir>');
-  if (v.resume && (s('scale') || s('config'))) throw new ValueError('study adapt --resume continues with the config the study was started with; leave out --scale and --config');
+  if (v.resume && s('scale')) throw new ValueError('study adapt --resume continues with the config the study was started with; leave out --scale');
   let stages: StageName[] | undefined;
   if (s('stages')) {
     stages = s('stages')!.split(',').map((x) => x.trim()) as StageName[];
@@ -53,22 +56,22 @@ export async function cmdStudyAdapt(args: string[], out: Out): Promise<number> {
   }
   const logEvery = s('log-every') === undefined ? 50 : Number(s('log-every'));
   if (!Number.isInteger(logEvery) || logEvery < 1) throw new ValueError(`--log-every must be a positive integer, got "${s('log-every')}"`);
+  let override: unknown;
+  if (s('config')) {
+    const p = s('config')!;
+    if (!existsSync(p)) throw new ValueError(`study adapt: --config ${p} not found`);
+    try {
+      override = JSON.parse(readFileSync(p, 'utf8'));
+    } catch (e) {
+      throw new ValueError(`study adapt: --config ${p} is not valid JSON (${(e as Error).message})`);
+    }
+  }
   let config = null;
   if (!v.resume) {
     const scale = s('scale') ?? 'real';
     if (!SCALES[scale]) throw new ValueError(`study adapt: unknown --scale "${scale}" (known: ${Object.keys(SCALES).join(', ')})`);
-    let override: unknown;
-    if (s('config')) {
-      const p = s('config')!;
-      if (!existsSync(p)) throw new ValueError(`study adapt: --config ${p} not found`);
-      try {
-        override = JSON.parse(readFileSync(p, 'utf8'));
-      } catch (e) {
-        throw new ValueError(`study adapt: --config ${p} is not valid JSON (${(e as Error).message})`);
-      }
-    }
     config = resolveStudyConfig(scale, override, s('config'));
-  }
+  } else if (s('config')) extendStudyBudgets(dir, override, s('config')!);
   const cfg = openStudyFolder(dir, config);
   const signals = stopOnSignals('study adapt');
   const t0 = performance.now();

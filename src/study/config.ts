@@ -36,6 +36,7 @@ export interface AeStageConfig {
    * step learns the object far slower than four samples of one frame each (docs/studies/adapt.md).
    */
   pretrain: { steps: number; frames: number; batch: number; crop: number };
+  // (absent from study folders started before it: read as steps 0)
 }
 
 export interface EvalConfig {
