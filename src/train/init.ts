@@ -5,11 +5,11 @@
  * the signal's variance threefold); zero biases, RMSNorm scales 1 and shifts 0 (the Wan VAE's RMS_norm scales,
  * `gamma` of shape (C, 1, 1, 1), 1 too). Deterministic from the seed; the two scales draw the same numbers.
  *
- * Why LeCun's by default: under the shortcut init below the untrained autoencoder is a chain of about ten plain
- * convs (no norm, no activation between them), and PyTorch's default makes its latent a fifth of its input and lets
- * the decoder's biases win; on the shapes world the autoencoders then sit on a background-only plateau for about a
- * thousand steps before they learn the object. With variance 1 / fan_in there is no plateau (docs/studies/adapt.md,
- * "The init scale was the plateau").
+ * Why LeCun's by default: under the shortcut init below the untrained Wan VAE is a chain of about ten plain convs
+ * (no norm, no activation between them), and PyTorch's default makes its latent a fifth of its input and lets the
+ * decoder's biases win; on the shapes world it then sat on a background-only plateau for about a thousand steps
+ * before it learned the object, where with variance 1 / fan_in it learns it from the start (docs/studies/adapt.md,
+ * "The init scale was the plateau"; the official PyTorch module behaves alike under both scales).
  */
 import type { Module } from '../nn/module.js';
 import { Rng } from '../tensor/random.js';
