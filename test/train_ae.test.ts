@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, mkdirSync, existsSync, writeFileSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeVideo } from '../src/io/video.js';
@@ -15,7 +15,7 @@ import { Rng } from '../src/tensor/random.js';
 import { Tensor, parameter } from '../src/tensor/tensor.js';
 import { Ema } from '../src/train/ema.js';
 import { lrAt } from '../src/train/schedule.js';
-import { heldOutIndices, loadClipSet, sampleBatch } from '../src/train/data.js';
+import { heldOutIndices, loadClipSet, sampleBatch, useClipCache } from '../src/train/data.js';
 import { readLog, trainAE, TRAIN_DEFAULTS, type TrainAEOptions } from '../src/train/ae_trainer.js';
 import { main } from '../src/cli/main.js';
 import { DCAEV } from '../src/models/dcaev/model.js';
@@ -139,6 +139,34 @@ test('clips load several at a time, in name order, the same bytes as one at a ti
     writeFileSync(join(data, 'c3.y4m'), 'not a video');
     await assert.rejects(loadClipSet(data, { holdout: 0, concurrency: 4 }), /c3\.y4m/);
   } finally {
+    rmSync(data, { recursive: true, force: true });
+  }
+});
+
+test('clip cache (study adapt): a folder is decoded once while its files and the options stay the same', async () => {
+  const data = await makeData(3, 8, 16);
+  try {
+    // off (the default): every load decodes anew
+    const a = await loadClipSet(data, { holdout: 0 });
+    assert.notEqual((await loadClipSet(data, { holdout: 0 })).train[0], a.train[0]);
+    useClipCache(true);
+    const b = await loadClipSet(data, { holdout: 1 });
+    const c = await loadClipSet(data, { holdout: 1 });
+    assert.deepEqual(c.train.map((x) => x.name), b.train.map((x) => x.name));
+    assert.ok(c.train.every((x, i) => x === b.train[i]) && c.heldOut[0] === b.heldOut[0], 'the same clips, not decoded again');
+    assert.notEqual(c.train, b.train, 'fresh arrays: a caller may reorder its own');
+    // other options, or a changed file, decode anew
+    const d = await loadClipSet(data, { holdout: 0 });
+    assert.notEqual(d.train[0], b.train[0]);
+    assert.equal(d.train.length, 3);
+    utimesSync(join(data, 'c0.y4m'), new Date(), new Date(Date.now() + 5000));
+    const e = await loadClipSet(data, { holdout: 0 });
+    assert.notEqual(e.train[1], d.train[1], 'a touched file invalidates the entry');
+    assert.ok(Buffer.from(e.train[1]!.data).equals(Buffer.from(d.train[1]!.data)));
+    useClipCache(false);
+    assert.notEqual((await loadClipSet(data, { holdout: 0 })).train[0], e.train[0]);
+  } finally {
+    useClipCache(false);
     rmSync(data, { recursive: true, force: true });
   }
 });

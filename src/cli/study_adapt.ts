@@ -44,6 +44,7 @@ import { WanVAE } from '../models/wan_vae/model.js';
 import { loadWanVaeWeights } from '../models/wan_vae/run.js';
 import { adaptFrameCounts } from '../adapt/latents.js';
 import { resolveAEConfig } from '../train/ae_models.js';
+import { useClipCache } from '../train/data.js';
 import { resolveUmt5Config, umt5ConfigToJson, umt5RandomState } from '../models/umt5/index.js';
 import { asAutoencoder, loadAutoencoder, type VideoAutoencoder } from '../pipelines/autoencoder.js';
 import { defaultEncoderLoaders } from '../pipelines/encoders.js';
@@ -499,6 +500,16 @@ async function stageData(ctx: Ctx): Promise<unknown> {
 }
 
 async function stageAutoencoders(ctx: Ctx): Promise<unknown> {
+  // the training folder is decoded once for all the stage's train-ae runs (not once per run)
+  useClipCache(true);
+  try {
+    return await trainAutoencoders(ctx);
+  } finally {
+    useClipCache(false);
+  }
+}
+
+async function trainAutoencoders(ctx: Ctx): Promise<unknown> {
   const dir = join(ctx.out, 'autoencoders');
   mkdirSync(dir, { recursive: true });
   const data = join(ctx.out, 'data', 'train');

@@ -7,7 +7,7 @@
  * resumes with exactly the same data order.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { extname, join } from 'node:path';
+import { extname, join, resolve } from 'node:path';
 import { framesToTensor, readFrameBytes } from '../io/video.js';
 import { ValueError } from '../errors.js';
 import type { Rng } from '../tensor/random.js';
@@ -68,9 +68,39 @@ export function heldOutIndices(n: number, k: number): number[] {
   return out;
 }
 
+/**
+ * An in-process memo of decoded folders, off unless a caller turns it on (`useClipCache`): `dcvg study adapt` runs
+ * several train-ae commands on one folder in one process (a pretraining run, then the main one, for each
+ * autoencoder), and decoding 2,000 clips costs 10-25 min each time. An entry is reused only while the folder's media
+ * files (names, sizes, modification times) and the load options are the same; the clips are shared, never copied
+ * (nothing writes into a Clip's frames).
+ */
+let clipCache: Map<string, { key: string; set: ClipSet }> | null = null;
+
+/** Turns the memo of loadClipSet on (a fresh, empty one) or off (dropping what it holds). */
+export function useClipCache(on: boolean): void {
+  clipCache = on ? new Map() : null;
+}
+
 export async function loadClipSet(dir: string, opts: LoadOptions = {}): Promise<ClipSet> {
   const { videos, images } = listMedia(dir);
   const k = opts.holdout ?? (videos.length >= 8 ? 3 : 0);
+  let key = '';
+  if (clipCache) {
+    const stamp = (n: string) => {
+      const st = statSync(join(dir, n));
+      return [n, st.size, st.mtimeMs];
+    };
+    key = JSON.stringify([k, opts.maxFrames ?? null, videos.map(stamp), images.map(stamp)]);
+    const hit = clipCache.get(resolve(dir));
+    if (hit && hit.key === key) return { dir, train: [...hit.set.train], heldOut: [...hit.set.heldOut] };
+  }
+  const set = await decodeClipSet(dir, videos, images, k, opts);
+  clipCache?.set(resolve(dir), { key, set: { dir, train: [...set.train], heldOut: [...set.heldOut] } });
+  return set;
+}
+
+async function decodeClipSet(dir: string, videos: string[], images: string[], k: number, opts: LoadOptions): Promise<ClipSet> {
   const held = new Set(heldOutIndices(videos.length, k));
   const train: Clip[] = [];
   const heldOut: Clip[] = [];
