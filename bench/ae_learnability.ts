@@ -57,7 +57,7 @@ const { values: a } = parseArgs({
   },
 });
 if (!a.data) throw new Error('--data <folder of shapes videos> is required');
-const [clips, frames, batch, steps, every, seed] = [a.clips, a.frames, a.batch, a.steps, a.every, a.seed].map(Number) as [number, number, number, number, number, number];
+const [clips, frames, batch, steps, every, seed, crop] = [a.clips, a.frames, a.batch, a.steps, a.every, a.seed, a.crop].map(Number) as [number, number, number, number, number, number, number];
 const lr = Number(a.lr);
 const fg = Number(a['fg-weight']);
 const kind = a.loss === 'l1' ? 'l1' : 'mse';
@@ -96,7 +96,7 @@ if (dump) {
   saveSafetensors(join(dump, 'init.safetensors'), wanVaeStateDict(net.module as WanVAE, 'original'));
   writeFileSync(join(dump, 'eval.f32'), evalBatch.readSync());
   writeFileSync(join(dump, 'eval_mask.u8'), Uint8Array.from(evalMask, (v) => (v > cut ? 1 : 0)));
-  writeFileSync(join(dump, 'run.json'), JSON.stringify({ steps, batch, frames, lr, loss: kind, fgWeight: fg, warmup: 50, clip: 1, evalShape: evalBatch.shape, batchShape: [batch, 3, frames, Number(a.crop), Number(a.crop)], every }, null, 2) + '\n');
+  writeFileSync(join(dump, 'run.json'), JSON.stringify({ steps, batch, frames, lr, loss: kind, fgWeight: fg, warmup: 50, clip: 1, evalShape: evalBatch.shape, batchShape: [batch, 3, frames, crop, crop], every }, null, 2) + '\n');
   batchFd = openSync(join(dump, 'batches.f32'), 'w');
 }
 const history: { step: number; loss?: number; eval?: string; ms?: number }[] = [];
@@ -121,12 +121,12 @@ function evaluate(): string {
   return `object ${psnr(objSe, objN)} dB, whole frame ${psnr(se, y.length)} dB`;
 }
 
-console.log(`${a.model}, ${set.train.length} clips, frames ${frames}, batch ${batch}, crop ${a.crop}, ${kind}${fg > 0 ? ` fg-weight ${fg}` : ''}, lr ${lr}, init ${a['residual-init']}, ${a['init-scale']} scale; CPU: ${cpus()[0]?.model ?? '?'}`);
+console.log(`${a.model}, ${set.train.length} clips, frames ${frames}, batch ${batch}, crop ${crop}, ${kind}${fg > 0 ? ` fg-weight ${fg}` : ''}, lr ${lr}, init ${a['residual-init']}, ${a['init-scale']} scale; CPU: ${cpus()[0]?.model ?? '?'}`);
 console.log(`step 0: ${evaluate()}`);
 const t0 = performance.now();
 for (let s = 1; s <= steps; s++) {
   opt.schedule((peak) => Math.min(1, s / 50) * peak);
-  const { x } = sampleBatch(set.train, { batch, frames, crop: Number(a.crop), stillProb: 0, flip: true }, rng);
+  const { x } = sampleBatch(set.train, { batch, frames, crop, stillProb: 0, flip: true }, rng);
   const ts = performance.now();
   if (batchFd >= 0) {
     const v = x.readSync();

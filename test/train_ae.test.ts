@@ -249,6 +249,9 @@ test('--loss mse: the reconstruction term is the mean squared error (logged as m
     assert.ok(b.mse! >= a.l1! * a.l1! * (1 - 1e-6), `mse ${b.mse} vs l1^2 ${a.l1! * a.l1!}`);
     assert.ok(b.mse! < a.l1!, `mse ${b.mse} should be below l1 ${a.l1} for errors under 1`);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'bad'), { ...o, loss: 'huber' as 'mse' })), /--loss must be l1 or mse/);
+    await assert.rejects(trainAE(tinyOptions(data, join(out, 'bad'), { ...o, initScale: 'xavier' as 'lecun' })), /--init-scale must be lecun or torch, got "xavier"/);
+    await assert.rejects(trainAE(tinyOptions(data, join(out, 'bad'), { ...o, residualInit: 'zero' as 'default' })), /--residual-init must be shortcut or default, got "zero"/);
+    assert.ok(!existsSync(join(out, 'bad')), 'refused before the run folder is made');
   });
 });
 

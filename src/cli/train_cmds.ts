@@ -162,11 +162,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   set('discLr', num(s('disc-lr'), 'disc-lr'));
   set('seed', num(s('seed'), 'seed', true));
   set('init', s('init'));
-  if (s('residual-init') !== undefined && !['shortcut', 'default'].includes(s('residual-init')!))
-    throw new ValueError(`--residual-init must be shortcut or default, got "${s('residual-init')}"`);
   set('residualInit', s('residual-init'));
-  if (s('init-scale') !== undefined && !['lecun', 'torch'].includes(s('init-scale')!))
-    throw new ValueError(`--init-scale must be lecun or torch, got "${s('init-scale')}"`);
   set('initScale', s('init-scale'));
   set('trainOnly', s('train-only'));
   const logEvery = positiveInt(s('log-every'), 'log-every') ?? 50;
