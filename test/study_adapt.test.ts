@@ -218,6 +218,13 @@ describe('dcvg study adapt (smoke scale)', () => {
     let r = await study(['--out', A, '--resume', '--log-every', '1'], /train-dit: resuming at step 3[\s\S]*step 4\/6/);
     assert.equal(r.code, 143, r.stderr);
     assert.ok(existsSync(join(A, 'base', 'run', 'checkpoint.safetensors')));
+    // what a copy of the folder must carry to continue elsewhere: the unfinished run's checkpoint only (not the
+    // finished autoencoder runs')
+    const carry = spawnSync(process.execPath, [main, 'study', 'adapt', '--out', A, '--checkpoints-to-carry'], { env, encoding: 'utf8' });
+    assert.equal(carry.status, 0, carry.stderr);
+    // (unless the signal landed after the run's last step: then it is finished too)
+    const unfinished = !existsSync(join(A, 'base', 'run', 'finished.json'));
+    assert.deepEqual(carry.stdout.split('\n').filter(Boolean), unfinished ? [join(A, 'base', 'run', 'checkpoint.safetensors')] : []);
     t.diagnostic(`first stop in stage ${stoppedIn()}`);
     assert.notEqual(stoppedIn(), undefined);
     // 2. SIGTERM inside phase 3 (adapt lora)
@@ -234,6 +241,59 @@ describe('dcvg study adapt (smoke scale)', () => {
     const differ = [...want].filter(([k, h]) => got.get(k) !== h).map(([k]) => k);
     assert.deepEqual(differ, [], 'the same contents');
     renameSync(ref, `${ref}-done`);
+  });
+
+  it('continues on another machine from the files a repository keeps: videos and latents remade, finished runs kept by their weights', async () => {
+    const done = `${ref}-done`;
+    assert.ok(existsSync(done), 'needs the resume test');
+    // what a clone of a repository holding the study folder has (docs/studies/adapt.md "Across machines"): no rendered
+    // videos, no latents, no checkpoints of finished runs; here the autoencoders stage and everything after it unfinished
+    const cmds = () => readFileSync(join(A, 'commands.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { stage: string; argv: string[] }));
+    const before = cmds().length;
+    for (const s of [...LATE, 'latents']) rmSync(join(A, s), { recursive: true, force: true });
+    rmSync(join(A, 'autoencoders', 'done.json'));
+    for (const d of ['train', 'held-out']) rmSync(join(A, 'data', d), { recursive: true });
+    const aeRuns = readdirSync(join(A, 'autoencoders')).filter((n) => existsSync(join(A, 'autoencoders', n, 'checkpoint.safetensors')));
+    assert.ok(aeRuns.length >= 2, `autoencoder runs: ${aeRuns.join(', ')}`);
+    for (const n of aeRuns) rmSync(join(A, 'autoencoders', n, 'checkpoint.safetensors'));
+    let r = await study(['--out', A, '--resume']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /\[data\] complete, but its videos are missing here/);
+    const added = cmds().slice(before);
+    assert.deepEqual(added.filter((c) => c.argv[0] === 'data' || c.argv[0] === 'train-ae'), [], 'nothing re-recorded, no autoencoder trained again');
+    assert.ok(added.some((c) => c.argv[0] === 'latents'), 'the latents stage ran');
+    const noCkpt = (m: Map<string, string>) => new Map([...m].filter(([k]) => !/^autoencoders\/[^/]+\/checkpoint\.safetensors$/.test(k)));
+    const want = noCkpt(hashes(done));
+    // the same files, the same contents (videos: the same frames; Matroska files carry a random segment id)
+    const same = async () => {
+      const got = hashes(A);
+      assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort(), 'the same files');
+      assert.deepEqual([...want].filter(([k, h]) => got.get(k) !== h && !k.endsWith('.mkv')).map(([k]) => k), [], 'the same contents');
+      for (const k of [...want.keys()].filter((x) => x.endsWith('.mkv'))) assert.deepEqual((await readFrameBytes(join(A, k))).data, (await readFrameBytes(join(done, k))).data, k);
+    };
+    await same();
+    // the arms stage again, without videos and latents: both remade before it runs, not recorded
+    for (const s of ['arms', 'report']) rmSync(join(A, s), { recursive: true });
+    for (const d of ['train', 'held-out']) rmSync(join(A, 'data', d), { recursive: true });
+    for (const d of ['adapt', 'base']) rmSync(join(A, 'latents', d), { recursive: true });
+    const before2 = cmds().length;
+    r = await study(['--out', A, '--resume']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /\[latents\] complete, but the latents are missing here/);
+    assert.deepEqual(cmds().slice(before2).filter((c) => c.argv[0] === 'data' || c.argv[0] === 'latents'), []);
+    await same();
+    // a finished run's weights without its checkpoint, below the steps asked for: refused, naming the folder (on a
+    // copy: the later tests use this folder as it is)
+    const C = join(root, 'study-copy');
+    cpSync(A, C, { recursive: true });
+    rmSync(join(C, 'autoencoders', 'done.json'));
+    const steps = (JSON.parse(readFileSync(join(C, 'study.json'), 'utf8')) as { config: { autoencoders: { base: { steps: number } } } }).config.autoencoders.base.steps;
+    const more = join(root, 'more.json');
+    writeFileSync(more, JSON.stringify({ autoencoders: { base: { steps: steps + 1 } } }));
+    r = await study(['--out', C, '--resume', '--config', more, '--stages', 'autoencoders']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /autoencoders\/base has weights at step \d+ of \d+ but no checkpoint\.safetensors/);
+    rmSync(C, { recursive: true });
   });
 
   it('refuses bad configs and folders with one clear line, writing nothing', async () => {

@@ -31,7 +31,7 @@
  * (config.ts, world.ts, report.ts).
  */
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
 import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/safetensors.js';
 import { readAllFrames } from '../io/video.js';
@@ -127,9 +127,12 @@ const COMMANDS: Record<string, (args: string[], out: (s: string) => void) => Pro
   adapt: cmdAdapt,
 };
 
-/** Runs `dcvg <argv>` in-process, recording it; returns its stdout. A stop by signal becomes StudyInterrupted. */
-async function dcvg(ctx: Ctx, argv: string[]): Promise<string> {
-  appendFileSync(join(ctx.out, 'commands.jsonl'), JSON.stringify({ stage: ctx.stage, argv }) + '\n');
+/**
+ * Runs `dcvg <argv>` in-process, recording it in commands.jsonl (not when it only regenerates files a stage already
+ * made: `record` false); returns its stdout. A stop by signal becomes StudyInterrupted.
+ */
+async function dcvg(ctx: Ctx, argv: string[], record = true): Promise<string> {
+  if (record) appendFileSync(join(ctx.out, 'commands.jsonl'), JSON.stringify({ stage: ctx.stage, argv }) + '\n');
   ctx.cb.log?.(`[${ctx.stage}] dcvg ${argv.map(shellQuote).join(' ')}`);
   const chunks: string[] = [];
   let code: number;
@@ -166,17 +169,65 @@ export function checkpointStep(runDir: string): number | null {
 }
 
 /**
- * Trains `runDir` up to `steps`: a new run with `startArgs` (the command and its settings, without --out / --steps),
- * or `--resume` of the one there. A folder left by a run stopped before its first checkpoint is started again.
+ * The step of the weights a run folder's trainer wrote last (model.safetensors' `step` metadata, written with every
+ * checkpoint by every dcvg trainer), or null without them.
  */
-async function trainTo(ctx: Ctx, runDir: string, steps: number, startArgs: string[]): Promise<void> {
+export function weightsStep(runDir: string): number | null {
+  const p = join(runDir, 'model.safetensors');
+  if (!existsSync(p)) return null;
+  const f = SafetensorsFile.open(p);
+  try {
+    const s = Number(f.metadata.step);
+    if (!Number.isSafeInteger(s) || s < 0) throw new ValueError(`${p}: no step in its metadata`);
+    return s;
+  } finally {
+    f.close();
+  }
+}
+
+/**
+ * Trains `runDir` up to `steps`: a new run with `startArgs` (the command and its settings, without --out / --steps),
+ * or `--resume` of the one there. A folder left by a run stopped before its first checkpoint is started again. A
+ * finished run needs only its weights: a study folder carried to another machine keeps the checkpoints of unfinished
+ * runs alone (docs/studies/adapt.md "Across machines"), and a run whose checkpoint is missing but whose weights are at
+ * `steps` is complete.
+ */
+async function trainTo(ctx: Ctx, runDir: string, steps: number, startArgs: string[], final = true): Promise<void> {
   const cur = checkpointStep(runDir);
   const common = ['--out', runDir, '--steps', String(steps), '--log-every', String(ctx.cb.logEvery ?? 50)];
   if (cur === null) {
-    rmSync(runDir, { recursive: true, force: true });
-    await dcvg(ctx, [...startArgs, ...common]);
+    const w = weightsStep(runDir);
+    if (w !== steps) {
+      if (w !== null && w > 0)
+        throw new ValueError(`study adapt: ${runDir} has weights at step ${w} of ${steps} but no checkpoint.safetensors to continue from (was the folder copied without it?); restore the checkpoint, or delete the folder to train the run again`);
+      rmSync(runDir, { recursive: true, force: true });
+      await dcvg(ctx, [...startArgs, ...common]);
+    }
   } else if (cur < steps) await dcvg(ctx, [...startArgs.slice(0, startArgs[0] === 'adapt' ? 2 : 1), ...common, '--resume']);
   else if (cur > steps) throw new ValueError(`study adapt: ${runDir} is at step ${cur}, past the ${steps} this study asks for (was the config changed?)`);
+  // at its last step: a copy of the folder needs its weights only (checkpointsToCarry)
+  if (final) writeJson(join(runDir, FINISHED), { steps });
+}
+
+/** Marks a run folder the study will not train further (written by trainTo). */
+const FINISHED = 'finished.json';
+
+/**
+ * The trainer checkpoints that continuing the study from a copy of its folder needs (docs/studies/adapt.md "Across
+ * machines"), relative to `out`: those of the runs in stages not complete, except finished runs (their weights are
+ * enough: trainTo). The rendered videos and latents are remade (restoreRegenerated); checkpoints of finished runs and
+ * of complete stages are never read again.
+ */
+export function checkpointsToCarry(out: string): string[] {
+  const found: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(d, e.name));
+      else if (e.name === 'checkpoint.safetensors' && !existsSync(join(d, FINISHED))) found.push(relative(out, join(d, e.name)));
+    }
+  };
+  for (const s of STAGES) if (s !== 'report' && !stageDone(out, s) && existsSync(join(out, s))) walk(join(out, s));
+  return found.sort();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -427,7 +478,7 @@ async function trainWithEvals(ctx: Ctx, r: EvalRun, prompts: EvalPrompt[]): Prom
   for (const k of points) {
     const have = scores.find((s) => s.step === k);
     if (!have) {
-      if (k > 0) await trainTo(ctx, r.runDir, k, r.startArgs);
+      if (k > 0) await trainTo(ctx, r.runDir, k, r.startArgs, k === r.budget.steps);
       await checkStop(ctx, `stage ${ctx.stage}`);
       const weights = k === 0 ? r.evalInit! : await r.weightsAt(k);
       const folder = join(r.evalDir, 'model');
@@ -486,17 +537,55 @@ function aeInfos(out: string): { base: AeInfo; dc: AeInfo } {
 export const heldOutSeed = (seed: number) => seed + 1_000_003;
 
 async function stageData(ctx: Ctx): Promise<unknown> {
+  return renderData(ctx, true);
+}
+
+/** The data stage's work (also restoreRegenerated's, not recorded then). */
+async function renderData(ctx: Ctx, record: boolean): Promise<unknown> {
   const d = ctx.c.data;
   const dir = join(ctx.out, 'data');
   // dcvg data shapes resumes by itself (finished videos are kept)
-  await dcvg(ctx, ['data', 'shapes', '--out', join(dir, 'train'), '--count', String(d.train), '--seed', String(d.seed), '--split', 'train']);
+  await dcvg(ctx, ['data', 'shapes', '--out', join(dir, 'train'), '--count', String(d.train), '--seed', String(d.seed), '--split', 'train'], record);
   await checkStop(ctx, 'stage data');
-  await dcvg(ctx, ['data', 'shapes', '--out', join(dir, 'held-out'), '--count', String(d.heldOut), '--seed', String(heldOutSeed(d.seed)), '--split', 'held-out']);
+  await dcvg(ctx, ['data', 'shapes', '--out', join(dir, 'held-out'), '--count', String(d.heldOut), '--seed', String(heldOutSeed(d.seed)), '--split', 'held-out'], record);
   const train = readShapesData(join(dir, 'train'));
   const held = readShapesData(join(dir, 'held-out'));
   const prompts = evalPromptSet(train, held, ctx.c.eval.trainPrompts, ctx.c.eval.heldOutPrompts);
   writeJson(join(dir, 'prompts.json'), { seeds: Array.from({ length: ctx.c.eval.seeds }, (_, i) => ctx.c.seed + i), prompts });
   return { train: train.length, heldOut: held.length, prompts: prompts.length };
+}
+
+/** Whether a `dcvg data shapes` folder is complete with every video it lists. */
+function shapesFolderComplete(dir: string): boolean {
+  try {
+    return readShapesData(dir).every((v) => existsSync(join(dir, v.file)));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Regenerates the bulk a complete stage made and a stage still to run reads, where it is missing: the rendered videos
+ * (`data/train`, `data/held-out`) and the latents (`latents/adapt`, `latents/base`). A study folder carried to another
+ * machine (a fresh clone) leaves them out (docs/studies/adapt.md "Across machines"): both are pure functions of the
+ * config and the earlier stages' files, remade with the stage's own commands (not recorded again in commands.jsonl).
+ * The videos are checked against the study's: the evaluation prompt set they give must be the one in prompts.json.
+ */
+async function restoreRegenerated(out: string, c: StudyConfig, cb: StudyCallbacks, toRun: StageName[]): Promise<void> {
+  const pending = toRun.filter((s) => s !== 'report' && !stageDone(out, s));
+  const needsLatents = stageDone(out, 'latents') && pending.some((s) => ['base', 'adapt', 'arms'].includes(s)) && !(existsSync(join(out, 'latents', 'adapt', 'manifest.json')) && existsSync(join(out, 'latents', 'base', 'manifest.json')));
+  const needsData = stageDone(out, 'data') && (needsLatents || pending.some((s) => ['autoencoders', 'text', 'latents'].includes(s)));
+  if (needsData && !(shapesFolderComplete(join(out, 'data', 'train')) && shapesFolderComplete(join(out, 'data', 'held-out')))) {
+    cb.log?.('[data] complete, but its videos are missing here: rendering them again (dcvg data shapes, the same commands)');
+    const saved = readFileSync(join(out, 'data', 'prompts.json'), 'utf8');
+    await renderData({ out, c, cb, stage: 'data' }, false);
+    if (readFileSync(join(out, 'data', 'prompts.json'), 'utf8') !== saved)
+      throw new ValueError(`study adapt: the videos rendered again in ${join(out, 'data')} give another evaluation prompt set than the study's data/prompts.json: this dcvg renders the world differently from the one that started the study`);
+  }
+  if (needsLatents) {
+    cb.log?.('[latents] complete, but the latents are missing here: encoding them again (dcvg latents, the same command)');
+    await encodeLatents({ out, c, cb, stage: 'latents' }, false);
+  }
 }
 
 async function stageAutoencoders(ctx: Ctx): Promise<unknown> {
@@ -579,6 +668,11 @@ async function stageText(ctx: Ctx): Promise<unknown> {
 }
 
 async function stageLatents(ctx: Ctx): Promise<unknown> {
+  return encodeLatents(ctx, true);
+}
+
+/** The latents stage's work (also restoreRegenerated's, not recorded then). */
+async function encodeLatents(ctx: Ctx, record: boolean): Promise<unknown> {
   const dir = join(ctx.out, 'latents');
   const { base, dc } = aeInfos(ctx.out);
   const videos = join(ctx.out, 'data', 'train');
@@ -586,7 +680,7 @@ async function stageLatents(ctx: Ctx): Promise<unknown> {
   // one pass: DC latents, the base autoencoder's as the Wan VAE's (its 1 + 4k frames), the captions' embeddings;
   // `dcvg latents` resumes by itself (finished shards are kept)
   const adapt = join(dir, 'adapt');
-  await dcvg(ctx, ['latents', '--videos', videos, '--size', `${SHAPES_SIZE}x${SHAPES_SIZE}`, '--latent-frames', String(ctx.c.latents.latentFrames), '--per-shard', String(ctx.c.latents.perShard), '--out', adapt, '--dc-ae', `${dc.config}:${dc.weights}`, '--wan-vae', `${base.config}:${base.weights}`, ...text, '--json']);
+  await dcvg(ctx, ['latents', '--videos', videos, '--size', `${SHAPES_SIZE}x${SHAPES_SIZE}`, '--latent-frames', String(ctx.c.latents.latentFrames), '--per-shard', String(ctx.c.latents.perShard), '--out', adapt, '--dc-ae', `${dc.config}:${dc.weights}`, '--wan-vae', `${base.config}:${base.weights}`, ...text, '--json'], record);
   combineLatents(join(dir, 'base'), { latents: [adapt, 'wan_latents'] }, adapt);
   const m = J(join(adapt, 'manifest.json')) as { clips: unknown[] };
   return { samples: m.clips.length };
@@ -607,7 +701,7 @@ async function stageBase(ctx: Ctx): Promise<unknown> {
   );
   const last = scores[scores.length - 1]!;
   writeModelFolder(join(dir, 'model'), { ditWeights: join(run, 'model.safetensors'), ditConfig: cfg, ae: base, textDir: join(ctx.out, 'text') });
-  return { step: checkpointStep(run), score: last, reachedTarget: (last.train?.accuracy ?? 0) >= b.target, config: cfgPath };
+  return { step: checkpointStep(run) ?? weightsStep(run), score: last, reachedTarget: (last.train?.accuracy ?? 0) >= b.target, config: cfgPath };
 }
 
 /** Phases 2 and 3 from an assembled DiT (shared by the main path and arm a). */
@@ -821,6 +915,7 @@ export async function runAdaptStudy(o: StudyRunOptions, cb: StudyCallbacks = {},
   const out = o.out;
   mkdirSync(out, { recursive: true });
   const summary: StageSummary[] = [];
+  await restoreRegenerated(out, o.config, cb, stages);
   for (const s of STAGES) {
     if (!stages.includes(s)) continue;
     const ctx: Ctx = { out, c: o.config, cb, stage: s };

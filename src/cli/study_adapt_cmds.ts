@@ -5,12 +5,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ValueError } from '../errors.js';
 import { SCALES, resolveStudyConfig } from '../study/config.js';
-import { STAGES, StudyInterrupted, extendStudyBudgets, openStudyFolder, runAdaptStudy, type StageName } from './study_adapt.js';
+import { STAGES, StudyInterrupted, checkpointsToCarry, extendStudyBudgets, openStudyFolder, runAdaptStudy, type StageName } from './study_adapt.js';
 import { writeAdaptReport } from '../study/report.js';
 import { parseValues, type Out } from './common.js';
 import { stopOnSignals } from './train_cmds.js';
 
 export const STUDY_ADAPT_HELP = `dcvg study adapt --out DIR [--scale real|smoke] [--config FILE] [--stages a,b] [--resume] [--publish FILE] [--json]
+dcvg study adapt --out DIR --checkpoints-to-carry
   The small-scale AE-Adapt-V study (issue #21; docs/studies/adapt.md): shapes-world data (data shapes), a base
   autoencoder in the Wan-VAE topology (train-ae --model wan-vae:...) and DC-AE-V (train-ae), a tokenizer and frozen random umT5, latents, a base DiT (train-dit, scored while it trains),
   AE-Adapt-V phases 1-3 (adapt align / assemble / tune / lora / merge), the arms (no alignment, full fine-tuning,
@@ -30,6 +31,11 @@ export const STUDY_ADAPT_HELP = `dcvg study adapt --out DIR [--scale real|smoke]
                      its images beside it (e.g. docs/studies/adapt.md)
   --log-every N      trainers' progress lines every N steps (default 50)
   --json             print a summary of the stages as JSON
+  --checkpoints-to-carry
+                     print the trainer checkpoints (one path per line, DIR/...) that continuing the study from a copy
+                     of DIR needs, and exit: those of unfinished runs in stages not complete. A copy without the
+                     rendered videos, the latents and the other checkpoints continues: the study renders and encodes
+                     again what it still needs (docs/studies/adapt.md "Across machines")
   Ctrl-C (or SIGTERM) stops the running trainer after its current step with a checkpoint, or the study between
   evaluation clips; exit 130 / 143. Run the same command again to continue.`;
 
@@ -40,13 +46,18 @@ export async function cmdStudyAdapt(args: string[], out: Out): Promise<number> {
   }
   const v = parseValues(
     args,
-    { out: { type: 'string' }, scale: { type: 'string' }, config: { type: 'string' }, stages: { type: 'string' }, publish: { type: 'string' }, 'log-every': { type: 'string' }, resume: { type: 'boolean' }, json: { type: 'boolean' } },
+    { out: { type: 'string' }, scale: { type: 'string' }, config: { type: 'string' }, stages: { type: 'string' }, publish: { type: 'string' }, 'log-every': { type: 'string' }, resume: { type: 'boolean' }, json: { type: 'boolean' }, 'checkpoints-to-carry': { type: 'boolean' } },
     'study adapt',
     false,
   );
   const s = (k: string) => v[k] as string | undefined;
   const dir = s('out');
   if (!dir) throw new ValueError('study adapt needs --out <dir>');
+  if (v['checkpoints-to-carry']) {
+    if (!existsSync(join(dir, 'study.json'))) throw new ValueError(`study adapt: ${dir} holds no study (no study.json)`);
+    for (const f of checkpointsToCarry(dir)) out(join(dir, f) + '\n');
+    return 0;
+  }
   if (v.resume && s('scale')) throw new ValueError('study adapt --resume continues with the config the study was started with; leave out --scale');
   let stages: StageName[] | undefined;
   if (s('stages')) {
