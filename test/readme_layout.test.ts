@@ -28,7 +28,7 @@ function folders(dir: string): string[] {
 
 test('every top-level folder and every folder under src/ is named in the README layout', () => {
   const layout = layoutSection();
-  const top = ['assets', 'bench', 'docs', 'native', 'scripts', 'src', 'test'];
+  const top = ['assets', 'bench', 'docs', 'native', 'runs', 'scripts', 'src', 'test'];
   const missing: string[] = [];
   for (const f of top) if (!layout.includes(`${f}/`)) missing.push(`${f}/`);
   // A nested folder counts as named by its full path (src/models/dcaev/) or, on its parent's line, its name (video/).

@@ -11,7 +11,7 @@ import { after, describe, it } from 'node:test';
 import { cmdData } from '../src/cli/shapes_cmds.js';
 import { SHAPES_BACKGROUNDS } from '../src/metrics/shapes_world.js';
 import type { VideoAutoencoder } from '../src/pipelines/autoencoder.js';
-import { OBJECT_THRESHOLD, gateAutoencoder, objectErrors } from '../src/study/ae_gate.js';
+import { CORNER, OBJECT_THRESHOLD, STRAY_MARGIN, gateAutoencoder, objectErrors, strayPixels } from '../src/study/ae_gate.js';
 import { readShapesData } from '../src/study/world.js';
 import { Tensor, type Tensor as T } from '../src/tensor/tensor.js';
 import { cmdStudyGate } from '../src/cli/study_gate_cmds.js';
@@ -58,6 +58,29 @@ describe('autoencoder gate', () => {
     assert.throws(() => objectErrors(orig, rec.subarray(0, 6), bg), /differ/);
   });
 
+  it('strayPixels: mask pixels beyond the object box and its margin, apart at the corners', () => {
+    const S = 32;
+    const bg = [16, 16, 16];
+    const frame = () => {
+      const f = new Uint8Array(S * S * 3);
+      for (let i = 0; i < f.length; i += 3) f.set(bg, i);
+      return f;
+    };
+    const put = (f: Uint8Array, x: number, y: number, v: number) => f.set([v, bg[1]!, bg[2]!], 3 * (y * S + x));
+    const orig = frame();
+    for (let y = 12; y < 20; y++) for (let x = 12; x < 20; x++) put(orig, x, y, 200); // the object: box x, y in [12, 19]
+    const rec = orig.slice();
+    assert.deepEqual(strayPixels(orig, rec, bg, S), { strays: 0, cornerStrays: 0, cornerDeviation: 0 });
+    put(rec, 19 + STRAY_MARGIN, 15, 200); // at the margin: blur of the edge, not a stray
+    put(rec, 15, 12 - STRAY_MARGIN - 1, 16 + OBJECT_THRESHOLD + 1); // one beyond it, off by one level more than the threshold
+    put(rec, 2, 20, 16 + OBJECT_THRESHOLD); // far, but not in the mask
+    put(rec, 0, 0, 16 + OBJECT_THRESHOLD + 5); // a corner
+    put(rec, S - CORNER, S - CORNER, 16 + 70); // the last pixel of the bottom-right corner block...
+    put(rec, S - CORNER - 1, S - 1, 16 + 80); // ...and one beside it: a stray, not at a corner
+    assert.deepEqual(strayPixels(orig, rec, bg, S), { strays: 4, cornerStrays: 2, cornerDeviation: 70 });
+    assert.throws(() => strayPixels(orig, rec, bg, S - 1), /not 31x31 RGB/);
+  });
+
   it('passes a perfect reconstruction and fails a background-only one', async () => {
     const dir = join(tmp, 'held');
     assert.equal(await cmdData(['shapes', '--out', dir, '--count', '3', '--seed', '5', '--split', 'held-out'], () => {}), 0);
@@ -67,6 +90,7 @@ describe('autoencoder gate', () => {
     assert.equal(perfect.accuracy, 100);
     assert.equal(perfect.allCorrect, 100);
     assert.equal(perfect.objectPsnr, Infinity);
+    assert.deepEqual([perfect.strays, perfect.cornerStrays, perfect.cornerDeviation], [0, 0, 0]);
     for (const c of perfect.clips) assert.deepEqual(c.wrong, []);
 
     // one background colour per call: the videos' own

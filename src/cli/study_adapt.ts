@@ -647,7 +647,7 @@ async function gateStage(ctx: Ctx, name: string, m: AeInfo, out: string): Promis
   const ae = loadAutoencoder({ model: m.config, weights: m.weights }, 'study adapt');
   const r = await gateAutoencoder(ae, heldDir, videos);
   writeJson(out, { minAccuracy: g.minAccuracy, passed: r.accuracy >= g.minAccuracy, ...r });
-  const line = `${r.accuracy.toFixed(1)}% attribute accuracy (${r.allCorrect.toFixed(0)}% of clips all right), object PSNR ${r.objectPsnr.toFixed(2)} dB, whole-frame ${r.psnr.toFixed(2)} dB`;
+  const line = `${r.accuracy.toFixed(1)}% attribute accuracy (${r.allCorrect.toFixed(0)}% of clips all right), object PSNR ${r.objectPsnr.toFixed(2)} dB, whole-frame ${r.psnr.toFixed(2)} dB, ${r.strays} stray pixels (${r.cornerStrays} at frame corners)`;
   ctx.cb.log?.(`[autoencoders] ${name} gate on ${videos.length} held-out reconstructions: ${line}`);
   if (r.accuracy < g.minAccuracy)
     throw new ValueError(

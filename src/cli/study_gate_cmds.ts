@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { ValueError } from '../errors.js';
 import { loadAutoencoder } from '../pipelines/autoencoder.js';
-import { gateAutoencoder } from '../study/ae_gate.js';
+import { CORNER, STRAY_MARGIN, gateAutoencoder } from '../study/ae_gate.js';
 import { readShapesData } from '../study/world.js';
 import { parseValues, type Out } from './common.js';
 import { Progress } from './progress.js';
@@ -21,7 +21,12 @@ export const STUDY_GATE_HELP = `dcvg study gate --weights W [--model M] --data D
   --data DIR         a dcvg data shapes folder (its manifest gives each video's attributes)
   --clips N          the first N videos of DIR (default 24, the study's gate; at most the folder's count)
   --min P            exit 1 when the mean attribute accuracy is below P percent (the study's gate uses 95)
-  --json             print the result as JSON (per clip: accuracy, the attributes read wrong, object / whole PSNR)`;
+  --json             print the result as JSON (per clip: accuracy, the attributes read wrong, object / whole PSNR,
+                     stray pixels)
+  Stray pixels: pixels of a reconstruction that the scorer's mask takes (off the background by more than its
+  threshold) more than ${STRAY_MARGIN} px outside the original object's box, summed over frames; the scorer reads size
+  and shape off the mask's bounding box, so one of them can turn both wrong. Those within ${CORNER} px of a frame corner are
+  counted apart, with the largest deviation from the background colour there (8-bit levels).`;
 
 export async function cmdStudyGate(args: string[], out: Out): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
@@ -47,10 +52,12 @@ export async function cmdStudyGate(args: string[], out: Out): Promise<number> {
   const passed = min === null ? null : r.accuracy >= min;
   if (v.json) out(JSON.stringify({ ...(min === null ? {} : { minAccuracy: min, passed }), ...r }, null, 1) + '\n');
   else {
-    for (const c of r.clips) out(`${c.file}  ${c.accuracy.toFixed(0).padStart(3)}%  ${(c.wrong.length ? 'wrong: ' + c.wrong.join(', ') : 'all right').padEnd(44)}  object ${c.objectPsnr.toFixed(2)} dB, whole ${c.psnr.toFixed(2)} dB  ${c.caption}\n`);
+    for (const c of r.clips)
+      out(`${c.file}  ${c.accuracy.toFixed(0).padStart(3)}%  ${(c.wrong.length ? 'wrong: ' + c.wrong.join(', ') : 'all right').padEnd(44)}  object ${c.objectPsnr.toFixed(2)} dB, whole ${c.psnr.toFixed(2)} dB  strays ${c.strays} (${c.cornerStrays} at corners, corner deviation ${c.cornerDeviation})  ${c.caption}\n`);
     out(
       `${r.clips.length} reconstructions: ${r.accuracy.toFixed(1)}% attribute accuracy, ${r.allCorrect.toFixed(0)}% of clips all right; ` +
-        `PSNR over the object's pixels ${r.objectPsnr.toFixed(2)} dB, whole frame ${r.psnr.toFixed(2)} dB` +
+        `PSNR over the object's pixels ${r.objectPsnr.toFixed(2)} dB, whole frame ${r.psnr.toFixed(2)} dB; ` +
+        `${r.strays} stray pixels (${r.cornerStrays} at frame corners; largest corner deviation from the background ${r.cornerDeviation} levels)` +
         (min === null ? '' : passed ? ` (passes --min ${min})` : ` (below --min ${min})`) +
         '\n',
     );

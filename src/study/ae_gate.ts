@@ -30,6 +30,58 @@ export interface GateClip {
   /** PSNR (dB, 8-bit peak) over the object's pixel values, and over every pixel value */
   objectPsnr: number;
   psnr: number;
+  /**
+   * Stray pixels summed over frames: pixels of the reconstruction the scorer's mask takes (off the background colour
+   * by more than the threshold) that lie more than STRAY_MARGIN px outside the original object's box. The scorer
+   * reads size and shape off the mask's bounding box, so one stray pixel can turn both wrong. `cornerStrays`: those
+   * within CORNER px of a frame corner (where zero padding meets a dark background); `cornerDeviation`: the largest
+   * deviation from the background colour there, in 8-bit levels, over all frames.
+   */
+  strays: number;
+  cornerStrays: number;
+  cornerDeviation: number;
+}
+
+/** Pixels this far outside the original object's box are strays (beyond any blur of its edge). */
+export const STRAY_MARGIN = 6;
+/** A stray within this many pixels of two frame borders is a corner stray. */
+export const CORNER = 4;
+
+/**
+ * Stray pixels of one reconstructed frame (see GateClip): the original frame gives the object's box, the
+ * reconstruction the mask; `size` is the frame's side (square frames).
+ */
+export function strayPixels(orig: Uint8Array, rec: Uint8Array, bg: readonly number[], size: number): { strays: number; cornerStrays: number; cornerDeviation: number } {
+  if (orig.length !== rec.length || orig.length !== size * size * 3) throw new ValueError(`strayPixels: frames of ${orig.length} and ${rec.length} bytes are not ${size}x${size} RGB`);
+  const dev = (f: Uint8Array, i: number) => Math.max(Math.abs(f[3 * i]! - bg[0]!), Math.abs(f[3 * i + 1]! - bg[1]!), Math.abs(f[3 * i + 2]! - bg[2]!));
+  let x0 = Infinity;
+  let x1 = -Infinity;
+  let y0 = Infinity;
+  let y1 = -Infinity;
+  for (let i = 0; i < size * size; i++) {
+    if (dev(orig, i) <= OBJECT_THRESHOLD) continue;
+    const x = i % size;
+    const y = (i - x) / size;
+    x0 = Math.min(x0, x);
+    x1 = Math.max(x1, x);
+    y0 = Math.min(y0, y);
+    y1 = Math.max(y1, y);
+  }
+  let strays = 0;
+  let cornerStrays = 0;
+  let cornerDeviation = 0;
+  const edge = (v: number) => v < CORNER || v >= size - CORNER;
+  for (let i = 0; i < size * size; i++) {
+    const x = i % size;
+    const y = (i - x) / size;
+    const corner = edge(x) && edge(y);
+    const d = dev(rec, i);
+    if (corner) cornerDeviation = Math.max(cornerDeviation, d);
+    if (d <= OBJECT_THRESHOLD || (x >= x0 - STRAY_MARGIN && x <= x1 + STRAY_MARGIN && y >= y0 - STRAY_MARGIN && y <= y1 + STRAY_MARGIN)) continue;
+    strays++;
+    if (corner) cornerStrays++;
+  }
+  return { strays, cornerStrays, cornerDeviation };
 }
 
 export interface GateResult {
@@ -41,6 +93,10 @@ export interface GateResult {
   /** PSNR over the object pixel values of all clips pooled, and over every pixel value */
   objectPsnr: number;
   psnr: number;
+  /** stray pixels over all clips (GateClip), those at the corners, and the largest corner deviation */
+  strays: number;
+  cornerStrays: number;
+  cornerDeviation: number;
 }
 
 const psnrOf = (se: number, n: number) => (n === 0 ? NaN : se === 0 ? Infinity : 10 * Math.log10((255 * 255 * n) / se));
@@ -91,16 +147,21 @@ export async function gateAutoencoder(ae: VideoAutoencoder, dir: string, videos:
     let cObjSe = 0;
     let cObjN = 0;
     let cN = 0;
+    const st = { strays: 0, cornerStrays: 0, cornerDeviation: 0 };
     for (let t = 0; t < orig.length; t++) {
       const e = objectErrors(orig[t]!, rec[t]!, bg);
       cSe += e.se;
       cObjSe += e.objSe;
       cObjN += e.objN;
       cN += e.n;
+      const p = strayPixels(orig[t]!, rec[t]!, bg, x.shape[4]!);
+      st.strays += p.strays;
+      st.cornerStrays += p.cornerStrays;
+      st.cornerDeviation = Math.max(st.cornerDeviation, p.cornerDeviation);
     }
     const { accuracy, reading } = scoreClip(rec, v.attrs);
     const wrong = SHAPES_ATTRIBUTES.filter((k) => reading[k] !== v.attrs[k]);
-    clips.push({ file: v.file, caption: v.caption, accuracy: 100 * accuracy, wrong, objectPsnr: psnrOf(cObjSe, cObjN), psnr: psnrOf(cSe, cN) });
+    clips.push({ file: v.file, caption: v.caption, accuracy: 100 * accuracy, wrong, objectPsnr: psnrOf(cObjSe, cObjN), psnr: psnrOf(cSe, cN), ...st });
     objSe += cObjSe;
     objN += cObjN;
     se += cSe;
@@ -108,5 +169,15 @@ export async function gateAutoencoder(ae: VideoAutoencoder, dir: string, videos:
     onClip?.(clips.length, videos.length);
   }
   const mean = (f: (c: GateClip) => number) => clips.reduce((a, c) => a + f(c), 0) / clips.length;
-  return { clips, accuracy: mean((c) => c.accuracy), allCorrect: mean((c) => (c.wrong.length ? 0 : 100)), objectPsnr: psnrOf(objSe, objN), psnr: psnrOf(se, n) };
+  const sum = (f: (c: GateClip) => number) => clips.reduce((a, c) => a + f(c), 0);
+  return {
+    clips,
+    accuracy: mean((c) => c.accuracy),
+    allCorrect: mean((c) => (c.wrong.length ? 0 : 100)),
+    objectPsnr: psnrOf(objSe, objN),
+    psnr: psnrOf(se, n),
+    strays: sum((c) => c.strays),
+    cornerStrays: sum((c) => c.cornerStrays),
+    cornerDeviation: Math.max(...clips.map((c) => c.cornerDeviation)),
+  };
 }
