@@ -274,6 +274,16 @@ test('--fg-weight: the reconstruction term weighs pixels off the median colour m
     assert.equal(ck.step, 2);
     assert.equal(ck.options.fgWeight, 20);
     await assert.rejects(trainAE(tinyOptions(data, join(out, 'bad'), { ...o, fgWeight: -1 })), /--fg-weight must be/);
+    // --fg-of both: the reconstruction's foreground weighs too (the untrained reconstruction is off everywhere: the
+    // term changes); kept on --resume; other values refused
+    await trainAE(tinyOptions(data, join(out, 'both'), { ...o, fgWeight: 20, fgOf: 'both' }));
+    assert.notEqual(readLog(join(out, 'both', 'train.jsonl')).steps[0]!.mse, b.mse);
+    await trainAE(tinyOptions(data, join(out, 'orig'), { ...o, fgWeight: 20, fgOf: 'orig' }));
+    assert.equal(readLog(join(out, 'orig', 'train.jsonl')).steps[0]!.mse, b.mse, '--fg-of orig is the default');
+    await trainAE({ out: join(out, 'both'), resume: true, steps: 2 } as TrainAEOptions & { resume: boolean });
+    const ck2 = JSON.parse(String(loadSafetensors(join(out, 'both', 'checkpoint.safetensors')).metadata.dcvg_train)) as { options: { fgOf?: string } };
+    assert.equal(ck2.options.fgOf, 'both');
+    await assert.rejects(trainAE(tinyOptions(data, join(out, 'bad2'), { ...o, fgWeight: 20, fgOf: 'recon' as 'both' })), /--fg-of must be/);
   });
 });
 

@@ -299,6 +299,28 @@ describe('foreground weights (train-ae --fg-weight)', () => {
     assert.throws(() => foregroundWeights(T.zeros([3, 4, 4]), 1), /expects a \(B, C, T, H, W\) video/);
   });
 
+  it("with the reconstruction (--fg-of both): a value off the background in either weighs like the object", () => {
+    const x = scene();
+    const W = 20;
+    const plane = 2 * 16;
+    const yd = new Float32Array(x.readSync());
+    // the reconstruction of sample 1 (black everywhere) puts a white pixel at 3 (a stray) and keeps the rest
+    for (let c = 0; c < 3; c++) yd[(3 + c) * plane + 3] = 1;
+    const y = new Tensor(yd, x.shape);
+    const raw = (v: Float32Array, b: number, i: number) => v[(b * 3) * plane + i]!;
+    const w = foregroundWeights(x, W, y).readSync();
+    const w0 = foregroundWeights(x, W).readSync();
+    const black = 16 / 127.5 - 1;
+    const strayRaw = 1 + (W * (1 - black)) / 2;
+    // relative to a background pixel of the same call (the normalisation differs between the calls)
+    assert.ok(Math.abs(raw(w, 1, 3) / raw(w, 1, 0) - strayRaw) <= 1e-5 * strayRaw, `stray ${raw(w, 1, 3) / raw(w, 1, 0)} vs ${strayRaw}`);
+    assert.equal(raw(w0, 1, 3), raw(w0, 1, 0), 'without the reconstruction the stray is background');
+    // where the reconstruction matches the original, the weights are the original's (up to the normalisation)
+    const k = raw(w, 0, 0) / raw(w0, 0, 0);
+    for (let i = 0; i < w.length; i++) if (i % plane !== 3 || Math.floor(i / plane) < 3) assert.ok(Math.abs(w[i]! - k * w0[i]!) <= 1e-6 * w[i]!, `value ${i}`);
+    assert.throws(() => foregroundWeights(x, W, T.zeros([1, 3, 2, 4, 4])), /differ in shape/);
+  });
+
   it('weightedReconLoss with unit weights is the plain loss; weights move it towards the weighted pixels', () => {
     const x = scene();
     const y = T.add(x, T.randn(x.shape, 3, 0.1));

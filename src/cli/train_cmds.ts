@@ -29,6 +29,9 @@ export const TRAIN_HELP = `dcvg train-ae --model <preset|config.json> --data <di
   --fg-weight F      weight the reconstruction term towards the foreground: a value weighs 1 + F * (its pixel's
                      distance from the sample's median colour) / 2, normalised to mean 1 (default 0: none); for
                      video that is mostly one flat colour with a small object (docs/studies/adapt.md)
+  --fg-of orig|both  whose foreground --fg-weight weighs: the original's (default), or the original's and the
+                     reconstruction's (values put off the background where the original has none, halos and stray
+                     pixels, weigh like the object)
   --ssim-weight F    weight of (1 - SSIM) next to it (default ${TRAIN_DEFAULTS.ssimWeight})
   --kl-weight F      Wan VAE: weight of the KL term (KL to N(0, I) summed over latent values per pixel value;
                      default 1e-6); > 0 samples the latent from (mu, log_var), 0 trains mu as a plain latent
@@ -131,7 +134,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   }
   const strOpts = [
       'model', 'data', 'out', 'steps', 'batch', 'frames', 'crop', 'lr', 'warmup', 'min-lr-ratio', 'weight-decay', 'clip', 'ema',
-      'ssim-weight', 'kl-weight', 'loss', 'fg-weight', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
+      'ssim-weight', 'kl-weight', 'loss', 'fg-weight', 'fg-of', 'still-prob', 'color-aug', 'holdout', 'eval-every', 'eval-frames', 'ckpt-every', 'adv-start', 'adv-weight', 'disc-lr',
       'init', 'seed', 'log-every', 'residual-init', 'init-scale', 'train-only',
     ];
   const { v, s, o, set } = parseTrainArgs<TrainAEOptions>(args, 'train-ae', strOpts, 'folder of clips');
@@ -151,6 +154,7 @@ export async function cmdTrainAE(args: string[], out: Out): Promise<number> {
   set('klWeight', num(s('kl-weight'), 'kl-weight'));
   set('loss', s('loss'));
   set('fgWeight', num(s('fg-weight'), 'fg-weight'));
+  set('fgOf', s('fg-of'));
   set('stillProb', num(s('still-prob'), 'still-prob'));
   set('colorAug', num(s('color-aug'), 'color-aug'));
   set('holdout', num(s('holdout'), 'holdout', true));

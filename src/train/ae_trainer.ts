@@ -80,6 +80,11 @@ export interface TrainAEOptions {
    * distance from the sample's median colour) / 2, normalised to mean 1 (losses.ts foregroundWeights)
    */
   fgWeight?: number;
+  /**
+   * whose foreground --fg-weight weighs: the original's (default) or the original's and the reconstruction's (values
+   * the reconstruction puts off the background weigh like the object: halos, stray pixels)
+   */
+  fgOf?: 'orig' | 'both';
   /** probability of a still frame as a static clip */
   stillProb: number;
   /** probability of a colour change of a sample (channel order, saturation; see SampleOptions.colorAug) */
@@ -186,6 +191,7 @@ const OPTION_CHECKS: readonly [keyof TrainAEOptions, string, Check][] = [
   ['klWeight', '--kl-weight', optional(nonNeg)],
   ['loss', '--loss', optional(oneOf('l1', 'mse'))],
   ['fgWeight', '--fg-weight', optional(nonNeg)],
+  ['fgOf', '--fg-of', optional(oneOf('orig', 'both'))],
   ['stillProb', '--still-prob', unit],
   ['colorAug', '--color-aug', optional(unit)],
   ['holdout', '--holdout', optional(nonNegInt)],
@@ -599,7 +605,7 @@ export async function trainAE(opts: TrainAEOptions & { resume?: boolean }, cb: T
           const kw = adv ? 0 : klWeight;
           const { z, kl } = adv ? noGrad(() => net.encodeTrain(x, kw, dataRng)) : net.encodeTrain(x, kw, dataRng);
           const y = net.decodeTrain(z);
-          const rec = reconstructionLoss(y, x, o.loss ?? 'l1', o.fgWeight ?? 0);
+          const rec = reconstructionLoss(y, x, o.loss ?? 'l1', o.fgWeight ?? 0, o.fgOf ?? 'orig');
           const ss = ssimLoss(y, x);
           let loss = o.ssimWeight > 0 ? ops.add(rec, ops.mul(ss, o.ssimWeight)) : rec;
           if (kl) loss = ops.add(loss, ops.mul(kl, kw));

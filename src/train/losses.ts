@@ -118,14 +118,21 @@ export function ssimLoss(x: Tensor, y: Tensor, opts: SsimLossOptions = {}): Tens
  * an autoencoder first fits the background, and the object's share of an unweighted loss is then too small for it to
  * be learned in a training budget; the weight makes them count more (at 20, a 3% object carries about a third of the
  * loss). It did not by itself make the study's autoencoders learn the shapes world's objects (docs/studies/adapt.md).
+ *
+ * With `y` (the reconstruction, train-ae --fg-of both) d is the larger of the original's and the reconstruction's
+ * distances from the original's dominant colour: values the reconstruction puts off the background where the original
+ * has none (halos, stray pixels at the frame corners) weigh like the object. Still a constant of the batch: no
+ * gradient flows through the weights.
  */
-export function foregroundWeights(x: Tensor, weight: number): Tensor {
+export function foregroundWeights(x: Tensor, weight: number, y?: Tensor): Tensor {
   if (!(weight >= 0) || !Number.isFinite(weight)) throw new ValueError(`foregroundWeights: weight must be finite and >= 0, got ${weight}`);
   if (x.ndim !== 5) throw new ShapeError(`foregroundWeights: expects a (B, C, T, H, W) video, got ${fmtShape(x.shape)}`);
   if (x.size === 0) throw new ShapeError(`foregroundWeights: empty video ${fmtShape(x.shape)}`);
+  if (y && fmtShape(y.shape) !== fmtShape(x.shape)) throw new ShapeError(`foregroundWeights: the reconstruction ${fmtShape(y.shape)} and the video ${fmtShape(x.shape)} differ in shape`);
   const [B, C, T, H, W] = x.shape as [number, number, number, number, number];
   const plane = T * H * W;
   const xd = x.readSync();
+  const yd = y ? y.readSync() : null;
   const out = new Float32Array(x.size);
   const med = new Float64Array(C);
   const hist = new Uint32Array(4096);
@@ -151,6 +158,7 @@ export function foregroundWeights(x: Tensor, weight: number): Tensor {
     for (let i = 0; i < plane; i++) {
       let d = 0;
       for (let c = 0; c < C; c++) d = Math.max(d, Math.abs(xd[(b * C + c) * plane + i]! - med[c]!));
+      if (yd) for (let c = 0; c < C; c++) d = Math.max(d, Math.abs(yd[(b * C + c) * plane + i]! - med[c]!));
       const w = 1 + (weight * Math.min(d, 2)) / 2;
       for (let c = 0; c < C; c++) out[(b * C + c) * plane + i] = w;
       sum += w * C;
@@ -161,9 +169,12 @@ export function foregroundWeights(x: Tensor, weight: number): Tensor {
   return new Tensor(out, x.shape);
 }
 
-/** train-ae's reconstruction term: L1 or MSE, weighted by foregroundWeights(x, fgWeight) when fgWeight > 0. */
-export function reconstructionLoss(y: Tensor, x: Tensor, kind: 'l1' | 'mse', fgWeight: number): Tensor {
-  if (fgWeight > 0) return weightedReconLoss(y, x, foregroundWeights(x, fgWeight), kind);
+/**
+ * train-ae's reconstruction term: L1 or MSE, weighted by foregroundWeights when fgWeight > 0 (the foreground of the
+ * original, `fgOf` 'orig', or of the original and the reconstruction, 'both').
+ */
+export function reconstructionLoss(y: Tensor, x: Tensor, kind: 'l1' | 'mse', fgWeight: number, fgOf: 'orig' | 'both' = 'orig'): Tensor {
+  if (fgWeight > 0) return weightedReconLoss(y, x, foregroundWeights(x, fgWeight, fgOf === 'both' ? y : undefined), kind);
   return kind === 'mse' ? mseLoss(y, x) : l1Loss(y, x);
 }
 
