@@ -18,7 +18,8 @@ import { cmdStudyGate } from '../src/cli/study_gate_cmds.js';
 import { loadAutoencoder } from '../src/pipelines/autoencoder.js';
 import { aeConfigJson, resolveAEConfig, trainableAE } from '../src/train/ae_models.js';
 import { initForTraining } from '../src/train/init.js';
-import { saveSafetensors } from '../src/io/safetensors.js';
+import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
+import { TRAIN_DEFAULTS, trainAE, writeRawWeights } from '../src/train/ae_trainer.js';
 import { WAN_VAE_WEIGHTS_FORMAT, wanVaeStateDict } from '../src/models/wan_vae/run.js';
 import type { WanVAE } from '../src/models/wan_vae/model.js';
 
@@ -147,5 +148,27 @@ describe('autoencoder gate', () => {
     await assert.rejects(cmdStudyGate(['--weights', w, '--data', dir, '--clips', '0'], none), /--clips must be a positive integer/);
     await assert.rejects(cmdStudyGate(['--weights', w, '--data', dir, '--min', '101'], none), /--min must be a percentage/);
     await assert.rejects(cmdStudyGate(['--weights', w, '--data', tmp], none), /holds no/);
+  });
+
+  it("dcvg study gate on a train-ae checkpoint reads its trained weights, not the EMA's", async () => {
+    const dir = join(tmp, 'held');
+    const run = join(tmp, 'run');
+    // two steps of the study's Wan VAE on the three videos: the EMA (decay 0.999) is still almost the initialisation
+    await trainAE({ ...TRAIN_DEFAULTS, model: 'wan-vae:wan-vae-shapes', data: dir, out: run, steps: 2, batch: 1, frames: 1, crop: 64, holdout: 0, ckptEvery: 2, evalEvery: 2, lr: 1e-3, warmup: 0 });
+    const raw = join(tmp, 'raw.safetensors');
+    writeRawWeights(run, raw);
+    const f = SafetensorsFile.open(raw);
+    assert.equal(f.metadata.step, '2');
+    f.close();
+    const videos = readShapesData(dir).slice(0, 1);
+    const want = await gateAutoencoder(loadAutoencoder({ weights: raw }, 'test'), dir, videos);
+    const ema = await gateAutoencoder(loadAutoencoder({ weights: join(run, 'model.safetensors') }, 'test'), dir, videos);
+    assert.notEqual(want.psnr, ema.psnr, 'the trained weights differ from the EMA');
+    let json = '';
+    assert.equal(await cmdStudyGate(['--weights', join(run, 'checkpoint.safetensors'), '--data', dir, '--clips', '1', '--json'], (s) => void (json += s)), 0);
+    const r = JSON.parse(json) as typeof want;
+    assert.equal(r.psnr, want.psnr);
+    assert.equal(r.objectPsnr, want.objectPsnr);
+    assert.equal(r.strays, want.strays);
   });
 });

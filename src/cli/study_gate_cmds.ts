@@ -2,7 +2,11 @@
  * `dcvg study gate`: the adapt study's autoencoder gate (src/study/ae_gate.ts) on any autoencoder and any folder of
  * shapes videos, e.g. a checkpoint of a study's autoencoder while it trains (its run folder's model.safetensors).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { CKPT } from '../train/checkpoint.js';
+import { writeRawWeights } from '../train/ae_trainer.js';
 import { ValueError } from '../errors.js';
 import { loadAutoencoder } from '../pipelines/autoencoder.js';
 import { CORNER, STRAY_MARGIN, gateAutoencoder } from '../study/ae_gate.js';
@@ -16,7 +20,8 @@ export const STUDY_GATE_HELP = `dcvg study gate --weights W [--model M] --data D
   against the video's own attributes, and measures PSNR over the object's pixels (off the background colour by more
   than the scorer's threshold) and over the whole frame: the study's autoencoder gate (docs/studies/adapt.md).
   --weights W        the autoencoder: a dcvg train-ae model.safetensors (it carries its config; a run folder's is
-                     the EMA weights of its latest checkpoint), or weights with --model as dcvg reconstruct takes them
+                     the EMA weights of its latest checkpoint), a train-ae run's checkpoint.safetensors (its trained
+                     weights at that step, not the EMA), or weights with --model as dcvg reconstruct takes them
   --model M          the model config when the weights carry none (a DC-AE-V preset / config, wan-vae:<preset | json>)
   --data DIR         a dcvg data shapes folder (its manifest gives each video's attributes)
   --clips N          the first N videos of DIR (default 24, the study's gate; at most the folder's count)
@@ -45,7 +50,20 @@ export async function cmdStudyGate(args: string[], out: Out): Promise<number> {
   const all = readShapesData(s('data')!);
   if (!all.length) throw new ValueError(`study gate: ${s('data')} holds no videos`);
   const videos = all.slice(0, clips);
-  const ae = loadAutoencoder({ model: s('model'), weights: s('weights') }, 'study gate');
+  let weights = s('weights');
+  let tmp: string | null = null;
+  if (weights && basename(weights) === CKPT && !s('model')) {
+    // a train-ae checkpoint: its raw weights, through a weights file beside nothing the user owns
+    tmp = mkdtempSync(join(tmpdir(), 'dcvg-gate-'));
+    weights = join(tmp, 'model.safetensors');
+    writeRawWeights(dirname(s('weights')!), weights);
+  }
+  let ae;
+  try {
+    ae = loadAutoencoder({ model: s('model'), weights }, 'study gate');
+  } finally {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  }
   const bar = new Progress('study gate', videos.length, 'videos');
   const r = await gateAutoencoder(ae, s('data')!, videos, (done) => bar.update(done));
   bar.done();

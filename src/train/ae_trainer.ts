@@ -310,6 +310,26 @@ export function readCheckpointMeta(runDir: string): CheckpointMeta {
 
 const modelConfigJson = (cfg: AEConfig) => aeConfigJson(cfg);
 
+/**
+ * A run's trained weights as they are at its latest checkpoint (the checkpoint's `model.*` tensors, not the EMA that
+ * model.safetensors holds), written to `out` as a weights file like model.safetensors (config, step and format in
+ * its metadata). Early in a run started from other weights (--init), the EMA is still mostly those weights.
+ */
+export function writeRawWeights(runDir: string, out: string): void {
+  const meta = readCheckpointMeta(runDir);
+  const path = join(runDir, CKPT);
+  const cfg = metaConfig(path, meta);
+  const f = SafetensorsFile.open(path);
+  try {
+    const t: Record<string, WritableTensor> = {};
+    for (const k of f.keys()) if (k.startsWith('model.')) t[k.slice('model.'.length)] = f.tensor(k);
+    if (!Object.keys(t).length) throw new TrainingError(`${path}: no model.* tensors`);
+    saveSafetensors(out, t, { metadata: { config: JSON.stringify(modelConfigJson(cfg)), step: String(meta.step), format: trainableAE(cfg).weightsFormat } });
+  } finally {
+    f.close();
+  }
+}
+
 /** Writes loss.png (and eval.png when there are evaluations) from a run's train.jsonl. */
 export function writeTrainingPlots(runDir: string): void {
   const { steps, evals } = readLog(join(runDir, LOG));
