@@ -154,18 +154,22 @@ async function checkStop(ctx: Ctx, where: string): Promise<void> {
   if (ctx.cb.shouldStop?.()) throw new StudyInterrupted(130, where);
 }
 
-/** The step of a run folder's checkpoint, or null when it has none. */
-export function checkpointStep(runDir: string): number | null {
-  const p = join(runDir, 'checkpoint.safetensors');
+/** The step a safetensors file of a run folder records (read by `step` from its metadata), or null without the file. */
+function recordedStep(p: string, step: (metadata: Record<string, string>) => unknown, where: string): number | null {
   if (!existsSync(p)) return null;
   const f = SafetensorsFile.open(p);
   try {
-    const m = JSON.parse(f.metadata.dcvg_train ?? '{}') as { step?: number };
-    if (!Number.isSafeInteger(m.step)) throw new ValueError(`${p}: no step in its dcvg_train metadata`);
-    return m.step!;
+    const s = step(f.metadata);
+    if (!Number.isSafeInteger(s)) throw new ValueError(`${p}: no step in its ${where}`);
+    return s as number;
   } finally {
     f.close();
   }
+}
+
+/** The step of a run folder's checkpoint, or null when it has none. */
+export function checkpointStep(runDir: string): number | null {
+  return recordedStep(join(runDir, 'checkpoint.safetensors'), (m) => (JSON.parse(m.dcvg_train ?? '{}') as { step?: number }).step, 'dcvg_train metadata');
 }
 
 /**
@@ -173,16 +177,7 @@ export function checkpointStep(runDir: string): number | null {
  * checkpoint by every dcvg trainer), or null without them.
  */
 export function weightsStep(runDir: string): number | null {
-  const p = join(runDir, 'model.safetensors');
-  if (!existsSync(p)) return null;
-  const f = SafetensorsFile.open(p);
-  try {
-    const s = Number(f.metadata.step);
-    if (!Number.isSafeInteger(s) || s < 0) throw new ValueError(`${p}: no step in its metadata`);
-    return s;
-  } finally {
-    f.close();
-  }
+  return recordedStep(join(runDir, 'model.safetensors'), (m) => (m.step !== undefined && Number(m.step) >= 0 ? Number(m.step) : undefined), 'metadata');
 }
 
 /**

@@ -228,6 +228,14 @@ function nearest<K extends string>(table: Record<K, readonly number[]>, rgb: rea
   return best!;
 }
 
+/** The scorer's object mask: pixels off the background estimate by more than this (largest channel difference). */
+export const SHAPES_MASK_THRESHOLD = 60;
+
+/** The largest per-channel absolute difference of the RGB pixel at byte offset `o` of `px` from the colour `bg`. */
+export function backgroundDistance(px: Uint8Array, o: number, bg: readonly number[]): number {
+  return Math.max(Math.abs(px[o]! - bg[0]!), Math.abs(px[o + 1]! - bg[1]!), Math.abs(px[o + 2]! - bg[2]!));
+}
+
 /** Reads the attributes back from a video's pixels (T frames of 128x128 RGB uint8, frame-major HWC). */
 export function scoreShapes(frames: Uint8Array, T: number): ShapesReading {
   const N = SHAPES_SIZE;
@@ -259,9 +267,9 @@ export function scoreShapes(frames: Uint8Array, T: number): ShapesReading {
     let [x0, x1, y0, y1, sx, sy] = [N, -1, N, -1, 0, 0];
     for (let p = 0; p < N * N; p++) {
       const o = (f * N * N + p) * 3;
-      const d = Math.max(Math.abs(frames[o]! - bgEst[0]!), Math.abs(frames[o + 1]! - bgEst[1]!), Math.abs(frames[o + 2]! - bgEst[2]!));
+      const d = backgroundDistance(frames, o, bgEst);
       diff[p] = d;
-      if (d > 60) {
+      if (d > SHAPES_MASK_THRESHOLD) {
         const i = Math.floor(p / N);
         const j = p % N;
         count++;

@@ -11,14 +11,14 @@
 import { join } from 'node:path';
 import { readAllFrames } from '../io/video.js';
 import { tensorToUint8Frames } from '../metrics/metrics.js';
-import { SHAPES_ATTRIBUTES, SHAPES_BACKGROUNDS } from '../metrics/shapes_world.js';
+import { SHAPES_ATTRIBUTES, SHAPES_BACKGROUNDS, SHAPES_MASK_THRESHOLD, backgroundDistance } from '../metrics/shapes_world.js';
 import type { VideoAutoencoder } from '../pipelines/autoencoder.js';
 import { reconstructClipWith } from '../train/ae_trainer.js';
 import { ValueError } from '../errors.js';
 import { scoreClip, type RenderedVideo } from './world.js';
 
 /** A pixel is the object's when a channel differs from the background colour by more than this (the scorer's rule). */
-export const OBJECT_THRESHOLD = 60;
+export const OBJECT_THRESHOLD = SHAPES_MASK_THRESHOLD;
 
 export interface GateClip {
   file: string;
@@ -53,7 +53,7 @@ export const CORNER = 4;
  */
 export function strayPixels(orig: Uint8Array, rec: Uint8Array, bg: readonly number[], size: number): { strays: number; cornerStrays: number; cornerDeviation: number } {
   if (orig.length !== rec.length || orig.length !== size * size * 3) throw new ValueError(`strayPixels: frames of ${orig.length} and ${rec.length} bytes are not ${size}x${size} RGB`);
-  const dev = (f: Uint8Array, i: number) => Math.max(Math.abs(f[3 * i]! - bg[0]!), Math.abs(f[3 * i + 1]! - bg[1]!), Math.abs(f[3 * i + 2]! - bg[2]!));
+  const dev = (f: Uint8Array, i: number) => backgroundDistance(f, 3 * i, bg);
   let x0 = Infinity;
   let x1 = -Infinity;
   let y0 = Infinity;
@@ -111,7 +111,7 @@ export function objectErrors(orig: Uint8Array, rec: Uint8Array, bg: readonly num
   let objN = 0;
   let se = 0;
   for (let i = 0; i < orig.length; i += 3) {
-    const obj = Math.max(Math.abs(orig[i]! - bg[0]!), Math.abs(orig[i + 1]! - bg[1]!), Math.abs(orig[i + 2]! - bg[2]!)) > OBJECT_THRESHOLD;
+    const obj = backgroundDistance(orig, i, bg) > OBJECT_THRESHOLD;
     for (let c = 0; c < 3; c++) {
       const d = (orig[i + c]! - rec[i + c]!) ** 2;
       se += d;
@@ -168,8 +168,8 @@ export async function gateAutoencoder(ae: VideoAutoencoder, dir: string, videos:
     n += cN;
     onClip?.(clips.length, videos.length);
   }
-  const mean = (f: (c: GateClip) => number) => clips.reduce((a, c) => a + f(c), 0) / clips.length;
   const sum = (f: (c: GateClip) => number) => clips.reduce((a, c) => a + f(c), 0);
+  const mean = (f: (c: GateClip) => number) => sum(f) / clips.length;
   return {
     clips,
     accuracy: mean((c) => c.accuracy),
