@@ -376,10 +376,20 @@ describe('dcvg study adapt (smoke scale)', () => {
       assert.equal(r.code, 1, JSON.stringify(o));
       assert.match(r.stderr, re);
     };
-    await refused({ aeGate: { minAccuracy: 0 } }, /"aeGate\.minAccuracy" cannot change in a started study \(only autoencoders\.base\.steps, autoencoders\.dc\.steps can/);
+    await refused({ aeGate: { minAccuracy: 0 } }, /"aeGate\.minAccuracy" cannot change in a started study \(only autoencoders\.base\.steps, autoencoders\.dc\.steps, autoencoders\.base\.model, autoencoders\.dc\.model can/);
     await refused({ autoencoders: { base: { steps: 3 } } }, /"autoencoders\.base\.steps" must be an integer above its current 3, got 3/);
     await refused({ autoencoders: { base: { lr: 1 } } }, /"autoencoders\.base\.lr" cannot change/);
+    // a model may be replaced only before any of its runs started: the base's has, the DC's has not
+    await refused({ autoencoders: { base: { model: 'wan-vae:wan-vae-shapes' } } }, /"autoencoders\.base\.model": the base autoencoder's training has started with its model \(.*autoencoders\/base.*\); a new model needs those folders gone/);
+    await refused({ autoencoders: { dc: { model: 'wan-vae:wan-vae-shapes' } } }, /"autoencoders\.dc\.model" "wan-vae:wan-vae-shapes" is a wan-vae; the DC autoencoder is a DC-AE-V/);
     assert.equal((JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { changes: unknown[] }).changes.length, 1, 'refusals change nothing');
+    const narrow = { dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 8], depths: [0, 0, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } };
+    writeFileSync(more, JSON.stringify({ autoencoders: { dc: { model: narrow } } }));
+    const r3 = await study(['--resume', '--config', more, '--out', out, '--stages', 'data']);
+    assert.equal(r3.code, 0, r3.stderr);
+    const after = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { config: { autoencoders: { dc: { model: unknown } } }; changes: { key: string; to: unknown }[] };
+    assert.deepEqual(after.config.autoencoders.dc.model, narrow);
+    assert.deepEqual(after.changes.map(({ key, to }) => ({ key, to })).at(-1), { key: 'autoencoders.dc.model', to: narrow });
   });
 
   it('builds a tokenizer from the captions that src/text reads, one piece per caption word', () => {

@@ -57,7 +57,7 @@ import { noGrad, type Tensor } from '../tensor/tensor.js';
 import { cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
 import { cmdData } from './shapes_cmds.js';
-import type { AeSpec, DitRunConfig, EvalConfig, StudyConfig } from '../study/config.js';
+import { resolveStudyConfig, type AeSpec, type DitRunConfig, type EvalConfig, type StudyConfig } from '../study/config.js';
 import { readScores, shellQuote, type ScoreRecord } from '../study/report.js';
 import { gateAutoencoder } from '../study/ae_gate.js';
 import { evalPromptSet, readShapesData, scoreClip, writeCaptionTokenizer, SHAPES_FRAMES, SHAPES_SIZE, type EvalPrompt, type RenderedVideo } from '../study/world.js';
@@ -838,23 +838,30 @@ export function openStudyFolder(out: string, config: StudyConfig | null): StudyC
   return config;
 }
 
-/** The keys `study adapt --resume --config FILE` may change: the autoencoders' main step budgets. */
-const EXTENSIBLE = ['autoencoders.base.steps', 'autoencoders.dc.steps'] as const;
+/**
+ * The keys `study adapt --resume --config FILE` may change, while the autoencoders stage is not complete: an
+ * autoencoder's main step budget (raised only) and its model (only while none of its runs has a folder yet).
+ */
+const EXTENSIBLE = ['autoencoders.base.steps', 'autoencoders.dc.steps', 'autoencoders.base.model', 'autoencoders.dc.model'] as const;
 
 /**
- * `--resume --config FILE` on a study folder: raises the step budget of an autoencoder whose stage is not complete
- * (e.g. after it failed its gate), the only change a started study takes. Its train-ae run continues from its
- * checkpoint with the new `--steps` (train-ae stretches the cosine schedule), and study.json records the change
- * (`changes`: key, from, to, time). Anything else in FILE, a lower budget, or a complete autoencoders stage is
- * refused, naming the key. Returns the updated config.
+ * `--resume --config FILE` on a study folder, while the autoencoders stage is not complete:
+ * - raises the step budget of an autoencoder (e.g. after it failed its gate): its train-ae run continues from its
+ *   checkpoint with the new `--steps` (train-ae stretches the cosine schedule);
+ * - replaces the model of an autoencoder none of whose runs has started (no `autoencoders/<name>` or
+ *   `<name>-pretrain` folder: nothing was trained with the old one), e.g. a narrower DC-AE-V; the new spec is checked
+ *   like a config's.
+ * study.json records each change (`changes`: key, from, to, time). Anything else in FILE, a lower budget, a model
+ * whose runs have started, or a complete autoencoders stage is refused, naming the key. Returns the updated config.
  */
 export function extendStudyBudgets(out: string, override: unknown, source: string): StudyConfig {
   const p = join(out, 'study.json');
   if (!existsSync(p)) throw new ValueError(`study adapt: nothing to resume in ${out} (no study.json)`);
-  const file = J(p) as { format: string; config: StudyConfig; changes?: { key: string; from: number; to: number; at: string }[] };
+  const file = J(p) as { format: string; config: StudyConfig; changes?: { key: string; from: unknown; to: unknown; at: string }[] };
   const leaves: [string, unknown][] = [];
   const walk = (v: unknown, path: string): void => {
-    if (typeof v === 'object' && v !== null && !Array.isArray(v)) for (const [k, x] of Object.entries(v)) walk(x, path ? `${path}.${k}` : k);
+    // a model spec is one value (free-form, replaced whole)
+    if (typeof v === 'object' && v !== null && !Array.isArray(v) && !path.endsWith('.model')) for (const [k, x] of Object.entries(v)) walk(x, path ? `${path}.${k}` : k);
     else leaves.push([path, v]);
   };
   walk(override, '');
@@ -864,11 +871,23 @@ export function extendStudyBudgets(out: string, override: unknown, source: strin
   for (const [key, to] of leaves) {
     if (!(EXTENSIBLE as readonly string[]).includes(key))
       throw new ValueError(`study adapt --resume --config ${source}: "${key}" cannot change in a started study (only ${EXTENSIBLE.join(', ')} can, while the autoencoders stage is not complete); use another --out for another config`);
-    const name = key.split('.')[1] as 'base' | 'dc';
-    const from = cfg.autoencoders[name].steps;
-    if (typeof to !== 'number' || !Number.isInteger(to) || to <= from) throw new ValueError(`study adapt --resume --config ${source}: "${key}" must be an integer above its current ${from}, got ${JSON.stringify(to)}`);
     if (stageDone(out, 'autoencoders')) throw new ValueError(`study adapt --resume --config ${source}: "${key}": the autoencoders stage is complete (later stages use its models); use another --out`);
-    cfg.autoencoders[name].steps = to;
+    const name = key.split('.')[1] as 'base' | 'dc';
+    const ae = cfg.autoencoders[name];
+    if (key.endsWith('.model')) {
+      const started = [name, `${name}-pretrain`].map((r) => join(out, 'autoencoders', r)).filter((d) => existsSync(d));
+      if (started.length)
+        throw new ValueError(`study adapt --resume --config ${source}: "${key}": the ${name} autoencoder's training has started with its model (${started.join(', ')}); a new model needs those folders gone (move them away to keep them)`);
+      const from = ae.model;
+      ae.model = to as AeSpec;
+      // the new spec checked as a config's (family, validity)
+      resolveStudyConfig(cfg.scale, cfg, source);
+      changes.push({ key, from, to, at: new Date().toISOString() });
+      continue;
+    }
+    const from = ae.steps;
+    if (typeof to !== 'number' || !Number.isInteger(to) || to <= from) throw new ValueError(`study adapt --resume --config ${source}: "${key}" must be an integer above its current ${from}, got ${JSON.stringify(to)}`);
+    ae.steps = to;
     changes.push({ key, from, to, at: new Date().toISOString() });
   }
   writeJson(p, { ...file, config: cfg, changes });

@@ -126,9 +126,13 @@ export const REAL_CONFIG: StudyConfig = {
     // 71.7% (docs/studies/adapt.md "The init scale was the plateau"); the gate decides.
     base: ae('wan-vae:wan-vae-shapes', 6000, { extra: { loss: 'mse', 'fg-weight': '20', 'kl-weight': '0' }, pretrain: { steps: 2000, frames: 1, batch: 4, crop: 128 } }),
     // f32t4c32 in the released DC-AE-V topology, chunk-causal with 16-frame chunks (one shapes video); the same loss.
-    // Its windows are whole chunks (no single frames), so its first 3,000 steps take four 64x64 crops of 16 frames
-    // each (the cost of one 128x128 window, four clips), then 6,000 steps of whole 128x128 windows.
-    dc: ae({ dcaev_topology: { widths: [16, 32, 64, 64, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000, { extra: { loss: 'mse', 'fg-weight': '20' }, pretrain: { steps: 3000, frames: 16, batch: 4, crop: 64 } }),
+    // Narrow at the high resolutions (widths 8, 16, no residual block in the first two stages): there a block costs
+    // the most and the shapes need the least; with widths 16, 32 and a block in the second stage (session 30's
+    // start) the decoder alone cost more than the base Wan VAE's, so the adapted model could not generate >= 3x faster
+    // (docs/studies/adapt.md "The DC-AE-V's width"). Its windows are whole chunks (no single frames), so its first
+    // 3,000 steps take four 64x64 crops of 16 frames each (the cost of one 128x128 window, four clips), then 6,000
+    // steps of whole 128x128 windows.
+    dc: ae({ dcaev_topology: { widths: [8, 16, 32, 64, 64, 64, 128], depths: [0, 0, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000, { extra: { loss: 'mse', 'fg-weight': '20' }, pretrain: { steps: 3000, frames: 16, batch: 4, crop: 64 } }),
   },
   aeGate: { clips: 24, minAccuracy: 95 },
   text: { textLen: 16, seed: 0, umt5: { dim: 64, dim_attn: 64, dim_ffn: 128, num_heads: 4, num_layers: 2, num_buckets: 32, max_dist: 128 } },
