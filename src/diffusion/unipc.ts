@@ -400,8 +400,12 @@ export interface SampleOptions<X extends Sample> {
   schedule?: FlowSchedule;
   /** Default 'unipc'. */
   solver?: SolverKind;
-  /** CFG: v = v_u + scale·(v_c − v_u). With scale 1 the unconditional model is not called. */
-  guidance?: { scale: number; uncond: VelocityModel<X> };
+  /**
+   * CFG: v = v_u + scale·(v_c − v_u). With scale 1 the unconditional model is not called. `both`, when given,
+   * replaces the two calls of a step (`model`, then `uncond`) by one that returns [v_c, v_u] (e.g. one batched
+   * forward; it must give what the two calls would).
+   */
+  guidance?: { scale: number; uncond: VelocityModel<X>; both?: (x: X, t: number, sigma: number, step: number) => [X, X] };
   emulateFloat32Scalars?: boolean;
   /** Called after every step with the new sample. */
   onStep?: (info: { step: number; t: number; sigma: number; x: X }) => void;
@@ -419,19 +423,19 @@ export function sample<X extends Sample>(opts: SampleOptions<X>): X {
     schedule = flowSchedule(opts.steps, opts.shift, { variant: opts.variant });
   }
   const g = opts.guidance;
-  if (g && (typeof g.uncond !== 'function' || !Number.isFinite(g.scale)))
-    throw new ValueError('sample: guidance needs a finite `scale` and an `uncond` model function');
+  if (g && (typeof g.uncond !== 'function' || !Number.isFinite(g.scale) || (g.both !== undefined && typeof g.both !== 'function')))
+    throw new ValueError('sample: guidance needs a finite `scale` and an `uncond` model function (and `both`, if given, a function)');
   const solver = makeSolver(opts.solver ?? 'unipc', schedule, { emulateFloat32Scalars: opts.emulateFloat32Scalars });
   let x = init;
   while (!solver.done) {
     const step = solver.index;
     const t = solver.timestep;
     const sigma = solver.sigma;
-    let v = opts.model(x, t, sigma, step);
+    let v: X;
     if (g && g.scale !== 1) {
-      const vu = g.uncond(x, t, sigma, step);
-      v = (v instanceof Tensor ? cfgCombine(v, vu as Tensor, g.scale) : cfgCombine(v as FloatArray, vu as FloatArray, g.scale)) as X;
-    }
+      const [vc, vu] = g.both ? g.both(x, t, sigma, step) : [opts.model(x, t, sigma, step), g.uncond(x, t, sigma, step)];
+      v = (vc instanceof Tensor ? cfgCombine(vc, vu as Tensor, g.scale) : cfgCombine(vc as FloatArray, vu as FloatArray, g.scale)) as X;
+    } else v = opts.model(x, t, sigma, step);
     x = (x instanceof Tensor ? solver.step(v as Tensor, x) : solver.step(v as FloatArray, x as FloatArray)) as X;
     opts.onStep?.({ step, t, sigma, x });
   }

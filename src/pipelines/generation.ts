@@ -303,7 +303,7 @@ export function denoise(
   plan: GenerationPlan,
   context: Tensor,
   nullContext: Tensor | null,
-  o: Pick<GenerationOptions, 'steps' | 'guidance' | 'shift' | 'seed' | 'sampler' | 'onStep'>,
+  o: Pick<GenerationOptions, 'steps' | 'guidance' | 'shift' | 'seed' | 'sampler' | 'onStep'> & { cfgBatch?: boolean | 'auto' },
   cond?: WanConditioning,
 ): Tensor {
   const z = generateLatents(dit, {
@@ -317,6 +317,7 @@ export function denoise(
     solver: o.sampler,
     cond,
     onStep: o.onStep,
+    cfgBatch: o.cfgBatch,
   });
   const bad = findNonFinite(z);
   if (bad) throw new ValueError(`sampling produced ${bad.value} in the latents (flat index ${bad.index}); the DiT weights are likely broken (nothing written)`);

@@ -6,6 +6,7 @@
 import { sample, type SolverKind } from '../../diffusion/unipc.js';
 import { ShapeError } from '../../errors.js';
 import { randn } from '../../tensor/random.js';
+import * as ops from '../../tensor/ops.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
 import type { WanConditioning, WanModel } from './model.js';
 
@@ -24,6 +25,21 @@ export interface GenerateOptions {
   /** i2v: the conditioning channels y and CLIP features, given to both the conditional and unconditional passes */
   cond?: WanConditioning;
   onStep?: (step: number, total: number) => void;
+  /**
+   * Classifier-free guidance's two passes as one forward of the doubled batch (cond rows, then uncond rows) instead
+   * of two: true, false, or 'auto' (the default: batched when the doubled batch has at most CFG_BATCH_TOKENS tokens,
+   * where a forward's fixed costs weigh most and the activations are small).
+   */
+  cfgBatch?: boolean | 'auto';
+}
+
+/** 'auto' CFG batching's limit: tokens of the doubled batch (2 B x tokens per sample). */
+export const CFG_BATCH_TOKENS = 4096;
+
+/** Tokens per sample of a latent shape (B, C, F, H, W) under the model's patch size. */
+function tokensPerSample(model: WanModel, shape: readonly number[]): number {
+  const [pt, ph, pw] = model.config.patch_size;
+  return Math.ceil(shape[2]! / pt) * Math.ceil(shape[3]! / ph) * Math.ceil(shape[4]! / pw);
 }
 
 /** Generates latents (unscaled by the AE's scaling factor: divide by it before decoding). */
@@ -35,7 +51,15 @@ export function generateLatents(model: WanModel, o: GenerateOptions): Tensor {
     throw new ShapeError(`generateLatents: guidance ${w} needs one null context per sample (got ${o.nullContext?.length ?? 0})`);
   const steps = o.steps ?? 50;
   const noise = randn(o.shape, o.seed ?? 42);
-  const ts = (t: number) => new Array<number>(B).fill(t);
+  const ts = (t: number, n = B) => new Array<number>(n).fill(t);
+  const batch = w !== 1 && (o.cfgBatch === 'auto' || o.cfgBatch === undefined ? 2 * B * tokensPerSample(model, o.shape) <= CFG_BATCH_TOKENS : o.cfgBatch);
+  const twice = (t: Tensor | null | undefined) => (t ? ops.cat([t, t], 0) : t);
+  const cond2: WanConditioning | undefined = batch && o.cond ? { clipFea: twice(o.cond.clipFea), y: twice(o.cond.y) } : undefined;
+  const ctx2 = batch ? [...o.context, ...o.nullContext!] : [];
+  const both = (x: Tensor, t: number): [Tensor, Tensor] => {
+    const v = model.forward(ops.cat([x, x], 0), ts(t, 2 * B), ctx2, cond2);
+    return [ops.slice(v, 0, 0, B), ops.slice(v, 0, B, 2 * B)];
+  };
   return noGrad(() =>
     sample<Tensor>({
       noise,
@@ -43,7 +67,7 @@ export function generateLatents(model: WanModel, o: GenerateOptions): Tensor {
       shift: o.shift ?? 5,
       solver: o.solver,
       model: (x, t) => model.forward(x, ts(t), o.context, o.cond),
-      guidance: w === 1 ? undefined : { scale: w, uncond: (x, t) => model.forward(x, ts(t), o.nullContext!, o.cond) },
+      guidance: w === 1 ? undefined : { scale: w, uncond: (x, t) => model.forward(x, ts(t), o.nullContext!, o.cond), both: batch ? both : undefined },
       onStep: o.onStep ? ({ step }) => o.onStep!(step + 1, steps) : undefined,
     }),
   );
