@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -376,7 +376,9 @@ describe('dcvg study adapt (smoke scale)', () => {
       assert.equal(r.code, 1, JSON.stringify(o));
       assert.match(r.stderr, re);
     };
-    await refused({ aeGate: { minAccuracy: 0 } }, /"aeGate\.minAccuracy" cannot change in a started study \(only autoencoders\.base\.steps, autoencoders\.dc\.steps, autoencoders\.base\.model, autoencoders\.dc\.model can/);
+    await refused({ aeGate: { minAccuracy: 0 } }, /"aeGate\.minAccuracy" cannot change in a started study \(only an autoencoder's steps and model \(while the autoencoders stage is not complete\), and dit\.\*, base\.\*/);
+    await refused({ eval: { seeds: 3 } }, /"eval\.seeds" cannot change in a started study/);
+    await refused({ base: { lr: -1 } }, /"base\.lr" must be a positive number, got -1/);
     await refused({ autoencoders: { base: { steps: 3 } } }, /"autoencoders\.base\.steps" must be an integer above its current 3, got 3/);
     await refused({ autoencoders: { base: { lr: 1 } } }, /"autoencoders\.base\.lr" cannot change/);
     // a model may be replaced only before any of its runs started: the base's has, the DC's has not
@@ -390,6 +392,15 @@ describe('dcvg study adapt (smoke scale)', () => {
     const after = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { config: { autoencoders: { dc: { model: unknown } } }; changes: { key: string; to: unknown }[] };
     assert.deepEqual(after.config.autoencoders.dc.model, narrow);
     assert.deepEqual(after.changes.map(({ key, to }) => ({ key, to })).at(-1), { key: 'autoencoders.dc.model', to: narrow });
+    // the base DiT's recipe and the evaluations' sampling may change before the base stage starts
+    writeFileSync(more, JSON.stringify({ base: { lr: 0.002, batch: 3 }, eval: { steps: 3 }, adapt: { lora: { rank: 4 } } }));
+    const r4 = await study(['--resume', '--config', more, '--out', out, '--stages', 'data']);
+    assert.equal(r4.code, 0, r4.stderr);
+    const late = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { config: { base: { lr: number; batch: number }; eval: { steps: number }; adapt: { lora: { rank: number } } }; changes: { key: string; from: unknown; to: unknown }[] };
+    assert.deepEqual([late.config.base.lr, late.config.base.batch, late.config.eval.steps, late.config.adapt.lora.rank], [0.002, 3, 3, 4]);
+    assert.deepEqual(late.changes.slice(-4).map(({ key, from, to }) => [key, from, to]), [['base.lr', 1e-3, 0.002], ['base.batch', 2, 3], ['eval.steps', 2, 3], ['adapt.lora.rank', 2, 4]]);
+    mkdirSync(join(out, 'base'));
+    await refused({ base: { lr: 0.003 } }, /"base\.lr": the base stage has started \(.*base\)/);
   });
 
   it('builds a tokenizer from the captions that src/text reads, one piece per caption word', () => {

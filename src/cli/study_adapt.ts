@@ -845,14 +845,31 @@ export function openStudyFolder(out: string, config: StudyConfig | null): StudyC
 const EXTENSIBLE = ['autoencoders.base.steps', 'autoencoders.dc.steps', 'autoencoders.base.model', 'autoencoders.dc.model'] as const;
 
 /**
+ * Keys a started study may also change before the first stage that reads them has a folder (nothing was made with
+ * them yet): the DiT, the base DiT's recipe and the sampling of evaluations (base stage on), the adaptation's phases,
+ * the arms. The evaluation prompt set (eval.seeds, eval.*Prompts) is the data stage's, the text encoder the text stage's.
+ */
+const LATE_KEYS: readonly [RegExp, StageName][] = [
+  [/^(dit|base)\.\w+$/, 'base'],
+  [/^eval\.(steps|guidance|shift|sampler)$/, 'base'],
+  [/^adapt\.(align|tune|lora)\.\w+$/, 'adapt'],
+  [/^arms\.(noAlign|fullFinetune)$|^arms\.(scratch|latency)\.\w+$/, 'arms'],
+];
+
+const CHANGEABLE =
+  "an autoencoder's steps and model (while the autoencoders stage is not complete), and dit.*, base.*, eval.steps / guidance / shift / sampler, adapt.*, arms.* (while their stage has not started)";
+
+/**
  * `--resume --config FILE` on a study folder, while the autoencoders stage is not complete:
  * - raises the step budget of an autoencoder (e.g. after it failed its gate): its train-ae run continues from its
  *   checkpoint with the new `--steps` (train-ae stretches the cosine schedule);
  * - replaces the model of an autoencoder none of whose runs has started (no `autoencoders/<name>` or
  *   `<name>-pretrain` folder: nothing was trained with the old one), e.g. a narrower DC-AE-V; the new spec is checked
  *   like a config's.
+ * - sets a key of LATE_KEYS (the DiTs, evaluation sampling, adaptation, arms) whose stage has no folder yet.
  * study.json records each change (`changes`: key, from, to, time). Anything else in FILE, a lower budget, a model
- * whose runs have started, or a complete autoencoders stage is refused, naming the key. Returns the updated config.
+ * whose runs have started, a key whose stage has started, or a complete autoencoders stage is refused, naming the
+ * key; a value of the wrong type or range too (the config's own checks). Returns the updated config.
  */
 export function extendStudyBudgets(out: string, override: unknown, source: string): StudyConfig {
   const p = join(out, 'study.json');
@@ -869,8 +886,21 @@ export function extendStudyBudgets(out: string, override: unknown, source: strin
   const changes = [...(file.changes ?? [])];
   const cfg = JSON.parse(JSON.stringify(file.config)) as StudyConfig;
   for (const [key, to] of leaves) {
+    const late = LATE_KEYS.find(([re]) => re.test(key));
+    if (late) {
+      const stage = late[1];
+      if (existsSync(join(out, stage))) throw new ValueError(`study adapt --resume --config ${source}: "${key}": the ${stage} stage has started (${join(out, stage)}); use another --out for another config`);
+      const parts = key.split('.');
+      let node = cfg as unknown as Record<string, unknown>;
+      for (const k of parts.slice(0, -1)) node = node[k] as Record<string, unknown>;
+      const from = node[parts.at(-1)!];
+      node[parts.at(-1)!] = to;
+      resolveStudyConfig(cfg.scale, cfg, source);
+      changes.push({ key, from, to, at: new Date().toISOString() });
+      continue;
+    }
     if (!(EXTENSIBLE as readonly string[]).includes(key))
-      throw new ValueError(`study adapt --resume --config ${source}: "${key}" cannot change in a started study (only ${EXTENSIBLE.join(', ')} can, while the autoencoders stage is not complete); use another --out for another config`);
+      throw new ValueError(`study adapt --resume --config ${source}: "${key}" cannot change in a started study (only ${CHANGEABLE} can); use another --out for another config`);
     if (stageDone(out, 'autoencoders')) throw new ValueError(`study adapt --resume --config ${source}: "${key}": the autoencoders stage is complete (later stages use its models); use another --out`);
     const name = key.split('.')[1] as 'base' | 'dc';
     const ae = cfg.autoencoders[name];
