@@ -87,14 +87,27 @@ describe('training and sampling a tiny T2V DiT', () => {
     const run = (cfgBatch: boolean | 'auto') => generateLatents(m, { shape: [2, 8, 2, 4, 4], context: ctx, nullContext: nul, guidance: 5, steps: 4, shift: 5, seed: 3, cfgBatch });
     const two = run(false);
     const one = run(true);
-    // rows of a GEMM do not depend on the other rows of its batch: the same numbers
-    assert.deepEqual(one.toArray(), two.toArray());
+    // The rows of a doubled batch meet the same arithmetic, but a GEMM may block (and so sum) a taller matrix in
+    // another order (oneDNN's AVX2 path does): each forward's outputs may then differ by the dot-product rounding
+    // bound, gamma_K = K eps / (1 - K eps) relative for the longest reduction K, and CFG's v_u + w (v_c - v_u) scales a
+    // difference by up to 1 + 2w per step. The bound over the steps, relative to the result's magnitude:
+    const within = (a: T.Tensor, b: T.Tensor, steps: number, w: number, K: number, what: string) => {
+      const eps = 2 ** -24;
+      const gamma = (K * eps) / (1 - K * eps);
+      const x = a.toArray();
+      const y = b.toArray();
+      const scale = Math.max(...x.map(Math.abs));
+      const diff = Math.max(...x.map((v, i) => Math.abs(v - y[i]!)));
+      const tol = steps * (1 + 2 * w) * gamma * scale;
+      assert.ok(diff <= tol, `${what}: max difference ${diff} over the bound ${tol}`);
+    };
+    within(one, two, 4, 5, 64, 't2v');
     assert.deepEqual(run('auto').toArray(), one.toArray(), "'auto' batches this small a problem");
     const i2v = parseWanConfig({ model_type: 'i2v', patch_size: [1, 1, 1], text_len: 8, in_dim: 12, dim: 32, ffn_dim: 64, freq_dim: 32, text_dim: 16, out_dim: 8, num_heads: 2, num_layers: 1 });
     const mi = new WanModel(i2v);
     mi.initRandom(5, 0.1);
     const cond = { y: T.randn([2, 4, 2, 4, 4], 9), clipFea: T.randn([2, 3, 1280], 10) };
     const ri = (cfgBatch: boolean) => generateLatents(mi, { shape: [2, 8, 2, 4, 4], context: ctx, nullContext: nul, guidance: 4, steps: 3, shift: 3, seed: 1, cond, cfgBatch });
-    assert.deepEqual(ri(true).toArray(), ri(false).toArray());
+    within(ri(true), ri(false), 3, 4, 1280, 'i2v'); // the image embedding's first linear reduces over image_dim 1280
   });
 });
