@@ -50,14 +50,7 @@ interface Timed {
   wall_s: number;
   cpu_s: number;
 }
-function timed(fn: () => unknown): Timed {
-  const c = process.cpuUsage();
-  const t = performance.now();
-  fn();
-  const u = process.cpuUsage(c);
-  return { wall_s: (performance.now() - t) / 1000, cpu_s: (u.user + u.system) / 1e6 };
-}
-async function timedAsync(fn: () => Promise<unknown>): Promise<Timed> {
+async function timed(fn: () => unknown): Promise<Timed> {
   const c = process.cpuUsage();
   const t = performance.now();
   await fn();
@@ -65,21 +58,22 @@ async function timedAsync(fn: () => Promise<unknown>): Promise<Timed> {
   return { wall_s: (performance.now() - t) / 1000, cpu_s: (u.user + u.system) / 1e6 };
 }
 const med = (xs: Timed[]): Timed => ({ wall_s: +median(xs.map((x) => x.wall_s)).toFixed(4), cpu_s: +median(xs.map((x) => x.cpu_s)).toFixed(4) });
-const randomLatent = (shape: number[], seed: number): Tensor => randn(shape, seed);
 const params = (m: Module) => [...m.namedParams()].reduce((a, [, p]) => a + p.size, 0);
-function decodeCost(ae: VideoAutoencoder, z: Tensor): Timed {
+async function decodeCost(ae: VideoAutoencoder, z: Tensor): Promise<Timed> {
   noGrad(() => ae.decodeClip(z)); // warm-up
-  return med(Array.from({ length: reps }, () => timed(() => noGrad(() => ae.decodeClip(z)))));
+  const runs: Timed[] = [];
+  for (let i = 0; i < reps; i++) runs.push(await timed(() => noGrad(() => ae.decodeClip(z))));
+  return med(runs);
 }
 
 const rows: Record<string, unknown>[] = [];
 const base = new WanVAE(resolveAEConfig('wan-vae:wan-vae-shapes').config as ConstructorParameters<typeof WanVAE>[0]);
 initForTraining(base, 0);
-rows.push({ kind: 'decode', model: 'base wan-vae:wan-vae-shapes', decoder_params: params(base.decoder), ...decodeCost(new WanVaeAutoencoder(base), randomLatent([1, 16, 4, 16, 16], 1)) });
+rows.push({ kind: 'decode', model: 'base wan-vae:wan-vae-shapes', decoder_params: params(base.decoder), ...(await decodeCost(new WanVaeAutoencoder(base), randn([1, 16, 4, 16, 16], 1))) });
 for (const [widths, depths] of topologies) {
   const m = new DCAEV(topologyConfig({ name: 'study-dc', widths, depths, latentChannels: 32, chunk: 16 }));
   initForTraining(m, 0);
-  rows.push({ kind: 'decode', model: `dc-ae-v widths ${JSON.stringify(widths)} depths ${JSON.stringify(depths)}`, decoder_params: params(m.decoder), params: params(m), ...decodeCost(new DcaevAutoencoder(m), randomLatent([1, 32, 4, 4, 4], 1)) });
+  rows.push({ kind: 'decode', model: `dc-ae-v widths ${JSON.stringify(widths)} depths ${JSON.stringify(depths)}`, decoder_params: params(m.decoder), params: params(m), ...(await decodeCost(new DcaevAutoencoder(m), randn([1, 32, 4, 4, 4], 1))) });
 }
 for (const dir of folders) {
   const models = folderModels(resolveModelFolder(dir), defaultEncoderLoaders);
@@ -91,8 +85,8 @@ for (const dir of folders) {
   const k: Timed[] = [];
   for (let i = 0; i <= reps; i++) {
     let z: Tensor | null = null;
-    const s = timed(() => (z = denoise(dit, plan, enc.embeddings[0]!, enc.embeddings[1]!, { steps, guidance, shift: 5, seed: i, sampler: 'unipc', cfgBatch })));
-    const dec = await timedAsync(() => decodeInto(ae, z!, plan, { write: async () => {} }));
+    const s = await timed(() => (z = denoise(dit, plan, enc.embeddings[0]!, enc.embeddings[1]!, { steps, guidance, shift: 5, seed: i, sampler: 'unipc', cfgBatch })));
+    const dec = await timed(() => decodeInto(ae, z!, plan, { write: async () => {} }));
     if (i === 0) continue; // warm-up
     d.push(s);
     k.push(dec);

@@ -871,7 +871,7 @@ const CHANGEABLE =
  * whose runs have started, a key whose stage has started, or a complete autoencoders stage is refused, naming the
  * key; a value of the wrong type or range too (the config's own checks). Returns the updated config.
  */
-export function extendStudyBudgets(out: string, override: unknown, source: string): StudyConfig {
+export function changeStartedStudy(out: string, override: unknown, source: string): StudyConfig {
   const p = join(out, 'study.json');
   if (!existsSync(p)) throw new ValueError(`study adapt: nothing to resume in ${out} (no study.json)`);
   const file = J(p) as { format: string; config: StudyConfig; changes?: { key: string; from: unknown; to: unknown; at: string }[] };
@@ -885,41 +885,34 @@ export function extendStudyBudgets(out: string, override: unknown, source: strin
   if (!leaves.length || leaves.some(([k]) => k === '')) throw new ValueError(`study adapt --resume --config ${source}: expected a JSON object such as {"autoencoders": {"base": {"steps": 9000}}}`);
   const changes = [...(file.changes ?? [])];
   const cfg = JSON.parse(JSON.stringify(file.config)) as StudyConfig;
+  const refuse = (msg: string) => new ValueError(`study adapt --resume --config ${source}: ${msg}`);
   for (const [key, to] of leaves) {
     const late = LATE_KEYS.find(([re]) => re.test(key));
     if (late) {
-      const stage = late[1];
-      if (existsSync(join(out, stage))) throw new ValueError(`study adapt --resume --config ${source}: "${key}": the ${stage} stage has started (${join(out, stage)}); use another --out for another config`);
-      const parts = key.split('.');
-      let node = cfg as unknown as Record<string, unknown>;
-      for (const k of parts.slice(0, -1)) node = node[k] as Record<string, unknown>;
-      const from = node[parts.at(-1)!];
-      node[parts.at(-1)!] = to;
-      resolveStudyConfig(cfg.scale, cfg, source);
-      changes.push({ key, from, to, at: new Date().toISOString() });
-      continue;
+      const stage = join(out, late[1]);
+      if (existsSync(stage)) throw refuse(`"${key}": the ${late[1]} stage has started (${stage}); use another --out for another config`);
+    } else {
+      if (!(EXTENSIBLE as readonly string[]).includes(key)) throw refuse(`"${key}" cannot change in a started study (only ${CHANGEABLE} can); use another --out for another config`);
+      if (stageDone(out, 'autoencoders')) throw refuse(`"${key}": the autoencoders stage is complete (later stages use its models); use another --out`);
+      const name = key.split('.')[1] as 'base' | 'dc';
+      if (key.endsWith('.model')) {
+        const started = [name, `${name}-pretrain`].map((r) => join(out, 'autoencoders', r)).filter((d) => existsSync(d));
+        if (started.length)
+          throw refuse(`"${key}": the ${name} autoencoder's training has started with its model (${started.join(', ')}); a new model needs those folders gone (move them away to keep them)`);
+      } else {
+        const from = cfg.autoencoders[name].steps;
+        if (typeof to !== 'number' || !Number.isInteger(to) || to <= from) throw refuse(`"${key}" must be an integer above its current ${from}, got ${JSON.stringify(to)}`);
+      }
     }
-    if (!(EXTENSIBLE as readonly string[]).includes(key))
-      throw new ValueError(`study adapt --resume --config ${source}: "${key}" cannot change in a started study (only ${CHANGEABLE} can); use another --out for another config`);
-    if (stageDone(out, 'autoencoders')) throw new ValueError(`study adapt --resume --config ${source}: "${key}": the autoencoders stage is complete (later stages use its models); use another --out`);
-    const name = key.split('.')[1] as 'base' | 'dc';
-    const ae = cfg.autoencoders[name];
-    if (key.endsWith('.model')) {
-      const started = [name, `${name}-pretrain`].map((r) => join(out, 'autoencoders', r)).filter((d) => existsSync(d));
-      if (started.length)
-        throw new ValueError(`study adapt --resume --config ${source}: "${key}": the ${name} autoencoder's training has started with its model (${started.join(', ')}); a new model needs those folders gone (move them away to keep them)`);
-      const from = ae.model;
-      ae.model = to as AeSpec;
-      // the new spec checked as a config's (family, validity)
-      resolveStudyConfig(cfg.scale, cfg, source);
-      changes.push({ key, from, to, at: new Date().toISOString() });
-      continue;
-    }
-    const from = ae.steps;
-    if (typeof to !== 'number' || !Number.isInteger(to) || to <= from) throw new ValueError(`study adapt --resume --config ${source}: "${key}" must be an integer above its current ${from}, got ${JSON.stringify(to)}`);
-    ae.steps = to;
-    changes.push({ key, from, to, at: new Date().toISOString() });
+    // every allowed key names a leaf (or a model spec) of the config
+    const parts = key.split('.');
+    let node = cfg as unknown as Record<string, unknown>;
+    for (const k of parts.slice(0, -1)) node = node[k] as Record<string, unknown>;
+    changes.push({ key, from: node[parts.at(-1)!], to, at: new Date().toISOString() });
+    node[parts.at(-1)!] = to;
   }
+  // the new values through the config's own checks (types, ranges, an autoencoder's family)
+  resolveStudyConfig(cfg.scale, cfg, source);
   writeJson(p, { ...file, config: cfg, changes });
   return cfg;
 }

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ValueError } from '../errors.js';
 import { SCALES, resolveStudyConfig } from '../study/config.js';
-import { STAGES, StudyInterrupted, checkpointsToCarry, extendStudyBudgets, openStudyFolder, runAdaptStudy, type StageName } from './study_adapt.js';
+import { STAGES, StudyInterrupted, checkpointsToCarry, changeStartedStudy, openStudyFolder, runAdaptStudy, type StageName } from './study_adapt.js';
 import { writeAdaptReport } from '../study/report.js';
 import { parseValues, type Out } from './common.js';
 import { stopOnSignals } from './train_cmds.js';
@@ -82,7 +82,7 @@ export async function cmdStudyAdapt(args: string[], out: Out): Promise<number> {
     const scale = s('scale') ?? 'real';
     if (!SCALES[scale]) throw new ValueError(`study adapt: unknown --scale "${scale}" (known: ${Object.keys(SCALES).join(', ')})`);
     config = resolveStudyConfig(scale, override, s('config'));
-  } else if (s('config')) extendStudyBudgets(dir, override, s('config')!);
+  } else if (s('config')) changeStartedStudy(dir, override, s('config')!);
   const cfg = openStudyFolder(dir, config);
   const signals = stopOnSignals('study adapt');
   const t0 = performance.now();
