@@ -162,6 +162,22 @@ describe('Wan-2.1 DiT fixtures (official wan/modules/model.py)', { skip }, () =>
     io.file.close();
   });
 
+  it('a prepared context (embedded text, cross-attention keys and values made once) gives the same output bit for bit', () => {
+    for (const name of NAMES) {
+      const m = fixtureModel(name);
+      const io = fixtureIo(name);
+      const cond = { y: io.y, clipFea: io.clip };
+      T.noGrad(() => {
+        const raw = m.forward(io.x, io.t, io.context, cond).readSync();
+        const prepared = m.prepareContext(io.context, io.x.shape[0]!, cond);
+        // twice with one prepared context: what a sampler does with it
+        for (let i = 0; i < 2; i++) assert.deepEqual(m.forward(io.x, io.t, prepared, { y: io.y }).readSync(), raw, `${name} pass ${i}`);
+        assertClose(m.forward(io.x, io.t, prepared, { y: io.y }), io.file.tensor('out'), FWD_TOL, `${name} out`);
+      });
+      io.file.close();
+    }
+  });
+
   it('runWan reads config, weights and inputs from files', () => {
     for (const name of NAMES) {
       const out = runWan(`${fixturePath(`${dir}/wan_fixtures.json`)}#${name}`, fixturePath(`${dir}/${name}.weights.safetensors`), fixturePath(`${dir}/${name}.io.safetensors`));
@@ -372,6 +388,23 @@ describe('Wan input errors', () => {
     assert.deepEqual(tiny('t2v').forward(x(), [1, 2], T.randn([2, 4, 6], 5)).shape, [2, 4, 2, 4, 4]);
     const y = T.randn([2, 8, 2, 4, 4], 6);
     assert.deepEqual(tiny('i2v').forward(x(), t(), ctx(), { y, clipFea: T.randn([2, 5, 8], 7) }).shape, [2, 4, 2, 4, 4]);
+  });
+
+  it('a prepared context is checked: its model, its batch, and clip_fea given once', () => {
+    const m = tiny('t2v');
+    const p = m.prepareContext(ctx(), 2);
+    assert.throws(() => tiny('t2v').forward(x(), t(), p), (e: unknown) => e instanceof ValueError && /another model/.test(e.message));
+    assert.throws(() => m.forward(T.randn([1, 4, 2, 4, 4], 4), [500], p), (e: unknown) => e instanceof ShapeError && /holds 2 samples, x has 1/.test(e.message));
+    assert.throws(() => m.prepareContext(ctx(), 3), ShapeError);
+    assert.throws(() => m.prepareContext(ctx(), 2, { clipFea: T.randn([2, 5, 8], 7) }), /t2v model .* takes no clip_fea/);
+    const i = tiny('i2v');
+    const y = T.randn([2, 8, 2, 4, 4], 6);
+    const clipFea = T.randn([2, 5, 8], 7);
+    assert.throws(() => i.prepareContext(ctx(), 2), /needs clip_fea/);
+    const pi = i.prepareContext(ctx(), 2, { clipFea });
+    assert.throws(() => i.forward(x(), t(), pi, { y, clipFea }), (e: unknown) => e instanceof ValueError && /give clip_fea to prepareContext/.test(e.message));
+    assert.throws(() => i.forward(x(), t(), pi), /needs y/);
+    assert.deepEqual(i.forward(x(), t(), pi, { y }).readSync(), i.forward(x(), t(), ctx(), { y, clipFea }).readSync());
   });
 
   it('wrong channel count, shapes and missing conditioning throw ShapeError', () => {

@@ -8,6 +8,8 @@ export {
   Linear as WanLinear,
   wanRopeTables,
   wanTimestepSinusoid,
+  WanPreparedContext,
+  type CrossKV,
   type WanRopeTables,
   type WanConditioning,
 } from './model.js';

@@ -117,20 +117,51 @@ export class WanCrossAttention extends AttentionLayers {
     this.norm_k_img = image && qkNorm ? this.module('norm_k_img', new RMSNorm(dim, eps)) : null;
   }
 
-  /** ctxImg: the embedded image tokens (i2v), attended to separately with the same queries; the outputs add. */
-  forward(x: Tensor, ctxText: Tensor, ctxImg: Tensor | null = null): Tensor {
-    const n = this.numHeads;
+  /**
+   * Keys and values, in heads, of the text context (B, S, D) and, for i2v, of the image tokens: what forward attends
+   * to. They depend on the context and the weights only, so a sampler computes them once (WanModel.prepareContext).
+   */
+  contextKV(ctxText: Tensor, ctxImg: Tensor | null = null): CrossKV {
+    const text = this.keysValues(ctxText);
+    if (!ctxImg) return { text, img: null };
+    if (!this.k_img || !this.v_img) throw new ShapeError('cross-attention got image context but this is not an i2v block');
+    let ki = this.k_img.forward(ctxImg);
+    if (this.norm_k_img) ki = this.norm_k_img.forward(ki);
+    return { text, img: [splitHeads(ki, this.numHeads), splitHeads(this.v_img.forward(ctxImg), this.numHeads)] };
+  }
+
+  /**
+   * ctxImg: the embedded image tokens (i2v), attended to separately with the same queries; the outputs add. kv: the
+   * contexts' keys and values computed before (contextKV); the same arithmetic as computing them here.
+   */
+  forward(x: Tensor, ctxText: Tensor, ctxImg: Tensor | null = null, kv: CrossKV | null = null): Tensor {
     const qh = this.queries(x);
-    const [k, v] = this.keysValues(ctxText);
-    let out = attention(qh, k, v);
-    if (ctxImg) {
-      if (!this.k_img || !this.v_img) throw new ShapeError('cross-attention got image context but this is not an i2v block');
-      let ki = this.k_img.forward(ctxImg);
-      if (this.norm_k_img) ki = this.norm_k_img.forward(ki);
-      out = ops.add(out, attention(qh, splitHeads(ki, n), splitHeads(this.v_img.forward(ctxImg), n)));
-    }
+    const { text, img } = kv ?? this.contextKV(ctxText, ctxImg);
+    let out = attention(qh, text[0], text[1]);
+    if (img) out = ops.add(out, attention(qh, img[0], img[1]));
     return this.project(out);
   }
+}
+
+/** A cross-attention's keys and values in heads (B, heads, S, d): of the text tokens and, for i2v, the image tokens. */
+export interface CrossKV {
+  text: [Tensor, Tensor];
+  img: [Tensor, Tensor] | null;
+}
+
+/**
+ * A batch's text (and i2v image) context made ready once for many forwards: embedded, and every block's
+ * cross-attention keys and values computed (WanModel.prepareContext). Valid for the model that made it while its
+ * weights do not change, e.g. through one sampling run; forward gives the same result as with the raw context.
+ */
+export class WanPreparedContext {
+  constructor(
+    readonly model: WanModel,
+    readonly batch: number,
+    readonly text: Tensor,
+    readonly image: Tensor | null,
+    readonly kv: readonly CrossKV[],
+  ) {}
 }
 
 export class WanAttentionBlock extends Module {
@@ -150,7 +181,7 @@ export class WanAttentionBlock extends Module {
   }
 
   /** x (B, N, D); e0 (B, 6, D) the projected timestep embedding. */
-  forward(x: Tensor, e0: Tensor, ctxText: Tensor, ctxImg: Tensor | null, rope: WanRopeTables): Tensor {
+  forward(x: Tensor, e0: Tensor, ctxText: Tensor, ctxImg: Tensor | null, rope: WanRopeTables, kv: CrossKV | null = null): Tensor {
     const eps = this.cfg.eps;
     const [shiftA, scaleA, gateA, shiftF, scaleF, gateF] = ops.split(ops.add(this.modulation.value, e0), 1, 1) as [
       Tensor,
@@ -162,7 +193,7 @@ export class WanAttentionBlock extends Module {
     ];
     const modulate = (h: Tensor, shift: Tensor, scale: Tensor) => ops.add(ops.mul(layerNorm(h, null, null, eps), ops.add(scale, 1)), shift);
     x = ops.add(x, ops.mul(this.self_attn.forward(modulate(x, shiftA, scaleA), rope), gateA));
-    x = ops.add(x, this.cross_attn.forward(this.norm3 ? this.norm3.forward(x) : x, ctxText, ctxImg));
+    x = ops.add(x, this.cross_attn.forward(this.norm3 ? this.norm3.forward(x) : x, ctxText, ctxImg, kv));
     return ops.add(x, ops.mul(this.ffn.forward(modulate(x, shiftF, scaleF)), gateF));
   }
 }
@@ -325,17 +356,15 @@ export class WanModel extends Module {
     return ops.reshape(ops.permute(r, [0, 7, 1, 4, 2, 5, 3, 6]), [B, C, F * pt, H * ph, W * pw]);
   }
 
-  private checkInputs(x: Tensor, cond: WanConditioning): void {
+  /** x and cond.y; cond.clipFea too unless it went into a prepared context (clipPrepared). */
+  private checkInputs(x: Tensor, cond: WanConditioning, clipPrepared: boolean): void {
     const c = this.config;
     if (x.ndim !== 5) throw new ShapeError(`x must be (B, C, F, H, W), got ${fmtShape(x.shape)}`);
     const [B, C, F, H, W] = x.shape as [number, number, number, number, number];
     if (B < 1 || F < 1 || H < 1 || W < 1) throw new ShapeError(`x ${fmtShape(x.shape)} is empty`);
     const y = cond.y ?? null;
-    const clip = cond.clipFea ?? null;
-    if (c.model_type === 'i2v') {
-      if (!y) throw new ShapeError(`i2v model "${c.name}" needs y, the ${c.in_dim - C} conditioning channels`);
-      if (!clip) throw new ShapeError(`i2v model "${c.name}" needs clip_fea (B, 257, ${c.image_dim})`);
-    } else if (clip) throw new ShapeError(`t2v model "${c.name}" takes no clip_fea`);
+    if (c.model_type === 'i2v' && !y) throw new ShapeError(`i2v model "${c.name}" needs y, the ${c.in_dim - C} conditioning channels`);
+    if (!clipPrepared) this.checkImage(cond, B);
     let cin = C;
     if (y) {
       if (y.ndim !== 5 || y.shape[0] !== B || y.shape[2] !== F || y.shape[3] !== H || y.shape[4] !== W)
@@ -351,27 +380,56 @@ export class WanModel extends Module {
     const p = c.patch_size;
     if (F % p[0] || H % p[1] || W % p[2])
       throw new ShapeError(`x ${fmtShape(x.shape)}: frames, height and width must be multiples of the patch [${p.join(', ')}]`);
+  }
+
+  /** cond.clipFea: required by i2v models, refused by t2v ones, (B, L_img, image_dim). */
+  private checkImage(cond: WanConditioning, B: number): void {
+    const c = this.config;
+    const clip = cond.clipFea ?? null;
+    if (c.model_type === 'i2v') {
+      if (!clip) throw new ShapeError(`i2v model "${c.name}" needs clip_fea (B, 257, ${c.image_dim})`);
+    } else if (clip) throw new ShapeError(`t2v model "${c.name}" takes no clip_fea`);
     if (clip && (clip.ndim !== 3 || clip.shape[0] !== B || clip.shape[1]! < 1 || clip.shape[2] !== c.image_dim))
       throw new ShapeError(`clip_fea must be (${B}, L_img, ${c.image_dim}), got ${fmtShape(clip.shape)}`);
   }
 
   /**
-   * The flow velocity (B, out_dim, F, H, W) for latents x (B, C, F, H, W), timesteps t (B) on the 0..1000 scale and
-   * per-sample text embeddings context[b] (L_b <= text_len, text_dim); i2v also takes cond.y and cond.clipFea.
+   * The text context (as forward takes it) and, for i2v, cond.clipFea, embedded once with every block's
+   * cross-attention keys and values, for many forwards over the same batch (a sampler's steps). forward then skips
+   * that work and computes the same thing. cond.y is not part of it: forward still takes it.
    */
-  forward(x: Tensor, t: Tensor | readonly number[], context: readonly Tensor[] | Tensor, cond: WanConditioning = {}): Tensor {
-    this.checkInputs(x, cond);
+  prepareContext(context: readonly Tensor[] | Tensor, B: number, cond: WanConditioning = {}): WanPreparedContext {
+    if (!Number.isInteger(B) || B < 1) throw new ShapeError(`prepareContext: batch must be a positive integer, got ${B}`);
+    this.checkImage(cond, B);
+    const text = this.embedText(context, B);
+    // Wan concatenates [image tokens, text tokens] and the i2v cross-attention splits them again at
+    // (length - text_len); keeping the two parts apart is the same computation.
+    const image = this.img_emb && cond.clipFea ? this.img_emb.forward(cond.clipFea) : null;
+    return new WanPreparedContext(this, B, text, image, this.blocks.map((blk) => blk.cross_attn.contextKV(text, image)));
+  }
+
+  /**
+   * The flow velocity (B, out_dim, F, H, W) for latents x (B, C, F, H, W), timesteps t (B) on the 0..1000 scale and
+   * per-sample text embeddings context[b] (L_b <= text_len, text_dim), or those made ready by prepareContext (then
+   * cond.clipFea is in it and not given again); i2v also takes cond.y and cond.clipFea.
+   */
+  forward(x: Tensor, t: Tensor | readonly number[], context: readonly Tensor[] | Tensor | WanPreparedContext, cond: WanConditioning = {}): Tensor {
+    const prepared = context instanceof WanPreparedContext ? context : null;
+    if (prepared) {
+      if (prepared.model !== this) throw new ValueError('forward: the prepared context was made by another model');
+      if (cond.clipFea) throw new ValueError('forward: with a prepared context, give clip_fea to prepareContext, not to forward');
+      if (this.config.model_type === 'i2v' && !prepared.image) throw new ShapeError(`i2v model "${this.config.name}" needs clip_fea (B, 257, ${this.config.image_dim}) in its prepared context`);
+    }
+    this.checkInputs(x, cond, prepared !== null);
     const B = x.shape[0]!;
+    if (prepared && prepared.batch !== B) throw new ShapeError(`forward: the prepared context holds ${prepared.batch} samples, x has ${B}`);
     const xin = cond.y ? ops.cat([x, cond.y], 1) : x;
     const { tokens, grid } = this.patchify(xin);
     const { temb, e0 } = this.embedTime(t, B);
-    const ctxText = this.embedText(context, B);
-    // Wan concatenates [image tokens, text tokens] and the i2v cross-attention splits them again at
-    // (length - text_len); keeping the two parts apart is the same computation.
-    const ctxImg = this.img_emb && cond.clipFea ? this.img_emb.forward(cond.clipFea) : null;
+    const ctx = prepared ?? this.prepareContext(context as readonly Tensor[] | Tensor, B, cond);
     const rope = this.rope(grid);
     let h = tokens;
-    for (const blk of this.blocks) h = blk.forward(h, e0, ctxText, ctxImg, rope);
+    this.blocks.forEach((blk, i) => (h = blk.forward(h, e0, ctx.text, ctx.image, rope, ctx.kv[i])));
     return this.unpatchify(this.head.forward(h, temb), grid);
   }
 }

@@ -8,7 +8,7 @@ import { ShapeError } from '../../errors.js';
 import { randn } from '../../tensor/random.js';
 import * as ops from '../../tensor/ops.js';
 import { Tensor, noGrad } from '../../tensor/tensor.js';
-import type { WanConditioning, WanModel } from './model.js';
+import type { WanConditioning, WanModel, WanPreparedContext } from './model.js';
 
 export interface GenerateOptions {
   /** latent shape (B, C, F, H, W) */
@@ -54,21 +54,27 @@ export function generateLatents(model: WanModel, o: GenerateOptions): Tensor {
   const ts = (t: number, n = B) => new Array<number>(n).fill(t);
   const batch = w !== 1 && (o.cfgBatch === 'auto' || o.cfgBatch === undefined ? 2 * B * tokensPerSample(model, o.shape) <= CFG_BATCH_TOKENS : o.cfgBatch);
   const twice = (t: Tensor | null | undefined) => (t ? ops.cat([t, t], 0) : t);
-  const cond2: WanConditioning | undefined = batch && o.cond ? { clipFea: twice(o.cond.clipFea), y: twice(o.cond.y) } : undefined;
-  const ctx2 = batch ? [...o.context, ...o.nullContext!] : [];
-  const both = (x: Tensor, t: number): [Tensor, Tensor] => {
-    const v = model.forward(ops.cat([x, x], 0), ts(t, 2 * B), ctx2, cond2);
-    return [ops.slice(v, 0, 0, B), ops.slice(v, 0, B, 2 * B)];
-  };
-  return noGrad(() =>
-    sample<Tensor>({
+  return noGrad(() => {
+    // the contexts' embeddings and cross-attention keys / values, once for all steps (the same arithmetic as each
+    // forward computing them); the image features go into them, y stays with each forward
+    const y = o.cond?.y ? { y: o.cond.y } : {};
+    let ctx: WanPreparedContext | null = null;
+    let nullCtx: WanPreparedContext | null = null;
+    const uncond = (x: Tensor, t: number) => model.forward(x, ts(t), (nullCtx ??= model.prepareContext(o.nullContext!, B, o.cond)), y);
+    const ctx2 = batch ? model.prepareContext([...o.context, ...o.nullContext!], 2 * B, o.cond ? { clipFea: twice(o.cond.clipFea) } : {}) : null;
+    const y2 = batch && o.cond?.y ? { y: twice(o.cond.y) } : {};
+    const both = (x: Tensor, t: number): [Tensor, Tensor] => {
+      const v = model.forward(ops.cat([x, x], 0), ts(t, 2 * B), ctx2!, y2);
+      return [ops.slice(v, 0, 0, B), ops.slice(v, 0, B, 2 * B)];
+    };
+    return sample<Tensor>({
       noise,
       steps,
       shift: o.shift ?? 5,
       solver: o.solver,
-      model: (x, t) => model.forward(x, ts(t), o.context, o.cond),
-      guidance: w === 1 ? undefined : { scale: w, uncond: (x, t) => model.forward(x, ts(t), o.nullContext!, o.cond), both: batch ? both : undefined },
+      model: (x, t) => model.forward(x, ts(t), (ctx ??= model.prepareContext(o.context, B, o.cond)), y),
+      guidance: w === 1 ? undefined : { scale: w, uncond, both: batch ? both : undefined },
       onStep: o.onStep ? ({ step }) => o.onStep!(step + 1, steps) : undefined,
-    }),
-  );
+    });
+  });
 }
