@@ -376,15 +376,28 @@ describe('dcvg study adapt (smoke scale)', () => {
       assert.equal(r.code, 1, JSON.stringify(o));
       assert.match(r.stderr, re);
     };
-    await refused({ aeGate: { minAccuracy: 0 } }, /"aeGate\.minAccuracy" cannot change in a started study \(only an autoencoder's steps and model \(while the autoencoders stage is not complete\), and dit\.\*, base\.\*/);
+    await refused({ aeGate: { minAccuracy: 0 } }, /"aeGate\.minAccuracy" cannot change in a started study \(only an autoencoder's steps \(lower only above the step its run has reached\) and model \(while the autoencoders stage is not complete\), and dit\.\*, base\.\*/);
     await refused({ eval: { seeds: 3 } }, /"eval\.seeds" cannot change in a started study/);
     await refused({ base: { lr: -1 } }, /"base\.lr" must be a positive number, got -1/);
-    await refused({ autoencoders: { base: { steps: 3 } } }, /"autoencoders\.base\.steps" must be an integer above its current 3, got 3/);
+    await refused({ autoencoders: { base: { steps: 3 } } }, /"autoencoders\.base\.steps" must be a positive integer other than its current 3, got 3/);
+    await refused({ autoencoders: { base: { steps: 2 } } }, /"autoencoders\.base\.steps": the base autoencoder's run has reached step 3 \(.*autoencoders\/base\), at or past the 2 asked for/);
     await refused({ autoencoders: { base: { lr: 1 } } }, /"autoencoders\.base\.lr" cannot change/);
     // a model may be replaced only before any of its runs started: the base's has, the DC's has not
     await refused({ autoencoders: { base: { model: 'wan-vae:wan-vae-shapes' } } }, /"autoencoders\.base\.model": the base autoencoder's training has started with its model \(.*autoencoders\/base.*\); a new model needs those folders gone/);
     await refused({ autoencoders: { dc: { model: 'wan-vae:wan-vae-shapes' } } }, /"autoencoders\.dc\.model" "wan-vae:wan-vae-shapes" is a wan-vae; the DC autoencoder is a DC-AE-V/);
     assert.equal((JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { changes: unknown[] }).changes.length, 1, 'refusals change nothing');
+    // a lower budget for a run below it: the base's (at step 3) after a raise to 6, and the DC's (never started)
+    for (const [o, key, from, to] of [
+      [{ autoencoders: { base: { steps: 6 } } }, 'autoencoders.base.steps', 3, 6],
+      [{ autoencoders: { base: { steps: 4 } } }, 'autoencoders.base.steps', 6, 4],
+      [{ autoencoders: { dc: { steps: 1 } } }, 'autoencoders.dc.steps', 2, 1],
+    ] as const) {
+      writeFileSync(more, JSON.stringify(o));
+      const r = await study(['--resume', '--config', more, '--out', out, '--stages', 'data']);
+      assert.equal(r.code, 0, r.stderr);
+      const c = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { changes: { key: string; from: unknown; to: unknown }[] };
+      assert.deepEqual(c.changes.map((x) => [x.key, x.from, x.to]).at(-1), [key, from, to]);
+    }
     const narrow = { dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 8], depths: [0, 0, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } };
     writeFileSync(more, JSON.stringify({ autoencoders: { dc: { model: narrow } } }));
     const r3 = await study(['--resume', '--config', more, '--out', out, '--stages', 'data']);

@@ -840,7 +840,8 @@ export function openStudyFolder(out: string, config: StudyConfig | null): StudyC
 
 /**
  * The keys `study adapt --resume --config FILE` may change, while the autoencoders stage is not complete: an
- * autoencoder's main step budget (raised only) and its model (only while none of its runs has a folder yet).
+ * autoencoder's main step budget (lowered only above the step its run has reached) and its model (only while none of
+ * its runs has a folder yet).
  */
 const EXTENSIBLE = ['autoencoders.base.steps', 'autoencoders.dc.steps', 'autoencoders.base.model', 'autoencoders.dc.model'] as const;
 
@@ -857,19 +858,22 @@ const LATE_KEYS: readonly [RegExp, StageName][] = [
 ];
 
 const CHANGEABLE =
-  "an autoencoder's steps and model (while the autoencoders stage is not complete), and dit.*, base.*, eval.steps / guidance / shift / sampler, adapt.*, arms.* (while their stage has not started)";
+  "an autoencoder's steps (lower only above the step its run has reached) and model (while the autoencoders stage is not complete), and dit.*, base.*, eval.steps / guidance / shift / sampler, adapt.*, arms.* (while their stage has not started)";
 
 /**
  * `--resume --config FILE` on a study folder, while the autoencoders stage is not complete:
  * - raises the step budget of an autoencoder (e.g. after it failed its gate): its train-ae run continues from its
- *   checkpoint with the new `--steps` (train-ae stretches the cosine schedule);
+ *   checkpoint with the new `--steps` (train-ae stretches the cosine schedule); or lowers it while its run is below
+ *   the new budget (a cost the machine cannot pay: the schedule is recomputed for the new total from the step
+ *   reached, so the learning rate there moves to the new schedule's value);
  * - replaces the model of an autoencoder none of whose runs has started (no `autoencoders/<name>` or
  *   `<name>-pretrain` folder: nothing was trained with the old one), e.g. a narrower DC-AE-V; the new spec is checked
  *   like a config's.
  * - sets a key of LATE_KEYS (the DiTs, evaluation sampling, adaptation, arms) whose stage has no folder yet.
- * study.json records each change (`changes`: key, from, to, time). Anything else in FILE, a lower budget, a model
- * whose runs have started, a key whose stage has started, or a complete autoencoders stage is refused, naming the
- * key; a value of the wrong type or range too (the config's own checks). Returns the updated config.
+ * study.json records each change (`changes`: key, from, to, time). Anything else in FILE, a budget at or below the
+ * step its run reached, a model whose runs have started, a key whose stage has started, or a complete autoencoders
+ * stage is refused, naming the key; a value of the wrong type or range too (the config's own checks). Returns the
+ * updated config.
  */
 export function changeStartedStudy(out: string, override: unknown, source: string): StudyConfig {
   const p = join(out, 'study.json');
@@ -901,7 +905,14 @@ export function changeStartedStudy(out: string, override: unknown, source: strin
           throw refuse(`"${key}": the ${name} autoencoder's training has started with its model (${started.join(', ')}); a new model needs those folders gone (move them away to keep them)`);
       } else {
         const from = cfg.autoencoders[name].steps;
-        if (typeof to !== 'number' || !Number.isInteger(to) || to <= from) throw refuse(`"${key}" must be an integer above its current ${from}, got ${JSON.stringify(to)}`);
+        if (typeof to !== 'number' || !Number.isInteger(to) || to < 1 || to === from) throw refuse(`"${key}" must be a positive integer other than its current ${from}, got ${JSON.stringify(to)}`);
+        if (to < from) {
+          // a lower budget only for a run that has not got there: its cosine schedule is recomputed for the new total
+          const run = join(out, 'autoencoders', name);
+          const reached = existsSync(run) ? (checkpointStep(run) ?? weightsStep(run)) : 0;
+          if (reached === null) throw refuse(`"${key}": ${run} holds neither a checkpoint nor weights to tell how far it got`);
+          if (reached >= to) throw refuse(`"${key}": the ${name} autoencoder's run has reached step ${reached} (${run}), at or past the ${to} asked for`);
+        }
       }
     }
     // every allowed key names a leaf (or a model spec) of the config

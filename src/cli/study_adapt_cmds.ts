@@ -21,9 +21,12 @@ dcvg study adapt --out DIR --checkpoints-to-carry
   --config FILE      JSON merged over the scale's config key by key (unknown keys refused); see src/study/config.ts
   --stages a,b       run only these stages (each needs the stages before it complete)
   --resume           continue the study in DIR with the config it was started with (no --scale / --config needed).
-                     With --config FILE it may raise an autoencoder's step budget while the autoencoders stage is not
-                     complete (e.g. after a failed gate): FILE = {"autoencoders": {"base": {"steps": N}}} (or "dc");
-                     its run continues from its checkpoint, and study.json records the change. Nothing else may change.
+                     With --config FILE it may change what nothing was made with yet, and study.json records each
+                     change: while the autoencoders stage is not complete, an autoencoder's step budget
+                     (FILE = {"autoencoders": {"base": {"steps": N}}} or "dc"; raised, e.g. after a failed gate, or
+                     lowered above the step its run reached; the run continues from its checkpoint on the new
+                     cosine schedule) or its model (before any of its runs started); dit.*, base.*, eval.steps /
+                     guidance / shift / sampler, adapt.*, arms.* before their stage started. Nothing else.
                      Without --resume, a DIR that holds a study is continued too, provided the config given is the
                      same. Complete stages are skipped, finished evaluations kept, and an interrupted trainer continues
                      from its checkpoint (exact: the outputs equal an uninterrupted run's).
