@@ -401,6 +401,11 @@ export class WanModel extends Module {
   prepareContext(context: readonly Tensor[] | Tensor, B: number, cond: WanConditioning = {}): WanPreparedContext {
     if (!Number.isInteger(B) || B < 1) throw new ShapeError(`prepareContext: batch must be a positive integer, got ${B}`);
     this.checkImage(cond, B);
+    return this.embedContext(context, B, cond);
+  }
+
+  /** prepareContext's work, on a batch size and image features already checked (forward checks them first). */
+  private embedContext(context: readonly Tensor[] | Tensor, B: number, cond: WanConditioning): WanPreparedContext {
     const text = this.embedText(context, B);
     // Wan concatenates [image tokens, text tokens] and the i2v cross-attention splits them again at
     // (length - text_len); keeping the two parts apart is the same computation.
@@ -418,7 +423,6 @@ export class WanModel extends Module {
     if (prepared) {
       if (prepared.model !== this) throw new ValueError('forward: the prepared context was made by another model');
       if (cond.clipFea) throw new ValueError('forward: with a prepared context, give clip_fea to prepareContext, not to forward');
-      if (this.config.model_type === 'i2v' && !prepared.image) throw new ShapeError(`i2v model "${this.config.name}" needs clip_fea (B, 257, ${this.config.image_dim}) in its prepared context`);
     }
     this.checkInputs(x, cond, prepared !== null);
     const B = x.shape[0]!;
@@ -426,7 +430,7 @@ export class WanModel extends Module {
     const xin = cond.y ? ops.cat([x, cond.y], 1) : x;
     const { tokens, grid } = this.patchify(xin);
     const { temb, e0 } = this.embedTime(t, B);
-    const ctx = prepared ?? this.prepareContext(context as readonly Tensor[] | Tensor, B, cond);
+    const ctx = prepared ?? this.embedContext(context as readonly Tensor[] | Tensor, B, cond);
     const rope = this.rope(grid);
     let h = tokens;
     this.blocks.forEach((blk, i) => (h = blk.forward(h, e0, ctx.text, ctx.image, rope, ctx.kv[i])));
