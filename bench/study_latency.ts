@@ -5,9 +5,10 @@
  *   node dist/bench/study_latency.js [--topologies JSON] [--folders DIR,DIR] [--reps 5] [--threads 1]
  *                                    [--steps 20] [--guidance 5] [--cfg-batch auto|on|off] [--json]
  *
- * - Decode: each `--topologies` entry ([widths, depths], f32t4c32 with 16-frame chunks, as the study's
+ * - Decode: each `--topologies` entry ([widths, depths], 32 latent channels and 16-frame chunks, as the study's
  *   `dcaev_topology`) gets train-ae's init (the weights do not change the cost) and decodes one random latent of
- *   the clip (32 x 4 x 4 x 4); the base is `wan-vae:wan-vae-shapes` (16 x 4 x 16 x 16). Default: the study's DC-AE-V
+ *   the clip at the topology's own factors (32 x 4 x 4 x 4 for f32t4; the depths decide the spatial factor: a
+ *   depth-0 stage after the first does not down-sample); the base is `wan-vae:wan-vae-shapes` (16 x 4 x 16 x 16). Default: the study's DC-AE-V
  *   before and after session 31 (REAL_CONFIG's comment).
  * - `--folders`: model folders as `dcvg generate` reads them (e.g. the study's `base/evals/model`, `adapt/model`):
  *   sampling (UniPC, `--steps`, CFG `--guidance`, `--cfg-batch`) and decode of one caption, timed apart.
@@ -17,7 +18,7 @@
  */
 import { cpus } from 'node:os';
 import type { Module } from '../src/nn/module.js';
-import { DCAEV, topologyConfig } from '../src/models/dcaev/index.js';
+import { compressionFactors, DCAEV, topologyConfig } from '../src/models/dcaev/index.js';
 import { WanVAE } from '../src/models/wan_vae/index.js';
 import { DcaevAutoencoder, WanVaeAutoencoder, type VideoAutoencoder } from '../src/pipelines/autoencoder.js';
 import { defaultEncoderLoaders } from '../src/pipelines/encoders.js';
@@ -71,9 +72,14 @@ const base = new WanVAE(resolveAEConfig('wan-vae:wan-vae-shapes').config as Cons
 initForTraining(base, 0);
 rows.push({ kind: 'decode', model: 'base wan-vae:wan-vae-shapes', decoder_params: params(base.decoder), ...(await decodeCost(new WanVaeAutoencoder(base), randn([1, 16, 4, 16, 16], 1))) });
 for (const [widths, depths] of topologies) {
-  const m = new DCAEV(topologyConfig({ name: 'study-dc', widths, depths, latentChannels: 32, chunk: 16 }));
+  const cfg = topologyConfig({ name: 'study-dc', widths, depths, latentChannels: 32, chunk: 16 });
+  // the latent of a 16 x 128 x 128 clip at this topology's own factors (a depth-0 stage after the first does not
+  // down-sample, so the depths decide the spatial factor)
+  const f = compressionFactors(cfg);
+  const m = new DCAEV(cfg);
   initForTraining(m, 0);
-  rows.push({ kind: 'decode', model: `dc-ae-v widths ${JSON.stringify(widths)} depths ${JSON.stringify(depths)}`, decoder_params: params(m.decoder), params: params(m), ...(await decodeCost(new DcaevAutoencoder(m), randn([1, 32, 4, 4, 4], 1))) });
+  const z = randn([1, 32, 16 / f.temporal, 128 / f.spatial, 128 / f.spatial], 1);
+  rows.push({ kind: 'decode', model: `dc-ae-v f${f.spatial}t${f.temporal}c32 widths ${JSON.stringify(widths)} depths ${JSON.stringify(depths)}`, decoder_params: params(m.decoder), params: params(m), ...(await decodeCost(new DcaevAutoencoder(m), z)) });
 }
 for (const dir of folders) {
   const models = folderModels(resolveModelFolder(dir), defaultEncoderLoaders);

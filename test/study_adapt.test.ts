@@ -317,6 +317,11 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.match(bad({ autoencoders: { base: { model: 'dcaev-shapes-f32c32' } } }), /"autoencoders\.base\.model" "dcaev-shapes-f32c32" is a dc-ae-v; the base autoencoder is in the Wan-VAE topology/);
     assert.match(bad({ autoencoders: { dc: { model: 'wan-vae:wan-vae-shapes' } } }), /"autoencoders\.dc\.model" "wan-vae:wan-vae-shapes" is a wan-vae; the DC autoencoder is a DC-AE-V/);
     assert.match(bad({ autoencoders: { base: { model: 'wan-vae:nope.json' } } }), /"autoencoders\.base\.model" "wan-vae:nope\.json" is no train-ae --model spec/);
+    // the DC latent grid must be the base's halved on each spatial axis: a depth-0 stage after the first makes f16
+    assert.match(
+      bad({ autoencoders: { dc: { model: { dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 16], depths: [0, 0, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } } } } }),
+      /the DC autoencoder compresses f16t4 and the base f8t4; the study needs the DC one to compress 4x more on each spatial axis at the same temporal factor \(f32t4/,
+    );
     assert.match(bad({ aeGate: { minAccuracy: 101 } }), /"aeGate\.minAccuracy" must be a percentage in \[0, 100\]/);
     assert.match(bad({ aeGate: { clips: 99 } }), /"aeGate\.clips" \(99\) is more than the held-out videos rendered/);
     const flag = spawnSync(process.execPath, [main, 'study', 'adapt', '--bogus'], { env, encoding: 'utf8' });

@@ -37,7 +37,7 @@ import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/saf
 import { readAllFrames } from '../io/video.js';
 import { encodePng } from '../metrics/plot.js';
 import { tensorToUint8Frames } from '../metrics/metrics.js';
-import { compressionFactors, configFromReference, configToReference, topologyConfig } from '../models/dcaev/config.js';
+import { compressionFactors, configFromReference, configToReference } from '../models/dcaev/config.js';
 import { parseWanConfig, wanConfigToJson, type WanConfig } from '../models/wan/config.js';
 import { wanVaeConfigToJson, wanVaeFactors } from '../models/wan_vae/config.js';
 import { WanVAE } from '../models/wan_vae/model.js';
@@ -57,7 +57,7 @@ import { noGrad, type Tensor } from '../tensor/tensor.js';
 import { cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
 import { cmdData } from './shapes_cmds.js';
-import { resolveStudyConfig, type AeSpec, type DitRunConfig, type EvalConfig, type StudyConfig } from '../study/config.js';
+import { dcTopologyConfig, resolveStudyConfig, type AeSpec, type DitRunConfig, type EvalConfig, type StudyConfig } from '../study/config.js';
 import { readScores, shellQuote, type ScoreRecord } from '../study/report.js';
 import { gateAutoencoder } from '../study/ae_gate.js';
 import { evalPromptSet, readShapesData, scoreClip, writeCaptionTokenizer, SHAPES_FRAMES, SHAPES_SIZE, type EvalPrompt, type RenderedVideo } from '../study/world.js';
@@ -240,8 +240,7 @@ export function aeModelArg(spec: AeSpec, dir: string, name: string): string {
   if (typeof spec === 'string') return spec;
   const path = join(dir, `${name}.model.json`);
   if ('dcaev_topology' in spec) {
-    const t = spec.dcaev_topology as { widths: number[]; depths: number[]; latentChannels: number; chunk?: number; mode?: string };
-    const cfg = topologyConfig({ name: `study-${name}`, widths: t.widths, depths: t.depths, latentChannels: t.latentChannels, chunk: t.chunk ?? 16, mode: (t.mode ?? 'chunk_causal') as 'chunk_causal' });
+    const cfg = dcTopologyConfig(spec.dcaev_topology as Record<string, unknown>, `study-${name}`);
     writeJson(path, configToReference(cfg));
     return path;
   }

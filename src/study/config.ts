@@ -14,6 +14,8 @@
  * DC-AE-V.
  */
 import { ValueError } from '../errors.js';
+import { compressionFactors, topologyConfig, type DCAEVConfig } from '../models/dcaev/config.js';
+import { resolveWanVaeConfig, wanVaeFactors } from '../models/wan_vae/config.js';
 import { resolveAEConfig } from '../train/ae_models.js';
 
 export type AeSpec = string | Record<string, unknown>;
@@ -126,13 +128,14 @@ export const REAL_CONFIG: StudyConfig = {
     // 71.7% (docs/studies/adapt.md "The init scale was the plateau"); the gate decides.
     base: ae('wan-vae:wan-vae-shapes', 6000, { extra: { loss: 'mse', 'fg-weight': '20', 'kl-weight': '0' }, pretrain: { steps: 2000, frames: 1, batch: 4, crop: 128 } }),
     // f32t4c32 in the released DC-AE-V topology, chunk-causal with 16-frame chunks (one shapes video); the same loss.
-    // Narrow at the high resolutions (widths 8, 16, no residual block in the first two stages): there a block costs
-    // the most and the shapes need the least; with widths 16, 32 and a block in the second stage (session 30's
-    // start) the decoder alone cost more than the base Wan VAE's, so the adapted model could not generate >= 3x faster
-    // (docs/studies/adapt.md "The DC-AE-V's width"). Its windows are whole chunks (no single frames), so its first
-    // 3,000 steps take four 64x64 crops of 16 frames each (the cost of one 128x128 window, four clips), then 6,000
-    // steps of whole 128x128 windows.
-    dc: ae({ dcaev_topology: { widths: [8, 16, 32, 64, 64, 64, 128], depths: [0, 0, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000, { extra: { loss: 'mse', 'fg-weight': '20' }, pretrain: { steps: 3000, frames: 16, batch: 4, crop: 64 } }),
+    // Narrow at the high resolutions (width 8 at 64 x 64, 16 at 32 x 32, 32 at 16 x 16; the low-resolution stages
+    // keep 64 and 128): there a block costs the most and the flat-coloured shapes need the least. Every stage after
+    // the first has a residual block, since a depth-0 stage does not down-sample (session 31's [0, 0, ...] made an
+    // f16 model by mistake, whose decode cost more than the base's). Decode of one 16 x 128 x 128 clip at 1 thread:
+    // 0.050 CPU s against the base Wan VAE's 0.209 (bench/study_latency.ts; docs/studies/adapt.md "The DC-AE-V was
+    // f16"). Its windows are whole chunks (no single frames), so its first 3,000 steps take four 64x64 crops of 16
+    // frames each (the cost of one 128x128 window, four clips), then 6,000 steps of whole 128x128 windows.
+    dc: ae({ dcaev_topology: { widths: [8, 8, 16, 32, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000, { extra: { loss: 'mse', 'fg-weight': '20' }, pretrain: { steps: 3000, frames: 16, batch: 4, crop: 64 } }),
   },
   aeGate: { clips: 24, minAccuracy: 95 },
   text: { textLen: 16, seed: 0, umt5: { dim: 64, dim_attn: 64, dim_ffn: 128, num_heads: 4, num_layers: 2, num_buckets: 32, max_dist: 128 } },
@@ -248,6 +251,22 @@ export function aeSpecFamily(spec: AeSpec): 'wan-vae' | 'dc-ae-v' {
   return resolveAEConfig(spec).family;
 }
 
+/** A `{"dcaev_topology": ...}` spec's DC-AE-V: the released topology at the given widths and depths. */
+export function dcTopologyConfig(t: Record<string, unknown>, name: string): DCAEVConfig {
+  const o = t as { widths: number[]; depths: number[]; latentChannels: number; chunk?: number; mode?: string };
+  return topologyConfig({ name, widths: o.widths, depths: o.depths, latentChannels: o.latentChannels, chunk: o.chunk ?? 16, mode: (o.mode ?? 'chunk_causal') as 'chunk_causal' });
+}
+
+/** The spatial and temporal compression of an autoencoder spec. */
+export function aeSpecFactors(spec: AeSpec): { spatial: number; temporal: number } {
+  if (typeof spec !== 'string') {
+    if ('dcaev_topology' in spec) return compressionFactors(dcTopologyConfig(spec.dcaev_topology as Record<string, unknown>, 'study-dc'));
+    return wanVaeFactors(resolveWanVaeConfig(spec));
+  }
+  const r = resolveAEConfig(spec);
+  return r.family === 'wan-vae' ? wanVaeFactors(r.config) : compressionFactors(r.config);
+}
+
 /** The config of a scale, with an optional override object merged over it; every key checked. */
 export function resolveStudyConfig(scale: string, override?: unknown, source = '--config'): StudyConfig {
   const base = SCALES[scale];
@@ -276,5 +295,13 @@ export function resolveStudyConfig(scale: string, override?: unknown, source = '
         `study config: "autoencoders.${k}.model" ${JSON.stringify(spec)} is a ${family}; ${k === 'base' ? 'the base autoencoder is in the Wan-VAE topology (wan-vae:<preset | config.json> or a Wan VAE config object)' : 'the DC autoencoder is a DC-AE-V (a preset, config path or {"dcaev_topology": ...})'}`,
       );
   }
+  // the base DiT patchifies 1x2x2 and the adapted one 1x1x1: the DC latent grid must be half the base's on each
+  // spatial axis (4x fewer tokens, the study's latency bound) and the same in time
+  const fb = aeSpecFactors(c.autoencoders.base.model);
+  const fd = aeSpecFactors(c.autoencoders.dc.model);
+  if (fd.spatial !== 4 * fb.spatial || fd.temporal !== fb.temporal)
+    throw new ValueError(
+      `study config: the DC autoencoder compresses f${fd.spatial}t${fd.temporal} and the base f${fb.spatial}t${fb.temporal}; the study needs the DC one to compress 4x more on each spatial axis at the same temporal factor (f${4 * fb.spatial}t${fb.temporal}: the base DiT patchifies 1x2x2, the adapted one 1x1x1, so it sees 4x fewer tokens). A DC-AE-V's depths set its spatial factor: a depth-0 stage after the first does not down-sample`,
+    );
   return c;
 }

@@ -576,7 +576,9 @@ export interface TopologyOptions {
 /**
  * The released topology (spatial x2 stages, then a temporal x4 stage, then the latent-rate stage) for any widths,
  * depths, temporal design and chunk length: the presets, and the small models trained here (default model, study).
- * Spatial compression = 2^(stages - 1) (project_in and all but the last down-sampler halve H and W).
+ * Spatial compression = 2^(stages - 1) when every stage after the first has depth > 0 (project_in and all but the last
+ * down-sampler halve H and W); a stage of depth 0 has no down-sampler, so each one after the first halves the factor
+ * (compressionFactors gives it).
  */
 export function topologyConfig(o: TopologyOptions): DCAEVConfig {
   const mode = o.mode ?? 'chunk_causal';
