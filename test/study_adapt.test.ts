@@ -381,14 +381,17 @@ describe('dcvg study adapt (smoke scale)', () => {
       assert.equal(r.code, 1, JSON.stringify(o));
       assert.match(r.stderr, re);
     };
-    await refused({ aeGate: { minAccuracy: 0 } }, /"aeGate\.minAccuracy" cannot change in a started study \(only an autoencoder's steps \(lower only above the step its run has reached\) and model \(while the autoencoders stage is not complete\), and dit\.\*, base\.\*/);
+    await refused({ aeGate: { minAccuracy: 0 } }, /"aeGate\.minAccuracy" cannot change in a started study \(only an autoencoder's steps \(lower only above the step its run has reached\) and the rest of its recipe \(model, pretrain\.\*, lr, warmup, seed, batch, crop, extra\.\*: before its runs start\), while the autoencoders stage is not complete, and dit\.\*, base\.\*/);
     await refused({ eval: { seeds: 3 } }, /"eval\.seeds" cannot change in a started study/);
     await refused({ base: { lr: -1 } }, /"base\.lr" must be a positive number, got -1/);
     await refused({ autoencoders: { base: { steps: 3 } } }, /"autoencoders\.base\.steps" must be a positive integer other than its current 3, got 3/);
     await refused({ autoencoders: { base: { steps: 2 } } }, /"autoencoders\.base\.steps": the base autoencoder's run has reached step 3 \(.*autoencoders\/base\), at or past the 2 asked for/);
-    await refused({ autoencoders: { base: { lr: 1 } } }, /"autoencoders\.base\.lr" cannot change/);
-    // a model may be replaced only before any of its runs started: the base's has, the DC's has not
-    await refused({ autoencoders: { base: { model: 'wan-vae:wan-vae-shapes' } } }, /"autoencoders\.base\.model": the base autoencoder's training has started with its model \(.*autoencoders\/base.*\); a new model needs those folders gone/);
+    await refused({ autoencoders: { base: { holdout: 1 } } }, /"autoencoders\.base\.holdout" cannot change/);
+    // a recipe may change only before any of its runs started: the base's has, the DC's has not
+    await refused({ autoencoders: { base: { model: 'wan-vae:wan-vae-shapes' } } }, /"autoencoders\.base\.model": the base autoencoder's training has started with its recipe \(.*autoencoders\/base.*\); another model needs those folders gone/);
+    await refused({ autoencoders: { base: { lr: 1 } } }, /"autoencoders\.base\.lr": the base autoencoder's training has started with its recipe .*; another lr needs those folders gone/);
+    await refused({ autoencoders: { base: { pretrain: { steps: 0 } } } }, /"autoencoders\.base\.pretrain\.steps": the base autoencoder's training has started with its recipe .*; another pretrain\.steps needs/);
+    await refused({ autoencoders: { dc: { lr: -1 } } }, /"autoencoders\.dc\.lr" must be a positive number, got -1/);
     await refused({ autoencoders: { dc: { model: 'wan-vae:wan-vae-shapes' } } }, /"autoencoders\.dc\.model" "wan-vae:wan-vae-shapes" is a wan-vae; the DC autoencoder is a DC-AE-V/);
     assert.equal((JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { changes: unknown[] }).changes.length, 1, 'refusals change nothing');
     // a lower budget for a run below it: the base's (at step 3) after a raise to 6, and the DC's (never started)
@@ -403,13 +406,22 @@ describe('dcvg study adapt (smoke scale)', () => {
       const c = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { changes: { key: string; from: unknown; to: unknown }[] };
       assert.deepEqual(c.changes.map((x) => [x.key, x.from, x.to]).at(-1), [key, from, to]);
     }
-    const narrow = { dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 8], depths: [0, 0, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } };
-    writeFileSync(more, JSON.stringify({ autoencoders: { dc: { model: narrow } } }));
+    const narrow = { dcaev_topology: { widths: [4, 4, 4, 8, 8, 8, 8], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } };
+    writeFileSync(more, JSON.stringify({ autoencoders: { dc: { model: narrow, lr: 1e-3, pretrain: { steps: 1, crop: 64 }, extra: { 'fg-weight': '5' } } } }));
     const r3 = await study(['--resume', '--config', more, '--out', out, '--stages', 'data']);
     assert.equal(r3.code, 0, r3.stderr);
-    const after = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { config: { autoencoders: { dc: { model: unknown } } }; changes: { key: string; to: unknown }[] };
-    assert.deepEqual(after.config.autoencoders.dc.model, narrow);
-    assert.deepEqual(after.changes.map(({ key, to }) => ({ key, to })).at(-1), { key: 'autoencoders.dc.model', to: narrow });
+    const after = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { config: { autoencoders: { dc: { model: unknown; lr: number; pretrain: { steps: number; crop: number }; extra: Record<string, string> } } }; changes: { key: string; to: unknown }[] };
+    const dcAfter = after.config.autoencoders.dc;
+    assert.deepEqual([dcAfter.model, dcAfter.lr, dcAfter.pretrain.steps, dcAfter.pretrain.crop, dcAfter.extra['fg-weight']], [narrow, 1e-3, 1, 64, '5']);
+    assert.deepEqual(after.changes.map(({ key, to }) => ({ key, to })).slice(-5), [
+      { key: 'autoencoders.dc.model', to: narrow },
+      { key: 'autoencoders.dc.lr', to: 1e-3 },
+      { key: 'autoencoders.dc.pretrain.steps', to: 1 },
+      { key: 'autoencoders.dc.pretrain.crop', to: 64 },
+      { key: 'autoencoders.dc.extra.fg-weight', to: '5' },
+    ]);
+    // a depth-0 stage after the first makes an f16 DC-AE-V, refused at any time
+    await refused({ autoencoders: { dc: { model: { dcaev_topology: { ...narrow, depths: [0, 0, 1, 1, 1, 1, 1] } } } } }, /the DC autoencoder compresses f16t4 and the base f8t4/);
     // the base DiT's recipe and the evaluations' sampling may change before the base stage starts
     writeFileSync(more, JSON.stringify({ base: { lr: 0.002, batch: 3 }, eval: { steps: 3 }, adapt: { lora: { rank: 4 } } }));
     const r4 = await study(['--resume', '--config', more, '--out', out, '--stages', 'data']);

@@ -839,10 +839,11 @@ export function openStudyFolder(out: string, config: StudyConfig | null): StudyC
 
 /**
  * The keys `study adapt --resume --config FILE` may change, while the autoencoders stage is not complete: an
- * autoencoder's main step budget (lowered only above the step its run has reached) and its model (only while none of
- * its runs has a folder yet).
+ * autoencoder's main step budget (lowered only above the step its run has reached), and the rest of its recipe (its
+ * model, pretraining run, learning rate, warm-up, seed, batch, crop, extra train-ae flags) only while none of its runs
+ * has a folder yet.
  */
-const EXTENSIBLE = ['autoencoders.base.steps', 'autoencoders.dc.steps', 'autoencoders.base.model', 'autoencoders.dc.model'] as const;
+const AE_KEY = /^autoencoders\.(base|dc)\.(steps|model|lr|warmup|seed|batch|crop|pretrain\.\w+|extra\.[\w-]+)$/;
 
 /**
  * Keys a started study may also change before the first stage that reads them has a folder (nothing was made with
@@ -857,7 +858,7 @@ const LATE_KEYS: readonly [RegExp, StageName][] = [
 ];
 
 const CHANGEABLE =
-  "an autoencoder's steps (lower only above the step its run has reached) and model (while the autoencoders stage is not complete), and dit.*, base.*, eval.steps / guidance / shift / sampler, adapt.*, arms.* (while their stage has not started)";
+  "an autoencoder's steps (lower only above the step its run has reached) and the rest of its recipe (model, pretrain.*, lr, warmup, seed, batch, crop, extra.*: before its runs start), while the autoencoders stage is not complete, and dit.*, base.*, eval.steps / guidance / shift / sampler, adapt.*, arms.* (while their stage has not started)";
 
 /**
  * `--resume --config FILE` on a study folder, while the autoencoders stage is not complete:
@@ -865,12 +866,13 @@ const CHANGEABLE =
  *   checkpoint with the new `--steps` (train-ae stretches the cosine schedule); or lowers it while its run is below
  *   the new budget (a cost the machine cannot pay: the schedule is recomputed for the new total from the step
  *   reached, so the learning rate there moves to the new schedule's value);
- * - replaces the model of an autoencoder none of whose runs has started (no `autoencoders/<name>` or
- *   `<name>-pretrain` folder: nothing was trained with the old one), e.g. a narrower DC-AE-V; the new spec is checked
- *   like a config's.
+ * - changes the rest of the recipe (model, pretraining, lr, warm-up, seed, batch, crop, extra flags) of an
+ *   autoencoder none of whose runs has started (no `autoencoders/<name>` or `<name>-pretrain` folder: nothing was
+ *   trained with the old one), e.g. a narrower DC-AE-V or no pretraining run; the new values are checked like a
+ *   config's.
  * - sets a key of LATE_KEYS (the DiTs, evaluation sampling, adaptation, arms) whose stage has no folder yet.
  * study.json records each change (`changes`: key, from, to, time). Anything else in FILE, a budget at or below the
- * step its run reached, a model whose runs have started, a key whose stage has started, or a complete autoencoders
+ * step its run reached, a recipe key of an autoencoder whose runs have started, a key whose stage has started, or a complete autoencoders
  * stage is refused, naming the key; a value of the wrong type or range too (the config's own checks). Returns the
  * updated config.
  */
@@ -895,13 +897,13 @@ export function changeStartedStudy(out: string, override: unknown, source: strin
       const stage = join(out, late[1]);
       if (existsSync(stage)) throw refuse(`"${key}": the ${late[1]} stage has started (${stage}); use another --out for another config`);
     } else {
-      if (!(EXTENSIBLE as readonly string[]).includes(key)) throw refuse(`"${key}" cannot change in a started study (only ${CHANGEABLE} can); use another --out for another config`);
+      if (!AE_KEY.test(key)) throw refuse(`"${key}" cannot change in a started study (only ${CHANGEABLE} can); use another --out for another config`);
       if (stageDone(out, 'autoencoders')) throw refuse(`"${key}": the autoencoders stage is complete (later stages use its models); use another --out`);
       const name = key.split('.')[1] as 'base' | 'dc';
-      if (key.endsWith('.model')) {
+      if (key !== `autoencoders.${name}.steps`) {
         const started = [name, `${name}-pretrain`].map((r) => join(out, 'autoencoders', r)).filter((d) => existsSync(d));
         if (started.length)
-          throw refuse(`"${key}": the ${name} autoencoder's training has started with its model (${started.join(', ')}); a new model needs those folders gone (move them away to keep them)`);
+          throw refuse(`"${key}": the ${name} autoencoder's training has started with its recipe (${started.join(', ')}); another ${key.split('.').slice(2).join('.')} needs those folders gone (move them away to keep them)`);
       } else {
         const from = cfg.autoencoders[name].steps;
         if (typeof to !== 'number' || !Number.isInteger(to) || to < 1 || to === from) throw refuse(`"${key}" must be a positive integer other than its current ${from}, got ${JSON.stringify(to)}`);

@@ -25,7 +25,8 @@ dcvg study adapt --out DIR --checkpoints-to-carry
                      change: while the autoencoders stage is not complete, an autoencoder's step budget
                      (FILE = {"autoencoders": {"base": {"steps": N}}} or "dc"; raised, e.g. after a failed gate, or
                      lowered above the step its run reached; the run continues from its checkpoint on the new
-                     cosine schedule) or its model (before any of its runs started); dit.*, base.*, eval.steps /
+                     cosine schedule) or the rest of its recipe (model, pretrain.*, lr, warmup, seed, batch, crop,
+                     extra.*: before any of its runs started); dit.*, base.*, eval.steps /
                      guidance / shift / sampler, adapt.*, arms.* before their stage started. Nothing else.
                      Without --resume, a DIR that holds a study is continued too, provided the config given is the
                      same. Complete stages are skipped, finished evaluations kept, and an interrupted trainer continues
