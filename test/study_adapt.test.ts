@@ -421,7 +421,9 @@ describe('dcvg study adapt (smoke scale)', () => {
       { key: 'autoencoders.dc.extra.fg-weight', to: '5' },
     ]);
     // a depth-0 stage after the first makes an f16 DC-AE-V, refused at any time
-    await refused({ autoencoders: { dc: { model: { dcaev_topology: { ...narrow, depths: [0, 0, 1, 1, 1, 1, 1] } } } } }, /the DC autoencoder compresses f16t4 and the base f8t4/);
+    await refused({ autoencoders: { dc: { model: { dcaev_topology: { ...narrow.dcaev_topology, depths: [0, 0, 1, 1, 1, 1, 1] } } } } }, /the DC autoencoder compresses f16t4 and the base f8t4/);
+    // a topology without its sizes is named, not an internal error
+    await refused({ autoencoders: { dc: { model: { dcaev_topology: { widths: [4, 4] } } } } }, /"autoencoders\.dc\.model" .* is no train-ae --model spec \("dcaev_topology" needs "widths" \(positive integers\), "depths"/);
     // the base DiT's recipe and the evaluations' sampling may change before the base stage starts
     writeFileSync(more, JSON.stringify({ base: { lr: 0.002, batch: 3 }, eval: { steps: 3 }, adapt: { lora: { rank: 4 } } }));
     const r4 = await study(['--resume', '--config', more, '--out', out, '--stages', 'data']);

@@ -133,9 +133,9 @@ export const REAL_CONFIG: StudyConfig = {
     // the first has a residual block, since a depth-0 stage does not down-sample (session 31's [0, 0, ...] made an
     // f16 model by mistake, whose decode cost more than the base's). Decode of one 16 x 128 x 128 clip at 1 thread:
     // 0.050 CPU s against the base Wan VAE's 0.209 (bench/study_latency.ts; docs/studies/adapt.md "The DC-AE-V was
-    // f16"). Its windows are whole chunks (no single frames), so its first 3,000 steps take four 64x64 crops of 16
-    // frames each (the cost of one 128x128 window, four clips), then 6,000 steps of whole 128x128 windows.
-    dc: ae({ dcaev_topology: { widths: [8, 8, 16, 32, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 6000, { extra: { loss: 'mse', 'fg-weight': '20' }, pretrain: { steps: 3000, frames: 16, batch: 4, crop: 64 } }),
+    // f16"). No crop pretraining: a 64 x 64 crop is a 2 x 2 latent grid for f32, and whole 128 x 128 windows learned
+    // faster per step at the same cost (docs/studies/adapt.md "The f32 DC-AE-V learns slower"); 12,000 steps of them.
+    dc: ae({ dcaev_topology: { widths: [8, 8, 16, 32, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 12000, { extra: { loss: 'mse', 'fg-weight': '20' } }),
   },
   aeGate: { clips: 24, minAccuracy: 95 },
   text: { textLen: 16, seed: 0, umt5: { dim: 64, dim_attn: 64, dim_ffn: 128, num_heads: 4, num_layers: 2, num_buckets: 32, max_dist: 128 } },
@@ -253,6 +253,9 @@ export function aeSpecFamily(spec: AeSpec): 'wan-vae' | 'dc-ae-v' {
 
 /** A `{"dcaev_topology": ...}` spec's DC-AE-V: the released topology at the given widths and depths. */
 export function dcTopologyConfig(t: Record<string, unknown>, name: string): DCAEVConfig {
+  const ints = (v: unknown, min: number) => Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x) && (x as number) >= min);
+  if (typeof t !== 'object' || t === null || !ints(t.widths, 1) || !ints(t.depths, 0) || !Number.isInteger(t.latentChannels) || (t.latentChannels as number) < 1)
+    throw new ValueError(`"dcaev_topology" needs "widths" (positive integers), "depths" (integers >= 0, one per width) and "latentChannels" (a positive integer), and may give "chunk" and "mode"; got ${JSON.stringify(t)}`);
   const o = t as { widths: number[]; depths: number[]; latentChannels: number; chunk?: number; mode?: string };
   return topologyConfig({ name, widths: o.widths, depths: o.depths, latentChannels: o.latentChannels, chunk: o.chunk ?? 16, mode: (o.mode ?? 'chunk_causal') as 'chunk_causal' });
 }
@@ -297,8 +300,15 @@ export function resolveStudyConfig(scale: string, override?: unknown, source = '
   }
   // the base DiT patchifies 1x2x2 and the adapted one 1x1x1: the DC latent grid must be half the base's on each
   // spatial axis (4x fewer tokens, the study's latency bound) and the same in time
-  const fb = aeSpecFactors(c.autoencoders.base.model);
-  const fd = aeSpecFactors(c.autoencoders.dc.model);
+  const factors = (k: 'base' | 'dc') => {
+    try {
+      return aeSpecFactors(c.autoencoders[k].model);
+    } catch (e) {
+      throw new ValueError(`study config: "autoencoders.${k}.model" ${JSON.stringify(c.autoencoders[k].model)} is no train-ae --model spec (${(e as Error).message})`);
+    }
+  };
+  const fb = factors('base');
+  const fd = factors('dc');
   if (fd.spatial !== 4 * fb.spatial || fd.temporal !== fb.temporal)
     throw new ValueError(
       `study config: the DC autoencoder compresses f${fd.spatial}t${fd.temporal} and the base f${fb.spatial}t${fb.temporal}; the study needs the DC one to compress 4x more on each spatial axis at the same temporal factor (f${4 * fb.spatial}t${fb.temporal}: the base DiT patchifies 1x2x2, the adapted one 1x1x1, so it sees 4x fewer tokens). A DC-AE-V's depths set its spatial factor: a depth-0 stage after the first does not down-sample`,
