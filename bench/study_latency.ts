@@ -9,7 +9,7 @@
  *   `dcaev_topology`) gets train-ae's init (the weights do not change the cost) and decodes one random latent of
  *   the clip at the topology's own factors (32 x 4 x 4 x 4 for f32t4; the depths decide the spatial factor: a
  *   depth-0 stage after the first does not down-sample); the base is `wan-vae:wan-vae-shapes` (16 x 4 x 16 x 16). Default: the study's DC-AE-V
- *   before and after session 31 (REAL_CONFIG's comment).
+ *   of session 30 (f32), of sessions 31-32 (f16 by mistake) and from session 33 (f32; REAL_CONFIG's comment).
  * - `--folders`: model folders as `dcvg generate` reads them (e.g. the study's `base/evals/model`, `adapt/model`):
  *   sampling (UniPC, `--steps`, CFG `--guidance`, `--cfg-batch`) and decode of one caption, timed apart.
  *
@@ -35,6 +35,7 @@ const { opt, flag } = cliArgs(USAGE);
 const DEFAULT_TOPOLOGIES = [
   [[16, 32, 64, 64, 64, 64, 128], [0, 1, 1, 1, 1, 1, 1]],
   [[8, 16, 32, 64, 64, 64, 128], [0, 0, 1, 1, 1, 1, 1]],
+  [[8, 8, 16, 32, 64, 64, 128], [0, 1, 1, 1, 1, 1, 1]],
 ];
 const topologies = JSON.parse(opt('--topologies', JSON.stringify(DEFAULT_TOPOLOGIES))) as [number[], number[]][];
 const folders = opt('--folders', '').split(',').filter(Boolean);
