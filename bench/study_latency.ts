@@ -8,7 +8,9 @@
  * - Decode: each `--topologies` entry ([widths, depths], 32 latent channels and 16-frame chunks, as the study's
  *   `dcaev_topology`) gets train-ae's init (the weights do not change the cost) and decodes one random latent of
  *   the clip at the topology's own factors (32 x 4 x 4 x 4 for f32t4; the depths decide the spatial factor: a
- *   depth-0 stage after the first does not down-sample); the base is `wan-vae:wan-vae-shapes` (16 x 4 x 16 x 16). Default: the study's DC-AE-V
+ *   depth-0 stage after the first does not down-sample); the base is `wan-vae:wan-vae-shapes` (16 x 4 x 16 x 16, which
+ *   it decodes into 13 frames, 1 + 4k, as `dcvg generate` plans a 16-frame request for it). Each row names the video
+ *   it decoded (`output`: frames x height x width). Default: the study's DC-AE-V
  *   of session 30 (f32), of sessions 31-32 (f16 by mistake) and from session 33 (f32; REAL_CONFIG's comment).
  * - `--folders`: model folders as `dcvg generate` reads them (e.g. the study's `base/evals/model`, `adapt/model`):
  *   sampling (UniPC, `--steps`, CFG `--guidance`, `--cfg-batch`) and decode of one caption, timed apart.
@@ -61,11 +63,12 @@ async function timed(fn: () => unknown): Promise<Timed> {
 }
 const med = (xs: Timed[]): Timed => ({ wall_s: +median(xs.map((x) => x.wall_s)).toFixed(4), cpu_s: +median(xs.map((x) => x.cpu_s)).toFixed(4) });
 const params = (m: Module) => [...m.namedParams()].reduce((a, [, p]) => a + p.size, 0);
-async function decodeCost(ae: VideoAutoencoder, z: Tensor): Promise<Timed> {
-  noGrad(() => ae.decodeClip(z)); // warm-up
+/** The decode's median time, and the video it makes (frames x height x width: 16 x 128 x 128 for the study). */
+async function decodeCost(ae: VideoAutoencoder, z: Tensor): Promise<Timed & { output: string }> {
+  const shape = noGrad(() => ae.decodeClip(z)).shape; // warm-up
   const runs: Timed[] = [];
   for (let i = 0; i < reps; i++) runs.push(await timed(() => noGrad(() => ae.decodeClip(z))));
-  return med(runs);
+  return { ...med(runs), output: shape.slice(2).join('x') };
 }
 
 const rows: Record<string, unknown>[] = [];
@@ -105,7 +108,7 @@ if (flag('--json')) process.stdout.write(JSON.stringify({ cpu, threads, reps, ro
 else {
   process.stdout.write(`${cpu}, ${threads} thread(s), median of ${reps}\n`);
   for (const r of rows) {
-    if (r.kind === 'decode') process.stdout.write(`decode 16x128x128  ${String(r.model).padEnd(64)} wall ${(r as unknown as Timed).wall_s.toFixed(3)} s  cpu ${(r as unknown as Timed).cpu_s.toFixed(3)} s  (${r.decoder_params} decoder params)\n`);
+    if (r.kind === 'decode') process.stdout.write(`decode ${r.output}  ${String(r.model).padEnd(64)} wall ${(r as unknown as Timed).wall_s.toFixed(3)} s  cpu ${(r as unknown as Timed).cpu_s.toFixed(3)} s  (${r.decoder_params} decoder params)\n`);
     else {
       const g = r as { model: string; tokens: number; denoise: Timed; decode: Timed };
       process.stdout.write(`generate ${g.model} (${g.tokens} tokens): sampling wall ${g.denoise.wall_s.toFixed(3)} s cpu ${g.denoise.cpu_s.toFixed(3)} s; decode wall ${g.decode.wall_s.toFixed(3)} s cpu ${g.decode.cpu_s.toFixed(3)} s\n`);
