@@ -37,9 +37,9 @@ import { SafetensorsFile, saveSafetensors, type WritableTensor } from '../io/saf
 import { readAllFrames } from '../io/video.js';
 import { encodePng } from '../metrics/plot.js';
 import { tensorToUint8Frames } from '../metrics/metrics.js';
-import { compressionFactors, configFromReference, configToReference } from '../models/dcaev/config.js';
+import { configFromReference, configToReference } from '../models/dcaev/config.js';
 import { parseWanConfig, wanConfigToJson, type WanConfig } from '../models/wan/config.js';
-import { wanVaeConfigToJson, wanVaeFactors } from '../models/wan_vae/config.js';
+import { wanVaeConfigToJson } from '../models/wan_vae/config.js';
 import { WanVAE } from '../models/wan_vae/model.js';
 import { loadWanVaeWeights } from '../models/wan_vae/run.js';
 import { adaptFrameCounts } from '../adapt/latents.js';
@@ -57,7 +57,7 @@ import { noGrad, type Tensor } from '../tensor/tensor.js';
 import { cmdTrainAE, cmdTrainDiT } from './train_cmds.js';
 import { cmdAdapt, cmdLatents } from './adapt_cmds.js';
 import { cmdData } from './shapes_cmds.js';
-import { dcTopologyConfig, resolveStudyConfig, type AeSpec, type DitRunConfig, type EvalConfig, type StudyConfig } from '../study/config.js';
+import { aeSpecInfo, dcTopologyConfig, resolveStudyConfig, type AeSpec, type DitRunConfig, type EvalConfig, type StudyConfig } from '../study/config.js';
 import { readScores, shellQuote, type ScoreRecord } from '../study/report.js';
 import { gateAutoencoder } from '../study/ae_gate.js';
 import { evalPromptSet, readShapesData, scoreClip, writeCaptionTokenizer, SHAPES_FRAMES, SHAPES_SIZE, type EvalPrompt, type RenderedVideo } from '../study/world.js';
@@ -603,10 +603,9 @@ async function trainAutoencoders(ctx: Ctx): Promise<unknown> {
     const run = join(dir, name);
     const extra = Object.entries(a.extra).flatMap(([k, v]) => [`--${k}`, v]);
     const model = aeModelArg(a.model, dir, name);
-    const spec = resolveAEConfig(model); // its family was checked with the config (resolveStudyConfig)
+    const { family, temporal: t } = aeSpecInfo(a.model); // its family was checked with the config (resolveStudyConfig)
     // windows of the frames dcvg latents encodes: the Wan VAE's 1 + t·(n - 1), DC-AE-V's t·n
-    const t = spec.family === 'wan-vae' ? wanVaeFactors(spec.config).temporal : compressionFactors(spec.config).temporal;
-    const frames = spec.family === 'wan-vae' ? adaptFrameCounts(ctx.c.latents.latentFrames, t, t).wan : ctx.c.latents.latentFrames * t;
+    const frames = family === 'wan-vae' ? adaptFrameCounts(ctx.c.latents.latentFrames, t, t).wan : ctx.c.latents.latentFrames * t;
     const trainArgs = (batch: number, windowFrames: number, crop: number): string[] =>
       ['train-ae', '--model', model, '--data', data, '--batch', String(batch), '--frames', String(windowFrames), '--crop', String(crop), '--lr', String(a.lr), '--warmup', String(a.warmup), '--seed', String(a.seed), ...extra];
     const init: string[] = [];

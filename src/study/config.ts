@@ -245,12 +245,6 @@ function check(ref: unknown, v: unknown, path: string): void {
 /** What each autoencoder must be: the base in the Wan-VAE topology (the study's Wan VAE), the other a DC-AE-V. */
 export const AE_FAMILIES = { base: 'wan-vae', dc: 'dc-ae-v' } as const;
 
-/** The family train-ae trains a spec as (objects: `dcaev_topology` or a Wan VAE config; strings as --model reads them). */
-export function aeSpecFamily(spec: AeSpec): 'wan-vae' | 'dc-ae-v' {
-  if (typeof spec !== 'string') return 'dcaev_topology' in spec ? 'dc-ae-v' : 'wan-vae';
-  return resolveAEConfig(spec).family;
-}
-
 /** A `{"dcaev_topology": ...}` spec's DC-AE-V: the released topology at the given widths and depths. */
 export function dcTopologyConfig(t: Record<string, unknown>, name: string): DCAEVConfig {
   const ints = (v: unknown, min: number) => Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x) && (x as number) >= min);
@@ -260,14 +254,19 @@ export function dcTopologyConfig(t: Record<string, unknown>, name: string): DCAE
   return topologyConfig({ name, widths: o.widths, depths: o.depths, latentChannels: o.latentChannels, chunk: o.chunk ?? 16, mode: (o.mode ?? 'chunk_causal') as 'chunk_causal' });
 }
 
-/** The spatial and temporal compression of an autoencoder spec. */
-export function aeSpecFactors(spec: AeSpec): { spatial: number; temporal: number } {
+/**
+ * What an autoencoder spec is: the family train-ae trains it as (objects: `dcaev_topology` or a Wan VAE config;
+ * strings as --model reads them) and its spatial and temporal compression.
+ */
+export function aeSpecInfo(spec: AeSpec): { family: 'wan-vae' | 'dc-ae-v'; spatial: number; temporal: number } {
   if (typeof spec !== 'string') {
-    if ('dcaev_topology' in spec) return compressionFactors(dcTopologyConfig(spec.dcaev_topology as Record<string, unknown>, 'study-dc'));
-    return wanVaeFactors(resolveWanVaeConfig(spec));
+    if ('dcaev_topology' in spec) return { family: 'dc-ae-v', ...compressionFactors(dcTopologyConfig(spec.dcaev_topology as Record<string, unknown>, 'study-dc')) };
+    const { spatial, temporal } = wanVaeFactors(resolveWanVaeConfig(spec));
+    return { family: 'wan-vae', spatial, temporal };
   }
   const r = resolveAEConfig(spec);
-  return r.family === 'wan-vae' ? wanVaeFactors(r.config) : compressionFactors(r.config);
+  const { spatial, temporal } = r.family === 'wan-vae' ? wanVaeFactors(r.config) : compressionFactors(r.config);
+  return { family: r.family, spatial, temporal };
 }
 
 /** The config of a scale, with an optional override object merged over it; every key checked. */
@@ -285,30 +284,22 @@ export function resolveStudyConfig(scale: string, override?: unknown, source = '
   if (c.eval.trainPrompts > c.data.train) throw new ValueError(`study config: "eval.trainPrompts" (${c.eval.trainPrompts}) is more than the training videos ("data.train" ${c.data.train})`);
   if (c.dit.dim % c.dit.num_heads) throw new ValueError(`study config: "dit.dim" ${c.dit.dim} must be a multiple of "dit.num_heads" ${c.dit.num_heads}`);
   if (c.text.umt5.dim_attn % c.text.umt5.num_heads) throw new ValueError(`study config: "text.umt5.dim_attn" must be a multiple of "text.umt5.num_heads"`);
+  const info = {} as Record<'base' | 'dc', ReturnType<typeof aeSpecInfo>>;
   for (const k of ['base', 'dc'] as const) {
     const spec = c.autoencoders[k].model;
-    let family: string;
     try {
-      family = aeSpecFamily(spec);
+      info[k] = aeSpecInfo(spec);
     } catch (e) {
       throw new ValueError(`study config: "autoencoders.${k}.model" ${JSON.stringify(spec)} is no train-ae --model spec (${(e as Error).message})`);
     }
-    if (family !== AE_FAMILIES[k])
+    if (info[k].family !== AE_FAMILIES[k])
       throw new ValueError(
-        `study config: "autoencoders.${k}.model" ${JSON.stringify(spec)} is a ${family}; ${k === 'base' ? 'the base autoencoder is in the Wan-VAE topology (wan-vae:<preset | config.json> or a Wan VAE config object)' : 'the DC autoencoder is a DC-AE-V (a preset, config path or {"dcaev_topology": ...})'}`,
+        `study config: "autoencoders.${k}.model" ${JSON.stringify(spec)} is a ${info[k].family}; ${k === 'base' ? 'the base autoencoder is in the Wan-VAE topology (wan-vae:<preset | config.json> or a Wan VAE config object)' : 'the DC autoencoder is a DC-AE-V (a preset, config path or {"dcaev_topology": ...})'}`,
       );
   }
   // the base DiT patchifies 1x2x2 and the adapted one 1x1x1: the DC latent grid must be half the base's on each
   // spatial axis (4x fewer tokens, the study's latency bound) and the same in time
-  const factors = (k: 'base' | 'dc') => {
-    try {
-      return aeSpecFactors(c.autoencoders[k].model);
-    } catch (e) {
-      throw new ValueError(`study config: "autoencoders.${k}.model" ${JSON.stringify(c.autoencoders[k].model)} is no train-ae --model spec (${(e as Error).message})`);
-    }
-  };
-  const fb = factors('base');
-  const fd = factors('dc');
+  const { base: fb, dc: fd } = info;
   if (fd.spatial !== 4 * fb.spatial || fd.temporal !== fb.temporal)
     throw new ValueError(
       `study config: the DC autoencoder compresses f${fd.spatial}t${fd.temporal} and the base f${fb.spatial}t${fb.temporal}; the study needs the DC one to compress 4x more on each spatial axis at the same temporal factor (f${4 * fb.spatial}t${fb.temporal}: the base DiT patchifies 1x2x2, the adapted one 1x1x1, so it sees 4x fewer tokens). A DC-AE-V's depths set its spatial factor: a depth-0 stage after the first does not down-sample`,
