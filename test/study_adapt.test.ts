@@ -111,13 +111,19 @@ describe('dcvg study adapt (smoke scale)', () => {
     const trainAe = trainAeArgv.map((a) => a[a.indexOf('--model') + 1]!);
     const flag = (a: string[], k: string) => (a.includes(k) ? a[a.indexOf(k) + 1]! : null);
     // the base autoencoder's pretraining run (single frames, batch 2), then its main run started from its weights
-    assert.equal(trainAeArgv.length, 3);
+    assert.equal(trainAeArgv.length, 4);
     assert.deepEqual([flag(trainAeArgv[0]!, '--out'), flag(trainAeArgv[0]!, '--frames'), flag(trainAeArgv[0]!, '--batch'), flag(trainAeArgv[0]!, '--steps')], [join(A, 'autoencoders', 'base-pretrain'), '1', '2', '1']);
     assert.deepEqual([flag(trainAeArgv[1]!, '--out'), flag(trainAeArgv[1]!, '--init'), flag(trainAeArgv[1]!, '--frames')], [join(A, 'autoencoders', 'base'), join(A, 'autoencoders', 'base-pretrain', 'model.safetensors'), '13']);
-    assert.equal(flag(trainAeArgv[2]!, '--init'), null, 'the DC autoencoder has no pretraining in the smoke config');
+    // the DC autoencoder's pretraining run: 4-frame windows of its 4-frame-chunk twin (pretrain.chunk), then its main
+    // run (the 16-frame-chunk model) from those weights
+    assert.deepEqual([flag(trainAeArgv[2]!, '--out'), flag(trainAeArgv[2]!, '--frames'), flag(trainAeArgv[2]!, '--init')], [join(A, 'autoencoders', 'dc-pretrain'), '4', null]);
+    assert.deepEqual([flag(trainAeArgv[3]!, '--out'), flag(trainAeArgv[3]!, '--init'), flag(trainAeArgv[3]!, '--frames')], [join(A, 'autoencoders', 'dc'), join(A, 'autoencoders', 'dc-pretrain', 'model.safetensors'), '16']);
+    const chunks = (f: string) => [...readFileSync(f, 'utf8').matchAll(/ChunkCausal\w+((?:@\d+)+)"/g)].map((m) => Number(m[1]!.split('@').at(-1)));
+    assert.deepEqual([...new Set(chunks(trainAe[2]!))].sort((p, q) => p - q), [1, 4], 'the pretraining twin: chunk 4 (1 at the latent rate)');
+    assert.deepEqual([...new Set(chunks(trainAe[3]!))].sort((p, q) => p - q), [4, 16], 'the main model: chunk 16 (4 at the latent rate)');
     assert.match(trainAe[0]!, /^wan-vae:.*base\.model\.json$/);
     assert.equal(trainAe[1], trainAe[0]);
-    assert.ok(!trainAe[2]!.startsWith('wan-vae:'));
+    assert.ok(!trainAe[3]!.startsWith('wan-vae:'));
     assert.ok(cmds.some((a) => a[0] === 'latents' && a.includes('--wan-vae') && a.includes('--dc-ae')));
     // its normalisation: per-channel mean / std of mu measured on the training clips, the same in latents and generation
     const aes = (JSON.parse(readFileSync(join(A, 'autoencoders/done.json'), 'utf8')) as { models: Record<string, { family: string; latentsMean?: number[]; latentsStd?: number[] }> }).models;
@@ -331,6 +337,12 @@ describe('dcvg study adapt (smoke scale)', () => {
     assert.ok(!existsSync(join(root, 'never')));
     // the API says the same
     assert.throws(() => resolveStudyConfig('huge'), /unknown --scale "huge"/);
+    // a pretraining chunk is a DC-AE-V topology's, a multiple of its temporal factor, with whole chunks per window
+    assert.throws(() => resolveStudyConfig('smoke', { autoencoders: { base: { pretrain: { chunk: 4 } } } }), /"autoencoders\.base\.pretrain\.chunk" 4 needs a \{"dcaev_topology": \.\.\.\} model/);
+    assert.throws(() => resolveStudyConfig('smoke', { autoencoders: { dc: { pretrain: { chunk: 6 } } } }), /"autoencoders\.dc\.pretrain\.chunk" 6 must be a multiple of the temporal factor 4, and "pretrain\.frames" \(4\) a whole number/);
+    assert.throws(() => resolveStudyConfig('smoke', { autoencoders: { dc: { pretrain: { chunk: 8 } } } }), /"pretrain\.frames" \(4\) a whole number of such chunks/);
+    assert.throws(() => resolveStudyConfig('smoke', { autoencoders: { dc: { pretrain: { chunk: -4 } } } }), /"autoencoders\.dc\.pretrain\.chunk" must be a number >= 0, got -4/);
+    assert.equal(resolveStudyConfig('smoke', { autoencoders: { dc: { pretrain: { chunk: 0, frames: 16 } } } }).autoencoders.dc.pretrain.chunk, 0);
     // a study folder keeps its config: another one is refused, naming the first key that differs
     const r = spawnSync(process.execPath, [main, 'study', 'adapt', '--scale', 'real', '--out', A, '--stages', 'data'], { env, encoding: 'utf8' });
     assert.equal(r.status, 1);
@@ -407,16 +419,17 @@ describe('dcvg study adapt (smoke scale)', () => {
       assert.deepEqual(c.changes.map((x) => [x.key, x.from, x.to]).at(-1), [key, from, to]);
     }
     const narrow = { dcaev_topology: { widths: [4, 4, 4, 8, 8, 8, 8], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } };
-    writeFileSync(more, JSON.stringify({ autoencoders: { dc: { model: narrow, lr: 1e-3, pretrain: { steps: 1, crop: 64 }, extra: { 'fg-weight': '5' } } } }));
+    // pretrain.frames and pretrain.batch restate their values: not recorded as changes
+    writeFileSync(more, JSON.stringify({ autoencoders: { dc: { model: narrow, lr: 1e-3, pretrain: { steps: 2, crop: 64, frames: 4, batch: 2 }, extra: { 'fg-weight': '5' } } } }));
     const r3 = await study(['--resume', '--config', more, '--out', out, '--stages', 'data']);
     assert.equal(r3.code, 0, r3.stderr);
     const after = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { config: { autoencoders: { dc: { model: unknown; lr: number; pretrain: { steps: number; crop: number }; extra: Record<string, string> } } }; changes: { key: string; to: unknown }[] };
     const dcAfter = after.config.autoencoders.dc;
-    assert.deepEqual([dcAfter.model, dcAfter.lr, dcAfter.pretrain.steps, dcAfter.pretrain.crop, dcAfter.extra['fg-weight']], [narrow, 1e-3, 1, 64, '5']);
+    assert.deepEqual([dcAfter.model, dcAfter.lr, dcAfter.pretrain.steps, dcAfter.pretrain.crop, dcAfter.extra['fg-weight']], [narrow, 1e-3, 2, 64, '5']);
     assert.deepEqual(after.changes.map(({ key, to }) => ({ key, to })).slice(-5), [
       { key: 'autoencoders.dc.model', to: narrow },
       { key: 'autoencoders.dc.lr', to: 1e-3 },
-      { key: 'autoencoders.dc.pretrain.steps', to: 1 },
+      { key: 'autoencoders.dc.pretrain.steps', to: 2 },
       { key: 'autoencoders.dc.pretrain.crop', to: 64 },
       { key: 'autoencoders.dc.extra.fg-weight', to: '5' },
     ]);

@@ -613,7 +613,14 @@ async function trainAutoencoders(ctx: Ctx): Promise<unknown> {
     if ((a.pretrain?.steps ?? 0) > 0) {
       // the first run (cheaper, more varied samples) starts the main one; its folder is complete once at its steps
       const pre = join(dir, `${name}-pretrain`);
-      await trainTo(ctx, pre, a.pretrain.steps, trainArgs(a.pretrain.batch, a.pretrain.frames, a.pretrain.crop));
+      const preArgs = trainArgs(a.pretrain.batch, a.pretrain.frames, a.pretrain.crop);
+      // a shorter chunk (a DC-AE-V topology, checked with the config): the same topology with it, as its own model file
+      const chunk = a.pretrain.chunk ?? 0;
+      if (chunk > 0) {
+        const t = (a.model as { dcaev_topology: Record<string, unknown> }).dcaev_topology;
+        preArgs[preArgs.indexOf('--model') + 1] = aeModelArg({ dcaev_topology: { ...t, chunk } }, dir, `${name}-pretrain`);
+      }
+      await trainTo(ctx, pre, a.pretrain.steps, preArgs);
       await checkStop(ctx, 'stage autoencoders');
       init.push('--init', join(pre, 'model.safetensors'));
     }
@@ -919,6 +926,8 @@ export function changeStartedStudy(out: string, override: unknown, source: strin
     const parts = key.split('.');
     let node = cfg as unknown as Record<string, unknown>;
     for (const k of parts.slice(0, -1)) node = node[k] as Record<string, unknown>;
+    // a value the file restates (e.g. a whole `pretrain` object with one key changed) is no change
+    if (JSON.stringify(node[parts.at(-1)!]) === JSON.stringify(to)) continue;
     changes.push({ key, from: node[parts.at(-1)!], to, at: new Date().toISOString() });
     node[parts.at(-1)!] = to;
   }

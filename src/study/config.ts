@@ -36,8 +36,11 @@ export interface AeStageConfig {
    * frames, which never reach its temporal convs), `batch` samples per step, `crop`; same lr, warm-up, seed and
    * extra flags. Its weights start the main run (`--init`), which then learns the study's windows. One window per
    * step learns the object far slower than four samples of one frame each (docs/studies/adapt.md).
+   * `chunk` (a DC-AE-V `dcaev_topology` only; 0 = the model's own): the pretraining run's model is the same topology
+   * with this chunk length (the same weights: a chunk length sets how time is split, not any parameter's shape), so
+   * that it can learn from windows shorter than the main model's chunk (a chunk-causal model takes whole chunks).
    */
-  pretrain: { steps: number; frames: number; batch: number; crop: number };
+  pretrain: { steps: number; frames: number; batch: number; crop: number; chunk: number };
   // (absent from study folders started before it: read as steps 0)
 }
 
@@ -108,7 +111,7 @@ export interface StudyConfig {
   };
 }
 
-const NO_PRETRAIN = { steps: 0, frames: 1, batch: 1, crop: 128 };
+const NO_PRETRAIN = { steps: 0, frames: 1, batch: 1, crop: 128, chunk: 0 };
 const ae = (model: AeSpec, steps: number, o: Partial<AeStageConfig> = {}): AeStageConfig => ({ model, steps, batch: 1, lr: 3e-4, warmup: 100, seed: 0, crop: 128, extra: {}, pretrain: NO_PRETRAIN, ...o });
 
 /**
@@ -126,16 +129,19 @@ export const REAL_CONFIG: StudyConfig = {
     // the spatial code), then 6,000 of one 13-frame window each (the temporal code) from those weights. With
     // LeCun-scale init (train-ae's default) and the single-frame start, 750 + 250 steps on 256 clips already gated at
     // 71.7% (docs/studies/adapt.md "The init scale was the plateau"); the gate decides.
-    base: ae('wan-vae:wan-vae-shapes', 6000, { extra: { loss: 'mse', 'fg-weight': '20', 'kl-weight': '0' }, pretrain: { steps: 2000, frames: 1, batch: 4, crop: 128 } }),
+    base: ae('wan-vae:wan-vae-shapes', 6000, { extra: { loss: 'mse', 'fg-weight': '20', 'kl-weight': '0' }, pretrain: { steps: 2000, frames: 1, batch: 4, crop: 128, chunk: 0 } }),
     // f32t4c32 in the released DC-AE-V topology, chunk-causal with 16-frame chunks (one shapes video); the same loss.
     // Narrow at the high resolutions (width 8 at 64 x 64, 16 at 32 x 32, 32 at 16 x 16; the low-resolution stages
     // keep 64 and 128): there a block costs the most and the flat-coloured shapes need the least. Every stage after
     // the first has a residual block, since a depth-0 stage does not down-sample (session 31's [0, 0, ...] made an
     // f16 model by mistake, whose decode cost more than the base's). Decode of one 16 x 128 x 128 clip at 1 thread:
     // 0.050 CPU s against the base Wan VAE's 0.209 (bench/study_latency.ts; docs/studies/adapt.md "The DC-AE-V was
-    // f16"). No crop pretraining: a 64 x 64 crop is a 2 x 2 latent grid for f32, and whole 128 x 128 windows learned
-    // faster per step at the same cost (docs/studies/adapt.md "The f32 DC-AE-V learns slower"); 12,000 steps of them.
-    dc: ae({ dcaev_topology: { widths: [8, 8, 16, 32, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 12000, { extra: { loss: 'mse', 'fg-weight': '20' } }),
+    // f16"). First 3,000 steps of four whole-frame 4-frame windows each, on the same topology with 4-frame chunks
+    // (pretrain.chunk: the same weights), then 4,000 of one 16-frame window each from those weights. One 16-frame
+    // window per step sat on the background-only plateau (object PSNR ~11 dB after 4,890 steps); four 4-frame ones at
+    // the same cost learned the object (16.8 dB at step 500 against 9.3), and 64 x 64 crops (2 x 2 latent grids at
+    // f32) far slower (docs/studies/adapt.md "The f32 DC-AE-V's plateau").
+    dc: ae({ dcaev_topology: { widths: [8, 8, 16, 32, 64, 64, 128], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 4000, { extra: { loss: 'mse', 'fg-weight': '20' }, pretrain: { steps: 3000, frames: 4, batch: 4, crop: 128, chunk: 4 } }),
   },
   aeGate: { clips: 24, minAccuracy: 95 },
   text: { textLen: 16, seed: 0, umt5: { dim: 64, dim_attn: 64, dim_ffn: 128, num_heads: 4, num_layers: 2, num_buckets: 32, max_dist: 128 } },
@@ -166,8 +172,9 @@ export const SMOKE_CONFIG: StudyConfig = {
   autoencoders: {
     // f8t4c16 in the Wan-VAE topology at width 2 (the smallest that keeps its stages)
     // with a single-frame pretraining run first (its plumbing: --init into the main run)
-    base: ae({ dim: 2, z_dim: 16, dim_mult: [1, 1, 2, 2], num_res_blocks: 1, attn_scales: [], temperal_downsample: [false, true, true], dropout: 0 }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' }, pretrain: { steps: 1, frames: 1, batch: 2, crop: 32 } }),
-    dc: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 16], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' } }),
+    base: ae({ dim: 2, z_dim: 16, dim_mult: [1, 1, 2, 2], num_res_blocks: 1, attn_scales: [], temperal_downsample: [false, true, true], dropout: 0 }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' }, pretrain: { steps: 1, frames: 1, batch: 2, crop: 32, chunk: 0 } }),
+    // with a pretraining run on 4-frame windows of a 4-frame-chunk twin (pretrain.chunk), whose weights start the main run
+    dc: ae({ dcaev_topology: { widths: [4, 4, 8, 8, 8, 8, 16], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } }, 2, { warmup: 1, crop: 32, extra: { holdout: '0' }, pretrain: { steps: 1, frames: 4, batch: 2, crop: 32, chunk: 4 } }),
   },
   // the tiny models reconstruct nothing: the gate runs (on one clip) but never stops the smoke study
   aeGate: { clips: 1, minAccuracy: 0 },
@@ -235,7 +242,7 @@ function check(ref: unknown, v: unknown, path: string): void {
     if (typeof v !== 'number' || !Number.isFinite(v)) throw bad('a number');
     const int = Number.isInteger(ref) && !/\.(lr|ema|guidance|shift|alpha|target|minAccuracy)$/.test(path);
     if (int && !Number.isInteger(v)) throw bad('an integer');
-    const zeroOk = /\.(seed|warmup|ema|target|minAccuracy)$|^seed$|heldOut|Prompts$|\.pretrain\.steps$/.test(path);
+    const zeroOk = /\.(seed|warmup|ema|target|minAccuracy)$|^seed$|heldOut|Prompts$|\.pretrain\.(steps|chunk)$/.test(path);
     if (zeroOk ? v < 0 : v <= 0) throw bad(zeroOk ? 'a number >= 0' : 'a positive number');
     if (/\.ema$/.test(path) && v >= 1) throw bad('in [0, 1)');
     if (/\.(target|minAccuracy)$/.test(path) && v > 100) throw bad('a percentage in [0, 100]');
@@ -296,6 +303,15 @@ export function resolveStudyConfig(scale: string, override?: unknown, source = '
       throw new ValueError(
         `study config: "autoencoders.${k}.model" ${JSON.stringify(spec)} is a ${info[k].family}; ${k === 'base' ? 'the base autoencoder is in the Wan-VAE topology (wan-vae:<preset | config.json> or a Wan VAE config object)' : 'the DC autoencoder is a DC-AE-V (a preset, config path or {"dcaev_topology": ...})'}`,
       );
+  }
+  for (const k of ['base', 'dc'] as const) {
+    const { model, pretrain: pre } = c.autoencoders[k];
+    if (pre.chunk > 0) {
+      if (typeof model !== 'object' || !('dcaev_topology' in model))
+        throw new ValueError(`study config: "autoencoders.${k}.pretrain.chunk" ${pre.chunk} needs a {"dcaev_topology": ...} model (it is that topology's chunk length); 0 keeps the model's own`);
+      if (pre.chunk % info[k].temporal || pre.frames % pre.chunk)
+        throw new ValueError(`study config: "autoencoders.${k}.pretrain.chunk" ${pre.chunk} must be a multiple of the temporal factor ${info[k].temporal}, and "pretrain.frames" (${pre.frames}) a whole number of such chunks`);
+    }
   }
   // the base DiT patchifies 1x2x2 and the adapted one 1x1x1: the DC latent grid must be half the base's on each
   // spatial axis (4x fewer tokens, the study's latency bound) and the same in time
