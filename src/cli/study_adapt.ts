@@ -606,25 +606,21 @@ async function trainAutoencoders(ctx: Ctx): Promise<unknown> {
     const { family, temporal: t } = aeSpecInfo(a.model); // its family was checked with the config (resolveStudyConfig)
     // windows of the frames dcvg latents encodes: the Wan VAE's 1 + t·(n - 1), DC-AE-V's t·n
     const frames = family === 'wan-vae' ? adaptFrameCounts(ctx.c.latents.latentFrames, t, t).wan : ctx.c.latents.latentFrames * t;
-    const trainArgs = (batch: number, windowFrames: number, crop: number): string[] =>
-      ['train-ae', '--model', model, '--data', data, '--batch', String(batch), '--frames', String(windowFrames), '--crop', String(crop), '--lr', String(a.lr), '--warmup', String(a.warmup), '--seed', String(a.seed), ...extra];
+    const trainArgs = (modelArg: string, batch: number, windowFrames: number, crop: number): string[] =>
+      ['train-ae', '--model', modelArg, '--data', data, '--batch', String(batch), '--frames', String(windowFrames), '--crop', String(crop), '--lr', String(a.lr), '--warmup', String(a.warmup), '--seed', String(a.seed), ...extra];
     const init: string[] = [];
     // folders started before the pretraining option have none
     if ((a.pretrain?.steps ?? 0) > 0) {
       // the first run (cheaper, more varied samples) starts the main one; its folder is complete once at its steps
       const pre = join(dir, `${name}-pretrain`);
-      const preArgs = trainArgs(a.pretrain.batch, a.pretrain.frames, a.pretrain.crop);
       // a shorter chunk (a DC-AE-V topology, checked with the config): the same topology with it, as its own model file
       const chunk = a.pretrain.chunk ?? 0;
-      if (chunk > 0) {
-        const t = (a.model as { dcaev_topology: Record<string, unknown> }).dcaev_topology;
-        preArgs[preArgs.indexOf('--model') + 1] = aeModelArg({ dcaev_topology: { ...t, chunk } }, dir, `${name}-pretrain`);
-      }
-      await trainTo(ctx, pre, a.pretrain.steps, preArgs);
+      const preModel = chunk > 0 ? aeModelArg({ dcaev_topology: { ...(a.model as { dcaev_topology: Record<string, unknown> }).dcaev_topology, chunk } }, dir, `${name}-pretrain`) : model;
+      await trainTo(ctx, pre, a.pretrain.steps, trainArgs(preModel, a.pretrain.batch, a.pretrain.frames, a.pretrain.crop));
       await checkStop(ctx, 'stage autoencoders');
       init.push('--init', join(pre, 'model.safetensors'));
     }
-    await trainTo(ctx, run, a.steps, [...trainArgs(a.batch, frames, a.crop), ...init]);
+    await trainTo(ctx, run, a.steps, [...trainArgs(model, a.batch, frames, a.crop), ...init]);
     await checkStop(ctx, 'stage autoencoders');
     models[name] = await measureScaling(run, data, clips, join(dir, `${name}.scaled.json`), ctx.c.latents.latentFrames);
     const m = models[name]!;
