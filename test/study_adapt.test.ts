@@ -366,7 +366,7 @@ describe('dcvg study adapt (smoke scale)', () => {
     writeFileSync(f, JSON.stringify({ aeGate: { minAccuracy: 100 } }));
     const r = await study(['--scale', 'smoke', '--config', f, '--out', out, '--stages', 'data,autoencoders']);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /the base autoencoder fails its gate: its reconstructions of 1 held-out videos read [\d.]+% attribute accuracy .*below the 100% required \("aeGate\.minAccuracy"\); per clip: .*base\.gate\.json/);
+    assert.match(r.stderr, /the base autoencoder fails its gate: its reconstructions of 1 held-out videos read [\d.]+% attribute accuracy .*below the 100% required \("aeGate\.minAccuracy"\); per clip: .*base\.gate\.json\. A DiT cannot learn what its latents lose: train it longer \(dcvg study adapt --out .* --resume --config FILE, FILE \{"autoencoders": \{"base": \{"steps": N\}\}\} with N above its 2\), or with another recipe/);
     const g = JSON.parse(readFileSync(join(out, 'autoencoders', 'base.gate.json'), 'utf8')) as { passed: boolean };
     assert.equal(g.passed, false);
     assert.ok(!existsSync(join(out, 'autoencoders', 'done.json')), 'the stage is not complete');

@@ -636,7 +636,7 @@ async function trainAutoencoders(ctx: Ctx): Promise<unknown> {
  * The autoencoder gate (src/study/ae_gate.ts): reconstructs the first held-out videos, scores the reconstructions
  * and writes `<name>.gate.json`; stops the study when they score below the config's minimum.
  */
-async function gateStage(ctx: Ctx, name: string, m: AeInfo, out: string): Promise<void> {
+async function gateStage(ctx: Ctx, name: 'base' | 'dc', m: AeInfo, out: string): Promise<void> {
   const g = ctx.c.aeGate;
   const heldDir = join(ctx.out, 'data', 'held-out');
   const videos = readShapesData(heldDir).slice(0, g.clips);
@@ -648,7 +648,7 @@ async function gateStage(ctx: Ctx, name: string, m: AeInfo, out: string): Promis
   if (r.accuracy < g.minAccuracy)
     throw new ValueError(
       `study adapt: the ${name} autoencoder fails its gate: its reconstructions of ${videos.length} held-out videos read ${line}, below the ${g.minAccuracy}% required ("aeGate.minAccuracy"); per clip: ${out}. ` +
-        'A DiT cannot learn what its latents lose: train the autoencoder with another recipe (autoencoders.* in --config) in a new study folder',
+        `A DiT cannot learn what its latents lose: train it longer (dcvg study adapt --out ${ctx.out} --resume --config FILE, FILE {"autoencoders": {"${name}": {"steps": N}}} with N above its ${ctx.c.autoencoders[name].steps}), or with another recipe (move its run folders away, then autoencoders.${name}.* in --config)`,
     );
 }
 
