@@ -386,6 +386,16 @@ describe('dcvg study adapt (smoke scale)', () => {
     const saved = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { config: { autoencoders: { base: { steps: number } } }; changes: { key: string; from: number; to: number }[] };
     assert.equal(saved.config.autoencoders.base.steps, 3);
     assert.deepEqual(saved.changes.map(({ key, from, to }) => ({ key, from, to })), [{ key: 'autoencoders.base.steps', from: 2, to: 3 }]);
+    // a run finished at a lower budget and resumed past it is unfinished: its checkpoint is carried (the run of
+    // session 34 kept the finished.json of its first budget while it trained on); finished at its step, it is not
+    const carry = () => spawnSync(process.execPath, [main, 'study', 'adapt', '--out', out, '--checkpoints-to-carry'], { env, encoding: 'utf8' }).stdout;
+    const baseCkpt = join(out, 'autoencoders', 'base', 'checkpoint.safetensors');
+    const fin = join(out, 'autoencoders', 'base', 'finished.json');
+    assert.deepEqual(JSON.parse(readFileSync(fin, 'utf8')), { steps: 3 });
+    assert.ok(!carry().includes(baseCkpt));
+    writeFileSync(fin, JSON.stringify({ steps: 2 }));
+    assert.ok(carry().includes(baseCkpt), 'finished at step 2, its checkpoint at 3');
+    writeFileSync(fin, JSON.stringify({ steps: 3 }));
     // nothing else may change, nor a budget go down or stay
     const refused = async (o: unknown, re: RegExp) => {
       writeFileSync(more, JSON.stringify(o));
@@ -418,6 +428,8 @@ describe('dcvg study adapt (smoke scale)', () => {
       const c = JSON.parse(readFileSync(join(out, 'study.json'), 'utf8')) as { changes: { key: string; from: unknown; to: unknown }[] };
       assert.deepEqual(c.changes.map((x) => [x.key, x.from, x.to]).at(-1), [key, from, to]);
     }
+    // the raised budget made the base run unfinished: its checkpoint is carried again
+    assert.ok(!existsSync(fin) && carry().includes(baseCkpt));
     const narrow = { dcaev_topology: { widths: [4, 4, 4, 8, 8, 8, 8], depths: [0, 1, 1, 1, 1, 1, 1], latentChannels: 32, chunk: 16 } };
     // pretrain.frames and pretrain.batch restate their values: not recorded as changes
     writeFileSync(more, JSON.stringify({ autoencoders: { dc: { model: narrow, lr: 1e-3, pretrain: { steps: 2, crop: 64, frames: 4, batch: 2 }, extra: { 'fg-weight': '5' } } } }));

@@ -198,7 +198,11 @@ async function trainTo(ctx: Ctx, runDir: string, steps: number, startArgs: strin
       rmSync(runDir, { recursive: true, force: true });
       await dcvg(ctx, [...startArgs, ...common]);
     }
-  } else if (cur < steps) await dcvg(ctx, [...startArgs.slice(0, startArgs[0] === 'adapt' ? 2 : 1), ...common, '--resume']);
+  } else if (cur < steps) {
+    // a run finished at a lower budget (raised since) is unfinished again
+    rmSync(join(runDir, FINISHED), { force: true });
+    await dcvg(ctx, [...startArgs.slice(0, startArgs[0] === 'adapt' ? 2 : 1), ...common, '--resume']);
+  }
   else if (cur > steps) throw new ValueError(`study adapt: ${runDir} is at step ${cur}, past the ${steps} this study asks for (was the config changed?)`);
   // at its last step: a copy of the folder needs its weights only (checkpointsToCarry)
   if (final) writeJson(join(runDir, FINISHED), { steps });
@@ -206,6 +210,16 @@ async function trainTo(ctx: Ctx, runDir: string, steps: number, startArgs: strin
 
 /** Marks a run folder the study will not train further (written by trainTo). */
 const FINISHED = 'finished.json';
+
+/**
+ * Whether a run folder is finished: its finished.json names the step its checkpoint is at (a run finished at a lower
+ * budget and resumed past it, or one whose budget was raised, is not).
+ */
+function finishedAt(runDir: string): boolean {
+  const f = join(runDir, FINISHED);
+  if (!existsSync(f)) return false;
+  return (J(f) as { steps?: number }).steps === checkpointStep(runDir);
+}
 
 /**
  * The trainer checkpoints that continuing the study from a copy of its folder needs (docs/studies/adapt.md "Across
@@ -218,7 +232,7 @@ export function checkpointsToCarry(out: string): string[] {
   const walk = (d: string) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
       if (e.isDirectory()) walk(join(d, e.name));
-      else if (e.name === 'checkpoint.safetensors' && !existsSync(join(d, FINISHED))) found.push(relative(out, join(d, e.name)));
+      else if (e.name === 'checkpoint.safetensors' && !finishedAt(d)) found.push(relative(out, join(d, e.name)));
     }
   };
   for (const s of STAGES) if (s !== 'report' && !stageDone(out, s) && existsSync(join(out, s))) walk(join(out, s));
@@ -916,6 +930,8 @@ export function changeStartedStudy(out: string, override: unknown, source: strin
           if (reached === null) throw refuse(`"${key}": ${run} holds neither a checkpoint nor weights to tell how far it got`);
           if (reached >= to) throw refuse(`"${key}": the ${name} autoencoder's run has reached step ${reached} (${run}), at or past the ${to} asked for`);
         }
+        // a run finished at the old budget is unfinished at the new one (its checkpoint is carried again)
+        rmSync(join(out, 'autoencoders', name, FINISHED), { force: true });
       }
     }
     // every allowed key names a leaf (or a model spec) of the config
