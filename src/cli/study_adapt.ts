@@ -198,11 +198,8 @@ async function trainTo(ctx: Ctx, runDir: string, steps: number, startArgs: strin
       rmSync(runDir, { recursive: true, force: true });
       await dcvg(ctx, [...startArgs, ...common]);
     }
-  } else if (cur < steps) {
-    // a run finished at a lower budget (raised since) is unfinished again
-    rmSync(join(runDir, FINISHED), { force: true });
-    await dcvg(ctx, [...startArgs.slice(0, startArgs[0] === 'adapt' ? 2 : 1), ...common, '--resume']);
-  } else if (cur > steps) throw new ValueError(`study adapt: ${runDir} is at step ${cur}, past the ${steps} this study asks for (was the config changed?)`);
+  } else if (cur < steps) await dcvg(ctx, [...startArgs.slice(0, startArgs[0] === 'adapt' ? 2 : 1), ...common, '--resume']);
+  else if (cur > steps) throw new ValueError(`study adapt: ${runDir} is at step ${cur}, past the ${steps} this study asks for (was the config changed?)`);
   // at its last step: a copy of the folder needs its weights only (checkpointsToCarry)
   if (final) writeJson(join(runDir, FINISHED), { steps });
 }

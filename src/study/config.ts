@@ -304,11 +304,10 @@ export function resolveStudyConfig(scale: string, override?: unknown, source = '
       throw new ValueError(
         `study config: "autoencoders.${k}.model" ${JSON.stringify(spec)} is a ${info[k].family}; ${k === 'base' ? 'the base autoencoder is in the Wan-VAE topology (wan-vae:<preset | config.json> or a Wan VAE config object)' : 'the DC autoencoder is a DC-AE-V (a preset, config path or {"dcaev_topology": ...})'}`,
       );
-  }
-  for (const k of ['base', 'dc'] as const) {
-    const { model, pretrain: pre } = c.autoencoders[k];
+    // a pretraining chunk is a DC-AE-V topology's, with whole chunks per window
+    const pre = c.autoencoders[k].pretrain;
     if (pre.chunk > 0) {
-      if (typeof model !== 'object' || !('dcaev_topology' in model))
+      if (typeof spec !== 'object' || !('dcaev_topology' in spec))
         throw new ValueError(`study config: "autoencoders.${k}.pretrain.chunk" ${pre.chunk} needs a {"dcaev_topology": ...} model (it is that topology's chunk length); 0 keeps the model's own`);
       if (pre.chunk % info[k].temporal || pre.frames % pre.chunk)
         throw new ValueError(`study config: "autoencoders.${k}.pretrain.chunk" ${pre.chunk} must be a multiple of the temporal factor ${info[k].temporal}, and "pretrain.frames" (${pre.frames}) a whole number of such chunks`);
